@@ -1,0 +1,36 @@
+# The two commands of the README: `make run` and `make test`. Each sets up .venv first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.k2e-installed
+
+.PHONY: run test test-fast lint openapi bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -c 'import sys; assert sys.version_info[:2] == (3, 11), "k2e needs Python 3.11 (TensorFlow 2.15)"'
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[worker,dev]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	exec $(PY) -m k2e.launcher
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m 'not integration'
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+openapi: $(STAMP)
+	$(PY) scripts/export_openapi.py
+
+bench: $(STAMP)
+	$(PY) -m bench.run
+
+clean:
+	rm -rf $(VENV) data

@@ -1,0 +1,226 @@
+"""The REST contract's bodies (DESIGN.md): conversion specs, jobs, models, datasets."""
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from k2e import rules
+
+
+class _Request(BaseModel):
+    """Request bodies refuse unknown fields: a typo must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class CompileSpec(_Request):
+    """The arguments of ``model.compile`` that an inline model is compiled with."""
+
+    optimizer: str | dict[str, Any] = "rmsprop"
+    loss: str | list[str] | dict[str, str]
+    metrics: list[str] | dict[str, str | list[str]] | None = None
+    loss_weights: list[float] | dict[str, float] | None = None
+
+
+class InlineModel(_Request):
+    """A model described in JSON: ``model.to_json()`` parsed, plus how to compile it."""
+
+    config: dict[str, Any]
+    compile: CompileSpec | None = None
+
+
+class RunConfigSpec(_Request):
+    """The ``tf.estimator.RunConfig`` fields a user sets."""
+
+    tf_random_seed: int | None = None
+    save_summary_steps: PositiveInt = 100
+    save_checkpoints_steps: PositiveInt | None = None
+    save_checkpoints_secs: PositiveInt | None = None
+    keep_checkpoint_max: Annotated[int, Field(ge=0)] = 5
+    keep_checkpoint_every_n_hours: Annotated[float, Field(gt=0)] = 10000
+    log_step_count_steps: PositiveInt = 100
+    model_dir: str | None = None
+    train_distribute: Literal["mirrored"] | None = None
+
+    @field_validator("model_dir")
+    @classmethod
+    def _safe_model_dir(cls, value: str | None) -> str | None:
+        if value is not None:
+            rules.check_model_dir_name(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_checkpoint_trigger(self) -> "RunConfigSpec":
+        if self.save_checkpoints_steps is not None and self.save_checkpoints_secs is not None:
+            raise ValueError(rules.CHECKPOINT_TRIGGER_BOTH)
+        return self
+
+
+class TrainSpec(_Request):
+    dataset: str
+    max_steps: PositiveInt
+    batch_size: PositiveInt = 32
+    shuffle: bool = True
+    shuffle_buffer: PositiveInt = 10_000
+    shuffle_seed: int | None = None
+    drop_remainder: bool = False
+
+
+class EvalSpec(_Request):
+    dataset: str
+    steps: PositiveInt | None = None
+    batch_size: PositiveInt = 32
+
+
+ExportKind = Literal["classification", "regression", "predict"]
+
+
+class ConvertRequest(_Request):
+    """``model_to_estimator``'s parameters, plus what to run with the Estimator."""
+
+    keras_model: InlineModel | None = None
+    keras_model_path: str | None = None
+    custom_objects: dict[str, str] | None = None
+    model_dir: str | None = None
+    # Reusing a named model_dir warm-starts from it; k2e makes that an explicit choice.
+    warm_start: bool = False
+    config: RunConfigSpec | None = None
+    checkpoint_format: str = "checkpoint"
+    metric_names_map: dict[str, str] | None = None
+    export_outputs: dict[str, ExportKind] | None = None
+    train: TrainSpec
+    eval: EvalSpec | None = None
+    export: bool = True
+    accelerator: Literal["cpu", "gpu"] = "cpu"
+
+    @field_validator("checkpoint_format")
+    @classmethod
+    def _checkpoint_format(cls, value: str) -> str:
+        if value not in rules.CHECKPOINT_FORMATS:
+            raise ValueError(rules.checkpoint_format_message(value))
+        return value
+
+    @field_validator("keras_model_path")
+    @classmethod
+    def _not_gcs(cls, value: str | None) -> str | None:
+        if value is not None:
+            rules.check_model_path_form(value)
+        return value
+
+    @field_validator("model_dir")
+    @classmethod
+    def _safe_model_dir(cls, value: str | None) -> str | None:
+        if value is not None:
+            rules.check_model_dir_name(value)
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one_model(self) -> "ConvertRequest":
+        rules.check_one_model(self.keras_model is not None, self.keras_model_path is not None)
+        return self
+
+    def effective_model_dir(self) -> str | None:
+        """The documented precedence: the ``model_dir`` argument wins over ``config.model_dir``."""
+        if self.model_dir is not None:
+            return self.model_dir
+        return self.config.model_dir if self.config else None
+
+
+class JobStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelling = "cancelling"
+    cancelled = "cancelled"
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
+
+
+class Progress(BaseModel):
+    global_step: int = 0
+    max_steps: int | None = None
+    steps_per_sec: float | None = None
+    eta_s: float | None = None
+
+
+class LossPoint(BaseModel):
+    step: int
+    loss: float
+
+
+class JobMetrics(BaseModel):
+    train: list[LossPoint] = []
+    eval: dict[str, float] = {}
+
+
+class JobError(BaseModel):
+    type: str
+    message: str
+    reason: str = "error"
+
+
+class Job(BaseModel):
+    id: str
+    status: JobStatus
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    spec: dict[str, Any]
+    progress: Progress
+    metrics: JobMetrics
+    error: JobError | None = None
+    attempts: int = 0
+    queue: str
+    model_dir: str
+    warm_start_from: str | None = None
+
+
+class JobPage(BaseModel):
+    items: list[Job]
+    next_cursor: str | None = None
+
+
+class TensorInfo(BaseModel):
+    name: str
+    shape: list[int | None]
+    dtype: str = "float32"
+
+
+class ModelInfo(BaseModel):
+    id: str
+    format: Literal["h5", "keras"]
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    compiled: bool
+    metric_names: list[str]
+    sha256: str
+    size: int = 0
+    model_class: str = "Functional"
+
+
+class DatasetInfo(BaseModel):
+    id: str
+    format: Literal["npz", "tfrecord", "csv"]
+    num_examples: int
+    arrays: dict[str, list[int]]
+    dtypes: dict[str, str] = {}
+    sha256: str = ""
+    size: int = 0
+
+
+class CheckpointInfo(BaseModel):
+    step: int
+    name: str
+
+
+class CustomObjectInfo(BaseModel):
+    name: str
+    kind: str
+    description: str = ""

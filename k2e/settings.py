@@ -1,0 +1,62 @@
+"""Runtime settings, read once from the environment (prefix ``K2E_``)."""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything k2e reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="K2E_", extra="ignore")
+
+    data_dir: Path = Path("data")
+    # Conventional names first; K2E_-prefixed forms also work.
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("REDIS_URL", "K2E_REDIS_URL")
+    )
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "K2E_DATABASE_URL")
+    )
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    max_upload_bytes: int = 2 * 1024**3
+    # Seconds Redis waits for an acknowledgement before delivering a task again.
+    visibility_timeout_s: int = 3600
+    max_attempts: int = 3
+    # Queues this worker consumes; the launcher adds "gpu" when a GPU is visible.
+    worker_queues: str = "cpu"
+    # Comma-separated modules that register extra custom objects (see k2e.custom_objects).
+    plugins: str = ""
+
+    @property
+    def storage_root(self) -> Path:
+        return self.data_dir.resolve() / "storage"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The job store URL: ``DATABASE_URL`` or an SQLite file under the data folder."""
+        if self.database_url:
+            url = self.database_url
+            # Plain postgres:// URLs name the psycopg 3 driver that k2e installs.
+            for prefix in ("postgres://", "postgresql://"):
+                if url.startswith(prefix):
+                    return "postgresql+psycopg://" + url[len(prefix) :]
+            return url
+        return f"sqlite:///{self.data_dir.resolve() / 'k2e.db'}"
+
+    @property
+    def broker_url(self) -> str:
+        if not self.redis_url:
+            raise RuntimeError(
+                "REDIS_URL is not set; `make run` starts an embedded Redis and sets it"
+            )
+        return self.redis_url
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()

@@ -1,0 +1,166 @@
+"""Checks a ConvertRequest against its model and datasets before anything is queued.
+
+The API runs this on every submission; the worker runs it again before it loads
+anything (defence in depth). Everything here reads files with h5py/numpy only.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from k2e import rules
+from k2e.custom_objects import registry
+from k2e.errors import FieldError, InvalidSpec, InvalidUpload, NotFound
+from k2e.inspection import ModelSummary, compiled_metric_names, inspect_h5, parse_model_config
+from k2e.npz import inspect_npz
+from k2e.schemas import ConvertRequest, DatasetInfo, TensorInfo
+from k2e.storage import Storage
+
+_MODEL_ID_LEN = 32
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """What the spec's model is, as far as can be known without TensorFlow."""
+
+    summary: ModelSummary
+    compiled: bool
+    metric_names: list[str]
+    path: Path | None  # the HDF5 file, for keras_model_path
+    training_config: dict[str, Any] | None = None
+
+
+def resolve_model(spec: ConvertRequest, storage: Storage) -> ResolvedModel:
+    if spec.keras_model is not None:
+        try:
+            summary = parse_model_config(spec.keras_model.config)
+        except InvalidUpload as exc:
+            raise InvalidSpec(exc.detail, [FieldError(("keras_model", "config"), exc.detail)])
+        compile_args = spec.keras_model.compile
+        names = (
+            compiled_metric_names(compile_args.model_dump(), [o.name for o in summary.outputs])
+            if compile_args
+            else []
+        )
+        return ResolvedModel(summary, compile_args is not None, names, None, None)
+
+    assert spec.keras_model_path is not None
+    path = model_path(spec.keras_model_path, storage)
+    try:
+        h5 = inspect_h5(path)
+    except InvalidUpload as exc:
+        raise InvalidSpec(exc.detail, [FieldError(("keras_model_path",), exc.detail)]) from exc
+    return ResolvedModel(h5.summary, h5.compiled, h5.metric_names, path, h5.training_config)
+
+
+def model_path(value: str, storage: Storage) -> Path:
+    """A model id from POST /models, or a file under the storage root."""
+    loc = ("keras_model_path",)
+    if len(value) == _MODEL_ID_LEN and value.isalnum():
+        try:
+            return storage.model_file(value)
+        except NotFound as exc:
+            raise InvalidSpec(exc.detail, [FieldError(loc, exc.detail)]) from exc
+    try:
+        path = storage.resolve_under_root(value, "keras_model_path")
+    except InvalidSpec as exc:
+        raise InvalidSpec(exc.detail, [FieldError(loc, exc.detail)]) from exc
+    if not path.is_file():
+        msg = f"no model id or file {value!r} under the storage root"
+        raise InvalidSpec(msg, [FieldError(loc, msg)])
+    return path
+
+
+def check_spec(spec: ConvertRequest, storage: Storage, plugins: str = "") -> ResolvedModel:
+    """Every rule that needs the model or the datasets; raises InvalidSpec listing all."""
+    model = resolve_model(spec, storage)
+    loc_model = ("keras_model",) if spec.keras_model is not None else ("keras_model_path",)
+    if not model.compiled:
+        raise InvalidSpec(rules.NOT_COMPILED, [FieldError(loc_model, rules.NOT_COMPILED)])
+
+    errors: list[FieldError] = []
+    known = registry(plugins)
+    for name, target in (spec.custom_objects or {}).items():
+        if target not in known:
+            errors.append(
+                FieldError(
+                    ("custom_objects", name),
+                    f"{target!r} is not in the server's custom-object registry "
+                    f"(GET /custom-objects lists {sorted(known)})",
+                )
+            )
+    if spec.checkpoint_format == "checkpoint" and not model.summary.is_graph_network:
+        msg = "Object-based checkpoints are currently not supported with subclassed models."
+        errors.append(FieldError(("checkpoint_format",), msg))
+    errors += rules.check_metric_names_map(spec.metric_names_map, model.metric_names)
+    errors += rules.check_export_outputs(
+        spec.export_outputs, [(o.name, o.shape) for o in model.summary.outputs]
+    )
+    errors += check_dataset(("train", "dataset"), spec.train.dataset, model.summary, storage)
+    if spec.eval is not None:
+        errors += check_dataset(("eval", "dataset"), spec.eval.dataset, model.summary, storage)
+    if errors:
+        raise InvalidSpec(errors[0].msg, errors)
+    return model
+
+
+def dataset_info(dataset_id: str, storage: Storage) -> DatasetInfo:
+    return storage.dataset_info(dataset_id)
+
+
+def check_dataset(
+    loc: tuple[str, ...], dataset_id: str, model: ModelSummary, storage: Storage
+) -> list[FieldError]:
+    """Every input and output has an array of a compatible shape; weights name real outputs."""
+    try:
+        info = storage.dataset_info(dataset_id)
+    except NotFound as exc:
+        return [FieldError(loc, exc.detail)]
+    errors = []
+    for tensor in [*model.inputs, *model.outputs]:
+        errors += _check_array(loc, info, tensor)
+    outputs = [o.name for o in model.outputs]
+    for name in info.arrays:
+        if name == "sample_weights" and len(outputs) != 1:
+            errors.append(
+                FieldError(
+                    (*loc, name),
+                    f"a single `sample_weights` array needs a single-output model; this model "
+                    f"has outputs {outputs}: use `sample_weights.<output>`",
+                )
+            )
+        elif name.startswith("sample_weights.") and name.split(".", 1)[1] not in outputs:
+            errors.append(
+                FieldError((*loc, name), f"{name!r} names no output of the model {outputs}")
+            )
+    return errors
+
+
+def _check_array(loc: tuple[str, ...], info: DatasetInfo, tensor: TensorInfo) -> list[FieldError]:
+    if tensor.name not in info.arrays:
+        return [
+            FieldError(
+                (*loc, tensor.name),
+                f"the dataset has no array {tensor.name!r}; it has {sorted(info.arrays)}",
+            )
+        ]
+    dtype = info.dtypes.get(tensor.name, "float32")
+    if not _numeric(dtype):
+        return [FieldError((*loc, tensor.name), f"{tensor.name!r} has non-numeric dtype {dtype}")]
+    have = list(info.arrays[tensor.name][1:])
+    want = list(tensor.shape[1:])
+    # A [batch, 1] tensor also takes a flat [n] array.
+    if want == [1] and have == []:
+        return []
+    if len(have) != len(want) or any(w is not None and w != h for w, h in zip(want, have)):
+        return [
+            FieldError(
+                (*loc, tensor.name),
+                f"{tensor.name!r} has per-example shape {have}; the model expects {want}",
+            )
+        ]
+    return []
+
+
+def _numeric(dtype: str) -> bool:
+    return dtype.startswith(("float", "int", "uint", "bool"))

@@ -1,0 +1,1 @@
+"""The k2e REST API. Never imports TensorFlow or ``worker``."""

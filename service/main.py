@@ -1,0 +1,35 @@
+"""The FastAPI application."""
+
+import logging
+
+from fastapi import FastAPI
+
+from k2e.jobstore import JobStore
+from k2e.settings import Settings, get_settings
+from k2e.storage import Storage
+from service.broker import TaskSender
+from service.problems import add_exception_handlers
+from service.routes import convert, health, jobs, uploads
+
+log = logging.getLogger("k2e.api")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="k2e",
+        version="1.0.0",
+        summary="Keras models in, TensorFlow Estimator training jobs out.",
+    )
+    app.state.settings = settings
+    app.state.store = JobStore(settings.sqlalchemy_url)
+    app.state.store.create_schema()
+    app.state.storage = Storage(settings.storage_root)
+    app.state.storage.ensure()
+    app.state.sender = TaskSender(settings)
+    add_exception_handlers(app)
+    for module in (health, uploads, convert, jobs):
+        app.include_router(module.router)
+    log.info("k2e API: storage at %s, job store %s", settings.storage_root,
+             settings.sqlalchemy_url.split("@")[-1])
+    return app

@@ -1,0 +1,142 @@
+"""Multipart bodies streamed straight to the storage volume, with the size limit
+enforced while the bytes arrive (never after the whole body is buffered)."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from fastapi import Request
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from k2e.errors import InvalidUpload, UploadTooLarge
+
+MAX_FIELD_BYTES = 4 * 1024 * 1024  # non-file fields (a JSON spec) stay small
+
+
+@dataclass
+class ReceivedFile:
+    field: str
+    filename: str
+    path: Path
+    size: int
+
+
+@dataclass
+class MultipartBody:
+    fields: dict[str, str] = field(default_factory=dict)
+    files: dict[str, ReceivedFile] = field(default_factory=dict)
+
+    def discard(self) -> None:
+        for received in self.files.values():
+            received.path.unlink(missing_ok=True)
+
+
+class _Receiver:
+    """Parser callbacks: file parts go to disk, other parts to memory."""
+
+    def __init__(self, tmp_path_for: "callable", file_fields: set[str], limit: int) -> None:
+        self.tmp_path_for = tmp_path_for
+        self.file_fields = file_fields
+        self.limit = limit
+        self.body = MultipartBody()
+        self._headers: dict[bytes, bytes] = {}
+        self._header_field = b""
+        self._header_value = b""
+        self._name = ""
+        self._sink: IO[bytes] | None = None
+        self._file: ReceivedFile | None = None
+        self._buffer = bytearray()
+
+    def on_part_begin(self) -> None:
+        self._headers = {}
+        self._buffer = bytearray()
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._header_field += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        self._headers[self._header_field.lower()] = self._header_value
+        self._header_field = self._header_value = b""
+
+    def on_headers_finished(self) -> None:
+        _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
+        self._name = options.get(b"name", b"").decode("utf-8", "replace")
+        filename = options.get(b"filename")
+        if filename is not None:
+            if self._name not in self.file_fields:
+                raise InvalidUpload(
+                    f"unexpected file field {self._name!r}; expected one of "
+                    f"{sorted(self.file_fields)}"
+                )
+            if self._name in self.body.files:
+                raise InvalidUpload(f"file field {self._name!r} given twice")
+            name = filename.decode("utf-8", "replace")
+            path = self.tmp_path_for(Path(name).suffix.lower()[:16])
+            self._file = ReceivedFile(self._name, name, path, 0)
+            self.body.files[self._name] = self._file
+            self._sink = path.open("wb")
+        else:
+            self._file = None
+            self._sink = None
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        chunk = data[start:end]
+        if self._sink is not None and self._file is not None:
+            self._file.size += len(chunk)
+            if self._file.size > self.limit:
+                raise UploadTooLarge(
+                    f"file field {self._name!r} exceeds the upload limit of {self.limit} bytes"
+                )
+            self._sink.write(chunk)
+        else:
+            self._buffer += chunk
+            if len(self._buffer) > MAX_FIELD_BYTES:
+                raise UploadTooLarge(f"field {self._name!r} exceeds {MAX_FIELD_BYTES} bytes")
+
+    def on_part_end(self) -> None:
+        if self._sink is not None:
+            self._sink.close()
+            self._sink = None
+        else:
+            self.body.fields[self._name] = self._buffer.decode("utf-8", "replace")
+
+    def close(self) -> None:
+        if self._sink is not None:
+            self._sink.close()
+
+
+async def receive_multipart(
+    request: Request, tmp_path_for: "callable", file_fields: set[str], limit: int
+) -> MultipartBody:
+    """Parse ``multipart/form-data`` from the request stream into files under storage."""
+    content_type, params = parse_options_header(request.headers.get("content-type", ""))
+    if content_type != b"multipart/form-data" or b"boundary" not in params:
+        raise InvalidUpload("expected a multipart/form-data body with a boundary")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit + MAX_FIELD_BYTES:
+        raise UploadTooLarge(f"the body exceeds the upload limit of {limit} bytes")
+
+    receiver = _Receiver(tmp_path_for, file_fields, limit)
+    callbacks = {
+        name: getattr(receiver, name)
+        for name in (
+            "on_part_begin", "on_part_data", "on_part_end", "on_header_field",
+            "on_header_value", "on_header_end", "on_headers_finished",
+        )
+    }
+    parser = MultipartParser(params[b"boundary"], callbacks)
+    try:
+        async for chunk in request.stream():
+            parser.write(chunk)
+        parser.finalize()
+    except Exception as exc:
+        receiver.close()
+        receiver.body.discard()
+        if isinstance(exc, (InvalidUpload, UploadTooLarge)):
+            raise
+        raise InvalidUpload(f"malformed multipart body: {exc}") from exc
+    receiver.close()
+    return receiver.body

@@ -1,0 +1,111 @@
+"""Every error leaves the API as RFC 9457 ``application/problem+json``."""
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from k2e.errors import (
+    Conflict,
+    InvalidSpec,
+    InvalidUpload,
+    K2EError,
+    NotFound,
+    Unavailable,
+    UploadTooLarge,
+)
+
+PROBLEM_JSON = "application/problem+json"
+
+_STATUS: dict[type[K2EError], int] = {
+    NotFound: 404,
+    InvalidSpec: 422,
+    InvalidUpload: 422,
+    UploadTooLarge: 413,
+    Conflict: 409,
+    Unavailable: 503,
+}
+
+# Documented in each route's `responses=` so the OpenAPI spec names the error body.
+PROBLEM_RESPONSE: dict[str, Any] = {
+    "description": "A problem (RFC 9457)",
+    "content": {
+        PROBLEM_JSON: {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "type": {"type": "string"},
+                    "title": {"type": "string"},
+                    "status": {"type": "integer"},
+                    "detail": {"type": "string"},
+                    "errors": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "loc": {"type": "array", "items": {}},
+                                "msg": {"type": "string"},
+                            },
+                        },
+                    },
+                },
+                "required": ["type", "title", "status", "detail"],
+            }
+        }
+    },
+}
+
+
+def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: PROBLEM_RESPONSE for code in codes}
+
+
+def problem(status: int, title: str, detail: str, errors: list[dict[str, Any]] | None = None,
+            headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "errors": errors or [],
+    }
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _validation_message(msg: str) -> str:
+    # pydantic prefixes messages raised by our own validators; the rule's text is what matters.
+    return msg.removeprefix("Value error, ")
+
+
+def _clean_loc(loc: tuple[Any, ...] | list[Any]) -> list[Any]:
+    # "body" is transport detail, and model validators add their class name to loc.
+    return [part for part in loc if part != "body"]
+
+
+def add_exception_handlers(app: FastAPI) -> None:
+    @app.exception_handler(K2EError)
+    async def _domain(_: Request, exc: K2EError) -> JSONResponse:
+        status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 400)
+        return problem(status, exc.title, exc.detail, [e.as_dict() for e in exc.errors])
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": _clean_loc(e.get("loc", ())), "msg": _validation_message(str(e.get("msg")))}
+            for e in exc.errors()
+        ]
+        detail = errors[0]["msg"] if len(errors) == 1 else "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in errors
+        )
+        return problem(422, "Invalid request", detail, errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem(exc.status_code, str(exc.detail), str(exc.detail),
+                       headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        return problem(500, "Internal error", f"{type(exc).__name__}: the error was logged")

@@ -1,0 +1,34 @@
+"""Liveness and readiness."""
+
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from k2e.errors import Unavailable
+from service.deps import SenderDep, StoreDep
+from service.problems import problem, problems
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="200 while the API runs")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="200 when the broker and the job store answer",
+            responses=problems(503))
+async def readyz(store: StoreDep, sender: SenderDep) -> JSONResponse:
+    checks = {}
+    for name, check in (("job_store", store.ping), ("broker", sender.ping)):
+        try:
+            await run_in_threadpool(check)
+            checks[name] = "ok"
+        except Unavailable as exc:
+            checks[name] = exc.detail
+        except Exception as exc:  # any driver error means "not ready", never a 500
+            checks[name] = f"{type(exc).__name__}: {exc}"
+    failing = {k: v for k, v in checks.items() if v != "ok"}
+    if failing:
+        return problem(503, "Not ready", "; ".join(f"{k}: {v}" for k, v in failing.items()))
+    return JSONResponse({"status": "ready", "checks": checks})

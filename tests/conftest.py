@@ -1,0 +1,28 @@
+"""Shared fixtures: real servers, started by the suite itself."""
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from k2e.embedded_redis import EmbeddedRedis
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """A real redis-server on a free port, private to this test session."""
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), appendonly=False).start()
+    yield server
+    server.stop()
+
+
+def postgres_url() -> str:
+    return os.environ.get(
+        "K2E_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    )
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("k2e-data")

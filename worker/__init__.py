@@ -1,0 +1,1 @@
+"""k2e's Celery worker: the only part of k2e that imports TensorFlow."""

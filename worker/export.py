@@ -1,0 +1,70 @@
+"""SavedModel export in the TF Serving layout, written atomically."""
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from k2e.schemas import TensorInfo
+from k2e.storage import EXPORT_DIR, EXPORT_STAGING_DIR
+from worker.tfrt import tf
+
+EXPORT_CLASSES = {
+    "regression": tf.estimator.export.RegressionOutput,
+    "classification": tf.estimator.export.ClassificationOutput,
+    "predict": tf.estimator.export.PredictOutput,
+}
+RAW = "raw"
+
+
+def export_output_classes(export_outputs: dict[str, str] | None) -> dict[str, Any] | None:
+    if not export_outputs:
+        return None
+    return {key: EXPORT_CLASSES[kind] for key, kind in export_outputs.items()}
+
+
+def serving_input_fn(inputs: list[TensorInfo], parse_examples: bool) -> Any:
+    """Raw tensors keyed by input name; or, for classify/regress heads, serialized
+    tf.Examples by default with the raw tensors as the ``raw`` alternative (the
+    classify and regress signatures only exist with a single string input)."""
+
+    def raw() -> Any:
+        placeholders = {
+            t.name: tf.compat.v1.placeholder(_dtype(t), [None, *t.shape[1:]], name=t.name)
+            for t in inputs
+        }
+        return tf.estimator.export.ServingInputReceiver(placeholders, placeholders)
+
+    def parsing() -> Any:
+        serialized = tf.compat.v1.placeholder(tf.string, [None], name="input_example_tensor")
+        spec = {t.name: tf.io.FixedLenFeature(t.shape[1:], _dtype(t)) for t in inputs}
+        features = tf.io.parse_example(serialized, spec)
+        return tf.estimator.export.ServingInputReceiver(
+            features, {"examples": serialized}, receiver_tensors_alternatives={RAW: features}
+        )
+
+    return parsing if parse_examples else raw
+
+
+def needs_example_parsing(export_outputs: dict[str, str] | None, inputs: list[TensorInfo]) -> bool:
+    heads = set((export_outputs or {}).values()) & {"regression", "classification"}
+    fixed = all(d is not None for t in inputs for d in t.shape[1:])
+    return bool(heads) and fixed
+
+
+def export_atomically(estimator: Any, model_dir: Path, receiver_fn: Any) -> Path:
+    """Export into a staging folder, then rename into ``export/<version>``: a reader
+    never sees a partial SavedModel."""
+    staging = model_dir / EXPORT_STAGING_DIR
+    shutil.rmtree(staging, ignore_errors=True)
+    written = Path(os.fsdecode(estimator.export_saved_model(str(staging), receiver_fn)))
+    final_root = model_dir / EXPORT_DIR
+    final_root.mkdir(exist_ok=True)
+    target = final_root / written.name
+    os.replace(written, target)
+    shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _dtype(tensor: TensorInfo) -> Any:
+    return tf.as_dtype(tensor.dtype or "float32")

@@ -1,0 +1,68 @@
+"""Training hooks: progress into the job record, and stopping on cancel."""
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from worker.tfrt import tf
+
+MAX_CURVE_POINTS = 500
+
+
+class LossCurve:
+    """The train loss curve, bounded: when full, every other old point is dropped."""
+
+    def __init__(self, limit: int = MAX_CURVE_POINTS) -> None:
+        self.limit = limit
+        self.points: list[dict[str, Any]] = []
+
+    def add(self, step: int, loss: float) -> None:
+        if self.points and self.points[-1]["step"] == step:
+            return
+        self.points.append({"step": step, "loss": loss})
+        if len(self.points) > self.limit:
+            self.points = self.points[:-1:2] + self.points[-1:]
+
+
+class ProgressHook(tf.compat.v1.train.SessionRunHook):
+    """Reports ``global_step`` and the loss every ``every_steps`` steps or ``every_secs``
+    seconds, whichever comes first. ``report`` returns True to ask training to stop."""
+
+    def __init__(
+        self,
+        report: Callable[[int, float, float | None], bool],
+        every_steps: int,
+        every_secs: float = 2.0,
+    ) -> None:
+        self._report = report
+        self._every_steps = every_steps
+        self._every_secs = every_secs
+        self.stopped = False
+
+    def begin(self) -> None:
+        self._global_step = tf.compat.v1.train.get_global_step()
+        # The Estimator appends the model_fn's loss to LOSSES last.
+        self._loss = tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.LOSSES)[-1]
+        self._last_step: int | None = None
+        self._last_time = time.monotonic()
+        self._rate_step: int | None = None
+        self._rate_time = self._last_time
+
+    def before_run(self, run_context: Any) -> Any:
+        return tf.compat.v1.train.SessionRunArgs([self._global_step, self._loss])
+
+    def after_run(self, run_context: Any, run_values: Any) -> None:
+        step, loss = run_values.results
+        step = int(step)
+        now = time.monotonic()
+        due_steps = self._last_step is None or step - self._last_step >= self._every_steps
+        if not due_steps and now - self._last_time < self._every_secs:
+            return
+        rate = None
+        if self._rate_step is not None and now > self._rate_time:
+            rate = (step - self._rate_step) / (now - self._rate_time)
+        self._rate_step, self._rate_time = step, now
+        self._last_step, self._last_time = step, now
+        if self._report(step, float(loss), rate):
+            self.stopped = True
+            run_context.request_stop()

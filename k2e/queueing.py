@@ -32,7 +32,6 @@ def make_celery(settings: Settings, name: str = "k2e") -> Celery:
         },
         task_queues=[Queue(CPU_QUEUE), Queue(GPU_QUEUE)],
         task_default_queue=CPU_QUEUE,
-        worker_hijack_root_logger=False,
         # TensorFlow takes ~6 s to import in a fresh child; the default 4 s is too short.
         worker_proc_alive_timeout=120,
     )

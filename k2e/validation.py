@@ -27,15 +27,13 @@ class ResolvedModel:
     compiled: bool
     metric_names: list[str]
     path: Path | None  # the HDF5 file, for keras_model_path
-    training_config: dict[str, Any] | None = None
+    # The HDF5's compile arguments with plain metric names (see inspection.plain_compile_args).
+    compile_args: dict[str, Any] | None = None
 
 
 def resolve_model(spec: ConvertRequest, storage: Storage) -> ResolvedModel:
     if spec.keras_model is not None:
-        try:
-            summary = parse_model_config(spec.keras_model.config)
-        except InvalidUpload as exc:
-            raise InvalidSpec(exc.detail, [FieldError(("keras_model", "config"), exc.detail)])
+        summary = parse_model_config(spec.keras_model.config)
         compile_args = spec.keras_model.compile
         names = (
             compiled_metric_names(compile_args.model_dump(), [o.name for o in summary.outputs])
@@ -50,7 +48,7 @@ def resolve_model(spec: ConvertRequest, storage: Storage) -> ResolvedModel:
         h5 = inspect_h5(path)
     except InvalidUpload as exc:
         raise InvalidSpec(exc.detail, [FieldError(("keras_model_path",), exc.detail)]) from exc
-    return ResolvedModel(h5.summary, h5.compiled, h5.metric_names, path, h5.training_config)
+    return ResolvedModel(h5.summary, h5.compiled, h5.metric_names, path, h5.compile_args)
 
 
 def model_path(value: str, storage: Storage) -> Path:

@@ -7,7 +7,9 @@ from fastapi import FastAPI
 from k2e.jobstore import JobStore
 from k2e.settings import Settings, get_settings
 from k2e.storage import Storage
+from k2e.schemas import ConvertRequest
 from service.broker import TaskSender
+from service.openapi import add_request_schemas
 from service.problems import add_exception_handlers
 from service.routes import convert, health, jobs, uploads
 
@@ -22,6 +24,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Keras models in, TensorFlow Estimator training jobs out.",
     )
     app.state.settings = settings
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     app.state.store = JobStore(settings.sqlalchemy_url)
     app.state.store.create_schema()
     app.state.storage = Storage(settings.storage_root)
@@ -30,6 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     add_exception_handlers(app)
     for module in (health, uploads, convert, jobs):
         app.include_router(module.router)
+    add_request_schemas(app, {"ConvertRequest": ConvertRequest})
     log.info("k2e API: storage at %s, job store %s", settings.storage_root,
              settings.sqlalchemy_url.split("@")[-1])
     return app

@@ -4,16 +4,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from k2e.inspection import plain_compile_args
-from k2e.schemas import CompileSpec, ConvertRequest
+from k2e.schemas import ConvertRequest
 from worker.tfrt import tf
 
 
 def build_keras_model(spec: ConvertRequest, h5_path: Path | None,
-                      training_config: dict[str, Any] | None) -> Any:
+                      h5_compile_args: dict[str, Any] | None) -> Any:
     """A new model object per job: the Estimator's conversion invalidates earlier ones.
 
-    Models from HDF5 are compiled again from their plain training config, because
+    Models from HDF5 are compiled again from their plain compile arguments, because
     the metric objects HDF5 stores come back with doubly prefixed names.
     Call inside ``tf.keras.utils.custom_object_scope``.
     """
@@ -23,14 +22,14 @@ def build_keras_model(spec: ConvertRequest, h5_path: Path | None,
         assert compile_args is not None, "the API refuses uncompiled models"
         _compile(model, compile_args.model_dump(exclude_none=True))
         return model
-    assert h5_path is not None and training_config is not None
+    assert h5_path is not None and h5_compile_args is not None
     model = tf.keras.models.load_model(str(h5_path), compile=False)
-    _compile(model, plain_compile_args(training_config))
+    _compile(model, h5_compile_args)
     return model
 
 
 def _compile(model: Any, args: dict[str, Any]) -> None:
-    args = dict(args)
+    args = {k: v for k, v in args.items() if v is not None}
     optimizer = args.pop("optimizer", "rmsprop")
     # Estimators run the legacy (v1 graph) optimizers; choosing one here avoids a
     # conversion inside model_to_estimator.
@@ -38,8 +37,20 @@ def _compile(model: Any, args: dict[str, Any]) -> None:
         optimizer = tf.keras.optimizers.deserialize(optimizer, use_legacy_optimizer=True)
     else:
         optimizer = tf.keras.optimizers.get(optimizer, use_legacy_optimizer=True)
-    model.compile(optimizer=optimizer, **{k: v for k, v in args.items() if v is not None})
+    for key in ("metrics", "weighted_metrics"):
+        if key in args:
+            args[key] = _objects(args[key], tf.keras.metrics.deserialize)
+    if "loss" in args:
+        args["loss"] = _objects(args["loss"], tf.keras.losses.deserialize)
+    model.compile(optimizer=optimizer, **args)
 
 
-def compile_spec_of(args: dict[str, Any]) -> CompileSpec:
-    return CompileSpec.model_validate(args)
+def _objects(value: Any, deserialize: Any) -> Any:
+    """Serialized configs (``{"class_name", "config"}``) become objects; names stay names."""
+    if isinstance(value, dict) and "class_name" in value:
+        return deserialize(value)
+    if isinstance(value, dict):
+        return {k: _objects(v, deserialize) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_objects(v, deserialize) for v in value]
+    return value

@@ -107,7 +107,7 @@ class JobRunner:
         model_dir.mkdir(parents=True, exist_ok=True)
         objects = custom_objects.resolve(spec.custom_objects, self.settings.plugins)
         with tf.keras.utils.custom_object_scope(objects):
-            keras_model = build_keras_model(spec, resolved.path, resolved.training_config)
+            keras_model = build_keras_model(spec, resolved.path, resolved.compile_args)
             estimator = tf.keras.estimator.model_to_estimator(
                 keras_model=keras_model,
                 custom_objects=objects or None,

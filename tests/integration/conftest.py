@@ -1,0 +1,97 @@
+"""Integration fixtures: a real Redis, a real Celery worker process, real TensorFlow.
+
+One worker process serves the whole session, as in production; each test talks
+to the API in-process through HTTP (FastAPI's TestClient).
+"""
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from k2e.embedded_redis import EmbeddedRedis
+from k2e.settings import Settings
+from service.main import create_app
+
+READY_LINE = "worker process ready: TensorFlow loaded"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    return dict(
+        os.environ,
+        K2E_DATA_DIR=str(settings.data_dir),
+        REDIS_URL=settings.broker_url,
+        DATABASE_URL=settings.sqlalchemy_url,
+        PYTHONUNBUFFERED="1",
+    )
+
+
+class WorkerProcess:
+    """``celery -A worker.app worker`` as a child process, its log in a file."""
+
+    def __init__(self, settings: Settings, log_path: Path, queues: str = "cpu,gpu") -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.queues = queues
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 180) -> "WorkerProcess":
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", self.queues,
+             "--concurrency", "1", "--loglevel", "INFO", "--without-mingle", "--without-gossip"],
+            cwd=ROOT, env=worker_env(self.settings), stdout=log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while READY_LINE not in self.log_path.read_text(errors="replace"):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("worker did not start:\n" + self.log_path.read_text()[-3000:])
+            time.sleep(0.2)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture(scope="session")
+def settings(redis_server: EmbeddedRedis, data_dir: Path) -> Settings:
+    return Settings(data_dir=data_dir, redis_url=redis_server.url, database_url=None)
+
+
+@pytest.fixture(scope="session")
+def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+    process = WorkerProcess(settings, log_path).start()
+    yield process
+    process.stop()
+    print(f"worker log: {log_path}")
+
+
+@pytest.fixture(scope="session")
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def wait_for_job(client: TestClient, job_id: str, timeout: float = 300) -> dict:
+    """Poll GET /jobs/{id} until the job reaches a terminal state."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = client.get(f"/jobs/{job_id}").json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s: {job}")
+        time.sleep(0.25)

@@ -127,7 +127,7 @@ class JobRunner:
                 hooks=[hook],
                 max_steps=train.max_steps,
             )
-            step = int(estimator.get_variable_value("global_step"))
+            step = _checkpoint_step(estimator.latest_checkpoint())
             if hook.stopped:
                 return RunResult(JobStatus.cancelled, global_step=step)
             result = RunResult(JobStatus.succeeded, global_step=step)
@@ -164,6 +164,11 @@ class JobRunner:
             return status == JobStatus.cancelling.value
 
         return ProgressHook(report, every_steps=every)
+
+
+def _checkpoint_step(path: str | None) -> int:
+    # Object-based checkpoints don't store a `global_step` key; the file name has it.
+    return int(path.rsplit("-", 1)[1]) if path else 0
 
 
 def _scalar(value: Any) -> float:

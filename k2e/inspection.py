@@ -26,12 +26,22 @@ _SAME_SHAPE = frozenset(
 )
 _ELEMENTWISE = frozenset("Add Subtract Multiply Average Maximum Minimum".split())
 # Strings model.compile re-resolves from the output's shape; the stored fn is the resolution.
-_SPECIAL = {"accuracy": "_accuracy", "acc": "_accuracy", "crossentropy": "_crossentropy",
-            "ce": "_crossentropy"}
+_SPECIAL = {
+    "accuracy": "_accuracy",
+    "acc": "_accuracy",
+    "crossentropy": "_crossentropy",
+    "ce": "_crossentropy",
+}
 # keras.metrics.get aliases whose function has another name (Keras 2.15).
-_ALIASES = {"mae": "mean_absolute_error", "mse": "mean_squared_error", "logcosh": "log_cosh",
-            "mape": "mean_absolute_percentage_error", "msle": "mean_squared_logarithmic_error",
-            "kullback_leibler_divergence": "kl_divergence", "cosine_proximity": "cosine_similarity"}
+_ALIASES = {
+    "mae": "mean_absolute_error",
+    "mse": "mean_squared_error",
+    "logcosh": "log_cosh",
+    "mape": "mean_absolute_percentage_error",
+    "msle": "mean_squared_logarithmic_error",
+    "kullback_leibler_divergence": "kl_divergence",
+    "cosine_proximity": "cosine_similarity",
+}
 # Parameterless metric classes that equal the function named like their default name.
 _FUNCTION_CLASSES = frozenset(
     "CategoricalAccuracy SparseCategoricalAccuracy MeanSquaredError MeanAbsoluteError Poisson "
@@ -69,8 +79,12 @@ def _spec_error(message: str) -> InvalidSpec:
 
 def _is_ref(x: Any) -> bool:
     """A ``[layer_name, node_index, tensor_index(, kwargs)]`` tensor reference."""
-    return (isinstance(x, list | tuple) and len(x) >= 3 and isinstance(x[0], str)
-            and all(isinstance(i, int) for i in x[1:3]))
+    return (
+        isinstance(x, list | tuple)
+        and len(x) >= 3
+        and isinstance(x[0], str)
+        and all(isinstance(i, int) for i in x[1:3])
+    )
 
 
 def _refs(struct: Any) -> list[list[Any]]:
@@ -136,8 +150,11 @@ def _input_info(layer: dict[str, Any]) -> TensorInfo:
     cfg = layer.get("config", {})
     shape = cfg.get("batch_input_shape", cfg.get("batch_shape"))
     dtype = cfg.get("dtype")
-    return TensorInfo(name=cfg.get("name", layer.get("name")), shape=list(shape),
-                      dtype=dtype if isinstance(dtype, str) else "float32")
+    return TensorInfo(
+        name=cfg.get("name", layer.get("name")),
+        shape=list(shape),
+        dtype=dtype if isinstance(dtype, str) else "float32",
+    )
 
 
 def _output_info(name: str, shape: Shape) -> TensorInfo:
@@ -247,8 +264,10 @@ def _per_output(metrics: Any, output_names: list[str]) -> list[list[Any]]:
         raise _spec_error(f"metrics must be a list or a dict by output name, not {metrics!r}")
     if any(isinstance(m, list) for m in metrics):
         if len(metrics) != len(output_names):
-            raise _spec_error(f"a list of lists of metrics needs one list per output "
-                              f"({len(output_names)}), got {len(metrics)}")
+            raise _spec_error(
+                f"a list of lists of metrics needs one list per output "
+                f"({len(output_names)}), got {len(metrics)}"
+            )
         return [_as_list(m) for m in metrics]
     return [list(metrics) for _ in output_names]  # every metric applies to every output
 
@@ -297,8 +316,11 @@ def _plain_metric(metric: Any, name: str) -> Any:
 
 def _stored_groups(stored: Any, output_names: list[str]) -> list[list[Any]] | None:
     """Keras 2.15's stored form of metrics: one list of named metric configs per output."""
-    if (isinstance(stored, list) and len(stored) == len(output_names) > 0
-            and all(isinstance(group, list) for group in stored)):
+    if (
+        isinstance(stored, list)
+        and len(stored) == len(output_names) > 0
+        and all(isinstance(group, list) for group in stored)
+    ):
         return [[m for m in group if m is not None] for group in stored]
     return None
 
@@ -306,7 +328,7 @@ def _stored_groups(stored: Any, output_names: list[str]) -> list[list[Any]] | No
 def _given_name(metric: Any, output: str, multi: bool) -> str:
     """The name the user gave: without the ``<output>_`` prefix compile added."""
     name = _metric_name(metric)
-    return name[len(output) + 1:] if multi and name.startswith(output + "_") else name
+    return name[len(output) + 1 :] if multi and name.startswith(output + "_") else name
 
 
 def _plain_metrics(stored: Any, output_names: list[str], repeated: list[set[str]]) -> Any:
@@ -319,8 +341,8 @@ def _plain_metrics(stored: Any, output_names: list[str], repeated: list[set[str]
         for metric in group:
             name = _given_name(metric, output, multi)
             # compile names a weighted metric that repeats a metric weighted_<name>.
-            if name.startswith("weighted_") and name[len("weighted_"):] in names:
-                name = name[len("weighted_"):]
+            if name.startswith("weighted_") and name[len("weighted_") :] in names:
+                name = name[len("weighted_") :]
             items.append(_plain_metric(metric, name))
         plain.append(items)
     if not multi:
@@ -339,8 +361,9 @@ def plain_compile_args(training_config: dict[str, Any], output_names: list[str])
     multi = len(output_names) > 1
     groups = _stored_groups(training_config.get("metrics"), output_names)
     groups = groups or [[] for _ in output_names]
-    repeated = [{_given_name(m, o, multi) for m in g} for o, g in zip(output_names, groups,
-                                                                         strict=True)]
+    repeated = [
+        {_given_name(m, o, multi) for m in g} for o, g in zip(output_names, groups, strict=True)
+    ]
     args = {
         "loss": training_config.get("loss"),
         "metrics": _plain_metrics(training_config.get("metrics"), output_names, repeated),
@@ -381,8 +404,10 @@ def inspect_h5(path: str | os.PathLike[str]) -> H5Summary:
     except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
         raise InvalidUpload(f"corrupt or truncated HDF5 file: {exc}") from exc
     if config is None:
-        raise InvalidUpload("HDF5 file has no `model_config` attribute: not a Keras model "
-                            "(a file from save_weights holds weights only)")
+        raise InvalidUpload(
+            "HDF5 file has no `model_config` attribute: not a Keras model "
+            "(a file from save_weights holds weights only)"
+        )
     try:
         summary = parse_model_config(config)
         output_names = [o.name for o in summary.outputs]
@@ -395,5 +420,11 @@ def inspect_h5(path: str | os.PathLike[str]) -> H5Summary:
         raise InvalidUpload(f"HDF5 model: {exc.detail}") from exc
     if isinstance(version, bytes):
         version = version.decode("utf-8", "replace")
-    return H5Summary(summary, args is not None, training_config, metric_names,
-                     version if isinstance(version, str) else None, args)
+    return H5Summary(
+        summary,
+        args is not None,
+        training_config,
+        metric_names,
+        version if isinstance(version, str) else None,
+        args,
+    )

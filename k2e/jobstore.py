@@ -142,7 +142,9 @@ class JobStore:
             raise NotFound(f"no job with id {job_id!r}")
         return _to_job(row)
 
-    def list(self, status: JobStatus | None = None, limit: int = 50, cursor: str | None = None) -> JobPage:
+    def list_jobs(
+        self, status: JobStatus | None = None, limit: int = 50, cursor: str | None = None
+    ) -> JobPage:
         """Newest first; ``cursor`` is the opaque ``next_cursor`` of the previous page."""
         limit = max(1, min(limit, MAX_PAGE))
         query = select(jobs).order_by(jobs.c.seq.desc()).limit(limit + 1)
@@ -243,8 +245,10 @@ class JobStore:
 
 def _decode_cursor(cursor: str) -> int:
     if not cursor.isdigit():
-        raise InvalidSpec("`cursor` must be a `next_cursor` value from a previous page",
-                          [FieldError(("query", "cursor"), "not a cursor k2e issued")])
+        raise InvalidSpec(
+            "`cursor` must be a `next_cursor` value from a previous page",
+            [FieldError(("query", "cursor"), "not a cursor k2e issued")],
+        )
     return int(cursor)
 
 

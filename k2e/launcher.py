@@ -25,13 +25,34 @@ def gpu_visible() -> bool:
 
 
 def worker_command(queues: str) -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "worker.app", "worker",
-            "-Q", queues, "--concurrency", "1", "--loglevel", "INFO"]
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.app",
+        "worker",
+        "-Q",
+        queues,
+        "--concurrency",
+        "1",
+        "--loglevel",
+        "INFO",
+    ]
 
 
 def api_command(host: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "uvicorn", "service.main:create_app", "--factory",
-            "--host", host, "--port", str(port)]
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "service.main:create_app",
+        "--factory",
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
 
 
 def main() -> int:
@@ -55,8 +76,9 @@ def main() -> int:
         subprocess.Popen(worker_command(queues), env=env),
         subprocess.Popen(api_command(settings.api_host, settings.api_port), env=env),
     ]
-    log.info("API on http://%s:%d ; worker consumes %s", settings.api_host, settings.api_port,
-             queues)
+    log.info(
+        "API on http://%s:%d ; worker consumes %s", settings.api_host, settings.api_port, queues
+    )
 
     stopping = False
 
@@ -66,9 +88,12 @@ def main() -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    parent = os.getppid()
     try:
+        # A signal to `make` alone does not reach us: a new parent means make is gone.
         while not stopping and all(child.poll() is None for child in children):
             time.sleep(0.5)
+            stopping = stopping or os.getppid() != parent
     finally:
         for child in children:
             if child.poll() is None:

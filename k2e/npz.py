@@ -47,11 +47,15 @@ def inspect_npz(path: str | os.PathLike[str]) -> NpzSummary:
                     shape, dtype = _header(member, name)
                 if dtype.hasobject:
                     # Object arrays are pickles: loading one could run arbitrary code.
-                    raise InvalidUpload(f"array '{name}' has dtype object (pickled data), "
-                                        "which is refused; store numeric arrays")
+                    raise InvalidUpload(
+                        f"array '{name}' has dtype object (pickled data), "
+                        "which is refused; store numeric arrays"
+                    )
                 if not shape:
-                    raise InvalidUpload(f"array '{name}' is 0-d: every array needs a first "
-                                        "dimension, one entry per example")
+                    raise InvalidUpload(
+                        f"array '{name}' is 0-d: every array needs a first "
+                        "dimension, one entry per example"
+                    )
                 arrays[name], dtypes[name] = list(shape), str(dtype)
     except InvalidUpload:
         raise

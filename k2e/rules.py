@@ -13,17 +13,14 @@ NEITHER_MODEL = "Either `keras_model` or `keras_model_path` needs to be provided
 # The library's spelling ("specity") is kept on purpose: clients match on it.
 BOTH_MODELS = "Please specity either `keras_model` or `keras_model_path`, but not both."
 GCS_PATH = (
-    "`keras_model_path` is a GCS URI; model_to_estimator does not support "
-    "loading models from GCS."
+    "`keras_model_path` is a GCS URI; model_to_estimator does not support loading models from GCS."
 )
 NOT_COMPILED = (
     "The given keras model has not been compiled yet. Please compile the model "
     "with `model.compile()` before calling `model_to_estimator()`."
 )
 CHECKPOINT_FORMATS = ("checkpoint", "saver")
-CHECKPOINT_TRIGGER_BOTH = (
-    "`save_checkpoints_steps` and `save_checkpoints_secs` cannot be both set."
-)
+CHECKPOINT_TRIGGER_BOTH = "`save_checkpoints_steps` and `save_checkpoints_secs` cannot be both set."
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -51,9 +48,7 @@ def check_model_path_form(path: str) -> None:
             "the storage root; URI schemes are not supported"
         )
     if path.startswith("/") or ".." in path.split("/") or "\\" in path or "\x00" in path:
-        raise ValueError(
-            "`keras_model_path` must be relative to the storage root, without `..`"
-        )
+        raise ValueError("`keras_model_path` must be relative to the storage root, without `..`")
 
 
 def check_model_dir_name(name: str) -> None:
@@ -121,7 +116,9 @@ def check_export_outputs(
         shape = list(shapes[key])
         if kind == "regression" and not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
             errors.append(
-                FieldError(loc, f"a regression head must be [batch] or [batch, 1]; {key!r} is {shape}")
+                FieldError(
+                    loc, f"a regression head must be [batch] or [batch, 1]; {key!r} is {shape}"
+                )
             )
         if kind == "classification" and len(shape) != 2:
             errors.append(

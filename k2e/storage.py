@@ -1,10 +1,10 @@
 """The storage layout: one root folder (a volume shared by API and workers).
 
-    <root>/models/<model id>/model.h5 + info.json     uploaded Keras models
-    <root>/datasets/<dataset id>/data.npz + info.json uploaded datasets
-    <root>/jobs/<job id>/                             a job's own model_dir
-    <root>/model_dirs/<name>/                         named model_dirs (reusable)
-    <model_dir>/export/<version>/                     finished SavedModels
+<root>/models/<model id>/model.h5 + info.json     uploaded Keras models
+<root>/datasets/<dataset id>/data.npz + info.json uploaded datasets
+<root>/jobs/<job id>/                             a job's own model_dir
+<root>/model_dirs/<name>/                         named model_dirs (reusable)
+<model_dir>/export/<version>/                     finished SavedModels
 """
 
 import json
@@ -50,7 +50,9 @@ class Storage:
     def dataset_folder(self, dataset_id: str) -> Path:
         return self._entry("datasets", dataset_id)
 
-    def save_entry(self, kind: str, entry_id: str, data_file: Path, name: str, info: BaseModel) -> Path:
+    def save_entry(
+        self, kind: str, entry_id: str, data_file: Path, name: str, info: BaseModel
+    ) -> Path:
         """Move an inspected upload into place; its info.json is written last, so an
         entry with an info.json is always complete."""
         folder = self.root / kind / entry_id

@@ -12,7 +12,6 @@ from k2e import rules
 from k2e.custom_objects import registry
 from k2e.errors import FieldError, InvalidSpec, InvalidUpload, NotFound
 from k2e.inspection import ModelSummary, compiled_metric_names, inspect_h5, parse_model_config
-from k2e.npz import inspect_npz
 from k2e.schemas import ConvertRequest, DatasetInfo, TensorInfo
 from k2e.storage import Storage
 
@@ -150,7 +149,9 @@ def _check_array(loc: tuple[str, ...], info: DatasetInfo, tensor: TensorInfo) ->
     # A [batch, 1] tensor also takes a flat [n] array.
     if want == [1] and have == []:
         return []
-    if len(have) != len(want) or any(w is not None and w != h for w, h in zip(want, have)):
+    if len(have) != len(want) or any(
+        w is not None and w != h for w, h in zip(want, have, strict=True)
+    ):
         return [
             FieldError(
                 (*loc, tensor.name),

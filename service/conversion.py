@@ -16,7 +16,7 @@ from service.broker import TaskSender
 
 
 def plan_model_dir(spec: ConvertRequest, storage: Storage, job_id: str) -> tuple[Path, str | None]:
-    """The job's model_dir and, when it reuses a folder with checkpoints, what it warm-starts from."""
+    """The job's model_dir, and the folder it warm-starts from when it reuses one."""
     name = spec.effective_model_dir()
     if name is None:
         return storage.job_model_dir(job_id), None

@@ -5,9 +5,9 @@ import logging
 from fastapi import FastAPI
 
 from k2e.jobstore import JobStore
+from k2e.schemas import ConvertRequest
 from k2e.settings import Settings, get_settings
 from k2e.storage import Storage
-from k2e.schemas import ConvertRequest
 from service.broker import TaskSender
 from service.openapi import add_request_schemas
 from service.problems import add_exception_handlers
@@ -34,6 +34,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (health, uploads, convert, jobs):
         app.include_router(module.router)
     add_request_schemas(app, {"ConvertRequest": ConvertRequest})
-    log.info("k2e API: storage at %s, job store %s", settings.storage_root,
-             settings.sqlalchemy_url.split("@")[-1])
+    log.info(
+        "k2e API: storage at %s, job store %s",
+        settings.storage_root,
+        settings.sqlalchemy_url.split("@")[-1],
+    )
     return app

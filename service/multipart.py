@@ -1,9 +1,10 @@
 """Multipart bodies streamed straight to the storage volume, with the size limit
 enforced while the bytes arrive (never after the whole body is buffered)."""
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -34,7 +35,9 @@ class MultipartBody:
 class _Receiver:
     """Parser callbacks: file parts go to disk, other parts to memory."""
 
-    def __init__(self, tmp_path_for: "callable", file_fields: set[str], limit: int) -> None:
+    def __init__(
+        self, tmp_path_for: Callable[[str], Path], file_fields: set[str], limit: int
+    ) -> None:
         self.tmp_path_for = tmp_path_for
         self.file_fields = file_fields
         self.limit = limit
@@ -109,7 +112,7 @@ class _Receiver:
 
 
 async def receive_multipart(
-    request: Request, tmp_path_for: "callable", file_fields: set[str], limit: int
+    request: Request, tmp_path_for: Callable[[str], Path], file_fields: set[str], limit: int
 ) -> MultipartBody:
     """Parse ``multipart/form-data`` from the request stream into files under storage."""
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
@@ -120,11 +123,16 @@ async def receive_multipart(
         raise UploadTooLarge(f"the body exceeds the upload limit of {limit} bytes")
 
     receiver = _Receiver(tmp_path_for, file_fields, limit)
-    callbacks = {
+    callbacks: Any = {
         name: getattr(receiver, name)
         for name in (
-            "on_part_begin", "on_part_data", "on_part_end", "on_header_field",
-            "on_header_value", "on_header_end", "on_headers_finished",
+            "on_part_begin",
+            "on_part_data",
+            "on_part_end",
+            "on_header_field",
+            "on_header_value",
+            "on_header_end",
+            "on_headers_finished",
         )
     }
     parser = MultipartParser(params[b"boundary"], callbacks)

@@ -59,11 +59,16 @@ PROBLEM_RESPONSE: dict[str, Any] = {
 
 
 def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: PROBLEM_RESPONSE for code in codes}
+    return dict.fromkeys(codes, PROBLEM_RESPONSE)
 
 
-def problem(status: int, title: str, detail: str, errors: list[dict[str, Any]] | None = None,
-            headers: dict[str, str] | None = None) -> JSONResponse:
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     body = {
         "type": "about:blank",
         "title": title,
@@ -92,19 +97,21 @@ def add_exception_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
+        errors: list[dict[str, Any]] = [
             {"loc": _clean_loc(e.get("loc", ())), "msg": _validation_message(str(e.get("msg")))}
             for e in exc.errors()
         ]
-        detail = errors[0]["msg"] if len(errors) == 1 else "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in errors
+        detail = (
+            errors[0]["msg"]
+            if len(errors) == 1
+            else "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in errors)
         )
         return problem(422, "Invalid request", detail, errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem(exc.status_code, str(exc.detail), str(exc.detail),
-                       headers=getattr(exc, "headers", None))
+        detail = str(exc.detail)
+        return problem(exc.status_code, detail, detail, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

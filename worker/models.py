@@ -8,8 +8,9 @@ from k2e.schemas import ConvertRequest
 from worker.tfrt import tf
 
 
-def build_keras_model(spec: ConvertRequest, h5_path: Path | None,
-                      h5_compile_args: dict[str, Any] | None) -> Any:
+def build_keras_model(
+    spec: ConvertRequest, h5_path: Path | None, h5_compile_args: dict[str, Any] | None
+) -> Any:
     """A new model object per job: the Estimator's conversion invalidates earlier ones.
 
     Models from HDF5 are compiled again from their plain compile arguments, because
@@ -22,7 +23,8 @@ def build_keras_model(spec: ConvertRequest, h5_path: Path | None,
         assert compile_args is not None, "the API refuses uncompiled models"
         _compile(model, compile_args.model_dump(exclude_none=True))
         return model
-    assert h5_path is not None and h5_compile_args is not None
+    assert h5_path is not None
+    assert h5_compile_args is not None
     model = tf.keras.models.load_model(str(h5_path), compile=False)
     _compile(model, h5_compile_args)
     return model

@@ -45,8 +45,9 @@ def run_config(spec: ConvertRequest, model_dir: Path) -> Any:
             log_step_count_steps=cfg.log_step_count_steps,
         )
         if cfg.save_checkpoints_steps is not None:
-            kwargs.update(save_checkpoints_steps=cfg.save_checkpoints_steps,
-                          save_checkpoints_secs=None)
+            kwargs.update(
+                save_checkpoints_steps=cfg.save_checkpoints_steps, save_checkpoints_secs=None
+            )
         elif cfg.save_checkpoints_secs is not None:
             kwargs["save_checkpoints_secs"] = cfg.save_checkpoints_secs
         if cfg.train_distribute == "mirrored":
@@ -90,18 +91,23 @@ class JobRunner:
             log.exception("job %s failed", job_id)
             self._fail(job_id, type(exc).__name__, str(exc))
             return
-        progress = {**started.progress.model_dump(), "global_step": result.global_step,
-                    "eta_s": 0.0}
-        self.store.finish(job_id, result.status, eval_metrics=result.eval_metrics,
-                          progress=progress)
+        last = self.store.get(job_id).progress.model_dump()
+        progress = {**last, "global_step": result.global_step, "eta_s": 0.0}
+        self.store.finish(
+            job_id, result.status, eval_metrics=result.eval_metrics, progress=progress
+        )
         log.info("job %s %s at step %d", job_id, result.status.value, result.global_step)
 
     def _fail(self, job_id: str, error_type: str, message: str) -> None:
-        self.store.finish(job_id, JobStatus.failed,
-                          error={"type": error_type, "message": message, "reason": "error"})
+        self.store.finish(
+            job_id,
+            JobStatus.failed,
+            error={"type": error_type, "message": message, "reason": "error"},
+        )
 
-    def _train_evaluate_export(self, job: Job, spec: ConvertRequest,
-                               resolved: ResolvedModel) -> RunResult:
+    def _train_evaluate_export(
+        self, job: Job, spec: ConvertRequest, resolved: ResolvedModel
+    ) -> RunResult:
         tf.keras.backend.clear_session()
         model_dir = Path(job.model_dir)
         model_dir.mkdir(parents=True, exist_ok=True)
@@ -120,10 +126,17 @@ class JobRunner:
             hook = self._progress_hook(job, spec)
             train = spec.train
             estimator.train(
-                npz_input_fn(str(self.storage.dataset_file(train.dataset)), inputs, outputs,
-                             train.batch_size, training=True, shuffle=train.shuffle,
-                             shuffle_buffer=train.shuffle_buffer, shuffle_seed=train.shuffle_seed,
-                             drop_remainder=train.drop_remainder),
+                npz_input_fn(
+                    str(self.storage.dataset_file(train.dataset)),
+                    inputs,
+                    outputs,
+                    train.batch_size,
+                    training=True,
+                    shuffle=train.shuffle,
+                    shuffle_buffer=train.shuffle_buffer,
+                    shuffle_seed=train.shuffle_seed,
+                    drop_remainder=train.drop_remainder,
+                ),
                 hooks=[hook],
                 max_steps=train.max_steps,
             )
@@ -134,8 +147,13 @@ class JobRunner:
             if spec.eval is not None:
                 ev = spec.eval
                 metrics = estimator.evaluate(
-                    npz_input_fn(str(self.storage.dataset_file(ev.dataset)), inputs, outputs,
-                                 ev.batch_size, training=False),
+                    npz_input_fn(
+                        str(self.storage.dataset_file(ev.dataset)),
+                        inputs,
+                        outputs,
+                        ev.batch_size,
+                        training=False,
+                    ),
                     steps=ev.steps,
                 )
                 result.eval_metrics = {k: _scalar(v) for k, v in metrics.items()}
@@ -157,8 +175,13 @@ class JobRunner:
             eta = (max_steps - step) / rate if rate else None
             status = self.store.record_progress(
                 job.id,
-                {"global_step": step, "max_steps": max_steps, "steps_per_sec": rate,
-                 "eta_s": eta, "elapsed_s": time.monotonic() - started},
+                {
+                    "global_step": step,
+                    "max_steps": max_steps,
+                    "steps_per_sec": rate,
+                    "eta_s": eta,
+                    "elapsed_s": time.monotonic() - started,
+                },
                 curve.points,
             )
             return status == JobStatus.cancelling.value

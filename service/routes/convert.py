@@ -59,11 +59,22 @@ def _json(text: str | bytes, what: str) -> Any:
         raise InvalidSpec(f"{what} is not valid JSON: {exc}") from None
 
 
-@router.post("/convert", status_code=status.HTTP_202_ACCEPTED, response_model=Job,
-             openapi_extra=_CONVERT_BODY, responses=problems(409, 413, 422, 503),
-             summary="Submit a conversion + training job")
-async def convert(request: Request, response: Response, store: StoreDep, storage: StorageDep,
-                  sender: SenderDep, settings: SettingsDep) -> Job:
+@router.post(
+    "/convert",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Job,
+    openapi_extra=_CONVERT_BODY,
+    responses=problems(409, 413, 422, 503),
+    summary="Submit a conversion + training job",
+)
+async def convert(
+    request: Request,
+    response: Response,
+    store: StoreDep,
+    storage: StorageDep,
+    sender: SenderDep,
+    settings: SettingsDep,
+) -> Job:
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
         job = await _convert_multipart(request, store, storage, sender, settings)
@@ -79,8 +90,9 @@ async def convert(request: Request, response: Response, store: StoreDep, storage
     return job
 
 
-async def _convert_multipart(request: Request, store: StoreDep, storage: StorageDep,
-                             sender: SenderDep, settings: SettingsDep) -> Job:
+async def _convert_multipart(
+    request: Request, store: StoreDep, storage: StorageDep, sender: SenderDep, settings: SettingsDep
+) -> Job:
     body = await receive_multipart(
         request, storage.tmp_path, {"model", "train_data", "eval_data"}, settings.max_upload_bytes
     )
@@ -94,12 +106,13 @@ async def _convert_multipart(request: Request, store: StoreDep, storage: Storage
         ids: dict[str, str] = {}
         for field, received in body.files.items():
             if field == "model":
-                info = await run_in_threadpool(store_model, received, storage)
-                created["models"].append(info.id)
+                model = await run_in_threadpool(store_model, received, storage)
+                created["models"].append(model.id)
+                ids[field] = model.id
             else:
-                info = await run_in_threadpool(store_dataset, received, storage)
-                created["datasets"].append(info.id)
-            ids[field] = info.id
+                dataset = await run_in_threadpool(store_dataset, received, storage)
+                created["datasets"].append(dataset.id)
+                ids[field] = dataset.id
         spec = _parse(inject_uploads(raw, ids))
         return await run_in_threadpool(submit, spec, store, storage, sender, settings)
     except Exception:

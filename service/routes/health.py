@@ -16,8 +16,9 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="200 when the broker and the job store answer",
-            responses=problems(503))
+@router.get(
+    "/readyz", summary="200 when the broker and the job store answer", responses=problems(503)
+)
 async def readyz(store: StoreDep, sender: SenderDep) -> JSONResponse:
     checks = {}
     for name, check in (("job_store", store.ping), ("broker", sender.ping)):

@@ -1,7 +1,7 @@
 """Jobs: status, listing, cancel, and downloads from the job's model_dir."""
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
 from fastapi.responses import StreamingResponse
@@ -15,7 +15,9 @@ from service.problems import problems
 
 router = APIRouter(tags=["jobs"])
 
-_GZIP = {200: {"content": {"application/gzip": {}}, "description": "a tar.gz archive"}}
+_GZIP: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/gzip": {}}, "description": "a tar.gz archive"}
+}
 
 
 @router.get("/jobs", response_model=JobPage, responses=problems(422))
@@ -25,7 +27,7 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=32)] = None,
 ) -> JobPage:
-    return store.list(status_, limit, cursor)
+    return store.list_jobs(status_, limit, cursor)
 
 
 @router.get("/jobs/{job_id}", response_model=Job, responses=problems(404))
@@ -33,8 +35,12 @@ def get_job(job_id: str, store: StoreDep) -> Job:
     return store.get(job_id)
 
 
-@router.post("/jobs/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=Job,
-             responses=problems(404))
+@router.post(
+    "/jobs/{job_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Job,
+    responses=problems(404),
+)
 def cancel_job(job_id: str, store: StoreDep) -> Job:
     return store.request_cancel(job_id)
 
@@ -47,9 +53,12 @@ def _download(stream_of: list[tuple[Path, str]], filename: str) -> StreamingResp
     )
 
 
-@router.get("/jobs/{job_id}/savedmodel", responses={**_GZIP, **problems(404)},
-            response_class=StreamingResponse,
-            summary="The newest export as tar.gz in the TF Serving layout")
+@router.get(
+    "/jobs/{job_id}/savedmodel",
+    responses={**_GZIP, **problems(404)},
+    response_class=StreamingResponse,
+    summary="The newest export as tar.gz in the TF Serving layout",
+)
 def download_savedmodel(job_id: str, store: StoreDep, storage: StorageDep) -> StreamingResponse:
     job = store.get(job_id)
     export = Storage.latest_export(Path(job.model_dir))
@@ -58,15 +67,19 @@ def download_savedmodel(job_id: str, store: StoreDep, storage: StorageDep) -> St
     return _download(tree_members(export, export.name), f"{job_id}-savedmodel-{export.name}.tar.gz")
 
 
-@router.get("/jobs/{job_id}/checkpoints", response_model=list[CheckpointInfo],
-            responses=problems(404))
+@router.get(
+    "/jobs/{job_id}/checkpoints", response_model=list[CheckpointInfo], responses=problems(404)
+)
 def list_checkpoints(job_id: str, store: StoreDep) -> list[CheckpointInfo]:
     return Storage.checkpoints(Path(store.get(job_id).model_dir))
 
 
-@router.get("/jobs/{job_id}/checkpoints/{step}", responses={**_GZIP, **problems(404)},
-            response_class=StreamingResponse,
-            summary="One checkpoint's files as tar.gz")
+@router.get(
+    "/jobs/{job_id}/checkpoints/{step}",
+    responses={**_GZIP, **problems(404)},
+    response_class=StreamingResponse,
+    summary="One checkpoint's files as tar.gz",
+)
 def download_checkpoint(job_id: str, step: int, store: StoreDep) -> StreamingResponse:
     model_dir = Path(store.get(job_id).model_dir)
     files = Storage.checkpoint_files(model_dir, step) if model_dir.is_dir() else []

@@ -108,9 +108,14 @@ def store_dataset(received: ReceivedFile, storage: Storage) -> DatasetInfo:
         received.path.unlink(missing_ok=True)
 
 
-@router.post("/models", status_code=status.HTTP_201_CREATED, response_model=ModelInfo,
-             openapi_extra=_UPLOAD_BODY, responses=problems(413, 422),
-             summary="Upload a compiled Keras model (HDF5)")
+@router.post(
+    "/models",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ModelInfo,
+    openapi_extra=_UPLOAD_BODY,
+    responses=problems(413, 422),
+    summary="Upload a compiled Keras model (HDF5)",
+)
 async def upload_model(request: Request, storage: StorageDep, settings: SettingsDep) -> ModelInfo:
     received = await _receive_one(request, storage, settings.max_upload_bytes)
     return await run_in_threadpool(store_model, received, storage)
@@ -121,11 +126,17 @@ def get_model(model_id: str, storage: StorageDep) -> ModelInfo:
     return storage.model_info(model_id)
 
 
-@router.post("/datasets", status_code=status.HTTP_201_CREATED, response_model=DatasetInfo,
-             openapi_extra=_UPLOAD_BODY, responses=problems(413, 422),
-             summary="Upload a dataset (.npz)")
-async def upload_dataset(request: Request, storage: StorageDep,
-                         settings: SettingsDep) -> DatasetInfo:
+@router.post(
+    "/datasets",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DatasetInfo,
+    openapi_extra=_UPLOAD_BODY,
+    responses=problems(413, 422),
+    summary="Upload a dataset (.npz)",
+)
+async def upload_dataset(
+    request: Request, storage: StorageDep, settings: SettingsDep
+) -> DatasetInfo:
     received = await _receive_one(request, storage, settings.max_upload_bytes)
     return await run_in_threadpool(store_dataset, received, storage)
 

@@ -44,9 +44,26 @@ class WorkerProcess:
     def start(self, timeout: float = 180) -> "WorkerProcess":
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", self.queues,
-             "--concurrency", "1", "--loglevel", "INFO", "--without-mingle", "--without-gossip"],
-            cwd=ROOT, env=worker_env(self.settings), stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.app",
+                "worker",
+                "-Q",
+                self.queues,
+                "--concurrency",
+                "1",
+                "--loglevel",
+                "INFO",
+                "--without-mingle",
+                "--without-gossip",
+            ],
+            cwd=ROOT,
+            env=worker_env(self.settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
         while READY_LINE not in self.log_path.read_text(errors="replace"):

@@ -49,8 +49,10 @@ def test_multi_io_example_trains_evaluates_with_mapped_names_and_exports(
 
     spec = {
         "keras_model_path": model["id"],
-        "metric_names_map": {"dense_2_categorical_accuracy": "acc_1",
-                             "dense_3_categorical_accuracy": "acc_2"},
+        "metric_names_map": {
+            "dense_2_categorical_accuracy": "acc_1",
+            "dense_3_categorical_accuracy": "acc_2",
+        },
         "config": {"tf_random_seed": 1, "save_checkpoints_steps": 20, "log_step_count_steps": 10},
         "train": {"dataset": data["id"], "max_steps": 60, "batch_size": 32},
         "eval": {"dataset": data["id"], "batch_size": 64},
@@ -111,8 +113,11 @@ def test_dict_io_example_with_sample_weights_exports_serving_heads(
     response = client.post(
         "/convert",
         data={"spec": json.dumps(spec)},
-        files={"model": ("dict.h5", h5.read_bytes()), "train_data": ("d.npz", npz),
-               "eval_data": ("d.npz", npz)},
+        files={
+            "model": ("dict.h5", h5.read_bytes()),
+            "train_data": ("d.npz", npz),
+            "eval_data": ("d.npz", npz),
+        },
     )
     assert response.status_code == 202, response.text
     job = wait_for_job(client, response.json()["id"])

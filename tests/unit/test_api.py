@@ -65,10 +65,16 @@ def test_unknown_ids_are_404_problems(client) -> None:
         (_spec(keras_model_path=None), [], rules.NEITHER_MODEL),
         (_spec(keras_model={"config": {}}), [], rules.BOTH_MODELS),
         (_spec(keras_model_path="gs://bucket/m.h5"), ["keras_model_path"], rules.GCS_PATH),
-        (_spec(keras_model_path="https://storage.googleapis.com/b/m.h5"), ["keras_model_path"],
-         rules.GCS_PATH),
-        (_spec(checkpoint_format="foo"), ["checkpoint_format"],
-         'Checkpoint format must be one of "checkpoint" or "saver". Got foo'),
+        (
+            _spec(keras_model_path="https://storage.googleapis.com/b/m.h5"),
+            ["keras_model_path"],
+            rules.GCS_PATH,
+        ),
+        (
+            _spec(checkpoint_format="foo"),
+            ["checkpoint_format"],
+            'Checkpoint format must be one of "checkpoint" or "saver". Got foo',
+        ),
     ],
 )
 def test_documented_rules_answer_422_with_the_library_wording(client, spec, loc, detail) -> None:
@@ -81,14 +87,17 @@ def test_documented_rules_answer_422_with_the_library_wording(client, spec, loc,
 def test_unknown_fields_and_bad_ranges_name_the_field(client) -> None:
     body = _problem(client.post("/convert", json=_spec(bogus=1)), 422)
     assert body["errors"][0]["loc"] == ["bogus"]
-    body = _problem(client.post("/convert", json=_spec(train={"dataset": "x", "max_steps": 0})),
-                    422)
+    body = _problem(
+        client.post("/convert", json=_spec(train={"dataset": "x", "max_steps": 0})), 422
+    )
     assert body["errors"][0]["loc"] == ["train", "max_steps"]
 
 
 def test_non_json_body_is_a_problem(client) -> None:
-    body = _problem(client.post("/convert", content=b"{not json",
-                                headers={"content-type": "application/json"}), 422)
+    body = _problem(
+        client.post("/convert", content=b"{not json", headers={"content-type": "application/json"}),
+        422,
+    )
     assert "not valid JSON" in body["detail"]
 
 

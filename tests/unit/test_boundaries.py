@@ -10,7 +10,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def _modules_after(code: str) -> set[str]:
     out = subprocess.run(
         [sys.executable, "-c", code + "\nimport sys; print('\\n'.join(sys.modules))"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
         env={"K2E_DATA_DIR": "/tmp/k2e-boundary-test", "PATH": "/usr/bin:/bin"},
     )
     return set(out.stdout.split())

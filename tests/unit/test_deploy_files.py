@@ -238,7 +238,9 @@ def test_backing_services(services: dict[str, dict[str, Any]]) -> None:
     assert redis.get("volumes"), "Redis's append-only file must live on a volume"
     assert str(postgres["image"]).startswith("postgres:15")
     assert _env(postgres) == {
-        "POSTGRES_DB": "k2e", "POSTGRES_USER": "k2e", "POSTGRES_PASSWORD": "k2e"
+        "POSTGRES_DB": "k2e",
+        "POSTGRES_USER": "k2e",
+        "POSTGRES_PASSWORD": "k2e",
     }
     assert "pg_isready" in " ".join(_command(postgres["healthcheck"]["test"]))
 
@@ -343,9 +345,7 @@ def test_stage_bases(dockerfile: Dockerfile) -> None:
 
 
 @pytest.mark.parametrize("stage", APP_SERVICES)
-def test_images_run_as_k2e_with_the_shared_environment(
-    dockerfile: Dockerfile, stage: str
-) -> None:
+def test_images_run_as_k2e_with_the_shared_environment(dockerfile: Dockerfile, stage: str) -> None:
     assert dockerfile.user(stage) == "k2e"
     env = dockerfile.env(stage)
     assert env.get("PIP_NO_CACHE_DIR") == "1"
@@ -368,7 +368,8 @@ def test_images_copy_the_project(dockerfile: Dockerfile, stage: str) -> None:
 
 def test_copied_files_exist_and_are_not_dockerignored(dockerfile: Dockerfile) -> None:
     ignored = [
-        line.strip() for line in DOCKERIGNORE.read_text().splitlines()
+        line.strip()
+        for line in DOCKERIGNORE.read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
     for stage in dockerfile.stages:
@@ -463,7 +464,7 @@ def test_gpu_worker_command_is_one_job_per_child_on_the_gpu_queue(
     assert option(argv, "--concurrency") == "1"
     base = launcher_argv(launcher.worker_command("gpu"))
     assert argv[: len(base)] == base
-    assert argv[len(base):] == ["--max-tasks-per-child", "1"]
+    assert argv[len(base) :] == ["--max-tasks-per-child", "1"]
 
 
 def test_queue_names_match_k2e_tasks(

@@ -51,8 +51,10 @@ def seed_model(**compile_args: Any) -> Any:
 
 def dict_model(**compile_args: Any) -> Any:
     a, b = keras.Input((4,), name="a"), keras.Input((6,), name="b")
-    outputs = {"c": layers.Dense(1, name="c")(a),
-               "d": layers.Dense(3, activation="softmax", name="d")(b)}
+    outputs = {
+        "c": layers.Dense(1, name="c")(a),
+        "d": layers.Dense(3, activation="softmax", name="d")(b),
+    }
     model = keras.Model({"a": a, "b": b}, outputs)
     if compile_args:
         model.compile(optimizer="adam", **compile_args)
@@ -60,8 +62,12 @@ def dict_model(**compile_args: Any) -> Any:
 
 
 def sequential_model(**compile_args: Any) -> Any:
-    model = keras.Sequential([layers.Dense(4, input_shape=(5,), name="hidden"),
-                              layers.Dense(3, activation="softmax", name="out")])
+    model = keras.Sequential(
+        [
+            layers.Dense(4, input_shape=(5,), name="hidden"),
+            layers.Dense(3, activation="softmax", name="out"),
+        ]
+    )
     if compile_args:
         model.compile(optimizer="sgd", **compile_args)
     return model
@@ -71,8 +77,10 @@ def _batch(model: Any, n: int = 4) -> tuple[dict[str, np.ndarray], dict[str, np.
     def zeros(tensors: list[Any]) -> list[np.ndarray]:
         return [np.zeros((n, *t.shape[1:]), "float32") for t in tensors]
 
-    return (dict(zip(model.input_names, zeros(model.inputs), strict=True)),
-            dict(zip(model.output_names, zeros(model.outputs), strict=True)))
+    return (
+        dict(zip(model.input_names, zeros(model.inputs), strict=True)),
+        dict(zip(model.output_names, zeros(model.outputs), strict=True)),
+    )
 
 
 def keras_metric_names(model: Any) -> list[str]:
@@ -97,6 +105,7 @@ def estimator_metric_names(model: Any, model_dir: Path) -> list[str]:
 
 def compile_with(model: Any, args: dict[str, Any]) -> None:
     """Compile as the worker does with plain_compile_args: metric configs deserialized."""
+
     def metric(m: Any) -> Any:
         return tf.keras.metrics.deserialize(m) if isinstance(m, dict) else m
 
@@ -105,9 +114,13 @@ def compile_with(model: Any, args: dict[str, Any]) -> None:
         metrics = {k: [metric(m) for m in v] for k, v in metrics.items()}
     elif metrics is not None:
         metrics = [metric(m) for m in metrics]
-    model.compile(optimizer=tf.keras.optimizers.deserialize(args["optimizer"]), loss=args["loss"],
-                  metrics=metrics, loss_weights=args["loss_weights"],
-                  weighted_metrics=args.get("weighted_metrics"))
+    model.compile(
+        optimizer=tf.keras.optimizers.deserialize(args["optimizer"]),
+        loss=args["loss"],
+        metrics=metrics,
+        loss_weights=args["loss_weights"],
+        weighted_metrics=args.get("weighted_metrics"),
+    )
 
 
 # --- HDF5 models -------------------------------------------------------------------------------
@@ -119,10 +132,14 @@ def test_the_seed_model_reads_as_documented(tmp_path: Path) -> None:
     info = inspect_h5(path)
     assert info.summary.model_class == "Functional"
     assert info.summary.is_graph_network
-    assert info.summary.inputs == [TensorInfo(name="input_a", shape=[None, 16]),
-                                   TensorInfo(name="input_b", shape=[None, 16])]
-    assert info.summary.outputs == [TensorInfo(name="dense_2", shape=[None, 3]),
-                                    TensorInfo(name="dense_3", shape=[None, 2])]
+    assert info.summary.inputs == [
+        TensorInfo(name="input_a", shape=[None, 16]),
+        TensorInfo(name="input_b", shape=[None, 16]),
+    ]
+    assert info.summary.outputs == [
+        TensorInfo(name="dense_2", shape=[None, 3]),
+        TensorInfo(name="dense_3", shape=[None, 2]),
+    ]
     assert info.summary.layer_classes["merge"] == "Concatenate"
     assert info.summary.layer_classes["dense_1"] == "Dense"
     assert info.compiled
@@ -133,8 +150,10 @@ def test_the_seed_model_reads_as_documented(tmp_path: Path) -> None:
     assert stored[0][0]["config"]["name"] == "dense_2_categorical_accuracy"
     args = plain_compile_args(info.training_config, ["dense_2", "dense_3"])
     assert args == info.compile_args
-    assert args["metrics"] == {"dense_2": ["categorical_accuracy"],
-                               "dense_3": ["categorical_accuracy"]}
+    assert args["metrics"] == {
+        "dense_2": ["categorical_accuracy"],
+        "dense_3": ["categorical_accuracy"],
+    }
     assert args["loss"] == "categorical_crossentropy"
     assert args["optimizer"]["class_name"].endswith("RMSprop")
 
@@ -146,8 +165,10 @@ def test_the_dict_model_reads_with_keras_output_names(tmp_path: Path) -> None:
     info = inspect_h5(path)
     assert [i.name for i in info.summary.inputs] == model.input_names == ["a", "b"]
     assert info.summary.inputs[1].shape == [None, 6]
-    assert info.summary.outputs == [TensorInfo(name="c", shape=[None, 1]),
-                                    TensorInfo(name="d", shape=[None, 3])]
+    assert info.summary.outputs == [
+        TensorInfo(name="c", shape=[None, 1]),
+        TensorInfo(name="d", shape=[None, 3]),
+    ]
     assert [o.name for o in info.summary.outputs] == model.output_names
     assert info.metric_names == keras_metric_names(model) == ["c_mae", "d_accuracy"]
     assert info.compile_args["metrics"] == {"c": ["mae"], "d": ["accuracy"]}
@@ -191,15 +212,25 @@ def test_uncompiled_or_optimizer_less_files_read_as_not_compiled(case: str, tmp_
 
 
 def test_metric_objects_in_hdf5_keep_their_names(tmp_path: Path) -> None:
-    model = seed_model(loss="categorical_crossentropy",
-                       metrics=[keras.metrics.CategoricalAccuracy(), keras.metrics.AUC(name="roc"),
-                                "acc"])
+    model = seed_model(
+        loss="categorical_crossentropy",
+        metrics=[keras.metrics.CategoricalAccuracy(), keras.metrics.AUC(name="roc"), "acc"],
+    )
     expected = keras_metric_names(model)
     model.save(tmp_path / "m.h5")
     info = inspect_h5(tmp_path / "m.h5")
-    assert info.metric_names == expected == [
-        "dense_2_categorical_accuracy", "dense_2_roc", "dense_2_acc",
-        "dense_3_categorical_accuracy", "dense_3_roc", "dense_3_acc"]
+    assert (
+        info.metric_names
+        == expected
+        == [
+            "dense_2_categorical_accuracy",
+            "dense_2_roc",
+            "dense_2_acc",
+            "dense_3_categorical_accuracy",
+            "dense_3_roc",
+            "dense_3_acc",
+        ]
+    )
     plain = info.compile_args["metrics"]["dense_2"]
     assert plain[0] == "categorical_accuracy"
     assert plain[1]["class_name"] == "AUC"
@@ -219,7 +250,8 @@ def test_the_estimator_reports_the_names_of_an_hdf5_model_compiled_plainly(
     stored = keras.models.load_model(tmp_path / "m.h5")
     assert estimator_metric_names(stored, tmp_path / "stored") == [
         "dense_2_dense_2_dense_2_dense_2_categorical_accuracy",
-        "dense_3_dense_3_dense_3_dense_3_categorical_accuracy"]
+        "dense_3_dense_3_dense_3_dense_3_categorical_accuracy",
+    ]
     model = keras.models.load_model(tmp_path / "m.h5", compile=False)
     compile_with(model, info.compile_args)
     assert estimator_metric_names(model, tmp_path / "plain") == info.metric_names
@@ -261,7 +293,10 @@ def test_where_keras_and_the_estimator_differ_the_estimator_wins(tmp_path: Path)
     assert names == ["mae", "CategoricalAccuracy", "mae_1"]
     assert sorted(names) == estimator_metric_names(model, tmp_path)
     assert keras_metric_names(sequential_model(**args)) == [
-        "mae", "categorical_accuracy", "weighted_mae"]
+        "mae",
+        "categorical_accuracy",
+        "weighted_mae",
+    ]
 
 
 def test_weighted_metrics_from_hdf5_are_named_as_the_estimator_names_them(tmp_path: Path) -> None:
@@ -303,11 +338,17 @@ def test_output_shapes_follow_the_graph() -> None:
     doubled = layers.Lambda(lambda t: t * 2, name="doubled")(dense)
     model = keras.Model([x, tokens], [dense, embedded, doubled, flat])
     summary = parse_model_config(json.loads(model.to_json()))
-    assert summary.inputs == [TensorInfo(name="x", shape=[None, 4, 3]),
-                              TensorInfo(name="tokens", shape=[None, 7], dtype="int32")]
+    assert summary.inputs == [
+        TensorInfo(name="x", shape=[None, 4, 3]),
+        TensorInfo(name="tokens", shape=[None, 7], dtype="int32"),
+    ]
     shapes = {o.name: o.shape for o in summary.outputs}
-    assert shapes == {"dense": [None, 4, 5], "embedded": [None, 7, 4], "doubled": [None],
-                      "flat": [None, 12]}
+    assert shapes == {
+        "dense": [None, 4, 5],
+        "embedded": [None, 7, 4],
+        "doubled": [None],
+        "flat": [None, 12],
+    }
     known = [list(t.shape) for t in model.outputs]
     assert [shapes[n] for n in ("dense", "embedded", "flat")] == [known[0], known[1], known[3]]
     assert summary.layer_classes["doubled"] == "Lambda"
@@ -318,8 +359,9 @@ def test_repeated_and_dict_outputs_are_named_like_keras() -> None:
     y = keras.Input((6,), name="ain")
     dense = layers.Dense(2, name="dense")(x)
     repeated = keras.Model(x, [dense, dense])
-    keyed = keras.Model({"q": x, "p": y},
-                        {"z": layers.Dense(1, name="c")(x), "y": layers.Dense(3, name="d")(y)})
+    keyed = keras.Model(
+        {"q": x, "p": y}, {"z": layers.Dense(1, name="c")(x), "y": layers.Dense(3, name="d")(y)}
+    )
     for model in (repeated, keyed):
         summary = parse_model_config(json.loads(model.to_json()))
         assert [i.name for i in summary.inputs] == model.input_names
@@ -334,14 +376,21 @@ def test_a_subclassed_model_has_no_graph() -> None:
     assert summary.inputs == summary.outputs == []
 
 
-@pytest.mark.parametrize("config", [
-    {"config": {}},
-    {"class_name": "Functional", "config": {"layers": [{}], "input_layers": [],
-                                            "output_layers": []}},
-    {"class_name": "Functional", "config": {"layers": [], "input_layers": [["x", 0, 0]],
-                                            "output_layers": []}},
-    {"class_name": "Sequential", "config": {"layers": ["dense"]}},
-])
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"config": {}},
+        {
+            "class_name": "Functional",
+            "config": {"layers": [{}], "input_layers": [], "output_layers": []},
+        },
+        {
+            "class_name": "Functional",
+            "config": {"layers": [], "input_layers": [["x", 0, 0]], "output_layers": []},
+        },
+        {"class_name": "Sequential", "config": {"layers": ["dense"]}},
+    ],
+)
 def test_a_malformed_config_is_an_invalid_spec(config: dict[str, Any]) -> None:
     with pytest.raises(InvalidSpec, match="malformed Keras model config"):
         parse_model_config(config)
@@ -381,8 +430,12 @@ def test_model_config_attributes_may_be_bytes_but_must_be_json(tmp_path: Path) -
     info = inspect_h5(tmp_path / "bytes.h5")
     assert info.summary.outputs[0].name == "out"
     assert info.keras_version == "2.15.0"
-    for bad, message in [(b"{not json", "not UTF-8 JSON"), (b"\xff\xfe", "not UTF-8 JSON"),
-                         (b"[1, 2]", "not a JSON object"), (b'{"config": {}}', "malformed")]:
+    for bad, message in [
+        (b"{not json", "not UTF-8 JSON"),
+        (b"\xff\xfe", "not UTF-8 JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b'{"config": {}}', "malformed"),
+    ]:
         with h5py.File(tmp_path / "bad.h5", "w") as h5:
             h5.attrs["model_config"] = np.bytes_(bad)
         with pytest.raises(InvalidUpload, match=message):
@@ -393,18 +446,29 @@ def test_model_config_attributes_may_be_bytes_but_must_be_json(tmp_path: Path) -
 
 
 def test_an_npz_dataset_reads_from_its_headers(tmp_path: Path) -> None:
-    arrays = {"input_a": np.zeros((10, 16), "float32"), "labels": np.arange(10),
-              "sample_weights.dense_2": np.ones(10, "float64"),
-              "images": np.zeros((10, 2, 3), "uint8")}
+    arrays = {
+        "input_a": np.zeros((10, 16), "float32"),
+        "labels": np.arange(10),
+        "sample_weights.dense_2": np.ones(10, "float64"),
+        "images": np.zeros((10, 2, 3), "uint8"),
+    }
     np.savez(tmp_path / "d.npz", **arrays)
     np.savez_compressed(tmp_path / "c.npz", **arrays)
     for name in ("d.npz", "c.npz"):
         summary = inspect_npz(tmp_path / name)
         assert summary.num_examples == 10
-        assert summary.arrays == {"input_a": [10, 16], "labels": [10],
-                                  "sample_weights.dense_2": [10], "images": [10, 2, 3]}
-        assert summary.dtypes == {"input_a": "float32", "labels": "int64",
-                                  "sample_weights.dense_2": "float64", "images": "uint8"}
+        assert summary.arrays == {
+            "input_a": [10, 16],
+            "labels": [10],
+            "sample_weights.dense_2": [10],
+            "images": [10, 2, 3],
+        }
+        assert summary.dtypes == {
+            "input_a": "float32",
+            "labels": "int64",
+            "sample_weights.dense_2": "float64",
+            "images": "uint8",
+        }
         loaded = load_npz_arrays(tmp_path / name)
         assert loaded.keys() == arrays.keys()
         for key, value in arrays.items():

@@ -60,12 +60,12 @@ def test_unknown_job_is_not_found(store: JobStore) -> None:
 
 def test_list_is_newest_first_and_pages_with_a_cursor(store: JobStore) -> None:
     ids = [_create(store) for _ in range(5)]
-    first = store.list(limit=2)
+    first = store.list_jobs(limit=2)
     assert [j.id for j in first.items] == ids[::-1][:2]
     assert first.next_cursor is not None
-    second = store.list(limit=2, cursor=first.next_cursor)
+    second = store.list_jobs(limit=2, cursor=first.next_cursor)
     assert [j.id for j in second.items] == ids[::-1][2:4]
-    last = store.list(limit=2, cursor=second.next_cursor)
+    last = store.list_jobs(limit=2, cursor=second.next_cursor)
     assert [j.id for j in last.items] == ids[:1]
     assert last.next_cursor is None
 
@@ -73,13 +73,13 @@ def test_list_is_newest_first_and_pages_with_a_cursor(store: JobStore) -> None:
 def test_list_filters_by_status(store: JobStore) -> None:
     a, b = _create(store), _create(store)
     store.start(b)
-    assert [j.id for j in store.list(status=JobStatus.running).items] == [b]
-    assert [j.id for j in store.list(status=JobStatus.queued).items] == [a]
+    assert [j.id for j in store.list_jobs(status=JobStatus.running).items] == [b]
+    assert [j.id for j in store.list_jobs(status=JobStatus.queued).items] == [a]
 
 
 def test_bad_cursor_is_refused(store: JobStore) -> None:
     with pytest.raises(InvalidSpec):
-        store.list(cursor="abc")
+        store.list_jobs(cursor="abc")
 
 
 def test_start_counts_attempts_and_refuses_finished_jobs(store: JobStore) -> None:

@@ -62,7 +62,10 @@ def check_model_dir_name(name: str) -> None:
 def check_metric_names_map(
     mapping: Mapping[str, str] | None, metric_names: Sequence[str]
 ) -> list[FieldError]:
-    """``metric_names_map`` must map every compiled metric name, and nothing else."""
+    """``metric_names_map`` must map every compiled metric name, and nothing else.
+
+    The library checks this only once training has started; the wording is its own.
+    """
     if mapping is None:
         return []
     errors = []
@@ -72,20 +75,21 @@ def check_metric_names_map(
         errors.append(
             FieldError(
                 ("metric_names_map",),
-                "Invalid `metric_names_map`. The following keras model metric names: "
-                f"{missing} do not exist in the `metric_names_map` dictionary",
+                "Invalid `metric_names_map`. The following keras model metric names:"
+                f'"{missing}" do not exist in the `metric_names_map` dictionary',
             )
         )
-    for name in unknown:
+    if unknown:
         errors.append(
             FieldError(
-                ("metric_names_map", name),
-                f"{name!r} is not a compiled metric of the model; its metrics are "
-                f"{list(metric_names)}",
+                ("metric_names_map", unknown[0]),
+                "Invalid `metric_names_map`. There are unexpected keys in the "
+                f"`metric_names_map` dictionary. Expected keys: {list(metric_names)}, "
+                f"Received: {unknown}",
             )
         )
     targets = list(mapping.values())
-    for target in {t for t in targets if targets.count(t) > 1}:
+    for target in sorted({t for t in targets if targets.count(t) > 1}):
         errors.append(
             FieldError(("metric_names_map",), f"{target!r} is the target of more than one metric")
         )

@@ -5,7 +5,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from k2e.errors import Conflict, FieldError, InvalidSpec, Unavailable
+from k2e.errors import FieldError, InvalidSpec, Unavailable
 from k2e.jobstore import JobStore
 from k2e.schemas import ConvertRequest, Job, JobStatus
 from k2e.settings import Settings
@@ -28,7 +28,7 @@ def plan_model_dir(spec: ConvertRequest, storage: Storage, job_id: str) -> tuple
             "checkpoints, so it must be explicit: set `warm_start: true`, or pick a new name"
         )
         loc = ("model_dir",) if spec.model_dir is not None else ("config", "model_dir")
-        raise Conflict(msg, [FieldError(loc, msg)])
+        raise InvalidSpec(msg, [FieldError(loc, msg)])
     return folder, (str(folder) if used else None)
 
 

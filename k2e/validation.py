@@ -146,6 +146,9 @@ def _check_array(loc: tuple[str, ...], info: DatasetInfo, tensor: TensorInfo) ->
         return [FieldError((*loc, tensor.name), f"{tensor.name!r} has non-numeric dtype {dtype}")]
     have = list(info.arrays[tensor.name][1:])
     want = list(tensor.shape[1:])
+    if tensor.shape == [None]:
+        # Inspection could not infer this tensor's rank (e.g. after a custom layer).
+        return []
     # A [batch, 1] tensor also takes a flat [n] array.
     if want == [1] and have == []:
         return []

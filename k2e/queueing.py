@@ -36,3 +36,13 @@ def make_celery(settings: Settings, name: str = "k2e") -> Celery:
         worker_proc_alive_timeout=120,
     )
     return app
+
+
+def train_task_options(job_id: str, queue: str, timeout_s: int | None, grace_s: int) -> dict:
+    """``send_task`` options for a job: its id, its queue, and Celery's time limits as a
+    backstop behind the training hook's own deadline."""
+    options: dict = {"task_id": job_id, "queue": queue}
+    if timeout_s is not None:
+        options["soft_time_limit"] = timeout_s + grace_s
+        options["time_limit"] = timeout_s + 2 * grace_s
+    return options

@@ -97,6 +97,8 @@ class ConvertRequest(_Request):
     eval: EvalSpec | None = None
     export: bool = True
     accelerator: Literal["cpu", "gpu"] = "cpu"
+    # Training stops at this many seconds after the job first starts: failed, timed_out.
+    timeout_s: PositiveInt | None = None
 
     @field_validator("checkpoint_format")
     @classmethod
@@ -163,7 +165,7 @@ class JobMetrics(BaseModel):
 class JobError(BaseModel):
     type: str
     message: str
-    reason: str = "error"
+    reason: Literal["error", "timed_out", "worker_lost", "max_attempts"] = "error"
 
 
 class Job(BaseModel):

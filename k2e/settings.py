@@ -26,6 +26,13 @@ class Settings(BaseSettings):
     # Seconds Redis waits for an acknowledgement before delivering a task again.
     visibility_timeout_s: int = 3600
     max_attempts: int = 3
+    # A running job's lease: renewed every heartbeat_s; a worker silent for lease_s is
+    # presumed dead and the reconciler (every reconcile_interval_s) requeues its job.
+    lease_s: float = 30.0
+    heartbeat_s: float = 5.0
+    reconcile_interval_s: float = 10.0
+    # Celery's hard time limit backstops `timeout_s` by this much.
+    timeout_grace_s: int = 60
     # Queues this worker consumes; the launcher adds "gpu" when a GPU is visible.
     worker_queues: str = "cpu"
     # Comma-separated modules that register extra custom objects (see k2e.custom_objects).

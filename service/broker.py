@@ -1,5 +1,7 @@
 """Sends training tasks by name, so the API never imports worker code."""
 
+from typing import Any
+
 import redis
 from kombu.exceptions import OperationalError
 
@@ -14,10 +16,10 @@ class TaskSender:
         self._celery = make_celery(settings, name="k2e-api")
         self._url = settings.broker_url
 
-    def send_train(self, job_id: str, queue: str) -> None:
-        """Enqueue a job; the job id is the Celery task id."""
+    def send_train(self, job_id: str, options: dict[str, Any]) -> None:
+        """Enqueue a job; ``options`` come from k2e.queueing.train_task_options."""
         try:
-            self._celery.send_task(TRAIN_TASK, args=[job_id], task_id=job_id, queue=queue)
+            self._celery.send_task(TRAIN_TASK, args=[job_id], **options)
         except (OperationalError, redis.RedisError, OSError) as exc:
             raise Unavailable(f"the broker does not answer: {exc}") from exc
 

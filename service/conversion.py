@@ -1,13 +1,16 @@
 """POST /convert's logic: check the spec, plan the model_dir, record the job, send it."""
 
+import hashlib
+import json
 import shutil
 import uuid
 from pathlib import Path
 from typing import Any
 
-from k2e.errors import FieldError, InvalidSpec, Unavailable
+from k2e.errors import Conflict, FieldError, InvalidSpec, Unavailable
 from k2e.jobstore import JobStore
-from k2e.schemas import ConvertRequest, Job, JobStatus
+from k2e.queueing import train_task_options
+from k2e.schemas import ConvertRequest, Job
 from k2e.settings import Settings
 from k2e.storage import Storage
 from k2e.tasks import queue_for
@@ -32,34 +35,65 @@ def plan_model_dir(spec: ConvertRequest, storage: Storage, job_id: str) -> tuple
     return folder, (str(folder) if used else None)
 
 
+def request_hash(spec: object, files: dict[str, str] | None = None) -> str:
+    """What makes two submissions "the same body": the spec and the uploaded files' hashes."""
+    canonical = json.dumps({"spec": spec, "files": files or {}}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def replay(store: JobStore, key: str | None, body_hash: str) -> Job | None:
+    """The job an Idempotency-Key already made; Conflict when the body differs."""
+    if key is None:
+        return None
+    found = store.by_idempotency_key(key)
+    if found is None:
+        return None
+    job, known_hash = found
+    if known_hash != body_hash:
+        raise Conflict(
+            f"Idempotency-Key {key!r} was used with a different request body (job {job.id})"
+        )
+    return job
+
+
 def submit(
     spec: ConvertRequest,
     store: JobStore,
     storage: Storage,
     sender: TaskSender,
     settings: Settings,
+    idempotency_key: str | None = None,
+    body_hash: str | None = None,
 ) -> Job:
     check_spec(spec, storage, settings.plugins)
     job_id = str(uuid.uuid4())
     model_dir, warm_start_from = plan_model_dir(spec, storage, job_id)
     queue = queue_for(spec.accelerator)
     # The record exists before the task is sent: a worker never sees an unknown job.
-    job = store.create(
-        job_id,
-        spec.model_dump(mode="json"),
-        queue,
-        str(model_dir),
-        spec.train.max_steps,
-        warm_start_from,
-    )
     try:
-        sender.send_train(job_id, queue)
-    except Unavailable as exc:
-        store.finish(
+        job = store.create(
             job_id,
-            JobStatus.failed,
-            error={"type": "BrokerUnavailable", "message": exc.detail, "reason": "error"},
+            spec.model_dump(mode="json"),
+            queue,
+            str(model_dir),
+            spec.train.max_steps,
+            warm_start_from,
+            timeout_s=spec.timeout_s,
+            idempotency_key=idempotency_key,
+            request_hash=body_hash,
         )
+    except Conflict:
+        # Two requests raced with one key: the first one's job answers both.
+        existing = replay(store, idempotency_key, body_hash or "")
+        if existing is None:
+            raise
+        return existing
+    options = train_task_options(job_id, queue, spec.timeout_s, settings.timeout_grace_s)
+    try:
+        sender.send_train(job_id, options)
+    except Unavailable:
+        # Not accepted, so not kept: the client got a 503 and nothing waits in the store.
+        store.delete(job_id)
         raise
     return job
 

@@ -3,7 +3,7 @@
 import logging
 from typing import Any
 
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from k2e.queueing import make_celery
 from k2e.settings import get_settings
@@ -13,6 +13,7 @@ app = make_celery(settings, name="k2e-worker")
 app.conf.include = ["worker.tasks"]
 
 log = logging.getLogger("k2e.worker")
+_reconciler: Any = None
 
 
 @worker_process_init.connect
@@ -22,3 +23,24 @@ def _load_tensorflow(**_: Any) -> None:
 
     tasks.runner()
     log.info("worker process ready: TensorFlow loaded")
+
+
+@worker_ready.connect
+def _start_reconciler(**_: Any) -> None:
+    """The main process (no TensorFlow) requeues the jobs of dead workers."""
+    global _reconciler
+    from worker.reconciler import Reconciler
+
+    _reconciler = Reconciler(settings, app)
+    _reconciler.start()
+    log.info(
+        "reconciler running every %.0f s (lease %.0f s)",
+        settings.reconcile_interval_s,
+        settings.lease_s,
+    )
+
+
+@worker_shutdown.connect
+def _stop_reconciler(**_: Any) -> None:
+    if _reconciler is not None:
+        _reconciler.stop()

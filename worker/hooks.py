@@ -1,9 +1,10 @@
-"""Training hooks: progress into the job record, and stopping on cancel."""
+"""Training hooks: progress into the job record; stopping on cancel, timeout or lost lease."""
 
 import time
 from collections.abc import Callable
 from typing import Any
 
+from worker.lease import RunControl
 from worker.tfrt import tf
 
 MAX_CURVE_POINTS = 500
@@ -26,15 +27,18 @@ class LossCurve:
 
 class ProgressHook(tf.compat.v1.train.SessionRunHook):
     """Reports ``global_step`` and the loss every ``every_steps`` steps or ``every_secs``
-    seconds, whichever comes first. ``report`` returns True to ask training to stop."""
+    seconds, whichever comes first; asks training to stop as soon as ``control`` says so
+    (the Estimator then saves a final checkpoint)."""
 
     def __init__(
         self,
-        report: Callable[[int, float, float | None], bool],
+        report: Callable[[int, float, float | None], None],
+        control: RunControl,
         every_steps: int,
         every_secs: float = 2.0,
     ) -> None:
         self._report = report
+        self._control = control
         self._every_steps = every_steps
         self._every_secs = every_secs
         self.stopped = False
@@ -53,7 +57,11 @@ class ProgressHook(tf.compat.v1.train.SessionRunHook):
 
     def after_run(self, run_context: Any, run_values: Any) -> None:
         step, loss = run_values.results
-        step = int(step)
+        # The fetched step is read alongside the update: this run ends at step + 1.
+        step = int(step) + 1
+        if self._control.should_stop():
+            self.stopped = True
+            run_context.request_stop()
         now = time.monotonic()
         due_steps = self._last_step is None or step - self._last_step >= self._every_steps
         if not due_steps and now - self._last_time < self._every_secs:
@@ -63,6 +71,4 @@ class ProgressHook(tf.compat.v1.train.SessionRunHook):
             rate = (step - self._rate_step) / (now - self._rate_time)
         self._rate_step, self._rate_time = step, now
         self._last_step, self._last_time = step, now
-        if self._report(step, float(loss), rate):
-            self.stopped = True
-            run_context.request_stop()
+        self._report(step, float(loss), rate)

@@ -17,6 +17,7 @@ from k2e.validation import ResolvedModel, check_spec
 from worker import custom_objects, export
 from worker.hooks import LossCurve, ProgressHook
 from worker.inputs import npz_input_fn
+from worker.lease import Heartbeat, RunControl, new_owner
 from worker.models import build_keras_model
 from worker.tfrt import tf
 
@@ -28,7 +29,7 @@ class RunResult:
     status: JobStatus
     eval_metrics: dict[str, float] = field(default_factory=dict)
     global_step: int = 0
-    export_path: Path | None = None
+    error: dict[str, Any] | None = None
 
 
 def run_config(spec: ConvertRequest, model_dir: Path) -> Any:
@@ -69,44 +70,73 @@ class JobRunner:
         self.storage = Storage(settings.storage_root)
 
     def run(self, job_id: str) -> None:
-        """Run a job to a terminal state. Never raises for a job's own failure."""
+        """Run a job to a terminal state, unless another worker holds it.
+
+        Never raises for a job's own failure: the worker lives on for the next job.
+        """
         job = self.store.get(job_id)
         if job.status not in (JobStatus.queued, JobStatus.running):
             log.info("job %s is %s: not running it", job_id, job.status.value)
             return
-        spec = ConvertRequest.model_validate(job.spec)
-        try:
-            # Defence in depth: the files are checked again before TensorFlow sees them.
-            resolved = check_spec(spec, self.storage, self.settings.plugins)
-        except K2EError as exc:
-            self._fail(job_id, "InvalidSpec", exc.detail)
+        if self.store.fail_exhausted(job_id, self.settings.max_attempts):
+            log.error("job %s: failed after %d attempts", job_id, job.attempts)
             return
-        started = self.store.start(job_id)
+        owner = new_owner()
+        started = self.store.start(job_id, owner, self.settings.lease_s)
         if started is None:
+            log.info("job %s: leased by a live worker or finished; not running it", job_id)
             return
-        log.info("job %s: attempt %d, model_dir %s", job_id, started.attempts, started.model_dir)
-        try:
-            result = self._train_evaluate_export(started, spec, resolved)
-        except Exception as exc:
-            log.exception("job %s failed", job_id)
-            self._fail(job_id, type(exc).__name__, str(exc))
+        log.info("job %s: attempt %d as %s", job_id, started.attempts, owner)
+        control = RunControl(self._deadline(started))
+        if control.timed_out:
+            self.store.finish(job_id, JobStatus.failed, owner, error=_timed_out(started))
+            return
+        with Heartbeat(
+            self.store, job_id, owner, self.settings.lease_s, self.settings.heartbeat_s, control
+        ):
+            result = self._attempt(started, owner, control)
+        if control.lease_lost.is_set():
+            log.error("job %s: lease lost; leaving the job to its new owner", job_id)
             return
         last = self.store.get(job_id).progress.model_dump()
         progress = {**last, "global_step": result.global_step, "eta_s": 0.0}
         self.store.finish(
-            job_id, result.status, eval_metrics=result.eval_metrics, progress=progress
+            job_id,
+            result.status,
+            owner,
+            eval_metrics=result.eval_metrics,
+            error=result.error,
+            progress=progress,
         )
         log.info("job %s %s at step %d", job_id, result.status.value, result.global_step)
 
-    def _fail(self, job_id: str, error_type: str, message: str) -> None:
-        self.store.finish(
-            job_id,
-            JobStatus.failed,
-            error={"type": error_type, "message": message, "reason": "error"},
-        )
+    def _deadline(self, job: Job) -> float | None:
+        timeout = ConvertRequest.model_validate(job.spec).timeout_s
+        if timeout is None or job.started_at is None:
+            return None
+        elapsed = time.time() - job.started_at.timestamp()
+        return time.monotonic() + timeout - elapsed
+
+    def _attempt(self, job: Job, owner: str, control: RunControl) -> RunResult:
+        spec = ConvertRequest.model_validate(job.spec)
+        try:
+            # Defence in depth: the files are checked again before TensorFlow sees them.
+            resolved = check_spec(spec, self.storage, self.settings.plugins)
+            return self._train_evaluate_export(job, owner, spec, resolved, control)
+        except K2EError as exc:
+            return RunResult(JobStatus.failed, error=_error("InvalidSpec", exc.detail))
+        except Exception as exc:
+            log.exception("job %s failed", job.id)
+            reason = "timed_out" if type(exc).__name__ == "SoftTimeLimitExceeded" else "error"
+            return RunResult(JobStatus.failed, error=_error(type(exc).__name__, str(exc), reason))
 
     def _train_evaluate_export(
-        self, job: Job, spec: ConvertRequest, resolved: ResolvedModel
+        self,
+        job: Job,
+        owner: str,
+        spec: ConvertRequest,
+        resolved: ResolvedModel,
+        control: RunControl,
     ) -> RunResult:
         tf.keras.backend.clear_session()
         model_dir = Path(job.model_dir)
@@ -123,7 +153,6 @@ class JobRunner:
                 export_outputs=export.export_output_classes(spec.export_outputs),
             )
             inputs, outputs = resolved.summary.inputs, resolved.summary.outputs
-            hook = self._progress_hook(job, spec)
             train = spec.train
             estimator.train(
                 npz_input_fn(
@@ -137,12 +166,16 @@ class JobRunner:
                     shuffle_seed=train.shuffle_seed,
                     drop_remainder=train.drop_remainder,
                 ),
-                hooks=[hook],
+                hooks=[self._progress_hook(job, owner, spec, control)],
                 max_steps=train.max_steps,
             )
             step = _checkpoint_step(estimator.latest_checkpoint())
-            if hook.stopped:
+            if control.lease_lost.is_set():
+                return RunResult(JobStatus.failed, global_step=step)
+            if control.cancel_requested.is_set():
                 return RunResult(JobStatus.cancelled, global_step=step)
+            if step < train.max_steps and control.timed_out:
+                return RunResult(JobStatus.failed, global_step=step, error=_timed_out(job))
             result = RunResult(JobStatus.succeeded, global_step=step)
             if spec.eval is not None:
                 ev = spec.eval
@@ -157,36 +190,51 @@ class JobRunner:
                     steps=ev.steps,
                 )
                 result.eval_metrics = {k: _scalar(v) for k, v in metrics.items()}
-            if spec.export:
+            if spec.export and not self._already_exported(job.id):
                 receiver = export.serving_input_fn(
                     inputs, export.needs_example_parsing(spec.export_outputs, inputs)
                 )
-                result.export_path = export.export_atomically(estimator, model_dir, receiver)
+                path = export.export_atomically(estimator, model_dir, receiver)
+                self.store.record_export(job.id, owner, str(path))
         return result
 
-    def _progress_hook(self, job: Job, spec: ConvertRequest) -> ProgressHook:
+    def _already_exported(self, job_id: str) -> bool:
+        # An earlier attempt may have exported and died before finishing: one export per job.
+        path = self.store.export_path(job_id)
+        return path is not None and Path(path).is_dir()
+
+    def _progress_hook(
+        self, job: Job, owner: str, spec: ConvertRequest, control: RunControl
+    ) -> ProgressHook:
         curve = LossCurve()
+        curve.points = [p.model_dump() for p in job.metrics.train]  # resume keeps the curve
         max_steps = spec.train.max_steps
         every = spec.config.log_step_count_steps if spec.config else 100
-        started = time.monotonic()
 
-        def report(step: int, loss: float, rate: float | None) -> bool:
+        def report(step: int, loss: float, rate: float | None) -> None:
             curve.add(step, loss)
             eta = (max_steps - step) / rate if rate else None
             status = self.store.record_progress(
                 job.id,
-                {
-                    "global_step": step,
-                    "max_steps": max_steps,
-                    "steps_per_sec": rate,
-                    "eta_s": eta,
-                    "elapsed_s": time.monotonic() - started,
-                },
+                owner,
+                {"global_step": step, "max_steps": max_steps, "steps_per_sec": rate, "eta_s": eta},
                 curve.points,
             )
-            return status == JobStatus.cancelling.value
+            if status is None:
+                control.lease_lost.set()
+            elif status == JobStatus.cancelling.value:
+                control.cancel_requested.set()
 
-        return ProgressHook(report, every_steps=every)
+        return ProgressHook(report, control, every_steps=every)
+
+
+def _error(error_type: str, message: str, reason: str = "error") -> dict[str, Any]:
+    return {"type": error_type, "message": message, "reason": reason}
+
+
+def _timed_out(job: Job) -> dict[str, Any]:
+    timeout = job.spec.get("timeout_s")
+    return _error("TimeoutError", f"training exceeded timeout_s={timeout}", "timed_out")
 
 
 def _checkpoint_step(path: str | None) -> int:

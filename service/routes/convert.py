@@ -1,20 +1,20 @@
 """POST /convert: a ConvertRequest as JSON, or multipart with `spec` plus files."""
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Header, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from k2e.errors import InvalidSpec, InvalidUpload
 from k2e.schemas import ConvertRequest, Job
-from service.conversion import inject_uploads, remove_entries, submit
+from service.conversion import inject_uploads, remove_entries, replay, request_hash, submit
 from service.deps import SenderDep, SettingsDep, StorageDep, StoreDep
 from service.multipart import receive_multipart
 from service.problems import problems
-from service.routes.uploads import store_dataset, store_model
+from service.routes.uploads import sha256_of, store_dataset, store_model
 
 router = APIRouter(tags=["jobs"])
 
@@ -74,13 +74,28 @@ async def convert(
     storage: StorageDep,
     sender: SenderDep,
     settings: SettingsDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=1,
+            max_length=255,
+            description="The same key and body return the same job; another body, 409.",
+        ),
+    ] = None,
 ) -> Job:
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
-        job = await _convert_multipart(request, store, storage, sender, settings)
+        job = await _convert_multipart(request, store, storage, sender, settings, idempotency_key)
     elif content_type.startswith("application/json") or not content_type:
-        spec = _parse(_json(await request.body(), "the request body"))
-        job = await run_in_threadpool(submit, spec, store, storage, sender, settings)
+        raw = _json(await request.body(), "the request body")
+        body_hash = request_hash(raw)
+        previous = replay(store, idempotency_key, body_hash)
+        if previous is not None:
+            job = previous
+        else:
+            job = await run_in_threadpool(
+                submit, _parse(raw), store, storage, sender, settings, idempotency_key, body_hash
+            )
     else:
         raise InvalidUpload(
             f"unsupported content type {content_type!r}: send application/json or "
@@ -91,7 +106,12 @@ async def convert(
 
 
 async def _convert_multipart(
-    request: Request, store: StoreDep, storage: StorageDep, sender: SenderDep, settings: SettingsDep
+    request: Request,
+    store: StoreDep,
+    storage: StorageDep,
+    sender: SenderDep,
+    settings: SettingsDep,
+    idempotency_key: str | None,
 ) -> Job:
     body = await receive_multipart(
         request, storage.tmp_path, {"model", "train_data", "eval_data"}, settings.max_upload_bytes
@@ -103,6 +123,14 @@ async def _convert_multipart(
         raw = _json(body.fields["spec"], "`spec`")
         if not isinstance(raw, dict):
             _parse(raw)
+        file_hashes = {
+            field: await run_in_threadpool(sha256_of, received.path)
+            for field, received in body.files.items()
+        }
+        body_hash = request_hash(raw, file_hashes)
+        previous = replay(store, idempotency_key, body_hash)
+        if previous is not None:
+            return previous
         ids: dict[str, str] = {}
         for field, received in body.files.items():
             if field == "model":
@@ -114,7 +142,9 @@ async def _convert_multipart(
                 created["datasets"].append(dataset.id)
                 ids[field] = dataset.id
         spec = _parse(inject_uploads(raw, ids))
-        return await run_in_threadpool(submit, spec, store, storage, sender, settings)
+        return await run_in_threadpool(
+            submit, spec, store, storage, sender, settings, idempotency_key, body_hash
+        )
     except Exception:
         # A refused submission keeps nothing it uploaded.
         for kind, entry_ids in created.items():

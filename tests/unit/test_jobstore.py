@@ -1,13 +1,15 @@
 """JobStore against SQLite and the real PostgreSQL server."""
 
+import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
 import sqlalchemy
 
-from k2e.errors import InvalidSpec, NotFound
-from k2e.jobstore import JobStore, jobs
+from k2e.errors import Conflict, InvalidSpec, NotFound
+from k2e.jobstore import JobStore
+from k2e.tables import events, jobs
 from k2e.schemas import JobStatus
 from tests.conftest import postgres_url
 
@@ -32,6 +34,7 @@ def store(request: pytest.FixtureRequest, tmp_path) -> Iterator[JobStore]:
     s.create_schema()
     with s.engine.begin() as conn:
         conn.execute(jobs.delete())
+        conn.execute(events.delete())
     yield s
     s.engine.dispose()
 
@@ -72,7 +75,7 @@ def test_list_is_newest_first_and_pages_with_a_cursor(store: JobStore) -> None:
 
 def test_list_filters_by_status(store: JobStore) -> None:
     a, b = _create(store), _create(store)
-    store.start(b)
+    store.start(b, "w1", 30)
     assert [j.id for j in store.list_jobs(status=JobStatus.running).items] == [b]
     assert [j.id for j in store.list_jobs(status=JobStatus.queued).items] == [a]
 
@@ -82,23 +85,65 @@ def test_bad_cursor_is_refused(store: JobStore) -> None:
         store.list_jobs(cursor="abc")
 
 
+def test_start_takes_the_lease_and_a_live_lease_keeps_others_out(store: JobStore) -> None:
+    job_id = _create(store)
+    first = store.start(job_id, "w1", 30)
+    assert first is not None
+    assert first.attempts == 1
+    assert store.start(job_id, "w2", 30) is None  # a second delivery while w1 is alive
+    assert store.get(job_id).attempts == 1
+    assert [e["kind"] for e in store.events(job_id)] == ["queued", "running"]
+
+
+def test_an_expired_lease_lets_the_next_attempt_in_and_fences_the_old_owner(
+    store: JobStore,
+) -> None:
+    job_id = _create(store)
+    store.start(job_id, "w1", 0.05)
+    time.sleep(0.2)
+    assert [j.id for j in store.expired()] == [job_id]
+    assert store.requeue_expired(job_id)
+    assert store.get(job_id).status is JobStatus.queued
+    second = store.start(job_id, "w2", 30)
+    assert second is not None
+    assert second.attempts == 2
+    # w1 lost its lease: none of its writes land.
+    assert store.renew_lease(job_id, "w1", 30) is None
+    assert store.record_progress(job_id, "w1", {"global_step": 99}, []) is None
+    assert store.finish(job_id, JobStatus.succeeded, "w1") is None
+    assert store.get(job_id).status is JobStatus.running
+    assert store.renew_lease(job_id, "w2", 30) == "running"
+
+
 def test_start_counts_attempts_and_refuses_finished_jobs(store: JobStore) -> None:
     job_id = _create(store)
-    assert store.start(job_id).attempts == 1
-    assert store.start(job_id).attempts == 2  # a redelivery of a running job
-    store.finish(job_id, JobStatus.succeeded, eval_metrics={"loss": 0.5})
-    assert store.start(job_id) is None
+    assert store.start(job_id, "w1", 30).attempts == 1
+    store.finish(job_id, JobStatus.succeeded, "w1", eval_metrics={"loss": 0.5})
+    assert store.start(job_id, "w2", 30) is None
     job = store.get(job_id)
     assert job.status is JobStatus.succeeded
     assert job.metrics.eval == {"loss": 0.5}
     assert job.finished_at is not None
 
 
+def test_exhausted_attempts_end_the_job(store: JobStore) -> None:
+    job_id = _create(store)
+    store.start(job_id, "w1", 0.01)
+    time.sleep(0.05)
+    assert not store.fail_exhausted(job_id, max_attempts=2)
+    store.start(job_id, "w2", 0.01)
+    time.sleep(0.05)
+    assert store.fail_exhausted(job_id, max_attempts=2)
+    job = store.get(job_id)
+    assert job.status is JobStatus.failed
+    assert job.error.reason == "max_attempts"
+
+
 def test_progress_is_recorded_and_reports_status(store: JobStore) -> None:
     job_id = _create(store)
-    store.start(job_id)
+    store.start(job_id, "w1", 30)
     status = store.record_progress(
-        job_id, {"global_step": 5, "max_steps": 10}, [{"step": 5, "loss": 1.25}]
+        job_id, "w1", {"global_step": 5, "max_steps": 10}, [{"step": 5, "loss": 1.25}]
     )
     assert status == "running"
     job = store.get(job_id)
@@ -108,11 +153,42 @@ def test_progress_is_recorded_and_reports_status(store: JobStore) -> None:
 
 def test_cancel_queued_ends_it_and_running_asks_the_worker(store: JobStore) -> None:
     queued, running = _create(store), _create(store)
-    store.start(running)
+    store.start(running, "w1", 30)
     assert store.request_cancel(queued).status is JobStatus.cancelled
     assert store.request_cancel(running).status is JobStatus.cancelling
-    assert store.record_progress(running, {"global_step": 1}, []) == "cancelling"
-    assert store.start(queued) is None
+    assert store.renew_lease(running, "w1", 30) == "cancelling"
+    assert store.start(queued, "w1", 30) is None
+
+
+def test_a_cancelling_job_whose_worker_died_ends_cancelled(store: JobStore) -> None:
+    job_id = _create(store)
+    store.start(job_id, "w1", 0.05)
+    store.request_cancel(job_id)
+    time.sleep(0.2)
+    assert not store.requeue_expired(job_id)
+    assert store.cancel_expired(job_id)
+    assert store.get(job_id).status is JobStatus.cancelled
+
+
+def test_idempotency_keys_are_unique(store: JobStore) -> None:
+    job_id = str(uuid.uuid4())
+    store.create(job_id, {}, "cpu", "/m", 1, idempotency_key="k1", request_hash="h")
+    found = store.by_idempotency_key("k1")
+    assert found is not None
+    assert found[0].id == job_id
+    assert found[1] == "h"
+    with pytest.raises(Conflict):
+        store.create(str(uuid.uuid4()), {}, "cpu", "/m", 1, idempotency_key="k1")
+    assert store.by_idempotency_key("k2") is None
+
+
+def test_events_follow_with_since(store: JobStore) -> None:
+    job_id = _create(store)
+    store.log_many(job_id, ["one", "two"])
+    everything = store.events(job_id)
+    assert [e["message"] for e in everything][-2:] == ["one", "two"]
+    after = store.events(job_id, since=everything[-2]["seq"])
+    assert [e["message"] for e in after] == ["two"]
 
 
 def test_finish_refuses_a_non_terminal_status(store: JobStore) -> None:

@@ -1,0 +1,67 @@
+"""Hands back jobs whose worker died. Runs as a thread in each worker's main process.
+
+A job's lease expires ``lease_s`` after its worker's last heartbeat; every
+``reconcile_interval_s`` this loop requeues such jobs (their checkpoints stay, so
+the next attempt resumes), and re-sends queued jobs whose message may have been
+lost. Requeueing is one atomic update, so with many workers only one sends.
+"""
+
+import logging
+import threading
+
+from celery import Celery
+
+from k2e.jobstore import JobStore
+from k2e.queueing import train_task_options
+from k2e.schemas import Job, JobStatus
+from k2e.settings import Settings
+from k2e.tasks import TRAIN_TASK
+
+log = logging.getLogger("k2e.reconciler")
+
+
+class Reconciler:
+    def __init__(self, settings: Settings, celery: Celery) -> None:
+        self.settings = settings
+        self.celery = celery
+        self.store = JobStore(settings.sqlalchemy_url)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="k2e-reconciler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.settings.reconcile_interval_s):
+            try:
+                self.reconcile_once()
+            except Exception:  # an unreachable store or broker: try again next round
+                log.warning("reconcile round failed", exc_info=True)
+
+    def reconcile_once(self) -> list[str]:
+        """One round; returns the ids of the jobs it sent again."""
+        sent = []
+        for job in self.store.expired():
+            if job.status is JobStatus.cancelling:
+                if self.store.cancel_expired(job.id):
+                    log.warning("job %s: worker lost while cancelling; cancelled", job.id)
+            elif self.store.requeue_expired(job.id):
+                log.warning("job %s: worker lost (lease expired); requeued", job.id)
+                self._send(job)
+                sent.append(job.id)
+        # Past the visibility timeout a lost message would have been redelivered by now.
+        for job in self.store.stale_queued(self.settings.visibility_timeout_s):
+            log.warning("job %s: queued for long; sending it again", job.id)
+            self.store.touch(job.id)
+            self._send(job)
+            sent.append(job.id)
+        return sent
+
+    def _send(self, job: Job) -> None:
+        options = train_task_options(
+            job.id, job.queue, job.spec.get("timeout_s"), self.settings.timeout_grace_s
+        )
+        self.celery.send_task(TRAIN_TASK, args=[job.id], **options)

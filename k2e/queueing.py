@@ -20,7 +20,13 @@ def make_celery(settings: Settings, name: str = "k2e") -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout_s,
+            # Sweep for unacknowledged messages past their visibility timeout every few
+            # seconds (kombu's default scans about every 100 s).
+            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 4)),
+            "unacked_restore_throttle": 1,
+        },
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=2,
         # Publishing must fail fast when Redis is down: the API answers 503 rather than hang.

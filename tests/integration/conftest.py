@@ -5,6 +5,7 @@ to the API in-process through HTTP (FastAPI's TestClient).
 """
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -22,14 +23,26 @@ READY_LINE = "worker process ready: TensorFlow loaded"
 ROOT = Path(__file__).resolve().parents[2]
 
 
+TUNABLES = (
+    "lease_s",
+    "heartbeat_s",
+    "reconcile_interval_s",
+    "visibility_timeout_s",
+    "max_attempts",
+    "timeout_grace_s",
+)
+
+
 def worker_env(settings: Settings) -> dict[str, str]:
-    return dict(
+    env = dict(
         os.environ,
         K2E_DATA_DIR=str(settings.data_dir),
         REDIS_URL=settings.broker_url,
         DATABASE_URL=settings.sqlalchemy_url,
         PYTHONUNBUFFERED="1",
     )
+    env.update({f"K2E_{name.upper()}": str(getattr(settings, name)) for name in TUNABLES})
+    return env
 
 
 class WorkerProcess:
@@ -64,6 +77,7 @@ class WorkerProcess:
             env=worker_env(self.settings),
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: a crash test kills it whole
         )
         deadline = time.monotonic() + timeout
         while READY_LINE not in self.log_path.read_text(errors="replace"):
@@ -71,6 +85,16 @@ class WorkerProcess:
                 raise RuntimeError("worker did not start:\n" + self.log_path.read_text()[-3000:])
             time.sleep(0.2)
         return self
+
+    def kill_hard(self) -> None:
+        """SIGKILL the main process and its pool children at once: a machine dying."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

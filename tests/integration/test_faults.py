@@ -1,0 +1,309 @@
+"""The job lifecycle under faults, with real processes and real signals.
+
+Each test here runs its own Redis (with AOF, so it can be restarted), its own
+job store and its own worker processes, with short leases so that recovery
+happens within seconds. The figures they print are the recovery bounds the
+README quotes.
+"""
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from k2e.embedded_redis import EmbeddedRedis, free_port
+from k2e.jobstore import JobStore
+from k2e.settings import Settings
+from service.main import create_app
+from tests.integration.conftest import ROOT, WorkerProcess, wait_for_job, worker_env
+
+tf = pytest.importorskip("tensorflow")
+from tests import models  # noqa: E402  (needs TensorFlow)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+FAST_RECOVERY = {"lease_s": 3.0, "heartbeat_s": 0.5, "reconcile_interval_s": 1.0}
+
+
+class Env:
+    """One isolated deployment: Redis, data folder, API client, uploaded model and data."""
+
+    def __init__(self, root: Path, **tunables: float) -> None:
+        self.root = root
+        self.redis = EmbeddedRedis(root / "redis", appendonly=True).start()
+        self.settings = Settings(data_dir=root / "data", redis_url=self.redis.url, **tunables)
+        self.workers: list[WorkerProcess] = []
+        self._client_cm = TestClient(create_app(self.settings))
+        self.client = self._client_cm.__enter__()
+        h5 = models.save_h5(models.seed_multi_io_model(), root / "seed.h5")
+        self.model = self._upload("/models", "seed.h5", h5.read_bytes())
+        self.data = self._upload(
+            "/datasets", "d.npz", models.npz_bytes(models.seed_multi_io_data(n=512))
+        )
+
+    def _upload(self, path: str, name: str, content: bytes) -> str:
+        response = self.client.post(path, files={"file": (name, content)})
+        assert response.status_code == 201, response.text
+        return response.json()["id"]
+
+    def worker(self, queues: str = "cpu,gpu") -> WorkerProcess:
+        process = WorkerProcess(
+            self.settings, self.root / f"worker{len(self.workers)}.log", queues
+        ).start()
+        self.workers.append(process)
+        return process
+
+    def submit(self, max_steps: int, **extra) -> dict:
+        spec = {
+            "keras_model_path": self.model,
+            "config": {"save_checkpoints_steps": 200, "log_step_count_steps": 50},
+            "train": {"dataset": self.data, "max_steps": max_steps, "batch_size": 64},
+            "eval": {"dataset": self.data, "steps": 2},
+            **extra,
+        }
+        response = self.client.post("/convert", json=spec)
+        assert response.status_code == 202, response.text
+        return response.json()
+
+    def job(self, job_id: str) -> dict:
+        return self.client.get(f"/jobs/{job_id}").json()
+
+    def wait_step(self, job_id: str, step: int, timeout: float = 120) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.job(job_id)
+            if job["progress"]["global_step"] >= step or job["status"] not in (
+                "queued",
+                "running",
+            ):
+                return job
+            time.sleep(0.05)
+        raise AssertionError(f"job {job_id} never reached step {step}")
+
+    def exports(self, job: dict) -> list[str]:
+        export_root = Path(job["model_dir"]) / "export"
+        return sorted(p.name for p in export_root.iterdir()) if export_root.is_dir() else []
+
+    def running_events(self, job_id: str) -> int:
+        events = JobStore(self.settings.sqlalchemy_url).events(job_id)
+        return sum(1 for e in events if e["kind"] == "running")
+
+    def close(self) -> None:
+        for process in self.workers:
+            process.stop()
+        self._client_cm.__exit__(None, None, None)
+        self.redis.stop()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    deployment = Env(tmp_path, **FAST_RECOVERY)
+    yield deployment
+    deployment.close()
+
+
+@pytest.mark.parametrize("kill_at", [600, 1800])
+def test_kill_9_mid_training_resumes_on_a_new_worker(env: Env, kill_at: int) -> None:
+    first = env.worker()
+    job = env.submit(max_steps=3000)
+    seen = env.wait_step(job["id"], kill_at)
+    assert seen["status"] == "running", seen
+    first.kill_hard()
+    killed_at = time.monotonic()
+    env.worker()
+    done = wait_for_job(env.client, job["id"], timeout=300)
+    recovered = time.monotonic() - killed_at
+    print(f"\nkill -9 at step {seen['progress']['global_step']}: succeeded {recovered:.1f}s later")
+    assert done["status"] == "succeeded", done["error"]
+    assert done["progress"]["global_step"] == 3000
+    assert done["metrics"]["eval"]["global_step"] == 3000
+    assert done["attempts"] == 2
+    assert len(env.exports(done)) == 1
+    steps = [c["step"] for c in env.client.get(f"/jobs/{job['id']}/checkpoints").json()]
+    assert steps[-1] == 3000
+    # The second attempt started from a checkpoint the first one wrote, not from zero.
+    assert any(s <= seen["progress"]["global_step"] for s in steps[:-1]) or len(steps) > 1
+
+
+def test_a_poison_job_ends_failed_with_max_attempts(tmp_path: Path) -> None:
+    env = Env(tmp_path, max_attempts=1, **FAST_RECOVERY)
+    try:
+        first = env.worker()
+        job = env.submit(max_steps=3000)
+        env.wait_step(job["id"], 200)
+        first.kill_hard()
+        env.worker()
+        done = wait_for_job(env.client, job["id"], timeout=120)
+        assert done["status"] == "failed"
+        assert done["error"]["reason"] == "max_attempts"
+        assert done["attempts"] == 1
+    finally:
+        env.close()
+
+
+def test_a_job_outliving_the_visibility_timeout_runs_once(tmp_path: Path) -> None:
+    env = Env(tmp_path, visibility_timeout_s=2, **FAST_RECOVERY)
+    try:
+        env.worker()
+        env.worker()  # an idle second worker that would take a redelivered message
+        job = env.submit(max_steps=6000)
+        done = wait_for_job(env.client, job["id"], timeout=300)
+        assert done["status"] == "succeeded", done["error"]
+        assert done["attempts"] == 1
+        assert env.running_events(job["id"]) == 1
+        assert len(env.exports(done)) == 1
+        skipped = sum(w.log.count("leased by a live worker") for w in env.workers)
+        print(f"\nredelivered copies refused by the lease: {skipped}")
+        assert skipped >= 1, "the visibility timeout should have redelivered the message"
+    finally:
+        env.close()
+
+
+def test_cancel_while_queued_never_runs(env: Env) -> None:
+    job = env.submit(max_steps=100, accelerator="gpu")  # nobody consumes `gpu` yet
+    assert job["queue"] == "gpu"
+    cancelled = env.client.post(f"/jobs/{job['id']}/cancel")
+    assert cancelled.status_code == 202
+    assert cancelled.json()["status"] == "cancelled"
+    worker = env.worker(queues="gpu")
+    deadline = time.monotonic() + 30
+    while f"job {job['id']} is cancelled: not running it" not in worker.log:
+        assert time.monotonic() < deadline, "the worker never received the cancelled job"
+        time.sleep(0.2)
+    final = env.job(job["id"])
+    assert final["status"] == "cancelled"
+    assert final["attempts"] == 0
+
+
+def test_cancel_while_running_stops_saves_and_the_worker_goes_on(env: Env) -> None:
+    worker = env.worker()
+    job = env.submit(max_steps=1_000_000)
+    env.wait_step(job["id"], 300)
+    asked = time.monotonic()
+    response = env.client.post(f"/jobs/{job['id']}/cancel")
+    assert response.json()["status"] in ("cancelling", "cancelled")
+    done = wait_for_job(env.client, job["id"], timeout=60)
+    took = time.monotonic() - asked
+    print(f"\ncancel to cancelled: {took:.2f}s")
+    assert done["status"] == "cancelled"
+    assert took < 10
+    final_step = done["progress"]["global_step"]
+    assert 300 <= final_step < 1_000_000
+    checkpoints = env.client.get(f"/jobs/{job['id']}/checkpoints").json()
+    assert checkpoints[-1]["step"] == final_step, "a final checkpoint is saved on cancel"
+    # The same worker process takes the next job.
+    pid = worker.process.pid
+    nxt = wait_for_job(env.client, env.submit(max_steps=50)["id"], timeout=120)
+    assert nxt["status"] == "succeeded"
+    assert worker.process.poll() is None
+    assert worker.process.pid == pid
+
+
+def test_timeout_ends_failed_timed_out_with_a_checkpoint(env: Env) -> None:
+    env.worker()
+    job = env.submit(max_steps=1_000_000, timeout_s=4)
+    done = wait_for_job(env.client, job["id"], timeout=120)
+    assert done["status"] == "failed"
+    assert done["error"]["reason"] == "timed_out"
+    checkpoints = env.client.get(f"/jobs/{job['id']}/checkpoints").json()
+    assert checkpoints
+    assert checkpoints[-1]["step"] == done["progress"]["global_step"] > 0
+
+
+def test_gpu_jobs_route_to_the_gpu_queue_and_run_there(env: Env) -> None:
+    env.worker(queues="cpu")
+    job = env.submit(max_steps=30, accelerator="gpu")
+    time.sleep(3)
+    assert env.job(job["id"])["status"] == "queued", "a cpu-only worker must not take it"
+    env.worker(queues="gpu")
+    done = wait_for_job(env.client, job["id"], timeout=120)
+    assert done["status"] == "succeeded", done["error"]
+    assert done["queue"] == "gpu"
+
+
+def test_redis_restart_mid_queue_loses_no_accepted_job(env: Env) -> None:
+    env.worker()
+    jobs = [env.submit(max_steps=400) for _ in range(3)]
+    env.wait_step(jobs[0]["id"], 50)
+    env.redis.stop()  # SIGTERM: Redis flushes its AOF
+    time.sleep(2)
+    env.redis.start()
+    restarted = time.monotonic()
+    finished = [wait_for_job(env.client, j["id"], timeout=300) for j in jobs]
+    print(f"\nall {len(jobs)} jobs finished {time.monotonic() - restarted:.1f}s after restart")
+    assert [j["status"] for j in finished] == ["succeeded"] * 3, [j["error"] for j in finished]
+    assert all(j["progress"]["global_step"] == 400 for j in finished)
+
+
+def test_post_convert_with_redis_down_is_503_and_keeps_nothing(env: Env) -> None:
+    env.redis.stop()
+    try:
+        started = time.monotonic()
+        spec = {"keras_model_path": env.model, "train": {"dataset": env.data, "max_steps": 5}}
+        response = env.client.post("/convert", json=spec)
+        took = time.monotonic() - started
+        assert response.status_code == 503, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert took < 15
+        assert env.client.get("/readyz").status_code == 503
+        assert env.client.get("/jobs").json()["items"] == []
+    finally:
+        env.redis.start()
+    assert env.client.get("/readyz").status_code == 200
+
+
+def test_api_restart_mid_job_loses_nothing(env: Env) -> None:
+    env.worker()
+    port = free_port()
+
+    def api() -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "service.main:create_app",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            cwd=ROOT,
+            env=worker_env(env.settings),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                    return process
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise AssertionError("the API did not start")
+
+    first = api()
+    spec = {"keras_model_path": env.model, "train": {"dataset": env.data, "max_steps": 3000}}
+    job = httpx.post(f"http://127.0.0.1:{port}/convert", json=spec).json()
+    first.kill()
+    first.wait()
+    second = api()
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            final = httpx.get(f"http://127.0.0.1:{port}/jobs/{job['id']}").json()
+            if final["status"] not in ("queued", "running"):
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        assert final["status"] == "succeeded", final["error"]
+        assert final["progress"]["global_step"] == 3000
+    finally:
+        second.terminate()
+        second.wait()

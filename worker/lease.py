@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from types import TracebackType
 
 from k2e.jobstore import JobStore
@@ -47,9 +48,11 @@ class Heartbeat:
         lease_s: float,
         interval: float,
         control: RunControl,
+        on_beat: Callable[[], None] | None = None,
     ) -> None:
         self.store, self.job_id, self.owner = store, job_id, owner
         self.lease_s, self.interval, self.control = lease_s, interval, control
+        self.on_beat = on_beat
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"lease-{job_id}", daemon=True)
 
@@ -66,6 +69,11 @@ class Heartbeat:
                 return
             if status == JobStatus.cancelling.value:
                 self.control.cancel_requested.set()
+            if self.on_beat is not None:
+                try:
+                    self.on_beat()
+                except Exception:
+                    log.warning("job %s: heartbeat side task failed", self.job_id, exc_info=True)
 
     def __enter__(self) -> "Heartbeat":
         self._thread.start()

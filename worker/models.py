@@ -13,9 +13,10 @@ def build_keras_model(
 ) -> Any:
     """A new model object per job: the Estimator's conversion invalidates earlier ones.
 
-    Models from HDF5 are compiled again from their plain compile arguments, because
-    the metric objects HDF5 stores come back with doubly prefixed names.
-    Call inside ``tf.keras.utils.custom_object_scope``.
+    Models from files (HDF5 or ``.keras``) are compiled again from their plain compile
+    arguments, because the metric objects HDF5 stores come back with doubly prefixed
+    names. The file was vetted just before (k2e.validation.check_spec); ``.keras`` loads
+    in Keras's safe mode as well. Call inside ``tf.keras.utils.custom_object_scope``.
     """
     if spec.keras_model is not None:
         model = tf.keras.models.model_from_json(json.dumps(spec.keras_model.config))
@@ -25,7 +26,10 @@ def build_keras_model(
         return model
     assert h5_path is not None
     assert h5_compile_args is not None
-    model = tf.keras.models.load_model(str(h5_path), compile=False)
+    if h5_path.suffix.lower() == ".keras":
+        model = tf.keras.models.load_model(str(h5_path), compile=False, safe_mode=True)
+    else:
+        model = tf.keras.models.load_model(str(h5_path), compile=False)
     _compile(model, h5_compile_args)
     return model
 

@@ -17,6 +17,7 @@ from k2e.validation import ResolvedModel, check_spec
 from worker import custom_objects, export
 from worker.hooks import LossCurve, ProgressHook
 from worker.inputs import npz_input_fn
+from worker.joblog import JobLogCapture
 from worker.lease import Heartbeat, RunControl, new_owner
 from worker.models import build_keras_model
 from worker.tfrt import tf
@@ -91,8 +92,17 @@ class JobRunner:
         if control.timed_out:
             self.store.finish(job_id, JobStatus.failed, owner, error=_timed_out(started))
             return
-        with Heartbeat(
-            self.store, job_id, owner, self.settings.lease_s, self.settings.heartbeat_s, control
+        with (
+            JobLogCapture(self.store, job_id) as logs,
+            Heartbeat(
+                self.store,
+                job_id,
+                owner,
+                self.settings.lease_s,
+                self.settings.heartbeat_s,
+                control,
+                on_beat=logs.flush_to_store,
+            ),
         ):
             result = self._attempt(started, owner, control)
         if control.lease_lost.is_set():

@@ -1,0 +1,59 @@
+"""A job's log lines (k2e's and TensorFlow's) into the job store, for GET /jobs/{id}/logs."""
+
+import logging
+import threading
+from types import TracebackType
+
+from k2e.jobstore import JobStore
+
+# TensorFlow's Estimator logs (`loss = ..., step = ...`, `global_step/sec`) go to "tensorflow".
+CAPTURED_LOGGERS = ("k2e", "tensorflow")
+MAX_LINE = 2000
+
+
+class JobLogCapture(logging.Handler):
+    """Buffers records while a job runs; :meth:`flush_to_store` writes them in one batch
+    (called by the heartbeat and at the end), so logging never waits on the database."""
+
+    def __init__(self, store: JobStore, job_id: str) -> None:
+        super().__init__(level=logging.INFO)
+        self.store, self.job_id = store, job_id
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        self._buffer: list[str] = []
+        self._lock = threading.Lock()
+        self._previous_levels: dict[str, int] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)[:MAX_LINE]
+        except Exception:  # a bad log call must not break training
+            return
+        with self._lock:
+            self._buffer.append(line)
+
+    def flush_to_store(self) -> None:
+        with self._lock:
+            lines, self._buffer = self._buffer, []
+        if lines:
+            self.store.log_many(self.job_id, lines)
+
+    def __enter__(self) -> "JobLogCapture":
+        for name in CAPTURED_LOGGERS:
+            logger = logging.getLogger(name)
+            self._previous_levels[name] = logger.level
+            if logger.getEffectiveLevel() > logging.INFO:
+                logger.setLevel(logging.INFO)
+            logger.addHandler(self)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for name in CAPTURED_LOGGERS:
+            logger = logging.getLogger(name)
+            logger.removeHandler(self)
+            logger.setLevel(self._previous_levels.get(name, logging.NOTSET))
+        self.flush_to_store()

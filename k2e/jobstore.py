@@ -8,6 +8,7 @@ and every write it makes is fenced on that lease: a worker that lost its lease
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,6 +33,7 @@ from k2e.schemas import TERMINAL_STATUSES, Job, JobPage, JobStatus
 from k2e.tables import events, jobs, metadata
 
 MAX_PAGE = 200
+_CURSOR = re.compile(r"[0-9]{1,18}")
 ACTIVE = (JobStatus.running.value, JobStatus.cancelling.value)
 
 
@@ -437,7 +439,7 @@ def _event(conn: Connection, job_id: str, kind: str, message: str) -> None:
 
 
 def _decode_cursor(cursor: str) -> int:
-    if not cursor.isdigit():
+    if not _CURSOR.fullmatch(cursor):
         raise InvalidSpec(
             "`cursor` must be a `next_cursor` value from a previous page",
             [FieldError(("query", "cursor"), "not a cursor k2e issued")],

@@ -1,10 +1,18 @@
 """OpenAPI additions for bodies the routes parse themselves (JSON or multipart)."""
 
+import json
 from typing import Any
 
 from fastapi import FastAPI
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
+
+from service.problems import PROBLEM_RESPONSE
+
+# FastAPI documents a default 422 (`HTTPValidationError`, application/json) on every route with
+# parameters; k2e answers every validation error as a problem (service/problems.py) instead.
+_FASTAPI_422 = "#/components/schemas/HTTPValidationError"
+_FASTAPI_ONLY = ("HTTPValidationError", "ValidationError")
 
 
 def add_request_schemas(app: FastAPI, models: dict[str, type[BaseModel]]) -> None:
@@ -22,7 +30,23 @@ def add_request_schemas(app: FastAPI, models: dict[str, type[BaseModel]]) -> Non
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         for name, definition in defs.get("$defs", {}).items():
             components.setdefault(name, definition)
+        _document_validation_problems(schema)
         app.openapi_schema = schema
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _document_validation_problems(schema: dict[str, Any]) -> None:
+    """Say what a 422 really is: `application/problem+json`, like every other error."""
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.get("responses", {})
+            documented = responses.get("422", {}).get("content", {}).get("application/json", {})
+            if documented.get("schema", {}).get("$ref") == _FASTAPI_422:
+                responses["422"] = PROBLEM_RESPONSE
+    # Their schemas describe a body k2e never sends; drop them once nothing refers to them.
+    components = schema.get("components", {}).get("schemas", {})
+    for name in _FASTAPI_ONLY:
+        if f'"#/components/schemas/{name}"' not in json.dumps(schema):
+            components.pop(name, None)

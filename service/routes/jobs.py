@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Depends, Query, status
 from fastapi.responses import StreamingResponse
 
 from k2e.errors import NotFound
@@ -20,18 +20,46 @@ _GZIP: dict[int | str, dict[str, Any]] = {
 }
 
 
+# A cursor is the `seq` of the last job on a page, as decimal digits. `seq` is an INTEGER
+# column (int4 on PostgreSQL): a larger cursor lies past every job, so it means the first page
+# (passing it on would overflow the driver: a 500, not an answer).
+_CURSOR_PATTERN = r"^[0-9]{1,18}$"
+_MAX_SEQ = 2**31 - 1
+# Job ids are the UUIDs k2e issues; the store's column is String(64).
+_MAX_JOB_ID = 64
+
+
+def _job_id(job_id: str) -> str:
+    """An id no job can have is simply unknown (404); it never reaches the store's driver,
+    which refuses some strings outright (PostgreSQL: a NUL byte is a DataError)."""
+    if len(job_id) > _MAX_JOB_ID or "\x00" in job_id:
+        raise NotFound(f"no job with id {job_id[:_MAX_JOB_ID]!r}")
+    return job_id
+
+
+JobId = Annotated[str, Depends(_job_id)]
+
+
 @router.get("/jobs", response_model=JobPage, responses=problems(422))
 def list_jobs(
     store: StoreDep,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=32)] = None,
+    cursor: Annotated[
+        str | None,
+        Query(
+            pattern=_CURSOR_PATTERN,
+            description="`next_cursor` of the previous page (opaque; decimal digits)",
+        ),
+    ] = None,
 ) -> JobPage:
+    if cursor is not None and int(cursor) > _MAX_SEQ:
+        cursor = None
     return store.list_jobs(status_, limit, cursor)
 
 
 @router.get("/jobs/{job_id}", response_model=Job, responses=problems(404))
-def get_job(job_id: str, store: StoreDep) -> Job:
+def get_job(job_id: JobId, store: StoreDep) -> Job:
     return store.get(job_id)
 
 
@@ -41,7 +69,7 @@ def get_job(job_id: str, store: StoreDep) -> Job:
     response_model=Job,
     responses=problems(404),
 )
-def cancel_job(job_id: str, store: StoreDep) -> Job:
+def cancel_job(job_id: JobId, store: StoreDep) -> Job:
     return store.request_cancel(job_id)
 
 
@@ -59,7 +87,7 @@ def _download(stream_of: list[tuple[Path, str]], filename: str) -> StreamingResp
     response_class=StreamingResponse,
     summary="The newest export as tar.gz in the TF Serving layout",
 )
-def download_savedmodel(job_id: str, store: StoreDep, storage: StorageDep) -> StreamingResponse:
+def download_savedmodel(job_id: JobId, store: StoreDep, storage: StorageDep) -> StreamingResponse:
     job = store.get(job_id)
     export = Storage.latest_export(Path(job.model_dir))
     if export is None:
@@ -70,7 +98,7 @@ def download_savedmodel(job_id: str, store: StoreDep, storage: StorageDep) -> St
 @router.get(
     "/jobs/{job_id}/checkpoints", response_model=list[CheckpointInfo], responses=problems(404)
 )
-def list_checkpoints(job_id: str, store: StoreDep) -> list[CheckpointInfo]:
+def list_checkpoints(job_id: JobId, store: StoreDep) -> list[CheckpointInfo]:
     return Storage.checkpoints(Path(store.get(job_id).model_dir))
 
 
@@ -80,7 +108,7 @@ def list_checkpoints(job_id: str, store: StoreDep) -> list[CheckpointInfo]:
     response_class=StreamingResponse,
     summary="One checkpoint's files as tar.gz",
 )
-def download_checkpoint(job_id: str, step: int, store: StoreDep) -> StreamingResponse:
+def download_checkpoint(job_id: JobId, step: int, store: StoreDep) -> StreamingResponse:
     model_dir = Path(store.get(job_id).model_dir)
     files = Storage.checkpoint_files(model_dir, step) if model_dir.is_dir() else []
     if not files:

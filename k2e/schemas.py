@@ -226,3 +226,30 @@ class CustomObjectInfo(BaseModel):
     name: str
     kind: str
     description: str = ""
+
+
+class JobEvent(BaseModel):
+    """A state transition (``kind`` is the new status) or a log line (``kind`` "log")."""
+
+    seq: int
+    at: datetime
+    kind: str
+    message: str
+
+
+class JobLog(BaseModel):
+    items: list[JobEvent]
+    # Pass as `since` to get only what came after.
+    next_since: int
+
+
+class ScalarPoint(BaseModel):
+    step: int
+    wall_time: float
+    value: float
+
+
+class JobScalars(BaseModel):
+    """TensorBoard scalar series by run ("train", "eval") and tag."""
+
+    runs: dict[str, dict[str, list[ScalarPoint]]]

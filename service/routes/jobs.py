@@ -7,8 +7,9 @@ from fastapi import APIRouter, Depends, Query, status
 from fastapi.responses import StreamingResponse
 
 from k2e.errors import NotFound
-from k2e.schemas import CheckpointInfo, Job, JobPage, JobStatus
+from k2e.schemas import CheckpointInfo, Job, JobEvent, JobLog, JobPage, JobScalars, JobStatus
 from k2e.storage import Storage
+from k2e.tfevents import read_scalars
 from service.archive import tar_gz_stream, tree_members
 from service.deps import StorageDep, StoreDep
 from service.problems import problems
@@ -115,3 +116,32 @@ def download_checkpoint(job_id: JobId, step: int, store: StoreDep) -> StreamingR
         raise NotFound(f"job {job_id} has no checkpoint at step {step}")
     members = [(f, f.name) for f in files]
     return _download(members, f"{job_id}-ckpt-{step}.tar.gz")
+
+
+@router.get(
+    "/jobs/{job_id}/logs",
+    response_model=JobLog,
+    responses=problems(404, 422),
+    summary="The job's transitions and worker log lines; follow with `since`",
+)
+def job_logs(
+    job_id: JobId,
+    store: StoreDep,
+    since: Annotated[int, Query(ge=0, le=_MAX_SEQ)] = 0,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+) -> JobLog:
+    store.get(job_id)  # 404 for unknown jobs
+    items = [JobEvent(**e) for e in store.events(job_id, since, limit)]
+    return JobLog(items=items, next_since=items[-1].seq if items else since)
+
+
+@router.get(
+    "/jobs/{job_id}/metrics",
+    response_model=JobScalars,
+    responses=problems(404),
+    summary="Scalar series from the TensorBoard event files in the job's model_dir",
+)
+def job_metrics(job_id: JobId, store: StoreDep) -> JobScalars:
+    model_dir = Path(store.get(job_id).model_dir)
+    runs = read_scalars(model_dir) if model_dir.is_dir() else {}
+    return JobScalars.model_validate({"runs": runs})

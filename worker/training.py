@@ -10,13 +10,13 @@ import numpy as np
 
 from k2e.errors import K2EError
 from k2e.jobstore import JobStore
-from k2e.schemas import ConvertRequest, Job, JobStatus
+from k2e.schemas import ConvertRequest, Job, JobStatus, TensorInfo
 from k2e.settings import Settings
 from k2e.storage import Storage
 from k2e.validation import ResolvedModel, check_spec
 from worker import custom_objects, export
 from worker.hooks import LossCurve, ProgressHook
-from worker.inputs import npz_input_fn
+from worker.inputs import Batching, input_fn_for
 from worker.joblog import JobLogCapture
 from worker.lease import Heartbeat, RunControl, new_owner
 from worker.models import build_keras_model
@@ -165,16 +165,18 @@ class JobRunner:
             inputs, outputs = resolved.summary.inputs, resolved.summary.outputs
             train = spec.train
             estimator.train(
-                npz_input_fn(
-                    str(self.storage.dataset_file(train.dataset)),
+                self._input_fn(
+                    train.dataset,
                     inputs,
                     outputs,
-                    train.batch_size,
-                    training=True,
-                    shuffle=train.shuffle,
-                    shuffle_buffer=train.shuffle_buffer,
-                    shuffle_seed=train.shuffle_seed,
-                    drop_remainder=train.drop_remainder,
+                    Batching(
+                        train.batch_size,
+                        training=True,
+                        shuffle=train.shuffle,
+                        shuffle_buffer=train.shuffle_buffer,
+                        shuffle_seed=train.shuffle_seed,
+                        drop_remainder=train.drop_remainder,
+                    ),
                 ),
                 hooks=[self._progress_hook(job, owner, spec, control)],
                 max_steps=train.max_steps,
@@ -190,12 +192,8 @@ class JobRunner:
             if spec.eval is not None:
                 ev = spec.eval
                 metrics = estimator.evaluate(
-                    npz_input_fn(
-                        str(self.storage.dataset_file(ev.dataset)),
-                        inputs,
-                        outputs,
-                        ev.batch_size,
-                        training=False,
+                    self._input_fn(
+                        ev.dataset, inputs, outputs, Batching(ev.batch_size, training=False)
                     ),
                     steps=ev.steps,
                 )
@@ -207,6 +205,16 @@ class JobRunner:
                 path = export.export_atomically(estimator, model_dir, receiver)
                 self.store.record_export(job.id, owner, str(path))
         return result
+
+    def _input_fn(
+        self,
+        dataset_id: str,
+        inputs: list[TensorInfo],
+        outputs: list[TensorInfo],
+        batching: Batching,
+    ) -> Any:
+        info = self.storage.dataset_info(dataset_id)
+        return input_fn_for(info, self.storage.dataset_file(dataset_id), inputs, outputs, batching)
 
     def _already_exported(self, job_id: str) -> bool:
         # An earlier attempt may have exported and died before finishing: one export per job.

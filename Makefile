@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.k2e-installed
 
-.PHONY: run test test-fast lint openapi bench clean
+.PHONY: run test test-fast test-large lint openapi bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,10 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -m 'not integration'
+	$(PY) -m pytest -m 'not integration and not large'
+
+test-large: $(STAMP)
+	$(PY) -m pytest -m large -s
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

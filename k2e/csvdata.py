@@ -45,15 +45,15 @@ def group_columns(header: list[str]) -> dict[str, list[int]]:
         else:
             groups[column] = [position]
     for name, indexed in vectors.items():
+        if sorted(indexed) != list(range(len(indexed))):
+            # Not a vector: scalar columns whose names end in digits (an output "dense_2").
+            for index, position in indexed.items():
+                groups[f"{name}_{index}"] = [position]
+            continue
         if name in groups:
             raise InvalidUpload(f"column {name!r} is given both as a scalar and as {name}_<i>")
-        if sorted(indexed) != list(range(len(indexed))):
-            raise InvalidUpload(
-                f"vector {name!r} needs columns {name}_0 … {name}_{len(indexed) - 1} "
-                f"without gaps; found indices {sorted(indexed)}"
-            )
         groups[name] = [indexed[i] for i in range(len(indexed))]
-    return groups
+    return dict(sorted(groups.items(), key=lambda item: item[1][0]))
 
 
 def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:

@@ -14,7 +14,10 @@ from typing import Any
 
 import h5py
 
+from k2e.custom_objects import registry
 from k2e.errors import FieldError, InvalidSpec, InvalidUpload
+from k2e.h5safety import vet_h5_structure
+from k2e.safety import VetPolicy, vet_model_config
 from k2e.schemas import TensorInfo
 
 Shape = list[int | None] | None  # None: even the rank is unknown
@@ -71,6 +74,7 @@ class H5Summary:
     keras_version: str | None
     # plain_compile_args(training_config): what the worker compiles a loaded model with.
     compile_args: dict[str, Any] | None = None
+    format: str = "h5"  # or "keras" (a Keras v3 archive; training_config is its compile_config)
 
 
 def _spec_error(message: str) -> InvalidSpec:
@@ -390,12 +394,19 @@ def _attr_json(attrs: Any, key: str) -> dict[str, Any] | None:
     return parsed
 
 
-def inspect_h5(path: str | os.PathLike[str]) -> H5Summary:
-    """Read a Keras HDF5 model's config and training config; raises InvalidUpload if unusable."""
+def inspect_h5(path: str | os.PathLike[str], policy: VetPolicy | None = None) -> H5Summary:
+    """Read a Keras HDF5 model's config and training config; raises InvalidUpload if unusable.
+
+    The file's structure and both configs are vetted first (k2e.h5safety, k2e.safety), with
+    ``policy`` (default: the built-in registry's names, no Lambda layers). Runs in the
+    inspection sandbox (k2e.sandbox) when the file is an upload.
+    """
+    policy = policy if policy is not None else VetPolicy.of(registry())
     try:
         if not h5py.is_hdf5(path):
             raise InvalidUpload("not an HDF5 file")
         with h5py.File(path, "r") as h5:
+            vet_h5_structure(h5, os.path.getsize(path))
             config = _attr_json(h5.attrs, "model_config")
             training_config = _attr_json(h5.attrs, "training_config")
             version = h5.attrs.get("keras_version")
@@ -408,6 +419,9 @@ def inspect_h5(path: str | os.PathLike[str]) -> H5Summary:
             "HDF5 file has no `model_config` attribute: not a Keras model "
             "(a file from save_weights holds weights only)"
         )
+    vet_model_config(config, policy, "model_config")
+    if training_config is not None:
+        vet_model_config(training_config, policy, "training_config")
     try:
         summary = parse_model_config(config)
         output_names = [o.name for o in summary.outputs]

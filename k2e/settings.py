@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     worker_queues: str = "cpu"
     # Comma-separated modules that register extra custom objects (see k2e.custom_objects).
     plugins: str = ""
+    # Lambda layers run the uploader's Python bytecode when a model loads (k2e.safety).
+    allow_lambda: bool = False
+    # Limits of the child process that inspects each model file (k2e.sandbox).
+    inspect_cpu_s: int = Field(default=20, ge=1)
+    inspect_memory_bytes: int = Field(default=1024**3, ge=1)
+    inspect_timeout_s: float = Field(default=30.0, gt=0)
 
     @property
     def storage_root(self) -> Path:

@@ -11,8 +11,11 @@ from typing import Any
 from k2e import rules
 from k2e.custom_objects import registry
 from k2e.errors import FieldError, InvalidSpec, InvalidUpload, NotFound
-from k2e.inspection import ModelSummary, compiled_metric_names, inspect_h5, parse_model_config
+from k2e.inspection import ModelSummary, compiled_metric_names, parse_model_config
+from k2e.safety import VetPolicy, vet_model_config
+from k2e.sandbox import SandboxLimits, inspect_model_file
 from k2e.schemas import ConvertRequest, DatasetInfo, TensorInfo
+from k2e.settings import Settings, get_settings
 from k2e.storage import Storage
 
 _MODEL_ID_LEN = 32
@@ -25,15 +28,35 @@ class ResolvedModel:
     summary: ModelSummary
     compiled: bool
     metric_names: list[str]
-    path: Path | None  # the HDF5 file, for keras_model_path
-    # The HDF5's compile arguments with plain metric names (see inspection.plain_compile_args).
+    path: Path | None  # the model file (HDF5 or .keras), for keras_model_path
+    # The file's compile arguments with plain metric names (see inspection.plain_compile_args).
     compile_args: dict[str, Any] | None = None
 
 
-def resolve_model(spec: ConvertRequest, storage: Storage) -> ResolvedModel:
+def resolve_model(
+    spec: ConvertRequest, storage: Storage, plugins: str = "", settings: Settings | None = None
+) -> ResolvedModel:
+    """The spec's model, vetted (k2e.safety) before anything could load it.
+
+    A file is inspected in the sandbox (k2e.sandbox). Besides the registry's names, the
+    config may use the names ``custom_objects`` maps to registry entries. ``settings``
+    (default: the process's) gives ``allow_lambda`` and the sandbox limits.
+    """
+    settings = settings or get_settings()
+    known = registry(plugins or settings.plugins)
+    mapped = [name for name, target in (spec.custom_objects or {}).items() if target in known]
+    policy = VetPolicy.of([*known, *mapped], settings.allow_lambda)
     if spec.keras_model is not None:
-        summary = parse_model_config(spec.keras_model.config)
         compile_args = spec.keras_model.compile
+        parts = [("config", spec.keras_model.config)]
+        parts += [("compile", compile_args.model_dump())] if compile_args is not None else []
+        for part, value in parts:
+            try:
+                vet_model_config(value, policy, f"keras_model.{part}")
+            except InvalidUpload as exc:
+                loc = ("keras_model", part)
+                raise InvalidSpec(exc.detail, [FieldError(loc, exc.detail)]) from exc
+        summary = parse_model_config(spec.keras_model.config)
         names = (
             compiled_metric_names(compile_args.model_dump(), [o.name for o in summary.outputs])
             if compile_args
@@ -43,8 +66,9 @@ def resolve_model(spec: ConvertRequest, storage: Storage) -> ResolvedModel:
 
     assert spec.keras_model_path is not None
     path = model_path(spec.keras_model_path, storage)
+    fmt = "keras" if path.suffix.lower() == ".keras" else "h5"
     try:
-        h5 = inspect_h5(path)
+        h5 = inspect_model_file(path, fmt, policy, SandboxLimits.from_settings(settings))
     except InvalidUpload as exc:
         raise InvalidSpec(exc.detail, [FieldError(("keras_model_path",), exc.detail)]) from exc
     return ResolvedModel(h5.summary, h5.compiled, h5.metric_names, path, h5.compile_args)
@@ -68,9 +92,10 @@ def model_path(value: str, storage: Storage) -> Path:
     return path
 
 
-def check_spec(spec: ConvertRequest, storage: Storage, plugins: str = "") -> ResolvedModel:
+def check_spec(spec: ConvertRequest, storage: Storage, settings: Settings) -> ResolvedModel:
     """Every rule that needs the model or the datasets; raises InvalidSpec listing all."""
-    model = resolve_model(spec, storage)
+    plugins = settings.plugins
+    model = resolve_model(spec, storage, plugins, settings)
     loc_model = ("keras_model",) if spec.keras_model is not None else ("keras_model_path",)
     if not model.compiled:
         raise InvalidSpec(rules.NOT_COMPILED, [FieldError(loc_model, rules.NOT_COMPILED)])

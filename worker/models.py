@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from k2e.schemas import ConvertRequest
+from k2e.settings import get_settings
 from worker.tfrt import tf
 
 
@@ -15,21 +16,29 @@ def build_keras_model(
 
     Models from files (HDF5 or ``.keras``) are compiled again from their plain compile
     arguments, because the metric objects HDF5 stores come back with doubly prefixed
-    names. The file was vetted just before (k2e.validation.check_spec); ``.keras`` loads
-    in Keras's safe mode as well. Call inside ``tf.keras.utils.custom_object_scope``.
+    names. Call inside ``tf.keras.utils.custom_object_scope``.
+
+    The config was vetted just before (k2e.validation.check_spec). Loading also runs in
+    Keras's safe mode unless the operator allows Lambda layers: ``load_model``'s own
+    ``safe_mode`` covers only ``.keras`` files, but the scope makes Keras refuse Lambda
+    bytecode from HDF5 files and JSON configs too (measured on Keras 2.15).
     """
+    # Keras 2.15 exports no alias; imported here, after worker.tfrt configured TensorFlow.
+    from keras.src.saving.serialization_lib import SafeModeScope
+
+    safe = not get_settings().allow_lambda
+    with SafeModeScope(safe):
+        if spec.keras_model is not None:
+            model = tf.keras.models.model_from_json(json.dumps(spec.keras_model.config))
+        else:
+            assert h5_path is not None
+            model = tf.keras.models.load_model(str(h5_path), compile=False, safe_mode=safe)
     if spec.keras_model is not None:
-        model = tf.keras.models.model_from_json(json.dumps(spec.keras_model.config))
         compile_args = spec.keras_model.compile
         assert compile_args is not None, "the API refuses uncompiled models"
         _compile(model, compile_args.model_dump(exclude_none=True))
         return model
-    assert h5_path is not None
     assert h5_compile_args is not None
-    if h5_path.suffix.lower() == ".keras":
-        model = tf.keras.models.load_model(str(h5_path), compile=False, safe_mode=True)
-    else:
-        model = tf.keras.models.load_model(str(h5_path), compile=False)
     _compile(model, h5_compile_args)
     return model
 

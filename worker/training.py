@@ -131,7 +131,7 @@ class JobRunner:
         spec = ConvertRequest.model_validate(job.spec)
         try:
             # Defence in depth: the files are checked again before TensorFlow sees them.
-            resolved = check_spec(spec, self.storage, self.settings.plugins)
+            resolved = check_spec(spec, self.storage, self.settings)
             return self._train_evaluate_export(job, owner, spec, resolved, control)
         except K2EError as exc:
             return RunResult(JobStatus.failed, error=_error("InvalidSpec", exc.detail))

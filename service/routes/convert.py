@@ -134,7 +134,7 @@ async def _convert_multipart(
         ids: dict[str, str] = {}
         for field, received in body.files.items():
             if field == "model":
-                model = await run_in_threadpool(store_model, received, storage)
+                model = await run_in_threadpool(store_model, received, storage, settings)
                 created["models"].append(model.id)
                 ids[field] = model.id
             else:

@@ -1,16 +1,21 @@
 """Model and dataset uploads, and the custom-object registry."""
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, Request, status
 from fastapi.concurrency import run_in_threadpool
 
+from k2e.csvdata import inspect_csv
 from k2e.custom_objects import listing
 from k2e.errors import InvalidUpload
-from k2e.inspection import inspect_h5
+from k2e.examples import inspect_tfrecord
 from k2e.npz import inspect_npz
+from k2e.sandbox import SandboxLimits, inspect_model_file, policy_for
 from k2e.schemas import CustomObjectInfo, DatasetInfo, ModelInfo
+from k2e.settings import Settings, get_settings
 from k2e.storage import Storage, new_id
 from service.deps import SettingsDep, StorageDep
 from service.multipart import ReceivedFile, receive_multipart
@@ -18,8 +23,20 @@ from service.problems import problems
 
 router = APIRouter(tags=["uploads"])
 
-MODEL_SUFFIXES = {".h5": "h5", ".hdf5": "h5"}
-DATASET_SUFFIXES = {".npz": "npz"}
+MODEL_SUFFIXES = {".h5": "h5", ".hdf5": "h5", ".keras": "keras"}
+DATASET_SUFFIXES = {
+    ".npz": "npz",
+    ".csv": "csv",
+    ".tfrecord": "tfrecord",
+    ".tfrecords": "tfrecord",
+    ".tfrecord.gz": "tfrecord",
+    ".tfrecords.gz": "tfrecord",
+}
+DATASET_INSPECTORS: dict[str, Callable[[Path], Any]] = {
+    "npz": inspect_npz,
+    "csv": inspect_csv,
+    "tfrecord": inspect_tfrecord,
+}
 
 _UPLOAD_BODY = {
     "requestBody": {
@@ -58,7 +75,11 @@ async def _receive_one(request: Request, storage: Storage, limit: int) -> Receiv
 
 
 def _format_of(received: ReceivedFile, suffixes: dict[str, str]) -> str:
-    fmt = suffixes.get(Path(received.filename).suffix.lower())
+    name = received.filename.lower()
+    # Longest suffix first: "x.tfrecord.gz" is a TFRecord, not a bare ".gz".
+    fmt = next(
+        (suffixes[s] for s in sorted(suffixes, key=len, reverse=True) if name.endswith(s)), None
+    )
     if fmt is None:
         received.path.unlink(missing_ok=True)
         raise InvalidUpload(
@@ -67,11 +88,21 @@ def _format_of(received: ReceivedFile, suffixes: dict[str, str]) -> str:
     return fmt
 
 
-def store_model(received: ReceivedFile, storage: Storage) -> ModelInfo:
-    """Inspect an uploaded HDF5 with h5py and keep it; the file is removed if it is refused."""
+def store_model(
+    received: ReceivedFile, storage: Storage, settings: Settings | None = None
+) -> ModelInfo:
+    """Inspect an uploaded model (HDF5 or ``.keras``) and keep it; a refused file is removed.
+
+    The file is vetted and inspected in a child process with resource limits (k2e.sandbox):
+    a hostile file is refused (422) and cannot take the API down. ``settings`` default to
+    the process's.
+    """
+    settings = settings or get_settings()
     fmt = _format_of(received, MODEL_SUFFIXES)
     try:
-        summary = inspect_h5(received.path)
+        summary = inspect_model_file(
+            received.path, fmt, policy_for(settings), SandboxLimits.from_settings(settings)
+        )
         info = ModelInfo(
             id=new_id(),
             format=fmt,
@@ -92,7 +123,7 @@ def store_model(received: ReceivedFile, storage: Storage) -> ModelInfo:
 def store_dataset(received: ReceivedFile, storage: Storage) -> DatasetInfo:
     fmt = _format_of(received, DATASET_SUFFIXES)
     try:
-        summary = inspect_npz(received.path)
+        summary = DATASET_INSPECTORS[fmt](received.path)
         info = DatasetInfo(
             id=new_id(),
             format=fmt,
@@ -114,11 +145,11 @@ def store_dataset(received: ReceivedFile, storage: Storage) -> DatasetInfo:
     response_model=ModelInfo,
     openapi_extra=_UPLOAD_BODY,
     responses=problems(413, 422),
-    summary="Upload a compiled Keras model (HDF5)",
+    summary="Upload a compiled Keras model (HDF5 or .keras)",
 )
 async def upload_model(request: Request, storage: StorageDep, settings: SettingsDep) -> ModelInfo:
     received = await _receive_one(request, storage, settings.max_upload_bytes)
-    return await run_in_threadpool(store_model, received, storage)
+    return await run_in_threadpool(store_model, received, storage, settings)
 
 
 @router.get("/models/{model_id}", response_model=ModelInfo, responses=problems(404))
@@ -132,7 +163,7 @@ def get_model(model_id: str, storage: StorageDep) -> ModelInfo:
     response_model=DatasetInfo,
     openapi_extra=_UPLOAD_BODY,
     responses=problems(413, 422),
-    summary="Upload a dataset (.npz)",
+    summary="Upload a dataset (.npz, .csv, .tfrecord[.gz])",
 )
 async def upload_dataset(
     request: Request, storage: StorageDep, settings: SettingsDep

@@ -1,0 +1,1 @@
+"""k2e benchmarks: `make bench` (python -m bench.run)."""

@@ -1,0 +1,142 @@
+"""Measurement (a)/(b): the seed's multi-input/multi-output model trained with plain
+TensorFlow, the way a user would write it without k2e.
+
+Self-contained (numpy + TensorFlow only) so that ``python bench/direct.py`` is exactly
+the cold "python script.py" case (b). The same code runs warm in a long-lived helper
+process (``--serve``) for case (a). The model is a copy of tests/models.py's
+``seed_multi_io_model`` (the seed document's metric_names_map example).
+
+Modes:
+  python bench/direct.py --once MODEL_DIR --data NPZ --steps N   one run, JSON on stdout
+  python bench/direct.py --serve                                  JSON lines on stdin/stdout
+  python bench/direct.py --save-h5 PATH                           the model as HDF5
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+# Mirrors bench.workload (the spec k2e receives); kept literal so this file stands alone.
+BATCH_SIZE = 32
+SHUFFLE_BUFFER = 10_000
+RUN_CONFIG = {
+    "tf_random_seed": 1,
+    "save_checkpoints_steps": 500,
+    "save_summary_steps": 100,
+    "log_step_count_steps": 100,
+}
+METRIC_NAMES_MAP = {
+    "dense_2_categorical_accuracy": "acc_1",
+    "dense_3_categorical_accuracy": "acc_2",
+}
+INPUTS = ("input_a", "input_b")
+OUTPUTS = ("dense_2", "dense_3")
+
+
+def seed_multi_io_model() -> tf.keras.Model:
+    """Two inputs, a shared layer, two softmax heads (copy of tests/models.py)."""
+    input_a = tf.keras.layers.Input(shape=(16,), name="input_a")
+    input_b = tf.keras.layers.Input(shape=(16,), name="input_b")
+    dense = tf.keras.layers.Dense(8, name="dense_1")
+    merged = tf.keras.layers.concatenate([dense(input_a), dense(input_b)], name="merge")
+    output_a = tf.keras.layers.Dense(3, activation="softmax", name="dense_2")(merged)
+    output_b = tf.keras.layers.Dense(2, activation="softmax", name="dense_3")(merged)
+    model = tf.keras.models.Model(inputs=[input_a, input_b], outputs=[output_a, output_b])
+    model.compile(
+        loss="categorical_crossentropy",
+        optimizer="rmsprop",
+        metrics={"dense_2": "categorical_accuracy", "dense_3": "categorical_accuracy"},
+    )
+    return model
+
+
+def input_fn_for(arrays: dict, training: bool):
+    features = {name: arrays[name] for name in INPUTS}
+    labels = {name: arrays[name] for name in OUTPUTS}
+
+    def input_fn():
+        ds = tf.data.Dataset.from_tensor_slices((features, labels))
+        if training:
+            ds = ds.shuffle(SHUFFLE_BUFFER).repeat()
+        return ds.batch(BATCH_SIZE).prefetch(tf.data.AUTOTUNE)
+
+    return input_fn
+
+
+def serving_input_fn():
+    placeholders = {
+        name: tf.compat.v1.placeholder(tf.float32, [None, 16], name=name) for name in INPUTS
+    }
+    return tf.estimator.export.ServingInputReceiver(placeholders, placeholders)
+
+
+def run(model_dir: str, data_path: str, steps: int) -> dict:
+    """model_to_estimator + train + evaluate + export; returns timings in seconds."""
+    started = time.perf_counter()
+    with np.load(data_path) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    tf.keras.backend.clear_session()  # a fresh model per run (see DESIGN.md's traps)
+    estimator = tf.keras.estimator.model_to_estimator(
+        keras_model=seed_multi_io_model(),
+        config=tf.estimator.RunConfig(model_dir=model_dir, **RUN_CONFIG),
+        metric_names_map=METRIC_NAMES_MAP,
+    )
+    built = time.perf_counter()
+    estimator.train(input_fn_for(arrays, training=True), max_steps=steps)
+    trained = time.perf_counter()
+    metrics = estimator.evaluate(input_fn_for(arrays, training=False))
+    evaluated = time.perf_counter()
+    estimator.export_saved_model(os.path.join(model_dir, "export"), serving_input_fn)
+    done = time.perf_counter()
+    return {
+        "seconds": done - started,
+        "build_s": built - started,
+        "train_s": trained - built,
+        "eval_s": evaluated - trained,
+        "export_s": done - evaluated,
+        "eval": {k: float(np.asarray(v).item()) for k, v in metrics.items()},
+    }
+
+
+def serve() -> int:
+    """One JSON request per stdin line: {"model_dir", "data", "steps"}; one answer each."""
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        request = json.loads(line)
+        result = run(request["model_dir"], request["data"], int(request["steps"]))
+        print(json.dumps(result), flush=True)
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--once", metavar="MODEL_DIR")
+    parser.add_argument("--data")
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--serve", action="store_true")
+    parser.add_argument("--save-h5", metavar="PATH")
+    args = parser.parse_args()
+    tf.get_logger().setLevel("ERROR")
+    if args.save_h5:
+        seed_multi_io_model().save(args.save_h5, save_format="h5")
+        return 0
+    if args.serve:
+        return serve()
+    if args.once:
+        print(json.dumps(run(args.once, args.data, args.steps)), flush=True)
+        return 0
+    parser.error("one of --once, --serve, --save-h5")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Measurements 1 and 2: end-to-end overhead and training throughput.
+
+(a) bench/direct.py's ``run`` in a warm, long-lived helper process (TensorFlow imported,
+    one warm-up run done); (b) the same as a cold ``python bench/direct.py`` subprocess,
+    import included; (c) the same workload through k2e: POST /convert, then poll
+    GET /jobs/{id} until it succeeded, with a warm worker (one warm-up job done).
+Rounds alternate the order (a b c, b c a, c a b, ...) so drift hits every case alike.
+Throughput compares the TensorBoard ``global_step/sec`` series of (c) (served by
+GET /jobs/{id}/metrics) with the same series of (a)'s model_dir, read by the same parser.
+"""
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import client as rest
+from bench.stack import ROOT
+from bench.workload import STEPS, convert_spec, seed_multi_io_data, write_npz
+from k2e.tfevents import read_scalars
+
+DIRECT = ROOT / "bench" / "direct.py"
+WARMUP_STEPS = 200
+POLL_S = 0.1
+
+
+@dataclass
+class Assets:
+    npz: Path
+    h5: Path
+    model_id: str
+    dataset_id: str
+
+
+def prepare_assets(http: httpx.Client, workdir: Path) -> Assets:
+    """The seed model as HDF5 (built by direct.py, the only TF user) and its data, uploaded."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    npz = write_npz(workdir / "train.npz", seed_multi_io_data())
+    h5 = workdir / "seed.h5"
+    subprocess.run([sys.executable, str(DIRECT), "--save-h5", str(h5)], check=True, cwd=ROOT)
+    model = rest.upload(http, "/models", h5)
+    dataset = rest.upload(http, "/datasets", npz)
+    return Assets(npz, h5, model["id"], dataset["id"])
+
+
+class WarmHelper:
+    """``python bench/direct.py --serve``: TensorFlow stays imported between runs."""
+
+    def __init__(self, log: Path) -> None:
+        self._log = log.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, str(DIRECT), "--serve"],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+        )
+        self._answer()  # {"ready": true}
+
+    def _answer(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"bench/direct.py --serve died; see {self._log.name}")
+        return json.loads(line)
+
+    def run(self, model_dir: Path, data: Path, steps: int) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        request = {"model_dir": str(model_dir), "data": str(data), "steps": steps}
+        started = time.perf_counter()
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        answer = self._answer()
+        answer["wall_s"] = time.perf_counter() - started
+        return answer
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._log.close()
+
+
+def cold_run(model_dir: Path, data: Path, steps: int, log: Path) -> dict[str, Any]:
+    started = time.perf_counter()
+    with log.open("ab") as err:
+        done = subprocess.run(
+            [sys.executable, str(DIRECT), "--once", str(model_dir), "--data", str(data)]
+            + ["--steps", str(steps)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            check=True,
+        )
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    answer["wall_s"] = time.perf_counter() - started
+    return answer
+
+
+def k2e_run(http: httpx.Client, spec: dict[str, Any]) -> dict[str, Any]:
+    """Submit and poll until succeeded; wall time as the client sees it, and the
+    server's own created_at -> finished_at."""
+    started = time.perf_counter()
+    job = rest.submit(http, spec)
+    accepted = time.perf_counter()
+    job, seen = rest.wait_until(http, job["id"], interval=POLL_S)
+    rest.require_success(job)
+    metrics = http.get(f"/jobs/{job['id']}/metrics").json()["runs"]
+    return {
+        "job_id": job["id"],
+        "wall_s": seen - started,
+        "post_s": accepted - started,
+        "server_s": _seconds_between(job["created_at"], job["finished_at"]),
+        "pickup_s": _seconds_between(job["created_at"], job["started_at"]),
+        "worker_s": _seconds_between(job["started_at"], job["finished_at"]),
+        "steps_per_sec": _median_rate(metrics.get("train", {})),
+        "progress_steps_per_sec": job["progress"].get("steps_per_sec"),
+    }
+
+
+def _seconds_between(start: str, end: str) -> float:
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+def _median_rate(train_run: dict[str, list[dict[str, float]]]) -> float | None:
+    points = train_run.get("global_step/sec", [])
+    return statistics.median(p["value"] for p in points) if points else None
+
+
+def direct_rate(model_dir: Path) -> float | None:
+    return _median_rate(read_scalars(model_dir).get("train", {}))
+
+
+def measure(http: httpx.Client, assets: Assets, workdir: Path, logs: Path, rounds: int) -> dict:
+    """``rounds`` rounds of (a), (b), (c), rotating the order each round."""
+    spec = convert_spec(assets.model_id, assets.dataset_id, STEPS)
+    helper = WarmHelper(logs / "direct-warm.log")
+    try:
+        helper.run(workdir / "warmup-a", assets.npz, WARMUP_STEPS)
+        k2e_run(http, convert_spec(assets.model_id, assets.dataset_id, WARMUP_STEPS))
+        runs: dict[str, list[dict[str, Any]]] = {"a": [], "b": [], "c": []}
+        order = ["a", "b", "c"]
+        for i in range(rounds):
+            for case in order[i % 3 :] + order[: i % 3]:
+                model_dir = workdir / f"round{i}-{case}"
+                if case == "a":
+                    result = helper.run(model_dir, assets.npz, STEPS)
+                    result["steps_per_sec"] = direct_rate(model_dir)
+                elif case == "b":
+                    result = cold_run(model_dir, assets.npz, STEPS, logs / "direct-cold.log")
+                else:
+                    result = k2e_run(http, spec)
+                result["round"] = i
+                runs[case].append(result)
+                print(f"  e2e round {i} ({case}): {result['wall_s']:.2f} s", flush=True)
+    finally:
+        helper.close()
+    return summarize(runs)
+
+
+def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    median = {case: statistics.median(r["wall_s"] for r in rs) for case, rs in runs.items()}
+    rate_a = statistics.median(r["steps_per_sec"] for r in runs["a"])
+    rate_c = statistics.median(r["steps_per_sec"] for r in runs["c"])
+    # (c)'s wall time = POST /convert + pickup + the worker's time + the polling lag.
+    for a, c in zip(runs["a"], runs["c"], strict=True):
+        c["lag_s"] = c["wall_s"] - c["post_s"] - c["server_s"]
+        c["worker_minus_a_s"] = c["worker_s"] - a["wall_s"]
+    return {
+        "steps": STEPS,
+        "runs": runs,
+        "median_s": median,
+        "ratio_c_a": median["c"] / median["a"],
+        "ratio_c_b": median["c"] / median["b"],
+        "steps_per_sec": {"a": rate_a, "c": rate_c},
+        "throughput_ratio": rate_c / rate_a,
+        "c_parts_s": {
+            part: statistics.median(r[part] for r in runs["c"])
+            for part in ("post_s", "pickup_s", "worker_s", "lag_s", "worker_minus_a_s")
+        },
+        "a_phases_s": {
+            phase: statistics.median(r[phase] for r in runs["a"])
+            for phase in ("build_s", "train_s", "eval_s", "export_s")
+        },
+    }

@@ -1,0 +1,229 @@
+"""bench/results.json (raw numbers) and bench/RESULTS.md (the table, the machine, and the
+attribution of each miss), both written from one run's results."""
+
+import json
+import os
+import platform
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+MB = 1024 * 1024
+
+
+def machine_info() -> dict[str, Any]:
+    cpu_model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu_model = line.split(":", 1)[1].strip()
+            break
+    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    versions = {}
+    for dist in ("k2e", "tensorflow-cpu", "tensorflow-estimator", "fastapi", "uvicorn", "celery"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = "not installed"
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "ram_gb": round(mem_kb / 1024 / 1024, 1),
+        "cpu_model": cpu_model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+    }
+
+
+@dataclass
+class Row:
+    number: str
+    figure: str
+    value: str
+    target: str
+    ok: bool | None  # None: reported, no target
+
+    @property
+    def verdict(self) -> str:
+        return "—" if self.ok is None else ("PASS" if self.ok else "MISS")
+
+
+def _ms(value: float) -> str:
+    return f"{value:.1f} ms"
+
+
+def rows(r: dict[str, Any]) -> list[Row]:
+    out: list[Row] = []
+    if "e2e" in r:
+        e = r["e2e"]
+        m = e["median_s"]
+        n = len(e["runs"]["a"])
+        out += [
+            Row(
+                "1",
+                f"end to end, (c) k2e / (a) warm direct, median of {n} alternating rounds",
+                f"{e['ratio_c_a']:.2f} ({m['c']:.2f} s / {m['a']:.2f} s)",
+                "≤ 1.10",
+                e["ratio_c_a"] <= 1.10,
+            ),
+            Row(
+                "1",
+                "end to end, (c) k2e / (b) cold `python bench/direct.py`",
+                f"{e['ratio_c_b']:.2f} ({m['c']:.2f} s / {m['b']:.2f} s)",
+                "< 0.70",
+                e["ratio_c_b"] < 0.70,
+            ),
+            Row(
+                "2",
+                "training steps/s, worker / direct (a) (median `global_step/sec`)",
+                f"{e['throughput_ratio']:.3f} ({e['steps_per_sec']['c']:.0f} / "
+                f"{e['steps_per_sec']['a']:.0f} steps/s)",
+                "≥ 0.97",
+                e["throughput_ratio"] >= 0.97,
+            ),
+        ]
+    if "pickup" in r:
+        p = r["pickup"]
+        for key, label in (
+            ("server_ms", "`started_at - created_at`"),
+            ("client_ms", "client: 202 → first GET not `queued`"),
+        ):
+            out.append(
+                Row(
+                    "3",
+                    f"queue pickup p50, {p['jobs']} jobs, {label}",
+                    f"{_ms(p[key]['p50'])} (p99 {_ms(p[key]['p99'])})",
+                    "≤ 150 ms",
+                    p[key]["p50"] <= 150,
+                )
+            )
+    if "api" in r:
+        a = r["api"]
+        jobs, health = a["paths"]["/jobs/{id}"], a["paths"]["/healthz"]
+        conns = a["connections"]
+        for label, result, target, ok in (
+            ("GET /jobs/{id}", jobs, "≥ 1500 req/s", jobs["rps"] >= 1500),
+            ("GET /healthz", health, "", None),
+        ):
+            lat = result["latency_ms"]
+            out.append(
+                Row(
+                    "4",
+                    f"{label}, one uvicorn process, {conns} connections",
+                    f"{result['rps']:.0f} req/s (p50 {_ms(lat['p50'])}, p99 {_ms(lat['p99'])})",
+                    target,
+                    ok,
+                )
+            )
+        ratio = jobs["rps"] / health["rps"]
+        out.append(
+            Row("4", "req/s ratio /jobs/{id} : /healthz", f"{ratio:.2f}", "≥ 0.5", ratio >= 0.5)
+        )
+    if "memory" in r:
+        mem = r["memory"]
+        size = mem["size_bytes"] / MB
+        out.append(
+            Row(
+                "5",
+                "API RSS idle (after the benchmarks' traffic)",
+                f"{mem['idle_rss'] / MB:.0f} MB",
+                "≤ 150 MB",
+                mem["idle_rss"] <= 150 * MB,
+            )
+        )
+        for key, label in (("upload", "POST /datasets"), ("download", "GET checkpoint")):
+            t = mem[key]
+            out.append(
+                Row(
+                    "5",
+                    f"API RSS growth during {label} of {size:.0f} MB",
+                    f"{t['growth'] / MB:.1f} MB (peak {t['rss_peak'] / MB:.0f} MB, "
+                    f"{t['mb_s']:.0f} MB/s)",
+                    "≤ 50 MB",
+                    t["growth"] <= 50 * MB,
+                )
+            )
+        d = mem["download"]
+        out.append(
+            Row(
+                "5",
+                "download throughput / reading the same file from disk",
+                f"{d['ratio_to_disk']:.3f} ({d['mb_s']:.0f} MB/s vs {d['disk_mb_s']:.0f} MB/s)",
+                "≥ 0.5",
+                d["ratio_to_disk"] >= 0.5,
+            )
+        )
+    if "scaling" in r:
+        s = r["scaling"]
+        levels = list(s["levels"])
+        low, high = s["levels"][levels[0]], s["levels"][levels[-1]]
+        for key, label in (
+            ("get_job_ms", "GET /jobs/{id} p50"),
+            ("list_jobs_ms", "GET /jobs?limit=50 p50"),
+            ("pickup_server_ms", "pickup p50 (server)"),
+            ("pickup_client_ms", "pickup p50 (client)"),
+        ):
+            ratio = s["ratios"][key]
+            out.append(
+                Row(
+                    "6",
+                    f"{label}, {high['jobs_in_store']} / {low['jobs_in_store']} jobs in store",
+                    f"{ratio:.2f} ({_ms(low[key]['p50'])} → {_ms(high[key]['p50'])})",
+                    f"≤ {s['flat_ratio']}",
+                    ratio <= s["flat_ratio"],
+                )
+            )
+    return out
+
+
+def write(results: dict[str, Any], bench_dir: Path) -> tuple[Path, Path]:
+    raw = bench_dir / "results.json"
+    raw.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    md = bench_dir / "RESULTS.md"
+    md.write_text(render(results))
+    return md, raw
+
+
+def render(r: dict[str, Any]) -> str:
+    from bench.analysis import analysis, details
+
+    m = r["machine"]
+    v = m["versions"]
+    table = [
+        "| # | figure | value | target | result |",
+        "| --- | --- | --- | --- | --- |",
+        *(
+            f"| {row.number} | {row.figure} | {row.value} | {row.target} | {row.verdict} |"
+            for row in rows(r)
+        ),
+    ]
+    lines = [
+        "# k2e benchmark results",
+        "",
+        f"Written by `{r['command']}` on {r['date']} (total runtime {r['runtime_s'] / 60:.1f} min);"
+        " raw numbers in `results.json`. What each figure means: `README.md`.",
+        "",
+        "## Machine",
+        "",
+        f"- {m['nproc']} CPUs ({m['cpu_model']}), {m['ram_gb']} GB RAM, {m['platform']}",
+        f"- Python {m['python']}, tensorflow-cpu {v['tensorflow-cpu']}, tensorflow-estimator "
+        f"{v['tensorflow-estimator']}, k2e {v['k2e']}, FastAPI {v['fastapi']}, uvicorn "
+        f"{v['uvicorn']}, Celery {v['celery']}",
+        f"- load average (1 min) when each part started: {_loads(r)}. The machine is shared "
+        "and noisy: every figure is a ratio or a percentile from this one run, and the "
+        "end-to-end cases alternate within each round.",
+        "",
+        "## Results",
+        "",
+        *table,
+        "",
+        *analysis(r),
+        "",
+        *details(r),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _loads(r: dict[str, Any]) -> str:
+    return ", ".join(f"{part} {load:.2f}" for part, load in r.get("loadavg", {}).items())

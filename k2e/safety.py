@@ -1,0 +1,232 @@
+"""Vets a Keras config before anything loads it: whatever could run code is refused.
+
+Keras turns every ``class_name`` of a config into a class or function and calls it. A
+name is trusted when it is a Keras built-in (``plugins/keras_builtins.json``, generated
+from TF 2.15 by ``scripts/gen_keras_builtins.py``) or a name of the server's custom-object
+registry. Refused besides unknown names: ``Lambda`` layers (marshalled Python bytecode,
+run on load), ``module``/``registered_name`` references that make Keras import code
+outside Keras/TensorFlow, and TF-op layers naming ops outside pure tensor math (a
+``TFOpLambda`` calling ``io.read_file`` reads server files: measured on TF 2.15).
+"""
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from k2e.errors import InvalidUpload
+
+BUILTINS_FILE = Path(__file__).parent / "plugins" / "keras_builtins.json"
+ALLOW_LAMBDA_HINT = "an operator can allow them with K2E_ALLOW_LAMBDA=true"
+MAX_DEPTH = 200
+
+# Keys whose value is a layer: the path names the layer, not the key.
+_LAYER_KEYS = frozenset({"layers", "layer", "forward_layer", "backward_layer", "cell", "cells"})
+_DATA_MARKERS = frozenset({"__tensor__", "__numpy__", "__bytes__"})
+_TF_OP_LAYERS = frozenset({"TFOpLambda", "SlicingOpLambda"})
+_ACTIVATION_KEYS = frozenset({"activation", "recurrent_activation"})
+
+
+@dataclass(frozen=True)
+class VetPolicy:
+    """What a config may name beyond the Keras built-ins."""
+
+    custom_names: frozenset[str] = frozenset()
+    allow_lambda: bool = False
+
+    @classmethod
+    def of(cls, custom_names: Iterable[str], allow_lambda: bool = False) -> "VetPolicy":
+        return cls(frozenset(custom_names), allow_lambda)
+
+
+@dataclass(frozen=True)
+class KerasBuiltins:
+    classes: frozenset[str]  # anything Keras resolves a class_name to
+    functions: frozenset[str]  # functions a `{"class_name": "function"}` or `fn` may name
+    activations: frozenset[str]
+    type_specs: frozenset[str]
+    tf_ops: frozenset[str]
+    ragged_class_methods: frozenset[str]
+    tensor_attributes: frozenset[str]
+
+
+@lru_cache
+def keras_builtins() -> KerasBuiltins:
+    data = json.loads(BUILTINS_FILE.read_text())
+    functions = frozenset(n for names in data["functions"].values() for n in names)
+    classes = frozenset(n for names in data["classes"].values() for n in names)
+    return KerasBuiltins(
+        classes=classes | functions,
+        functions=functions,
+        activations=frozenset(data["functions"]["activations"]),
+        type_specs=frozenset(data["type_specs"]),
+        tf_ops=frozenset(data["tf_ops"]),
+        ragged_class_methods=frozenset(data["ragged_class_methods"]),
+        tensor_attributes=frozenset(data["tensor_attributes"]),
+    )
+
+
+def vet_model_config(config: Any, policy: VetPolicy, what: str = "model_config") -> None:
+    """Raise InvalidUpload naming the first object of ``config`` that could run untrusted code.
+
+    Also vets compile configs (``training_config``, ``compile_config``): the worker
+    deserializes their optimizer, losses and metrics the same way.
+    """
+    _Vetter(policy, what).walk(config, (), 0)
+
+
+def _label(node: dict[str, Any], key: str | None) -> str:
+    cls = node.get("class_name")
+    cfg = node.get("config")
+    name = cfg.get("name") if isinstance(cfg, dict) else None
+    if cls == "function":
+        label = f"function {cfg!r}"
+        return f"{key}: {label}" if key is not None else label
+    if key in _LAYER_KEYS:
+        return f"layer {name!r} ({cls})" if isinstance(name, str) else f"layer {cls}"
+    label = f"{cls} {name!r}" if isinstance(name, str) else str(cls)
+    return f"{key}: {label}" if key is not None else label
+
+
+class _Vetter:
+    def __init__(self, policy: VetPolicy, what: str) -> None:
+        self.policy = policy
+        self.what = what
+        self.builtins = keras_builtins()
+        self.custom = policy.custom_names
+        self.functions = self.builtins.functions | self.builtins.activations
+
+    def refuse(self, path: tuple[str, ...], why: str) -> InvalidUpload:
+        where = " › ".join(path) if path else "top level"
+        return InvalidUpload(f"{self.what}: {where}: {why}")
+
+    def walk(self, node: Any, path: tuple[str, ...], depth: int, key: str | None = None) -> None:
+        if depth > MAX_DEPTH:
+            raise self.refuse(path, f"nested deeper than {MAX_DEPTH} levels")
+        if isinstance(node, list):
+            for item in node:
+                self.walk(item, path, depth + 1, key)
+            return
+        if not isinstance(node, dict):
+            return
+        if "class_name" in node:
+            path = (*path, _label(node, key))
+            self.check_object(node, path)
+        elif node.get("function_type") == "lambda" and not self.policy.allow_lambda:
+            raise self.refuse(path, f"a Python lambda (marshalled bytecode); {ALLOW_LAMBDA_HINT}")
+        for child_key, value in node.items():
+            if isinstance(value, str):
+                self.check_string(child_key, value, path)
+            elif child_key == "config":
+                # A bare list is an old Sequential config: its items are layers.
+                self.walk(value, path, depth + 1, "layers" if isinstance(value, list) else key)
+            else:
+                self.walk(value, path, depth + 1, child_key)
+
+    def check_string(self, key: str, value: str, path: tuple[str, ...]) -> None:
+        """Strings Keras resolves by name: activations, and the ``fn`` of metric wrappers."""
+        if key in _ACTIVATION_KEYS:
+            if value not in self.builtins.activations and value not in self.custom:
+                raise self.refuse(
+                    path,
+                    f"{key} {value!r} is neither a Keras activation nor in the server's "
+                    "custom-object registry",
+                )
+        elif key == "fn" and value not in self.functions and value not in self.custom:
+            raise self.refuse(
+                path, f"fn {value!r} is neither a Keras loss or metric function nor registered"
+            )
+
+    def check_object(self, node: dict[str, Any], path: tuple[str, ...]) -> None:
+        cls, cfg = node["class_name"], node.get("config")
+        cfg = cfg if isinstance(cfg, dict) else {}
+        known = self.builtins
+        if not isinstance(cls, str):
+            raise self.refuse(path, f"class_name {cls!r} is not a string")
+        is_lambda = cls in ("Lambda", "__lambda__") or cfg.get("function_type") == "lambda"
+        if is_lambda and not self.policy.allow_lambda:
+            raise self.refuse(
+                path,
+                "Lambda layers hold marshalled Python bytecode that runs when the model "
+                f"is loaded; refused ({ALLOW_LAMBDA_HINT})",
+            )
+        self.check_reference(node, cls, path)
+        if is_lambda:
+            return
+        if cls == "function":
+            fn = node.get("config")
+            if not isinstance(fn, str) or (fn not in self.functions and fn not in self.custom):
+                raise self.refuse(
+                    path,
+                    f"function {fn!r} (module {node.get('module')!r}) is neither a Keras "
+                    "built-in nor in the server's custom-object registry",
+                )
+        elif cls == "__typespec__":
+            if node.get("spec_name") not in known.type_specs:
+                raise self.refuse(path, f"type spec {node.get('spec_name')!r} is not TensorFlow's")
+        elif cls in _TF_OP_LAYERS:
+            if cfg.get("function") not in known.tf_ops:
+                raise self.refuse(
+                    path,
+                    f"calls TensorFlow op {cfg.get('function')!r}, which is not one of the pure "
+                    "tensor ops k2e allows (file, Python and system ops are refused)",
+                )
+        elif cls == "TensorFlowOpLayer":
+            raise self.refuse(
+                path, "TensorFlowOpLayer embeds a raw graph node, which may name any op"
+            )
+        elif cls == "ClassMethod":
+            if cfg.get("cls_symbol") != "RaggedTensor" or (
+                cfg.get("method_name") not in known.ragged_class_methods
+            ):
+                raise self.refuse(path, "calls a class method outside tf.RaggedTensor's from_*")
+        elif cls in ("InstanceMethod", "InstanceProperty"):
+            if cfg.get("attr_name") not in known.tensor_attributes:
+                raise self.refuse(path, f"uses tensor attribute {cfg.get('attr_name')!r}")
+        elif cls.startswith("__") and cls not in _DATA_MARKERS:
+            raise self.refuse(path, f"unknown serialization marker {cls!r}")
+        elif cls not in known.classes and cls not in self.custom and cls not in _DATA_MARKERS:
+            raise self.refuse(
+                path,
+                f"class {cls!r} is neither a Keras built-in nor in the server's custom-object "
+                "registry (GET /custom-objects)",
+            )
+
+    def check_reference(self, node: dict[str, Any], cls: str, path: tuple[str, ...]) -> None:
+        """``module``/``registered_name``: Keras imports ``module`` to find a class it has
+        not registered, so a module outside Keras/TensorFlow must never be reached."""
+        registered = node.get("registered_name", cls)
+        if registered is not None and not isinstance(registered, str):
+            raise self.refuse(path, f"registered_name {registered!r} is not a string")
+        if (
+            registered is not None
+            and registered != cls
+            and registered not in self.builtins.classes
+            and registered not in self.custom
+        ):
+            raise self.refuse(
+                path,
+                f"registered_name {registered!r} is neither a Keras built-in nor in the "
+                "server's custom-object registry",
+            )
+        module = node.get("module")
+        if module is None:
+            return
+        if not isinstance(module, str):
+            raise self.refuse(path, f"module {module!r} is not a string")
+        if module == "keras" or module.startswith("keras."):
+            return  # and the name itself is checked against Keras's built-ins
+        if cls == "__typespec__" and module.startswith("tensorflow."):
+            return  # a tf.TypeSpec subclass, checked by its spec_name
+        if module == "builtins" and cls == "function":
+            return  # Keras searches its own built-in functions by this name
+        # Keras looks custom names up before importing `module`.
+        lookup = node.get("config") if cls == "function" else registered
+        if lookup not in self.custom:
+            raise self.refuse(
+                path,
+                f"refers to module {module!r}, outside Keras and TensorFlow: loading it "
+                "would import that module",
+            )

@@ -1,0 +1,168 @@
+"""Each dataset format end to end through a real worker, sample weights, bad datasets."""
+
+import csv
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.integration.conftest import wait_for_job
+
+tf = pytest.importorskip("tensorflow")
+from tests import models  # noqa: E402  (needs TensorFlow)
+
+pytestmark = pytest.mark.integration
+
+MAP = {"dense_2_categorical_accuracy": "acc_1", "dense_3_categorical_accuracy": "acc_2"}
+
+
+def write_tfrecord(arrays: dict[str, np.ndarray], path: Path, gzip: bool = False) -> Path:
+    n = len(next(iter(arrays.values())))
+    options = "GZIP" if gzip else None
+    with tf.io.TFRecordWriter(str(path), options=options) as writer:
+        for i in range(n):
+            feature = {
+                name: tf.train.Feature(
+                    float_list=tf.train.FloatList(value=np.ravel(values[i]).tolist())
+                )
+                for name, values in arrays.items()
+            }
+            example = tf.train.Example(features=tf.train.Features(feature=feature))
+            writer.write(example.SerializeToString())
+    return path
+
+
+def write_csv(arrays: dict[str, np.ndarray], path: Path) -> Path:
+    header, columns = [], []
+    for name, values in arrays.items():
+        if values.ndim == 1:
+            header.append(name)
+            columns.append(values[:, None])
+        else:
+            header += [f"{name}_{i}" for i in range(values.shape[1])]
+            columns.append(values)
+    table = np.concatenate(columns, axis=1)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(table.tolist())
+    return path
+
+
+@pytest.fixture(scope="module")
+def seed_model(client, tmp_path_factory) -> str:
+    h5 = models.save_h5(models.seed_multi_io_model(), tmp_path_factory.mktemp("m") / "s.h5")
+    response = client.post("/models", files={"file": ("seed.h5", h5.read_bytes())})
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def _upload(client, path: Path) -> dict:
+    response = client.post("/datasets", files={"file": (path.name, path.read_bytes())})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def _train(client, model: str, train: str, evaluate: str, **extra) -> dict:
+    spec = {
+        "keras_model_path": model,
+        "metric_names_map": MAP,
+        "config": {"tf_random_seed": 7, "save_checkpoints_steps": 40},
+        "train": {"dataset": train, "max_steps": 40, "batch_size": 16, "shuffle": False},
+        "eval": {"dataset": evaluate},
+        **extra,
+    }
+    response = client.post("/convert", json=spec)
+    assert response.status_code == 202, response.text
+    job = wait_for_job(client, response.json()["id"])
+    assert job["status"] == "succeeded", job["error"]
+    return job
+
+
+@pytest.mark.parametrize(
+    ("name", "writer"),
+    [
+        ("train.npz", lambda a, p: p.write_bytes(models.npz_bytes(a)) and p),
+        ("train.tfrecord", write_tfrecord),
+        ("train.tfrecord.gz", lambda a, p: write_tfrecord(a, p, gzip=True)),
+        ("train.csv", write_csv),
+    ],
+)
+def test_each_format_trains_a_multi_io_model(
+    client, worker, seed_model, tmp_path, name, writer
+) -> None:
+    arrays = models.seed_multi_io_data(n=96)
+    info = _upload(client, writer(arrays, tmp_path / name) or tmp_path / name)
+    assert info["num_examples"] == 96
+    assert info["arrays"]["input_a"] == [96, 16]
+    assert info["arrays"]["dense_2"] == [96, 3]
+    job = _train(client, seed_model, info["id"], info["id"])
+    assert job["progress"]["global_step"] == 40
+    assert {"acc_1", "acc_2", "loss"} <= set(job["metrics"]["eval"])
+    assert job["metrics"]["eval"]["global_step"] == 40
+
+
+def test_zero_weights_on_one_output_are_applied(client, worker, seed_model, tmp_path) -> None:
+    arrays = models.seed_multi_io_data(n=128)
+    zeroed = dict(arrays)
+    zeroed["sample_weights.dense_2"] = np.ones(128, "float32")
+    zeroed["sample_weights.dense_3"] = np.zeros(128, "float32")
+    (tmp_path / "plain.npz").write_bytes(models.npz_bytes(arrays))
+    (tmp_path / "zeroed.npz").write_bytes(models.npz_bytes(zeroed))
+    plain = _upload(client, tmp_path / "plain.npz")["id"]
+    weighted = _upload(client, tmp_path / "zeroed.npz")["id"]
+
+    # Same seed, same training data: the same model, evaluated with and without the weights.
+    # Name-based checkpoints, so that the kernels can be found by layer name below.
+    with_weights = _train(client, seed_model, weighted, weighted, checkpoint_format="saver")
+    without = _train(client, seed_model, weighted, plain, checkpoint_format="saver")
+    assert with_weights["metrics"]["eval"]["loss"] < without["metrics"]["eval"]["loss"]
+
+    # Zero weight on dense_3 in training: its kernel got no gradient at all.
+    step = with_weights["progress"]["global_step"]
+    archive = client.get(f"/jobs/{with_weights['id']}/checkpoints/{step}")
+    with tarfile.open(fileobj=io.BytesIO(archive.content), mode="r:gz") as tar:
+        tar.extractall(tmp_path / "ckpt", filter="data")
+    reader = tf.train.load_checkpoint(str(tmp_path / "ckpt" / f"model.ckpt-{step}"))
+    initial = tf.train.load_checkpoint(
+        str(Path(with_weights["model_dir"]) / "keras" / "keras_model.ckpt")
+    )
+
+    def kernel(r, layer: str) -> np.ndarray:
+        return r.get_tensor(f"{layer}/kernel")
+
+    np.testing.assert_array_equal(kernel(reader, "dense_3"), kernel(initial, "dense_3"))
+    assert not np.array_equal(kernel(reader, "dense_2"), kernel(initial, "dense_2"))
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "text"),
+    [
+        ("bad.csv", b"input_a_0,dense_2\n1,2\n3\n", "line 3 has 1 fields"),
+        ("bad.csv", b"x,y\n1,abc\n", "column 'y'"),
+        ("bad.csv", b"", "empty"),
+        ("bad.tfrecord", b"\x10\x00\x00\x00\x00\x00\x00\x00junk", "record 0"),
+        ("bad.npz", b"PK\x03\x04 not really", "zip"),
+        ("bad.parquet", b"PAR1", "expected a file ending in"),
+    ],
+)
+def test_bad_datasets_are_refused_naming_the_problem(client, name, content, text) -> None:
+    response = client.post("/datasets", files={"file": (name, content)})
+    assert response.status_code == 422, response.text
+    assert text in response.json()["detail"]
+    assert client.get("/healthz").status_code == 200
+
+
+def test_truncated_tfrecord_and_mismatched_weights_are_refused(client, tmp_path) -> None:
+    arrays = models.seed_multi_io_data(n=20)
+    good = write_tfrecord(arrays, tmp_path / "t.tfrecord").read_bytes()
+    response = client.post("/datasets", files={"file": ("t.tfrecord", good[:-9])})
+    assert response.status_code == 422
+    assert "truncated" in response.json()["detail"]
+
+    bad_weights = dict(arrays, **{"sample_weights.dense_2": np.ones(7, "float32")})
+    response = client.post("/datasets", files={"file": ("w.npz", models.npz_bytes(bad_weights))})
+    assert response.status_code == 422
+    assert "sample_weights.dense_2" in response.json()["detail"]

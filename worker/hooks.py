@@ -49,26 +49,38 @@ class ProgressHook(tf.compat.v1.train.SessionRunHook):
         self._loss = tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.LOSSES)[-1]
         self._last_step: int | None = None
         self._last_time = time.monotonic()
+        self._steps_since = 0
         self._rate_step: int | None = None
         self._rate_time = self._last_time
 
+    def _due(self) -> bool:
+        # Decided without a fetch: most steps ask the session for nothing extra.
+        return (
+            self._last_step is None
+            or self._steps_since + 1 >= self._every_steps
+            or time.monotonic() - self._last_time >= self._every_secs
+        )
+
     def before_run(self, run_context: Any) -> Any:
-        return tf.compat.v1.train.SessionRunArgs([self._global_step, self._loss])
+        if self._due():
+            return tf.compat.v1.train.SessionRunArgs([self._global_step, self._loss])
+        return None
 
     def after_run(self, run_context: Any, run_values: Any) -> None:
-        step, loss = run_values.results
-        # The fetched step is read alongside the update: this run ends at step + 1.
-        step = int(step) + 1
         if self._control.should_stop():
             self.stopped = True
             run_context.request_stop()
-        now = time.monotonic()
-        due_steps = self._last_step is None or step - self._last_step >= self._every_steps
-        if not due_steps and now - self._last_time < self._every_secs:
+        if run_values.results is None:
+            self._steps_since += 1
             return
+        step, loss = run_values.results
+        # The fetched step is read alongside the update: this run ends at step + 1.
+        step = int(step) + 1
+        now = time.monotonic()
         rate = None
         if self._rate_step is not None and now > self._rate_time:
             rate = (step - self._rate_step) / (now - self._rate_time)
         self._rate_step, self._rate_time = step, now
         self._last_step, self._last_time = step, now
+        self._steps_since = 0
         self._report(step, float(loss), rate)

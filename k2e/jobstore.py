@@ -396,41 +396,35 @@ class JobStore:
 
     def requeue_expired(self, job_id: str) -> bool:
         """Hand a job whose worker died back to the queue (its checkpoints stay)."""
-        now = utcnow()
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                update(jobs)
-                .where(jobs.c.id == job_id, jobs.c.status == JobStatus.running.value)
-                .where(jobs.c.lease_expires_at < now)
-                .values(
-                    status=JobStatus.queued.value,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    updated_at=now,
-                )
-            )
-            if result.rowcount == 1:
-                _event(conn, job_id, JobStatus.queued.value, "requeued: worker_lost")
-            return result.rowcount == 1
+        return self._release_expired(
+            job_id, JobStatus.running, JobStatus.queued, "requeued: worker_lost"
+        )
 
     def cancel_expired(self, job_id: str) -> bool:
         """A cancelling job whose worker died is cancelled: nobody will run it further."""
+        return self._release_expired(
+            job_id, JobStatus.cancelling, JobStatus.cancelled, "cancelled: worker_lost"
+        )
+
+    def _release_expired(self, job_id: str, current: JobStatus, new: JobStatus, note: str) -> bool:
         now = utcnow()
+        values: dict[str, Any] = {
+            "status": new.value,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "updated_at": now,
+        }
+        if new in TERMINAL_STATUSES:
+            values["finished_at"] = now
         with self.engine.begin() as conn:
             result = conn.execute(
                 update(jobs)
-                .where(jobs.c.id == job_id, jobs.c.status == JobStatus.cancelling.value)
+                .where(jobs.c.id == job_id, jobs.c.status == current.value)
                 .where(jobs.c.lease_expires_at < now)
-                .values(
-                    status=JobStatus.cancelled.value,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    finished_at=now,
-                    updated_at=now,
-                )
+                .values(**values)
             )
             if result.rowcount == 1:
-                _event(conn, job_id, JobStatus.cancelled.value, "cancelled: worker_lost")
+                _event(conn, job_id, new.value, note)
             return result.rowcount == 1
 
 

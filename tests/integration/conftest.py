@@ -7,7 +7,6 @@ to the API in-process through HTTP (FastAPI's TestClient).
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from k2e.embedded_redis import EmbeddedRedis
+from k2e.launcher import worker_command
 from k2e.settings import Settings
 from service.main import create_app
 
@@ -57,22 +57,7 @@ class WorkerProcess:
     def start(self, timeout: float = 180) -> "WorkerProcess":
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker.app",
-                "worker",
-                "-Q",
-                self.queues,
-                "--concurrency",
-                "1",
-                "--loglevel",
-                "INFO",
-                "--without-mingle",
-                "--without-gossip",
-            ],
+            [*worker_command(self.queues), "--without-mingle", "--without-gossip"],
             cwd=ROOT,
             env=worker_env(self.settings),
             stdout=log,

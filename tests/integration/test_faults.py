@@ -7,7 +7,6 @@ README quotes.
 """
 
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from k2e.embedded_redis import EmbeddedRedis, free_port
 from k2e.jobstore import JobStore
+from k2e.launcher import api_command
 from k2e.settings import Settings
 from service.main import create_app
 from tests.integration.conftest import ROOT, WorkerProcess, wait_for_job, worker_env
@@ -263,17 +263,7 @@ def test_api_restart_mid_job_loses_nothing(env: Env) -> None:
 
     def api() -> subprocess.Popen[bytes]:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "service.main:create_app",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
+            api_command("127.0.0.1", port),
             cwd=ROOT,
             env=worker_env(env.settings),
             stdout=subprocess.DEVNULL,

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import (
     Engine,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -33,6 +34,8 @@ from k2e.schemas import TERMINAL_STATUSES, Job, JobPage, JobStatus
 from k2e.tables import events, jobs, metadata
 
 MAX_PAGE = 200
+# Built once: the store reads jobs by id on every GET /jobs/{id} and progress update.
+_BY_ID = select(jobs).where(jobs.c.id == bindparam("job_id"))
 _CURSOR = re.compile(r"[0-9]{1,18}")
 ACTIVE = (JobStatus.running.value, JobStatus.cancelling.value)
 
@@ -173,7 +176,7 @@ class JobStore:
 
     def _row(self, job_id: str) -> RowMapping:
         with self.engine.connect() as conn:
-            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
+            row = conn.execute(_BY_ID, {"job_id": job_id}).mappings().first()
         if row is None:
             raise NotFound(f"no job with id {job_id!r}")
         return row

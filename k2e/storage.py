@@ -56,11 +56,24 @@ class Storage:
         """Move an inspected upload into place; its info.json is written last, so an
         entry with an info.json is always complete."""
         folder = self.root / kind / entry_id
-        folder.mkdir(parents=True, exist_ok=False)
+        folder.mkdir(parents=True, exist_ok=True)
         target = folder / name
         os.replace(data_file, target)
         _write_json_atomic(folder / "info.json", info.model_dump(mode="json"))
         return target
+
+    def write_summary(self, model_id: str, summary: dict) -> None:
+        """The upload inspector's full result, kept beside the model (before info.json)."""
+        folder = self.root / "models" / model_id
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_json_atomic(folder / "summary.json", summary)
+
+    def model_summary(self, model_id: str) -> dict | None:
+        """The stored inspection of an uploaded model, or None for older entries."""
+        try:
+            return json.loads((self.model_folder(model_id) / "summary.json").read_text())
+        except FileNotFoundError:
+            return None
 
     def model_info(self, model_id: str) -> ModelInfo:
         return ModelInfo.model_validate(self._read_info("models", model_id, "model"))

@@ -11,9 +11,14 @@ from typing import Any
 from k2e import rules
 from k2e.custom_objects import registry
 from k2e.errors import FieldError, InvalidSpec, InvalidUpload, NotFound
-from k2e.inspection import ModelSummary, compiled_metric_names, parse_model_config
+from k2e.inspection import (
+    H5Summary,
+    ModelSummary,
+    compiled_metric_names,
+    parse_model_config,
+)
 from k2e.safety import VetPolicy, vet_model_config
-from k2e.sandbox import SandboxLimits, inspect_model_file
+from k2e.sandbox import SandboxLimits, inspect_model_file, summary_from_json
 from k2e.schemas import ConvertRequest, DatasetInfo, TensorInfo
 from k2e.settings import Settings, get_settings
 from k2e.storage import Storage
@@ -34,13 +39,19 @@ class ResolvedModel:
 
 
 def resolve_model(
-    spec: ConvertRequest, storage: Storage, plugins: str = "", settings: Settings | None = None
+    spec: ConvertRequest,
+    storage: Storage,
+    plugins: str = "",
+    settings: Settings | None = None,
+    reinspect: bool = True,
 ) -> ResolvedModel:
     """The spec's model, vetted (k2e.safety) before anything could load it.
 
     A file is inspected in the sandbox (k2e.sandbox). Besides the registry's names, the
     config may use the names ``custom_objects`` maps to registry entries. ``settings``
-    (default: the process's) gives ``allow_lambda`` and the sandbox limits.
+    (default: the process's) gives ``allow_lambda`` and the sandbox limits. Without
+    ``reinspect``, a model uploaded through POST /models is described by the inspection
+    stored at upload (it passed a stricter vetting then: registry names only).
     """
     settings = settings or get_settings()
     known = registry(plugins or settings.plugins)
@@ -66,12 +77,24 @@ def resolve_model(
 
     assert spec.keras_model_path is not None
     path = model_path(spec.keras_model_path, storage)
+    stored = None if reinspect else _stored_inspection(spec.keras_model_path, storage)
+    if stored is not None:
+        return ResolvedModel(
+            stored.summary, stored.compiled, stored.metric_names, path, stored.compile_args
+        )
     fmt = "keras" if path.suffix.lower() == ".keras" else "h5"
     try:
         h5 = inspect_model_file(path, fmt, policy, SandboxLimits.from_settings(settings))
     except InvalidUpload as exc:
         raise InvalidSpec(exc.detail, [FieldError(("keras_model_path",), exc.detail)]) from exc
     return ResolvedModel(h5.summary, h5.compiled, h5.metric_names, path, h5.compile_args)
+
+
+def _stored_inspection(value: str, storage: Storage) -> H5Summary | None:
+    if len(value) != _MODEL_ID_LEN or not value.isalnum():
+        return None
+    data = storage.model_summary(value)
+    return summary_from_json(data) if data is not None else None
 
 
 def model_path(value: str, storage: Storage) -> Path:
@@ -92,10 +115,16 @@ def model_path(value: str, storage: Storage) -> Path:
     return path
 
 
-def check_spec(spec: ConvertRequest, storage: Storage, settings: Settings) -> ResolvedModel:
-    """Every rule that needs the model or the datasets; raises InvalidSpec listing all."""
+def check_spec(
+    spec: ConvertRequest, storage: Storage, settings: Settings, reinspect: bool = True
+) -> ResolvedModel:
+    """Every rule that needs the model or the datasets; raises InvalidSpec listing all.
+
+    The API passes ``reinspect=False`` (uploads were inspected when they arrived); the
+    worker inspects every file again before loading it.
+    """
     plugins = settings.plugins
-    model = resolve_model(spec, storage, plugins, settings)
+    model = resolve_model(spec, storage, plugins, settings, reinspect)
     loc_model = ("keras_model",) if spec.keras_model is not None else ("keras_model_path",)
     if not model.compiled:
         raise InvalidSpec(rules.NOT_COMPILED, [FieldError(loc_model, rules.NOT_COMPILED)])

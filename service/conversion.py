@@ -65,7 +65,7 @@ def submit(
     idempotency_key: str | None = None,
     body_hash: str | None = None,
 ) -> Job:
-    check_spec(spec, storage, settings)
+    check_spec(spec, storage, settings, reinspect=False)
     job_id = str(uuid.uuid4())
     model_dir, warm_start_from = plan_model_dir(spec, storage, job_id)
     queue = queue_for(spec.accelerator)

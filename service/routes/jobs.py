@@ -30,7 +30,7 @@ _MAX_SEQ = 2**31 - 1
 _MAX_JOB_ID = 64
 
 
-def _job_id(job_id: str) -> str:
+async def _job_id(job_id: str) -> str:
     """An id no job can have is simply unknown (404); it never reaches the store's driver,
     which refuses some strings outright (PostgreSQL: a NUL byte is a DataError)."""
     if len(job_id) > _MAX_JOB_ID or "\x00" in job_id:
@@ -60,7 +60,9 @@ def list_jobs(
 
 
 @router.get("/jobs/{job_id}", response_model=Job, responses=problems(404))
-def get_job(job_id: JobId, store: StoreDep) -> Job:
+async def get_job(job_id: JobId, store: StoreDep) -> Job:
+    # The hottest route: one primary-key read, done on the event loop rather than
+    # through the thread pool (about twice the requests per second, bench/RESULTS.md).
     return store.get(job_id)
 
 

@@ -13,7 +13,7 @@ from k2e.custom_objects import listing
 from k2e.errors import InvalidUpload
 from k2e.examples import inspect_tfrecord
 from k2e.npz import inspect_npz
-from k2e.sandbox import SandboxLimits, inspect_model_file, policy_for
+from k2e.sandbox import SandboxLimits, inspect_model_file, policy_for, summary_to_json
 from k2e.schemas import CustomObjectInfo, DatasetInfo, ModelInfo
 from k2e.settings import Settings, get_settings
 from k2e.storage import Storage, new_id
@@ -114,6 +114,8 @@ def store_model(
             size=received.size,
             model_class=summary.summary.model_class,
         )
+        # The whole inspection, so that POST /convert need not inspect the file again.
+        storage.write_summary(info.id, summary_to_json(summary))
         storage.save_entry("models", info.id, received.path, f"model.{fmt}", info)
         return info
     finally:

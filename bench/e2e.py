@@ -10,6 +10,7 @@ GET /jobs/{id}/metrics) with the same series of (a)'s model_dir, read by the sam
 """
 
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -72,9 +73,12 @@ class WarmHelper:
             raise RuntimeError(f"bench/direct.py --serve died; see {self._log.name}")
         return json.loads(line)
 
-    def run(self, model_dir: Path, data: Path, steps: int) -> dict[str, Any]:
+    def run(
+        self, model_dir: Path, data: Path, steps: int, k2e_hooks: bool = False
+    ) -> dict[str, Any]:
         assert self.process.stdin is not None
         request = {"model_dir": str(model_dir), "data": str(data), "steps": steps}
+        request["k2e_hooks"] = k2e_hooks
         started = time.perf_counter()
         self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()
@@ -131,6 +135,29 @@ def k2e_run(http: httpx.Client, spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# Celery's log lines start with "[2026-11-26 05:14:28,587: INFO/ForkPoolWorker-1]".
+_STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}): ")
+ESTIMATOR_CREATED = "Using config:"  # the Estimator's constructor, inside model_to_estimator
+
+
+def worker_prefix_s(worker_log: Path, job_id: str) -> float | None:
+    """From the worker's "job <id>: attempt" line to the Estimator's "Using config" line
+    after it: spec checks (the sandbox inspection), HDF5 load and compile."""
+    started = None
+    for line in worker_log.read_text(errors="replace").splitlines():
+        if started is None and f"job {job_id}: attempt" in line:
+            started = _log_time(line)
+        elif started is not None and ESTIMATOR_CREATED in line:
+            created = _log_time(line)
+            return None if created is None else (created - started).total_seconds()
+    return None
+
+
+def _log_time(line: str) -> datetime | None:
+    match = _STAMP.match(line)
+    return datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S,%f") if match else None
+
+
 def _seconds_between(start: str, end: str) -> float:
     return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
 
@@ -166,9 +193,28 @@ def measure(http: httpx.Client, assets: Assets, workdir: Path, logs: Path, round
                 result["round"] = i
                 runs[case].append(result)
                 print(f"  e2e round {i} ({case}): {result['wall_s']:.2f} s", flush=True)
+        hook_probe = measure_hooks(helper, assets.npz, workdir / "hooks")
     finally:
         helper.close()
-    return summarize(runs)
+    for result in runs["c"]:
+        result["prefix_s"] = worker_prefix_s(logs / "worker.log", result["job_id"])
+    return {**summarize(runs), "hook_probe": hook_probe}
+
+
+def measure_hooks(helper: WarmHelper, data: Path, workdir: Path, pairs: int = 4) -> dict:
+    """Training alone, in the warm helper, without and with k2e's ProgressHook
+    (alternating): what k2e's hook costs TensorFlow's steps, away from the worker."""
+    rates: dict[str, list[float]] = {"plain": [], "k2e_hook": []}
+    for i in range(pairs):
+        cases = ["plain", "k2e_hook"] if i % 2 == 0 else ["k2e_hook", "plain"]
+        for case in cases:
+            model_dir = workdir / f"{case}-{i}"
+            helper.run(model_dir, data, -STEPS, k2e_hooks=case == "k2e_hook")
+            rate = direct_rate(model_dir)
+            if rate is not None:
+                rates[case].append(rate)
+    medians = {case: statistics.median(values) for case, values in rates.items()}
+    return {"rates": rates, "median": medians, "ratio": medians["k2e_hook"] / medians["plain"]}
 
 
 def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -179,6 +225,9 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     for a, c in zip(runs["a"], runs["c"], strict=True):
         c["lag_s"] = c["wall_s"] - c["post_s"] - c["server_s"]
         c["worker_minus_a_s"] = c["worker_s"] - a["wall_s"]
+        c["minus_a_s"] = c["wall_s"] - a["wall_s"]
+        c["ratio_to_a"] = c["wall_s"] / a["wall_s"]
+    prefixes = [r["prefix_s"] for r in runs["c"] if r.get("prefix_s") is not None]
     return {
         "steps": STEPS,
         "runs": runs,
@@ -189,10 +238,12 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         "throughput_ratio": rate_c / rate_a,
         "c_parts_s": {
             part: statistics.median(r[part] for r in runs["c"])
-            for part in ("post_s", "pickup_s", "worker_s", "lag_s", "worker_minus_a_s")
+            for part in ("post_s", "pickup_s", "worker_s", "lag_s", "worker_minus_a_s", "minus_a_s")
         },
+        "paired_ratio_c_a": statistics.median(r["ratio_to_a"] for r in runs["c"]),
+        "worker_prefix_s": statistics.median(prefixes) if prefixes else None,
         "a_phases_s": {
             phase: statistics.median(r[phase] for r in runs["a"])
-            for phase in ("build_s", "train_s", "eval_s", "export_s")
+            for phase in ("model_s", "build_s", "train_s", "eval_s", "export_s")
         },
     }

@@ -1,45 +1,44 @@
 """The k2e API plus variant routes, to attribute GET /jobs/{id}'s cost (bench only).
 
-``uvicorn bench.probe_app:create --factory`` serves everything service.main serves, and:
+``uvicorn bench.probe_app:create --factory`` serves everything service.main serves, and
+variants of /healthz and GET /jobs/{id}. A sync ``def`` dependency or endpoint costs a
+trip through AnyIO's thread pool, and so does the response validation of a sync endpoint.
 
-- ``/probe/healthz``: /healthz as ``async def`` (k2e's is a sync ``def``: a threadpool hop).
-- ``/probe/jobs-1hop/{id}``: GET /jobs/{id} with its dependency as ``async def``; the
-  endpoint stays sync (one threadpool hop instead of three: ``_job_id``, ``_store``, the
-  endpoint).
-- ``/probe/jobs-0hop/{id}``: GET /jobs/{id} as ``async def`` (the SQLite read inline).
-- ``/probe/jobs-0hop-prebuilt/{id}``: as 0hop, with the SELECT statement built once
-  (JobStore.get builds and caches-by-key a new one per call).
+- ``/probe/healthz``: an empty ``async def`` route: what the framework alone costs.
+- ``/probe/jobs-sync/{id}``: dependencies and endpoint as sync ``def`` (4 trips:
+  the id check, the store, the endpoint, the response validation).
+- ``/probe/jobs-async-deps/{id}``: dependencies ``async def``, endpoint sync (2 trips).
+- ``/probe/jobs-async/{id}``: everything ``async def``; ``JobStore.get`` runs inline.
+- ``/probe/jobs-cached/{id}``: ``async def`` serving a finished job's JSON from an
+  in-process cache (a finished job never changes); other jobs are read as usual.
 
-Nothing here changes service/; the variants are what a fix there would look like.
+Nothing here changes service/ or k2e/; the variants show what a change there would give.
 """
 
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Request
-from sqlalchemy import bindparam, select
+from fastapi import Depends, FastAPI, Request, Response
 
-from k2e.errors import NotFound
-from k2e.jobstore import JobStore, _to_job
-from k2e.schemas import Job
-from k2e.tables import jobs
+from k2e.jobstore import JobStore
+from k2e.schemas import TERMINAL_STATUSES, Job
 from service.main import create_app
 
-_BY_ID = select(jobs).where(jobs.c.id == bindparam("job_id"))
+
+def _sync_store(request: Request) -> JobStore:
+    return request.app.state.store
+
+
+def _sync_job_id(job_id: str) -> str:
+    return job_id
 
 
 async def _store(request: Request) -> JobStore:
     return request.app.state.store
 
 
+SyncStore = Annotated[JobStore, Depends(_sync_store)]
+SyncJobId = Annotated[str, Depends(_sync_job_id)]
 AsyncStore = Annotated[JobStore, Depends(_store)]
-
-
-def get_prebuilt(store: JobStore, job_id: str) -> Job:
-    with store.engine.connect() as conn:
-        row = conn.execute(_BY_ID, {"job_id": job_id}).mappings().first()
-    if row is None:
-        raise NotFound(f"no job with id {job_id!r}")
-    return _to_job(row)
 
 
 def create() -> FastAPI:
@@ -49,16 +48,28 @@ def create() -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/probe/jobs-1hop/{job_id}", response_model=Job)
-    def jobs_1hop(job_id: str, store: AsyncStore) -> Job:
+    @app.get("/probe/jobs-sync/{job_id}", response_model=Job)
+    def jobs_sync(job_id: SyncJobId, store: SyncStore) -> Job:
         return store.get(job_id)
 
-    @app.get("/probe/jobs-0hop/{job_id}", response_model=Job)
-    async def jobs_0hop(job_id: str, store: AsyncStore) -> Job:
+    @app.get("/probe/jobs-async-deps/{job_id}", response_model=Job)
+    def jobs_async_deps(job_id: str, store: AsyncStore) -> Job:
         return store.get(job_id)
 
-    @app.get("/probe/jobs-0hop-prebuilt/{job_id}", response_model=Job)
-    async def jobs_0hop_prebuilt(job_id: str, store: AsyncStore) -> Job:
-        return get_prebuilt(store, job_id)
+    @app.get("/probe/jobs-async/{job_id}", response_model=Job)
+    async def jobs_async(job_id: str, store: AsyncStore) -> Job:
+        return store.get(job_id)
+
+    finished: dict[str, bytes] = {}
+
+    @app.get("/probe/jobs-cached/{job_id}")
+    async def jobs_cached(job_id: str, store: AsyncStore) -> Response:
+        body = finished.get(job_id)
+        if body is None:
+            job = store.get(job_id)
+            body = job.model_dump_json().encode()
+            if job.status in TERMINAL_STATUSES:
+                finished[job_id] = body
+        return Response(body, media_type="application/json")
 
     return app

@@ -1,12 +1,12 @@
 """Attribution probes: small measurements, taken in the same run, that say where the
 time of a missed target goes (k2e's own code, the web framework, or TensorFlow)."""
 
+import sqlite3
 import statistics
 import time
 from typing import Any
 
 from bench import api_load
-from bench.probe_app import get_prebuilt
 from bench.stack import Stack, stop_process
 from k2e.embedded_redis import free_port
 from k2e.sandbox import SandboxLimits, inspect_model_file, policy_for
@@ -26,35 +26,37 @@ def sandbox_seconds(stack: Stack, model_id: str, runs: int = 5) -> dict[str, flo
 
 
 def store_get_us(stack: Stack, job_id: str, calls: int = 300, rounds: int = 3) -> dict[str, float]:
-    """JobStore.get (builds its SELECT per call) vs. the same read with a prebuilt SELECT."""
+    """One job read: ``JobStore.get`` (SQLAlchemy Core, then a ``Job``) against the bare
+    row from the sqlite3 module."""
     store = stack.store()
-    current: list[float] = []
-    prebuilt: list[float] = []
+    raw = sqlite3.connect(stack.data_dir / "k2e.db")
+    reads = {
+        "jobstore_get_us": store.get,
+        "sqlite3_row_us": lambda job_id: raw.execute(
+            "SELECT * FROM k2e_jobs WHERE id = ?", (job_id,)
+        ).fetchone(),
+    }
+    samples: dict[str, list[float]] = {name: [] for name in reads}
     for _ in range(rounds):
-        for samples, read in ((current, store.get), (prebuilt, _prebuilt(store))):
+        for name, read in reads.items():
             read(job_id)
             started = time.perf_counter()
             for _ in range(calls):
                 read(job_id)
-            samples.append((time.perf_counter() - started) / calls * 1e6)
+            samples[name].append((time.perf_counter() - started) / calls * 1e6)
+    raw.close()
     store.engine.dispose()
-    return {
-        "jobstore_get_us": statistics.median(current),
-        "prebuilt_us": statistics.median(prebuilt),
-    }
-
-
-def _prebuilt(store: Any) -> Any:
-    return lambda job_id: get_prebuilt(store, job_id)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 PROBE_PATHS = (
     "/healthz",
     "/probe/healthz",
     "/jobs/{id}",
-    "/probe/jobs-1hop/{id}",
-    "/probe/jobs-0hop/{id}",
-    "/probe/jobs-0hop-prebuilt/{id}",
+    "/probe/jobs-sync/{id}",
+    "/probe/jobs-async-deps/{id}",
+    "/probe/jobs-async/{id}",
+    "/probe/jobs-cached/{id}",
 )
 
 

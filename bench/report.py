@@ -20,7 +20,8 @@ def machine_info() -> dict[str, Any]:
             break
     mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
     versions = {}
-    for dist in ("k2e", "tensorflow-cpu", "tensorflow-estimator", "fastapi", "uvicorn", "celery"):
+    dists = ("k2e", "tensorflow-cpu", "tensorflow-estimator", "fastapi", "starlette", "uvicorn")
+    for dist in (*dists, "httptools", "uvloop", "celery", "sqlalchemy"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -208,7 +209,8 @@ def render(r: dict[str, Any]) -> str:
         f"- {m['nproc']} CPUs ({m['cpu_model']}), {m['ram_gb']} GB RAM, {m['platform']}",
         f"- Python {m['python']}, tensorflow-cpu {v['tensorflow-cpu']}, tensorflow-estimator "
         f"{v['tensorflow-estimator']}, k2e {v['k2e']}, FastAPI {v['fastapi']}, uvicorn "
-        f"{v['uvicorn']}, Celery {v['celery']}",
+        f"{v['uvicorn']} (httptools {v['httptools']}, uvloop {v['uvloop']}), Starlette "
+        f"{v['starlette']}, SQLAlchemy {v['sqlalchemy']}, Celery {v['celery']}",
         f"- load average (1 min) when each part started: {_loads(r)}. The machine is shared "
         "and noisy: every figure is a ratio or a percentile from this one run, and the "
         "end-to-end cases alternate within each round.",

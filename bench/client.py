@@ -1,6 +1,7 @@
 """Small REST helpers over httpx: uploads, submissions, polling."""
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +38,15 @@ def wait_until(
     done: tuple[str, ...] = TERMINAL,
     interval: float = 0.1,
     timeout: float = 600,
+    until: Callable[[dict[str, Any]], bool] | None = None,
 ) -> tuple[dict[str, Any], float]:
-    """Poll until the job's status is in ``done``; returns it and the perf_counter time
-    of the poll that saw it."""
+    """Poll until the job's status is in ``done`` (or ``until(job)`` holds); returns the
+    job and the perf_counter time of the poll that saw it."""
     deadline = time.monotonic() + timeout
     while True:
         job = get_job(client, job_id)
         seen = time.perf_counter()
-        if job["status"] in done:
+        if job["status"] in done or (until is not None and until(job)):
             return job, seen
         if time.monotonic() > deadline:
             raise RuntimeError(f"job {job_id} still {job['status']} after {timeout}s")

@@ -21,7 +21,7 @@ from worker.hooks import LossCurve, ProgressHook
 from worker.lease import Heartbeat, RunControl
 from worker.tfrt import tf
 
-ROUNDS = 7
+ROUNDS = 5
 STEPS = 3000
 
 

@@ -23,8 +23,8 @@ from typing import Any
 import httpx
 
 from bench import client as rest
-from bench.stack import ROOT
-from bench.workload import STEPS, convert_spec, seed_multi_io_data, write_npz
+from bench.stack import ROOT, Stack, read_thread_cpu_seconds
+from bench.workload import RUN_CONFIG, STEPS, convert_spec, seed_multi_io_data, write_npz
 from k2e.tfevents import read_scalars
 
 DIRECT = ROOT / "bench" / "direct.py"
@@ -124,12 +124,13 @@ def k2e_run(http: httpx.Client, spec: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     job = rest.submit(http, spec)
     accepted = time.perf_counter()
-    max_steps = spec["train"]["max_steps"]
+    # Progress arrives every log_step_count_steps: the last report before the end.
+    last_report = spec["train"]["max_steps"] - RUN_CONFIG["log_step_count_steps"]
     rest.wait_until(
         http,
         job["id"],
         interval=POLL_TRAINING_S,
-        until=lambda j: j["progress"]["global_step"] >= max_steps,
+        until=lambda j: j["progress"]["global_step"] >= last_report,
     )
     job, seen = rest.wait_until(http, job["id"], interval=POLL_S)
     rest.require_success(job)
@@ -182,8 +183,31 @@ def direct_rate(model_dir: Path) -> float | None:
     return _median_rate(read_scalars(model_dir).get("train", {}))
 
 
-def measure(http: httpx.Client, assets: Assets, workdir: Path, logs: Path, rounds: int) -> dict:
+class CpuMeter:
+    """CPU seconds a process used during the ``with`` block: in all, and in its busiest
+    thread (for both (a) and (c), the thread that runs TensorFlow's training loop)."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid = pid
+        self.total = self.busiest = 0.0
+
+    def __enter__(self) -> "CpuMeter":
+        self._before = read_thread_cpu_seconds(self.pid) if self.pid else {}
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if not self.pid:
+            return
+        used = [
+            cpu - self._before.get(tid, 0.0)
+            for tid, cpu in read_thread_cpu_seconds(self.pid).items()
+        ]
+        self.total, self.busiest = sum(used), max(used, default=0.0)
+
+
+def measure(http: httpx.Client, stack: Stack, assets: Assets, workdir: Path, rounds: int) -> dict:
     """``rounds`` rounds of (a), (b), (c), rotating the order each round."""
+    logs = stack.logs
     spec = convert_spec(assets.model_id, assets.dataset_id, STEPS)
     helper = WarmHelper(logs / "direct-warm.log")
     try:
@@ -195,12 +219,16 @@ def measure(http: httpx.Client, assets: Assets, workdir: Path, logs: Path, round
             for case in order[i % 3 :] + order[: i % 3]:
                 model_dir = workdir / f"round{i}-{case}"
                 if case == "a":
-                    result = helper.run(model_dir, assets.npz, STEPS)
+                    with CpuMeter(helper.process.pid) as cpu:
+                        result = helper.run(model_dir, assets.npz, STEPS)
                     result["steps_per_sec"] = direct_rate(model_dir)
                 elif case == "b":
                     result = cold_run(model_dir, assets.npz, STEPS, logs / "direct-cold.log")
                 else:
-                    result = k2e_run(http, spec)
+                    with CpuMeter(stack.worker_pool_pid()) as cpu:
+                        result = k2e_run(http, spec)
+                if case in ("a", "c"):
+                    result["cpu_s"], result["train_thread_cpu_s"] = cpu.total, cpu.busiest
                 result["round"] = i
                 runs[case].append(result)
                 print(f"  e2e round {i} ({case}): {result['wall_s']:.2f} s", flush=True)
@@ -252,6 +280,13 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             for part in ("post_s", "pickup_s", "worker_s", "lag_s", "worker_minus_a_s", "minus_a_s")
         },
         "paired_ratio_c_a": statistics.median(r["ratio_to_a"] for r in runs["c"]),
+        "cpu_s": {
+            case: {
+                key: statistics.median(r[key] for r in runs[case])
+                for key in ("cpu_s", "train_thread_cpu_s")
+            }
+            for case in ("a", "c")
+        },
         "worker_prefix_s": statistics.median(prefixes) if prefixes else None,
         "a_phases_s": {
             phase: statistics.median(r[phase] for r in runs["a"])

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace, stack: Stack, results: dict[str, Any]) -> None
     with httpx.Client(base_url=stack.url, timeout=60) as http:
         progress.part("e2e")
         assets = e2e.prepare_assets(http, scratch / "assets")
-        results["e2e"] = e2e.measure(http, assets, scratch / "e2e", stack.logs, args.rounds)
+        results["e2e"] = e2e.measure(http, stack, assets, scratch / "e2e", args.rounds)
         template = http.get(f"/jobs/{results['e2e']['runs']['c'][-1]['job_id']}").json()
 
         progress.part("pickup")

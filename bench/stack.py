@@ -48,6 +48,20 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+def read_thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """User + system CPU time of each thread of a process, by thread id."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    threads = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        threads[int(task.name)] = (int(fields[11]) + int(fields[12])) / ticks
+    return threads
+
+
 class Stack:
     """Start with :meth:`start`, stop with :meth:`stop`; ``url`` is the API's base URL."""
 

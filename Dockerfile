@@ -5,7 +5,7 @@
 #   docker build --target worker     -t k2e-worker .      Celery worker, tensorflow-cpu, queue "cpu"
 #   docker build --target worker-gpu -t k2e-worker-gpu .  Celery worker, CUDA TensorFlow, queue "gpu"
 # Without --target the last stage (the CPU worker) is built.
-# docker-compose.yml builds all three; the commands match k2e/launcher.py.
+# docker-compose.yml builds all three; the commands match launcher/stack.py.
 
 # The GPU worker starts from TensorFlow's CUDA image (Python 3.11, CUDA/cuDNN for TF 2.15).
 ARG GPU_BASE=tensorflow/tensorflow:2.15.0-gpu

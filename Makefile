@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: $(STAMP)
-	exec $(PY) -m k2e.launcher
+	exec $(PY) -m launcher
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -89,11 +89,12 @@ def _e2e(r: dict[str, Any]) -> list[str]:
             f"The k2e time that matters is the sandbox inspection of the uploaded HDF5, which "
             f"{where} still {'run' if inspections > 1 else 'runs'} on every job although "
             "the file has not changed since POST /models inspected it: a fresh `python -m "
-            "k2e.sandbox` (interpreter start, imports of numpy, h5py, pydantic and k2e, then "
+            "k2e.vetting.sandbox` (interpreter start, imports of numpy, h5py, pydantic and k2e, "
+            "then "
             f"the file). Without it, (c)/(a) would be about ({m['c']:.2f} - {inspections} x "
             f"{sandbox:.2f}) / {m['a']:.2f} = {without:.2f}. Fix (files I do not own): reuse "
             "the inspection stored at upload in the worker too (`check_spec` in "
-            "`worker/training.py` → `k2e/validation.py::resolve_model`), checking the file's "
+            "`worker/training.py` → `k2e/spec/checks.py::resolve_model`), checking the file's "
             "sha256 against `info.json` if the storage volume is not trusted; or a pre-forked "
             "sandbox (imports done once, one fork per file).",
             "",
@@ -124,7 +125,7 @@ def _throughput(r: dict[str, Any]) -> list[str]:
         f"{', '.join(f'{x:.2f}' for x in paired)} (median "
         f"{statistics.median(paired):.2f}). Both series are the Estimator's own TensorBoard "
         "summaries (the worker's served by GET /jobs/{id}/metrics, the direct runs' read "
-        "from their model_dir by the same parser, `k2e.tfevents`), so they count "
+        "from their model_dir by the same parser, `k2e.formats.tfevents`), so they count "
         "TensorFlow's steps the same way.",
         "",
     ]

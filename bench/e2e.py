@@ -25,7 +25,7 @@ import httpx
 from bench import client as rest
 from bench.stack import ROOT, Stack, read_thread_cpu_seconds
 from bench.workload import RUN_CONFIG, STEPS, convert_spec, seed_multi_io_data, write_npz
-from k2e.tfevents import read_scalars
+from k2e.formats.tfevents import read_scalars
 
 DIRECT = ROOT / "bench" / "direct.py"
 WARMUP_STEPS = 200

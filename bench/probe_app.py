@@ -19,13 +19,13 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request, Response
 
-from k2e.jobstore import JobStore
+from k2e.jobs.store import JobStore
 from k2e.schemas import TERMINAL_STATUSES, Job
 from service.main import create_app
 
 
 def _sync_store(request: Request) -> JobStore:
-    return request.app.state.store
+    return request.app.state.backend.store
 
 
 def _sync_job_id(job_id: str) -> str:
@@ -33,7 +33,7 @@ def _sync_job_id(job_id: str) -> str:
 
 
 async def _store(request: Request) -> JobStore:
-    return request.app.state.store
+    return request.app.state.backend.store
 
 
 SyncStore = Annotated[JobStore, Depends(_sync_store)]

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from k2e.jobstore import JobStore
+from k2e.jobs.store import JobStore
 from tests import models
 from worker.hooks import LossCurve, ProgressHook
 from worker.lease import Heartbeat, RunControl

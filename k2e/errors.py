@@ -1,6 +1,6 @@
 """Domain errors. The API maps each to an HTTP problem in one place (service/problems.py)."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -54,13 +54,3 @@ class Unavailable(K2EError):
     """A dependency (broker, job store) does not answer."""
 
     title = "Service unavailable"
-
-
-@dataclass
-class JobFailure:
-    """What a failed job reports as ``error``."""
-
-    type: str
-    message: str
-    reason: str = "error"
-    extra: dict[str, Any] = field(default_factory=dict)

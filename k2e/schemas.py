@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from k2e import rules
+from k2e.spec import rules
 
 
 class _Request(BaseModel):
@@ -162,10 +162,15 @@ class JobMetrics(BaseModel):
     eval: dict[str, float] = {}
 
 
+JobErrorReason = Literal["error", "timed_out", "worker_lost", "max_attempts"]
+
+
 class JobError(BaseModel):
+    """Why a job failed: the one shape of a job error, from the worker to the API."""
+
     type: str
     message: str
-    reason: Literal["error", "timed_out", "worker_lost", "max_attempts"] = "error"
+    reason: JobErrorReason = "error"
 
 
 class Job(BaseModel):
@@ -182,6 +187,8 @@ class Job(BaseModel):
     queue: str
     model_dir: str
     warm_start_from: str | None = None
+    # The run-time limit the worker enforces, in seconds from the first start.
+    timeout_s: int | None = None
 
 
 class JobPage(BaseModel):

@@ -35,11 +35,12 @@ class Settings(BaseSettings):
     timeout_grace_s: int = 60
     # Queues this worker consumes; the launcher adds "gpu" when a GPU is visible.
     worker_queues: str = "cpu"
-    # Comma-separated modules that register extra custom objects (see k2e.custom_objects).
+    # Comma-separated paths of JSON plugin manifests that add custom objects to the registry
+    # (see k2e.custom_objects); the manifests name their targets, only workers import them.
     plugins: str = ""
-    # Lambda layers run the uploader's Python bytecode when a model loads (k2e.safety).
+    # Lambda layers run the uploader's Python bytecode when a model loads (k2e.vetting.configs).
     allow_lambda: bool = False
-    # Limits of the child process that inspects each model file (k2e.sandbox).
+    # Limits of the child process that inspects each model file (k2e.vetting.sandbox).
     inspect_cpu_s: int = Field(default=20, ge=1)
     inspect_memory_bytes: int = Field(default=1024**3, ge=1)
     inspect_timeout_s: float = Field(default=30.0, gt=0)

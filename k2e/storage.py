@@ -121,10 +121,6 @@ class Storage:
     # exports and checkpoints ---------------------------------------------
 
     @staticmethod
-    def export_root(model_dir: Path) -> Path:
-        return model_dir / EXPORT_DIR
-
-    @staticmethod
     def latest_export(model_dir: Path) -> Path | None:
         """The newest complete SavedModel: numeric version folders only."""
         root = model_dir / EXPORT_DIR

@@ -2,7 +2,7 @@
 
 Run with the worker's TensorFlow (``.venv/bin/python scripts/gen_keras_builtins.py``) and
 commit the result. k2e reads the JSON at runtime without importing TensorFlow
-(see k2e/safety.py). Every list comes from the lookup tables Keras itself deserializes
+(see k2e/vetting/configs.py). Every list comes from the lookup tables Keras itself deserializes
 from, so a name in the file is one Keras resolves without importing anything new.
 """
 

@@ -8,28 +8,34 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from k2e.jobstore import JobStore
+from k2e.jobs.queueing import TaskSender
+from k2e.jobs.store import JobStore
 from k2e.settings import Settings
 from k2e.storage import Storage
-from service.broker import TaskSender
+from service.submission import Backend
+
+
+async def _backend(request: Request) -> Backend:
+    return request.app.state.backend
 
 
 async def _settings(request: Request) -> Settings:
-    return request.app.state.settings
+    return request.app.state.backend.settings
 
 
 async def _store(request: Request) -> JobStore:
-    return request.app.state.store
+    return request.app.state.backend.store
 
 
 async def _storage(request: Request) -> Storage:
-    return request.app.state.storage
+    return request.app.state.backend.storage
 
 
 async def _sender(request: Request) -> TaskSender:
-    return request.app.state.sender
+    return request.app.state.backend.sender
 
 
+BackendDep = Annotated[Backend, Depends(_backend)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 StoreDep = Annotated[JobStore, Depends(_store)]
 StorageDep = Annotated[Storage, Depends(_storage)]

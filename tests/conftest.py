@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from k2e.embedded_redis import EmbeddedRedis
+from launcher.embedded_redis import EmbeddedRedis
 
 
 @pytest.fixture(scope="session")

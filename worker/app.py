@@ -5,8 +5,9 @@ from typing import Any
 
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
-from k2e.queueing import make_celery
+from k2e.jobs.queueing import make_celery
 from k2e.settings import get_settings
+from worker.runner import runner
 
 settings = get_settings()
 app = make_celery(settings, name="k2e-worker")
@@ -19,9 +20,7 @@ _reconciler: Any = None
 @worker_process_init.connect
 def _load_tensorflow(**_: Any) -> None:
     """Import TensorFlow once per worker process, before the first job arrives."""
-    from worker import tasks
-
-    tasks.runner()
+    runner()
     log.info("worker process ready: TensorFlow loaded")
 
 

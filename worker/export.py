@@ -2,6 +2,7 @@
 
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ EXPORT_CLASSES = {
 RAW = "raw"
 
 
-def export_output_classes(export_outputs: dict[str, str] | None) -> dict[str, Any] | None:
+def export_output_classes(export_outputs: Mapping[str, str] | None) -> dict[str, Any] | None:
     if not export_outputs:
         return None
     return {key: EXPORT_CLASSES[kind] for key, kind in export_outputs.items()}
@@ -46,7 +47,9 @@ def serving_input_fn(inputs: list[TensorInfo], parse_examples: bool) -> Any:
     return parsing if parse_examples else raw
 
 
-def needs_example_parsing(export_outputs: dict[str, str] | None, inputs: list[TensorInfo]) -> bool:
+def needs_example_parsing(
+    export_outputs: Mapping[str, str] | None, inputs: list[TensorInfo]
+) -> bool:
     heads = set((export_outputs or {}).values()) & {"regression", "classification"}
     fixed = all(d is not None for t in inputs for d in t.shape[1:])
     return bool(heads) and fixed

@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from k2e.csvdata import load_csv_arrays
-from k2e.npz import load_npz_arrays
+from k2e.formats.csvdata import load_csv_arrays
+from k2e.formats.npz import load_npz_arrays
+from k2e.formats.tfrecord import is_gzip
 from k2e.schemas import DatasetInfo, TensorInfo
-from k2e.tfrecord import is_gzip
 from worker.tfrt import tf
 
 SAMPLE_WEIGHTS = "sample_weights"

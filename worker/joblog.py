@@ -4,7 +4,7 @@ import logging
 import threading
 from types import TracebackType
 
-from k2e.jobstore import JobStore
+from k2e.jobs.leases import JobLeases
 
 # TensorFlow's Estimator logs (`loss = ..., step = ...`, `global_step/sec`) go to "tensorflow".
 CAPTURED_LOGGERS = ("k2e", "tensorflow")
@@ -15,7 +15,7 @@ class JobLogCapture(logging.Handler):
     """Buffers records while a job runs; :meth:`flush_to_store` writes them in one batch
     (called by the heartbeat and at the end), so logging never waits on the database."""
 
-    def __init__(self, store: JobStore, job_id: str) -> None:
+    def __init__(self, store: JobLeases, job_id: str) -> None:
         super().__init__(level=logging.INFO)
         self.store, self.job_id = store, job_id
         self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable
 from types import TracebackType
 
-from k2e.jobstore import JobStore
+from k2e.jobs.leases import JobLeases
 from k2e.schemas import JobStatus
 
 log = logging.getLogger("k2e.worker")
@@ -42,7 +42,7 @@ class Heartbeat:
 
     def __init__(
         self,
-        store: JobStore,
+        store: JobLeases,
         job_id: str,
         owner: str,
         lease_s: float,

@@ -5,12 +5,14 @@ from pathlib import Path
 from typing import Any
 
 from k2e.schemas import ConvertRequest
-from k2e.settings import get_settings
 from worker.tfrt import tf
 
 
 def build_keras_model(
-    spec: ConvertRequest, h5_path: Path | None, h5_compile_args: dict[str, Any] | None
+    spec: ConvertRequest,
+    h5_path: Path | None,
+    h5_compile_args: dict[str, Any] | None,
+    allow_lambda: bool = False,
 ) -> Any:
     """A new model object per job: the Estimator's conversion invalidates earlier ones.
 
@@ -18,15 +20,16 @@ def build_keras_model(
     arguments, because the metric objects HDF5 stores come back with doubly prefixed
     names. Call inside ``tf.keras.utils.custom_object_scope``.
 
-    The config was vetted just before (k2e.validation.check_spec). Loading also runs in
-    Keras's safe mode unless the operator allows Lambda layers: ``load_model``'s own
-    ``safe_mode`` covers only ``.keras`` files, but the scope makes Keras refuse Lambda
-    bytecode from HDF5 files and JSON configs too (measured on Keras 2.15).
+    The config was vetted just before (k2e.spec.checks.check_spec). Loading also runs in
+    Keras's safe mode unless the operator allows Lambda layers (``allow_lambda``):
+    ``load_model``'s own ``safe_mode`` covers only ``.keras`` files, but the scope makes
+    Keras refuse Lambda bytecode from HDF5 files and JSON configs too (measured on
+    Keras 2.15).
     """
     # Keras 2.15 exports no alias; imported here, after worker.tfrt configured TensorFlow.
     from keras.src.saving.serialization_lib import SafeModeScope
 
-    safe = not get_settings().allow_lambda
+    safe = not allow_lambda
     with SafeModeScope(safe):
         if spec.keras_model is not None:
             model = tf.keras.models.model_from_json(json.dumps(spec.keras_model.config))

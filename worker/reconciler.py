@@ -11,11 +11,10 @@ import threading
 
 from celery import Celery
 
-from k2e.jobstore import JobStore
-from k2e.queueing import train_task_options
+from k2e.jobs.leases import JobLeases
+from k2e.jobs.queueing import TaskSender
 from k2e.schemas import Job, JobStatus
 from k2e.settings import Settings
-from k2e.tasks import TRAIN_TASK
 
 log = logging.getLogger("k2e.reconciler")
 
@@ -23,8 +22,8 @@ log = logging.getLogger("k2e.reconciler")
 class Reconciler:
     def __init__(self, settings: Settings, celery: Celery) -> None:
         self.settings = settings
-        self.celery = celery
-        self.store = JobStore(settings.sqlalchemy_url)
+        self.sender = TaskSender(settings, celery)
+        self.store = JobLeases(settings.sqlalchemy_url)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="k2e-reconciler", daemon=True)
 
@@ -61,7 +60,4 @@ class Reconciler:
         return sent
 
     def _send(self, job: Job) -> None:
-        options = train_task_options(
-            job.id, job.queue, job.spec.get("timeout_s"), self.settings.timeout_grace_s
-        )
-        self.celery.send_task(TRAIN_TASK, args=[job.id], **options)
+        self.sender.send_train(job.id, job.queue, job.timeout_s)

@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 
 from k2e.errors import K2EError
-from k2e.jobstore import JobStore
-from k2e.schemas import ConvertRequest, Job, JobStatus, TensorInfo
+from k2e.jobs.leases import JobLeases
+from k2e.schemas import ConvertRequest, Job, JobError, JobErrorReason, JobStatus, TensorInfo
 from k2e.settings import Settings
+from k2e.spec.checks import ResolvedModel, check_spec
 from k2e.storage import Storage
-from k2e.validation import ResolvedModel, check_spec
 from worker import custom_objects, export
 from worker.hooks import LossCurve, ProgressHook
 from worker.inputs import Batching, input_fn_for
@@ -30,7 +30,7 @@ class RunResult:
     status: JobStatus
     eval_metrics: dict[str, float] = field(default_factory=dict)
     global_step: int = 0
-    error: dict[str, Any] | None = None
+    error: JobError | None = None
 
 
 def run_config(spec: ConvertRequest, model_dir: Path) -> Any:
@@ -67,7 +67,7 @@ class JobRunner:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = JobStore(settings.sqlalchemy_url)
+        self.store = JobLeases(settings.sqlalchemy_url)
         self.storage = Storage(settings.storage_root)
 
     def run(self, job_id: str) -> None:
@@ -121,11 +121,10 @@ class JobRunner:
         log.info("job %s %s at step %d", job_id, result.status.value, result.global_step)
 
     def _deadline(self, job: Job) -> float | None:
-        timeout = ConvertRequest.model_validate(job.spec).timeout_s
-        if timeout is None or job.started_at is None:
+        if job.timeout_s is None or job.started_at is None:
             return None
         elapsed = time.time() - job.started_at.timestamp()
-        return time.monotonic() + timeout - elapsed
+        return time.monotonic() + job.timeout_s - elapsed
 
     def _attempt(self, job: Job, owner: str, control: RunControl) -> RunResult:
         spec = ConvertRequest.model_validate(job.spec)
@@ -137,7 +136,8 @@ class JobRunner:
             return RunResult(JobStatus.failed, error=_error("InvalidSpec", exc.detail))
         except Exception as exc:
             log.exception("job %s failed", job.id)
-            reason = "timed_out" if type(exc).__name__ == "SoftTimeLimitExceeded" else "error"
+            timed_out = type(exc).__name__ == "SoftTimeLimitExceeded"
+            reason: JobErrorReason = "timed_out" if timed_out else "error"
             return RunResult(JobStatus.failed, error=_error(type(exc).__name__, str(exc), reason))
 
     def _train_evaluate_export(
@@ -153,7 +153,9 @@ class JobRunner:
         model_dir.mkdir(parents=True, exist_ok=True)
         objects = custom_objects.resolve(spec.custom_objects, self.settings.plugins)
         with tf.keras.utils.custom_object_scope(objects):
-            keras_model = build_keras_model(spec, resolved.path, resolved.compile_args)
+            keras_model = build_keras_model(
+                spec, resolved.path, resolved.compile_args, self.settings.allow_lambda
+            )
             estimator = tf.keras.estimator.model_to_estimator(
                 keras_model=keras_model,
                 custom_objects=objects or None,
@@ -246,13 +248,12 @@ class JobRunner:
         return ProgressHook(report, control, every_steps=every)
 
 
-def _error(error_type: str, message: str, reason: str = "error") -> dict[str, Any]:
-    return {"type": error_type, "message": message, "reason": reason}
+def _error(error_type: str, message: str, reason: JobErrorReason = "error") -> JobError:
+    return JobError(type=error_type, message=message, reason=reason)
 
 
-def _timed_out(job: Job) -> dict[str, Any]:
-    timeout = job.spec.get("timeout_s")
-    return _error("TimeoutError", f"training exceeded timeout_s={timeout}", "timed_out")
+def _timed_out(job: Job) -> JobError:
+    return _error("TimeoutError", f"training exceeded timeout_s={job.timeout_s}", "timed_out")
 
 
 def _checkpoint_step(path: str | None) -> int:

@@ -7,9 +7,9 @@ from fastapi import APIRouter, Depends, Query, status
 from fastapi.responses import StreamingResponse
 
 from k2e.errors import NotFound
+from k2e.formats.tfevents import read_scalars
 from k2e.schemas import CheckpointInfo, Job, JobEvent, JobLog, JobPage, JobScalars, JobStatus
 from k2e.storage import Storage
-from k2e.tfevents import read_scalars
 from service.archive import tar_gz_stream, tree_members
 from service.deps import StorageDep, StoreDep
 from service.problems import problems
@@ -60,9 +60,9 @@ def list_jobs(
 
 
 @router.get("/jobs/{job_id}", response_model=Job, responses=problems(404))
-async def get_job(job_id: JobId, store: StoreDep) -> Job:
-    # The hottest route: one primary-key read, done on the event loop rather than
-    # through the thread pool (about twice the requests per second, bench/RESULTS.md).
+def get_job(job_id: JobId, store: StoreDep) -> Job:
+    # Plain `def`, like every route that reads the store: FastAPI runs it in the thread
+    # pool, so a slow query (PostgreSQL under load) never stalls the event loop.
     return store.get(job_id)
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from k2e.embedded_redis import EmbeddedRedis
-from k2e.launcher import worker_command
 from k2e.settings import Settings
+from launcher.embedded_redis import EmbeddedRedis
+from launcher.stack import worker_command
 from service.main import create_app
 
 READY_LINE = "worker process ready: TensorFlow loaded"

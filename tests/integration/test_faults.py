@@ -15,10 +15,10 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from k2e.embedded_redis import EmbeddedRedis, free_port
-from k2e.jobstore import JobStore
-from k2e.launcher import api_command
+from k2e.jobs.store import JobStore
 from k2e.settings import Settings
+from launcher.embedded_redis import EmbeddedRedis, free_port
+from launcher.stack import api_command
 from service.main import create_app
 from tests.integration.conftest import ROOT, WorkerProcess, wait_for_job, worker_env
 

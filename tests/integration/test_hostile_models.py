@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from k2e.jobstore import JobStore
-from k2e.queueing import train_task_options
+from k2e.jobs.queueing import TaskSender
+from k2e.jobs.store import JobStore
 from k2e.schemas import ConvertRequest
 from k2e.storage import Storage
-from service.broker import TaskSender
 from tests.integration.conftest import wait_for_job
 
 tf = pytest.importorskip("tensorflow")
@@ -95,8 +94,7 @@ def test_the_worker_rechecks_a_task_sent_around_the_api_and_keeps_working(
     }
     model_dir = Storage(settings.storage_root).job_model_dir(job_id)
     JobStore(settings.sqlalchemy_url).create(job_id, spec, "cpu", str(model_dir), 5)
-    options = train_task_options(job_id, "cpu", None, settings.timeout_grace_s)
-    TaskSender(settings).send_train(job_id, options)
+    TaskSender(settings).send_train(job_id, "cpu", None)
 
     job = wait_for_job(client, job_id, timeout=120)
     assert job["status"] == "failed", job

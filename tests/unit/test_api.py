@@ -5,9 +5,9 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from k2e import rules
-from k2e.embedded_redis import free_port
 from k2e.settings import Settings
+from k2e.spec import rules
+from launcher.embedded_redis import free_port
 from service.main import create_app
 
 PROBLEM = "application/problem+json"

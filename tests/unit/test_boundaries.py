@@ -1,5 +1,6 @@
 """Imports flow one way: service -> k2e <- worker; TensorFlow only in worker."""
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -32,9 +33,113 @@ def test_the_api_never_imports_tensorflow_or_the_worker() -> None:
 
 
 def test_the_core_imports_neither_side_nor_fastapi_nor_tensorflow() -> None:
-    core = sorted(p.stem for p in (ROOT / "k2e").glob("*.py") if p.stem != "__init__")
-    loaded = _modules_after("\n".join(f"import k2e.{name}" for name in core))
-    assert {f"k2e.{name}" for name in core} <= loaded
-    forbidden = ("service", "worker", "fastapi", "starlette", "tensorflow")
+    core = sorted(_module_name(p) for p in (ROOT / "k2e").rglob("*.py"))
+    loaded = _modules_after("\n".join(f"import {name}" for name in core))
+    assert set(core) <= loaded
+    forbidden = ("service", "worker", "launcher", "fastapi", "starlette", "tensorflow")
     leaked = {m for m in loaded if m.split(".")[0] in forbidden}
     assert not leaked
+
+
+PACKAGES = ("k2e", "service", "worker", "launcher")
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Every project module and the modules it imports anywhere in its body (lazy imports
+    inside functions included; imports under ``if TYPE_CHECKING:`` left out)."""
+    graph: dict[str, set[str]] = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            tree = ast.parse(path.read_text(), str(path))
+            typing_only = {
+                id(node)
+                for block in ast.walk(tree)
+                if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+                for stmt in block.body
+                for node in ast.walk(stmt)
+            }
+            targets: set[str] = set()
+            for node in ast.walk(tree):
+                if id(node) in typing_only:
+                    continue
+                if isinstance(node, ast.Import):
+                    targets |= {alias.name for alias in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    targets.add(node.module)
+                    targets |= {f"{node.module}.{alias.name}" for alias in node.names}
+            graph[_module_name(path)] = targets
+    return graph
+
+
+def test_the_import_graph_is_read() -> None:
+    graph = _import_graph()
+    assert "k2e.jobs.store" in graph
+    assert "k2e.jobs.db" in graph["k2e.jobs.store"]
+    assert "worker.tfrt" in graph["worker.training"]
+
+
+def test_the_core_never_names_either_side_even_lazily() -> None:
+    forbidden = ("service", "worker", "launcher", "fastapi", "starlette", "tensorflow", "keras")
+    leaks = {
+        (module, target)
+        for module, targets in _import_graph().items()
+        if module.split(".")[0] == "k2e"
+        for target in targets
+        if target.split(".")[0] in forbidden
+    }
+    assert not leaks
+
+
+def test_tensorflow_is_imported_in_one_module_only() -> None:
+    importers = {
+        module
+        for module, targets in _import_graph().items()
+        if any(t.split(".")[0] in ("tensorflow", "keras") for t in targets)
+    }
+    # worker.models imports one Keras class after worker.tfrt has configured TensorFlow.
+    assert importers <= {"worker.tfrt", "worker.models"}
+    assert "worker.tfrt" in importers
+
+
+def test_the_service_never_names_the_worker() -> None:
+    leaks = {
+        (module, target)
+        for module, targets in _import_graph().items()
+        if module.split(".")[0] == "service"
+        for target in targets
+        if target.split(".")[0] in ("worker", "tensorflow", "launcher")
+    }
+    assert not leaks
+
+
+def test_there_are_no_import_loops() -> None:
+    graph = _import_graph()
+    edges = {
+        module: {t for t in targets if t in graph and t != module}
+        for module, targets in graph.items()
+    }
+    # A package imports its own submodules through `from pkg import sub`: only module
+    # edges count, and a package's __init__ is a module like any other.
+    state: dict[str, int] = {}
+    loops: list[list[str]] = []
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for target in sorted(edges[module]):
+            if state.get(target) == 1:
+                loops.append([*path[path.index(target) :], target])
+            elif target not in state:
+                visit(target, [*path, target])
+        state[module] = 2
+
+    for module in sorted(edges):
+        if module not in state:
+            visit(module, [module])
+    assert not loops

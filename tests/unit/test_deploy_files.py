@@ -1,7 +1,7 @@
 """Dockerfile, docker-compose.yml and .dockerignore agree with the code they ship.
 
 Nothing here builds an image: the files are parsed and checked against pyproject.toml,
-k2e.settings.Settings, k2e.launcher's commands and the modules those commands name.
+k2e.settings.Settings, launcher's commands and the modules those commands name.
 """
 
 import fnmatch
@@ -17,8 +17,8 @@ import pytest
 import yaml
 from pydantic import AliasChoices
 
-from k2e import launcher
 from k2e.settings import Settings
+from launcher import stack as launcher
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -470,7 +470,7 @@ def test_gpu_worker_command_is_one_job_per_child_on_the_gpu_queue(
 def test_queue_names_match_k2e_tasks(
     services: dict[str, dict[str, Any]], dockerfile: Dockerfile
 ) -> None:
-    from k2e.tasks import CPU_QUEUE, GPU_QUEUE
+    from k2e.jobs.queueing import CPU_QUEUE, GPU_QUEUE
 
     assert option(effective_command(dockerfile, services["worker"]), "-Q") == CPU_QUEUE
     assert option(effective_command(dockerfile, services["worker-gpu"]), "-Q") == GPU_QUEUE

@@ -1,4 +1,5 @@
-"""k2e.inspection and k2e.npz against real Keras 2.15 models and files built here."""
+"""k2e.vetting (inspection, model_config, metric_names) and k2e.formats.npz against real
+Keras 2.15 models and files built here."""
 
 import json
 import logging
@@ -11,14 +12,11 @@ import numpy as np
 import pytest
 
 from k2e.errors import InvalidSpec, InvalidUpload
-from k2e.inspection import (
-    compiled_metric_names,
-    inspect_h5,
-    parse_model_config,
-    plain_compile_args,
-)
-from k2e.npz import inspect_npz, load_npz_arrays
+from k2e.formats.npz import inspect_npz, load_npz_arrays
 from k2e.schemas import TensorInfo
+from k2e.vetting.inspection import inspect_h5
+from k2e.vetting.metric_names import compiled_metric_names, plain_compile_args
+from k2e.vetting.model_config import parse_model_config
 
 tf = pytest.importorskip("tensorflow")
 tf.get_logger().setLevel(logging.ERROR)

@@ -1,4 +1,4 @@
-"""JobStore against SQLite and the real PostgreSQL server."""
+"""The job store (JobStore, and JobLeases: its worker side) on SQLite and on PostgreSQL."""
 
 import time
 import uuid
@@ -8,14 +8,14 @@ import pytest
 import sqlalchemy
 
 from k2e.errors import Conflict, InvalidSpec, NotFound
-from k2e.jobstore import JobStore
+from k2e.jobs.leases import JobLeases
+from k2e.jobs.tables import events, jobs
 from k2e.schemas import JobStatus
-from k2e.tables import events, jobs
 from tests.conftest import postgres_url
 
 
-def _postgres_store() -> JobStore:
-    store = JobStore(postgres_url())
+def _postgres_store() -> JobLeases:
+    store = JobLeases(postgres_url())
     try:
         store.ping()
     except sqlalchemy.exc.OperationalError as exc:
@@ -26,9 +26,9 @@ def _postgres_store() -> JobStore:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, tmp_path) -> Iterator[JobStore]:
+def store(request: pytest.FixtureRequest, tmp_path) -> Iterator[JobLeases]:
     if request.param == "sqlite":
-        s = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+        s = JobLeases(f"sqlite:///{tmp_path / 'jobs.db'}")
     else:
         s = _postgres_store()
     s.create_schema()
@@ -39,13 +39,13 @@ def store(request: pytest.FixtureRequest, tmp_path) -> Iterator[JobStore]:
     s.engine.dispose()
 
 
-def _create(store: JobStore, max_steps: int = 10) -> str:
+def _create(store: JobLeases, max_steps: int = 10) -> str:
     job_id = str(uuid.uuid4())
     store.create(job_id, {"train": {"max_steps": max_steps}}, "cpu", f"/m/{job_id}", max_steps)
     return job_id
 
 
-def test_create_then_get_round_trips(store: JobStore) -> None:
+def test_create_then_get_round_trips(store: JobLeases) -> None:
     job_id = _create(store, max_steps=7)
     job = store.get(job_id)
     assert job.status is JobStatus.queued
@@ -56,12 +56,12 @@ def test_create_then_get_round_trips(store: JobStore) -> None:
     assert job.created_at.tzinfo is not None
 
 
-def test_unknown_job_is_not_found(store: JobStore) -> None:
+def test_unknown_job_is_not_found(store: JobLeases) -> None:
     with pytest.raises(NotFound):
         store.get("nope")
 
 
-def test_list_is_newest_first_and_pages_with_a_cursor(store: JobStore) -> None:
+def test_list_is_newest_first_and_pages_with_a_cursor(store: JobLeases) -> None:
     ids = [_create(store) for _ in range(5)]
     first = store.list_jobs(limit=2)
     assert [j.id for j in first.items] == ids[::-1][:2]
@@ -73,19 +73,19 @@ def test_list_is_newest_first_and_pages_with_a_cursor(store: JobStore) -> None:
     assert last.next_cursor is None
 
 
-def test_list_filters_by_status(store: JobStore) -> None:
+def test_list_filters_by_status(store: JobLeases) -> None:
     a, b = _create(store), _create(store)
     store.start(b, "w1", 30)
     assert [j.id for j in store.list_jobs(status=JobStatus.running).items] == [b]
     assert [j.id for j in store.list_jobs(status=JobStatus.queued).items] == [a]
 
 
-def test_bad_cursor_is_refused(store: JobStore) -> None:
+def test_bad_cursor_is_refused(store: JobLeases) -> None:
     with pytest.raises(InvalidSpec):
         store.list_jobs(cursor="abc")
 
 
-def test_start_takes_the_lease_and_a_live_lease_keeps_others_out(store: JobStore) -> None:
+def test_start_takes_the_lease_and_a_live_lease_keeps_others_out(store: JobLeases) -> None:
     job_id = _create(store)
     first = store.start(job_id, "w1", 30)
     assert first is not None
@@ -96,7 +96,7 @@ def test_start_takes_the_lease_and_a_live_lease_keeps_others_out(store: JobStore
 
 
 def test_an_expired_lease_lets_the_next_attempt_in_and_fences_the_old_owner(
-    store: JobStore,
+    store: JobLeases,
 ) -> None:
     job_id = _create(store)
     store.start(job_id, "w1", 0.05)
@@ -115,7 +115,7 @@ def test_an_expired_lease_lets_the_next_attempt_in_and_fences_the_old_owner(
     assert store.renew_lease(job_id, "w2", 30) == "running"
 
 
-def test_start_counts_attempts_and_refuses_finished_jobs(store: JobStore) -> None:
+def test_start_counts_attempts_and_refuses_finished_jobs(store: JobLeases) -> None:
     job_id = _create(store)
     assert store.start(job_id, "w1", 30).attempts == 1
     store.finish(job_id, JobStatus.succeeded, "w1", eval_metrics={"loss": 0.5})
@@ -126,7 +126,7 @@ def test_start_counts_attempts_and_refuses_finished_jobs(store: JobStore) -> Non
     assert job.finished_at is not None
 
 
-def test_exhausted_attempts_end_the_job(store: JobStore) -> None:
+def test_exhausted_attempts_end_the_job(store: JobLeases) -> None:
     job_id = _create(store)
     store.start(job_id, "w1", 0.01)
     time.sleep(0.05)
@@ -139,7 +139,7 @@ def test_exhausted_attempts_end_the_job(store: JobStore) -> None:
     assert job.error.reason == "max_attempts"
 
 
-def test_progress_is_recorded_and_reports_status(store: JobStore) -> None:
+def test_progress_is_recorded_and_reports_status(store: JobLeases) -> None:
     job_id = _create(store)
     store.start(job_id, "w1", 30)
     status = store.record_progress(
@@ -151,7 +151,7 @@ def test_progress_is_recorded_and_reports_status(store: JobStore) -> None:
     assert [(p.step, p.loss) for p in job.metrics.train] == [(5, 1.25)]
 
 
-def test_cancel_queued_ends_it_and_running_asks_the_worker(store: JobStore) -> None:
+def test_cancel_queued_ends_it_and_running_asks_the_worker(store: JobLeases) -> None:
     queued, running = _create(store), _create(store)
     store.start(running, "w1", 30)
     assert store.request_cancel(queued).status is JobStatus.cancelled
@@ -160,7 +160,7 @@ def test_cancel_queued_ends_it_and_running_asks_the_worker(store: JobStore) -> N
     assert store.start(queued, "w1", 30) is None
 
 
-def test_a_cancelling_job_whose_worker_died_ends_cancelled(store: JobStore) -> None:
+def test_a_cancelling_job_whose_worker_died_ends_cancelled(store: JobLeases) -> None:
     job_id = _create(store)
     store.start(job_id, "w1", 0.05)
     store.request_cancel(job_id)
@@ -170,7 +170,7 @@ def test_a_cancelling_job_whose_worker_died_ends_cancelled(store: JobStore) -> N
     assert store.get(job_id).status is JobStatus.cancelled
 
 
-def test_idempotency_keys_are_unique(store: JobStore) -> None:
+def test_idempotency_keys_are_unique(store: JobLeases) -> None:
     job_id = str(uuid.uuid4())
     store.create(job_id, {}, "cpu", "/m", 1, idempotency_key="k1", request_hash="h")
     found = store.by_idempotency_key("k1")
@@ -182,7 +182,7 @@ def test_idempotency_keys_are_unique(store: JobStore) -> None:
     assert store.by_idempotency_key("k2") is None
 
 
-def test_events_follow_with_since(store: JobStore) -> None:
+def test_events_follow_with_since(store: JobLeases) -> None:
     job_id = _create(store)
     store.log_many(job_id, ["one", "two"])
     everything = store.events(job_id)
@@ -191,7 +191,7 @@ def test_events_follow_with_since(store: JobStore) -> None:
     assert [e["message"] for e in after] == ["two"]
 
 
-def test_finish_refuses_a_non_terminal_status(store: JobStore) -> None:
+def test_finish_refuses_a_non_terminal_status(store: JobLeases) -> None:
     job_id = _create(store)
     with pytest.raises(ValueError, match="terminal"):
         store.finish(job_id, JobStatus.running)

@@ -1,5 +1,5 @@
 """Untrusted uploads: hostile model files are refused with a 4xx that names the problem,
-nothing of them runs, and the API lives on (k2e.safety, k2e.h5safety, k2e.sandbox)."""
+nothing of them runs, and the API lives on (k2e.vetting: configs, h5structure, sandbox)."""
 
 import io
 import json
@@ -16,14 +16,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from k2e.errors import InvalidSpec, InvalidUpload
-from k2e.h5safety import vet_h5_structure
-from k2e.keras_archive import inspect_keras
-from k2e.safety import VetPolicy, vet_model_config
-from k2e.sandbox import SandboxLimits, _outcome
 from k2e.schemas import ConvertRequest
 from k2e.settings import Settings
+from k2e.spec.checks import resolve_model
 from k2e.storage import Storage
-from k2e.validation import resolve_model
+from k2e.vetting.configs import VetPolicy, vet_model_config
+from k2e.vetting.h5structure import vet_h5_structure
+from k2e.vetting.keras_archive import inspect_keras
+from k2e.vetting.sandbox import SandboxLimits, _outcome
 from service.main import create_app
 
 tf = pytest.importorskip("tensorflow")

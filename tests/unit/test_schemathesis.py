@@ -96,7 +96,7 @@ def test_the_fuzz_run_created_no_job_from_garbage(app: FastAPI) -> None:
     assert listed.status_code == 200, listed.text
     assert listed.json()["items"] == []
     # The store itself, whatever the API shows: no record was written for a refused spec.
-    assert app.state.store.list_jobs(limit=200).items == []
+    assert app.state.backend.store.list_jobs(limit=200).items == []
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from k2e import rules
 from k2e.settings import Settings
+from k2e.spec import rules
 from service.main import create_app
 
 tf = pytest.importorskip("tensorflow")

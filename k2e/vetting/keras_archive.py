@@ -15,9 +15,11 @@ import h5py
 
 from k2e.custom_objects import registry
 from k2e.errors import InvalidSpec, InvalidUpload
-from k2e.h5safety import vet_h5_structure
-from k2e.inspection import H5Summary, compiled_metric_names, parse_model_config
-from k2e.safety import VetPolicy, vet_model_config
+from k2e.vetting.configs import VetPolicy, vet_model_config
+from k2e.vetting.h5structure import vet_h5_structure
+from k2e.vetting.inspection import H5Summary
+from k2e.vetting.metric_names import compiled_metric_names
+from k2e.vetting.model_config import parse_model_config
 
 CONFIG = "config.json"
 METADATA = "metadata.json"
@@ -126,11 +128,11 @@ def inspect_keras(path: str | os.PathLike[str], policy: VetPolicy | None = None)
         raise InvalidUpload(f".keras model: {exc.detail}") from exc
     version = metadata.get("keras_version")
     return H5Summary(
-        summary,
-        args is not None,
-        compile_config if isinstance(compile_config, dict) else None,
-        metric_names,
-        version if isinstance(version, str) else None,
-        args,
+        summary=summary,
+        compiled=args is not None,
+        training_config=compile_config if isinstance(compile_config, dict) else None,
+        metric_names=metric_names,
+        keras_version=version if isinstance(version, str) else None,
+        compile_args=args,
         format="keras",
     )

@@ -1,10 +1,27 @@
-"""The Celery configuration both sides share. The API only sends tasks by name."""
+"""Queues and the Celery configuration both sides share; the one place a job is sent.
 
+The API and the worker's reconciler send the training task by name (``TRAIN_TASK``),
+so the API never imports worker code.
+"""
+
+from typing import Any
+
+import redis
 from celery import Celery
 from kombu import Queue
+from kombu.exceptions import OperationalError
 
+from k2e.errors import Unavailable
 from k2e.settings import Settings
-from k2e.tasks import CPU_QUEUE, GPU_QUEUE
+
+TRAIN_TASK = "k2e.train_job"
+CPU_QUEUE = "cpu"
+GPU_QUEUE = "gpu"
+
+
+def queue_for(accelerator: str) -> str:
+    """The queue a job with this accelerator is routed to."""
+    return GPU_QUEUE if accelerator == "gpu" else CPU_QUEUE
 
 
 def make_celery(settings: Settings, name: str = "k2e") -> Celery:
@@ -47,8 +64,33 @@ def make_celery(settings: Settings, name: str = "k2e") -> Celery:
 def train_task_options(job_id: str, queue: str, timeout_s: int | None, grace_s: int) -> dict:
     """``send_task`` options for a job: its id, its queue, and Celery's time limits as a
     backstop behind the training hook's own deadline."""
-    options: dict = {"task_id": job_id, "queue": queue}
+    options: dict[str, Any] = {"task_id": job_id, "queue": queue}
     if timeout_s is not None:
         options["soft_time_limit"] = timeout_s + grace_s
         options["time_limit"] = timeout_s + 2 * grace_s
     return options
+
+
+class TaskSender:
+    """Sends jobs to the broker; raises Unavailable when it does not answer."""
+
+    def __init__(self, settings: Settings, celery: Celery | None = None) -> None:
+        self._celery = celery if celery is not None else make_celery(settings, name="k2e-sender")
+        self._url = settings.broker_url
+        self._grace_s = settings.timeout_grace_s
+
+    def send_train(self, job_id: str, queue: str, timeout_s: int | None) -> None:
+        """Enqueue a job on ``queue``; its Celery time limits back ``timeout_s``."""
+        options = train_task_options(job_id, queue, timeout_s, self._grace_s)
+        try:
+            self._celery.send_task(TRAIN_TASK, args=[job_id], **options)
+        except (OperationalError, redis.RedisError, OSError) as exc:
+            raise Unavailable(f"the broker does not answer: {exc}") from exc
+
+    def ping(self) -> None:
+        try:
+            client = redis.Redis.from_url(self._url, socket_timeout=1, socket_connect_timeout=1)
+            client.ping()
+            client.close()
+        except (redis.RedisError, OSError) as exc:
+            raise Unavailable(f"the broker does not answer: {exc}") from exc

@@ -18,7 +18,7 @@ from typing import Any
 
 from k2e.errors import InvalidUpload
 
-BUILTINS_FILE = Path(__file__).parent / "plugins" / "keras_builtins.json"
+BUILTINS_FILE = Path(__file__).parents[1] / "plugins" / "keras_builtins.json"
 ALLOW_LAMBDA_HINT = "an operator can allow them with K2E_ALLOW_LAMBDA=true"
 MAX_DEPTH = 200
 

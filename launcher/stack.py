@@ -1,4 +1,5 @@
-"""`make run`: the API and one worker, plus an embedded Redis when REDIS_URL is unset.
+"""`make run` (``python -m launcher``): the API and one worker, plus an embedded Redis
+when REDIS_URL is unset.
 
 Stops every process it started on Ctrl-C or SIGTERM.
 """
@@ -11,8 +12,8 @@ import sys
 import time
 from types import FrameType
 
-from k2e.embedded_redis import EmbeddedRedis
 from k2e.settings import get_settings
+from launcher.embedded_redis import EmbeddedRedis
 
 log = logging.getLogger("k2e.run")
 
@@ -107,7 +108,3 @@ def main() -> int:
             redis_server.stop()
         log.info("stopped")
     return 0 if stopping else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,21 +1,92 @@
-"""POST /convert's logic: check the spec, plan the model_dir, record the job, send it."""
+"""POST /convert's work: one ``accept`` path for JSON and multipart submissions.
+
+Hash the body (spec and files), replay an Idempotency-Key, keep the uploaded files,
+check the spec, plan the model_dir, record the job, send it. A refused submission keeps
+nothing it uploaded.
+"""
 
 import hashlib
 import json
 import shutil
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
 from k2e.errors import Conflict, FieldError, InvalidSpec, Unavailable
-from k2e.jobstore import JobStore
-from k2e.queueing import train_task_options
+from k2e.jobs.queueing import TaskSender, queue_for
+from k2e.jobs.store import JobStore
 from k2e.schemas import ConvertRequest, Job
 from k2e.settings import Settings
+from k2e.spec.checks import check_spec
 from k2e.storage import Storage
-from k2e.tasks import queue_for
-from k2e.validation import check_spec
-from service.broker import TaskSender
+from service.multipart import ReceivedFile
+from service.uploads import sha256_of, store_dataset, store_model
+
+
+@dataclass(frozen=True)
+class Backend:
+    """What accepting a job touches."""
+
+    store: JobStore
+    storage: Storage
+    sender: TaskSender
+    settings: Settings
+
+
+def parse_json(text: str | bytes, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidSpec(f"{what} is not valid JSON: {exc}") from None
+
+
+def parse_spec(raw: Any) -> ConvertRequest:
+    """A ConvertRequest, or the 422 of its schema's rules (pydantic's errors, each with loc)."""
+    if not isinstance(raw, dict):
+        raise RequestValidationError(
+            [{"loc": (), "msg": "the spec must be a JSON object", "type": "type_error"}]
+        )
+    try:
+        return ConvertRequest.model_validate(raw)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
+
+
+def accept(
+    raw: Any,
+    files: dict[str, ReceivedFile],
+    idempotency_key: str | None,
+    backend: Backend,
+) -> Job:
+    """Accept a submission: ``raw`` is the parsed JSON spec, ``files`` the multipart files
+    (``model``, ``train_data``, ``eval_data``) already on the storage volume."""
+    if not isinstance(raw, dict):
+        parse_spec(raw)
+    file_hashes = {field: sha256_of(received.path) for field, received in files.items()}
+    body_hash = request_hash(raw, file_hashes)
+    previous = replay(backend.store, idempotency_key, body_hash)
+    if previous is not None:
+        return previous
+    created: dict[str, list[str]] = {"models": [], "datasets": []}
+    try:
+        ids: dict[str, str] = {}
+        for field, received in files.items():
+            if field == "model":
+                ids[field] = store_model(received, backend.storage, backend.settings).id
+                created["models"].append(ids[field])
+            else:
+                ids[field] = store_dataset(received, backend.storage).id
+                created["datasets"].append(ids[field])
+        spec = parse_spec(inject_uploads(raw, ids))
+        return submit(spec, backend, idempotency_key, body_hash)
+    except Exception:
+        for kind, entry_ids in created.items():
+            remove_entries(backend.storage, kind, entry_ids)
+        raise
 
 
 def plan_model_dir(spec: ConvertRequest, storage: Storage, job_id: str) -> tuple[Path, str | None]:
@@ -58,16 +129,15 @@ def replay(store: JobStore, key: str | None, body_hash: str) -> Job | None:
 
 def submit(
     spec: ConvertRequest,
-    store: JobStore,
-    storage: Storage,
-    sender: TaskSender,
-    settings: Settings,
+    backend: Backend,
     idempotency_key: str | None = None,
     body_hash: str | None = None,
 ) -> Job:
-    check_spec(spec, storage, settings, reinspect=False)
+    """Check the spec, record the job, send it."""
+    store = backend.store
+    check_spec(spec, backend.storage, backend.settings, reinspect=False)
     job_id = str(uuid.uuid4())
-    model_dir, warm_start_from = plan_model_dir(spec, storage, job_id)
+    model_dir, warm_start_from = plan_model_dir(spec, backend.storage, job_id)
     queue = queue_for(spec.accelerator)
     # The record exists before the task is sent: a worker never sees an unknown job.
     try:
@@ -88,12 +158,11 @@ def submit(
         if existing is None:
             raise
         return existing
-    options = train_task_options(job_id, queue, spec.timeout_s, settings.timeout_grace_s)
     try:
-        sender.send_train(job_id, options)
+        backend.sender.send_train(job_id, queue, job.timeout_s)
     except Unavailable:
         # Not accepted, so not kept: the client got a 503 and nothing waits in the store.
-        store.delete(job_id)
+        store.discard(job_id)
         raise
     return job
 

@@ -4,7 +4,7 @@ import struct
 from pathlib import Path
 
 from k2e.errors import InvalidUpload
-from k2e.tfrecord import fields, open_records, read_records
+from k2e.formats.tfrecord import fields, open_records, read_records
 
 # tensorflow/core/util/event.proto and core/framework/summary.proto field numbers.
 _EVENT_WALL_TIME, _EVENT_STEP, _EVENT_SUMMARY = 1, 2, 5

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from k2e.errors import InvalidUpload
-from k2e.tfrecord import fields, is_gzip, open_records, read_records
+from k2e.formats.tfrecord import fields, is_gzip, open_records, read_records
 
 SAMPLE = 1000
 # tensorflow/core/example/{example,feature}.proto field numbers.

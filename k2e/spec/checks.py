@@ -8,20 +8,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from k2e import rules
 from k2e.custom_objects import registry
 from k2e.errors import FieldError, InvalidSpec, InvalidUpload, NotFound
-from k2e.inspection import (
-    H5Summary,
-    ModelSummary,
-    compiled_metric_names,
-    parse_model_config,
-)
-from k2e.safety import VetPolicy, vet_model_config
-from k2e.sandbox import SandboxLimits, inspect_model_file, summary_from_json
 from k2e.schemas import ConvertRequest, DatasetInfo, TensorInfo
-from k2e.settings import Settings, get_settings
+from k2e.settings import Settings
+from k2e.spec import rules
 from k2e.storage import Storage
+from k2e.vetting.configs import VetPolicy, vet_model_config
+from k2e.vetting.inspection import H5Summary
+from k2e.vetting.metric_names import compiled_metric_names
+from k2e.vetting.model_config import ModelSummary, parse_model_config
+from k2e.vetting.sandbox import SandboxLimits, inspect_model_file
 
 _MODEL_ID_LEN = 32
 
@@ -41,20 +38,18 @@ class ResolvedModel:
 def resolve_model(
     spec: ConvertRequest,
     storage: Storage,
-    plugins: str = "",
-    settings: Settings | None = None,
+    settings: Settings,
     reinspect: bool = True,
 ) -> ResolvedModel:
-    """The spec's model, vetted (k2e.safety) before anything could load it.
+    """The spec's model, vetted (k2e.vetting.configs) before anything could load it.
 
-    A file is inspected in the sandbox (k2e.sandbox). Besides the registry's names, the
+    A file is inspected in the sandbox (k2e.vetting.sandbox). Besides the registry's names, the
     config may use the names ``custom_objects`` maps to registry entries. ``settings``
-    (default: the process's) gives ``allow_lambda`` and the sandbox limits. Without
+    give the plugin manifests, ``allow_lambda`` and the sandbox limits. Without
     ``reinspect``, a model uploaded through POST /models is described by the inspection
     stored at upload (it passed a stricter vetting then: registry names only).
     """
-    settings = settings or get_settings()
-    known = registry(plugins or settings.plugins)
+    known = registry(settings.plugins)
     mapped = [name for name, target in (spec.custom_objects or {}).items() if target in known]
     policy = VetPolicy.of([*known, *mapped], settings.allow_lambda)
     if spec.keras_model is not None:
@@ -94,7 +89,7 @@ def _stored_inspection(value: str, storage: Storage) -> H5Summary | None:
     if len(value) != _MODEL_ID_LEN or not value.isalnum():
         return None
     data = storage.model_summary(value)
-    return summary_from_json(data) if data is not None else None
+    return H5Summary.model_validate(data) if data is not None else None
 
 
 def model_path(value: str, storage: Storage) -> Path:
@@ -123,14 +118,13 @@ def check_spec(
     The API passes ``reinspect=False`` (uploads were inspected when they arrived); the
     worker inspects every file again before loading it.
     """
-    plugins = settings.plugins
-    model = resolve_model(spec, storage, plugins, settings, reinspect)
+    model = resolve_model(spec, storage, settings, reinspect)
     loc_model = ("keras_model",) if spec.keras_model is not None else ("keras_model_path",)
     if not model.compiled:
         raise InvalidSpec(rules.NOT_COMPILED, [FieldError(loc_model, rules.NOT_COMPILED)])
 
     errors: list[FieldError] = []
-    known = registry(plugins)
+    known = registry(settings.plugins)
     for name, target in (spec.custom_objects or {}).items():
         if target not in known:
             errors.append(
@@ -153,10 +147,6 @@ def check_spec(
     if errors:
         raise InvalidSpec(errors[0].msg, errors)
     return model
-
-
-def dataset_info(dataset_id: str, storage: Storage) -> DatasetInfo:
-    return storage.dataset_info(dataset_id)
 
 
 def check_dataset(

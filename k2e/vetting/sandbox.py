@@ -2,7 +2,7 @@
 
 libhdf5 parses a file's structure in C: a hostile file can crash it, make it spin or make
 it allocate without bound. So neither the API nor the worker opens an upload itself:
-``python -m k2e.sandbox`` does, under RLIMIT_CPU and RLIMIT_AS and a wall-clock timeout,
+``python -m k2e.vetting.sandbox`` does, under RLIMIT_CPU and RLIMIT_AS and a wall-clock timeout,
 and answers in JSON on stdout. A child that dies or overruns while reading the file is
 the file's fault (InvalidUpload); one that dies before it reads anything is the server's.
 """
@@ -22,20 +22,19 @@ from typing import TYPE_CHECKING, Any
 
 from k2e.custom_objects import registry
 from k2e.errors import InvalidUpload
-from k2e.inspection import H5Summary, ModelSummary
-from k2e.safety import VetPolicy
-from k2e.schemas import TensorInfo
+from k2e.vetting.configs import VetPolicy
+from k2e.vetting.inspection import H5Summary
 
 if TYPE_CHECKING:  # the child never needs pydantic-settings: it starts faster without
     from k2e.settings import Settings
 
-log = logging.getLogger("k2e.sandbox")
+log = logging.getLogger("k2e.vetting.sandbox")
 
 READY = "k2e-sandbox: reading"
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ZIP_SIGNATURE = b"PK\x03\x04"
-# Where the k2e package lives: the child runs `-m k2e.sandbox` from there.
-_PACKAGE_PARENT = Path(__file__).resolve().parents[1]
+# Where the k2e package lives: the child runs `-m k2e.vetting.sandbox` from there.
+_PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 # Inspections at once per process: each child may use the whole memory limit.
 _SLOTS = threading.BoundedSemaphore(max(2, os.cpu_count() or 2))
 
@@ -101,7 +100,7 @@ def inspect_model_file(path: Path, fmt: str, policy: VetPolicy, limits: SandboxL
     try:
         with _SLOTS:
             done = subprocess.run(
-                [sys.executable, "-E", "-s", "-m", "k2e.sandbox"],
+                [sys.executable, "-E", "-s", "-m", "k2e.vetting.sandbox"],
                 input=json.dumps(request).encode(),
                 capture_output=True,
                 timeout=limits.timeout_s,
@@ -131,7 +130,7 @@ def _outcome(done: subprocess.CompletedProcess[bytes], limits: SandboxLimits) ->
             answer = None
     if done.returncode == 0 and isinstance(answer, dict):
         if answer.get("ok"):
-            return summary_from_json(answer["summary"])
+            return H5Summary.model_validate(answer["summary"])
         raise InvalidUpload(str(answer.get("detail")))
     if done.returncode < 0:
         name = signal.Signals(-done.returncode).name
@@ -143,44 +142,6 @@ def _outcome(done: subprocess.CompletedProcess[bytes], limits: SandboxLimits) ->
         raise InvalidUpload(f"the file reader crashed ({name}) while inspecting the file; refused")
     log.warning("inspection sandbox exited %s: %s", done.returncode, stderr)
     raise InvalidUpload(f"the file could not be inspected (the reader exited {done.returncode})")
-
-
-def summary_to_json(summary: H5Summary) -> dict[str, Any]:
-    s = summary.summary
-    return {
-        "summary": {
-            "model_class": s.model_class,
-            "inputs": [t.model_dump() for t in s.inputs],
-            "outputs": [t.model_dump() for t in s.outputs],
-            "layer_classes": s.layer_classes,
-            "is_graph_network": s.is_graph_network,
-        },
-        "compiled": summary.compiled,
-        "training_config": summary.training_config,
-        "metric_names": summary.metric_names,
-        "keras_version": summary.keras_version,
-        "compile_args": summary.compile_args,
-        "format": summary.format,
-    }
-
-
-def summary_from_json(data: dict[str, Any]) -> H5Summary:
-    s = data["summary"]
-    return H5Summary(
-        summary=ModelSummary(
-            model_class=str(s["model_class"]),
-            inputs=[TensorInfo.model_validate(t) for t in s["inputs"]],
-            outputs=[TensorInfo.model_validate(t) for t in s["outputs"]],
-            layer_classes=dict(s["layer_classes"]),
-            is_graph_network=bool(s["is_graph_network"]),
-        ),
-        compiled=bool(data["compiled"]),
-        training_config=data["training_config"],
-        metric_names=list(data["metric_names"]),
-        keras_version=data["keras_version"],
-        compile_args=data["compile_args"],
-        format=str(data["format"]),
-    )
 
 
 def _limit(cpu_seconds: int, memory_bytes: int) -> None:
@@ -195,8 +156,8 @@ def _limit(cpu_seconds: int, memory_bytes: int) -> None:
 def main() -> int:
     """The child: read the request on stdin, apply the limits, inspect, answer in JSON."""
     request = json.loads(sys.stdin.buffer.read())
-    from k2e.inspection import inspect_h5
-    from k2e.keras_archive import inspect_keras
+    from k2e.vetting.inspection import inspect_h5
+    from k2e.vetting.keras_archive import inspect_keras
 
     _limit(int(request["cpu_seconds"]), int(request["memory_bytes"]))
     print(READY, flush=True)
@@ -204,7 +165,7 @@ def main() -> int:
     inspect = inspect_keras if request["format"] == "keras" else inspect_h5
     answer: dict[str, Any]
     try:
-        answer = {"ok": True, "summary": summary_to_json(inspect(request["path"], policy))}
+        answer = {"ok": True, "summary": inspect(request["path"], policy).model_dump(mode="json")}
     except InvalidUpload as exc:
         answer = {"ok": False, "detail": exc.detail}
     except MemoryError:

@@ -1,0 +1,231 @@
+"""The worker's side of the job store: leases, fenced progress and results, the reconciler's
+releases.
+
+A worker runs a job only while it holds the job's lease, and every write it makes is
+fenced on that lease: a worker that lost its lease (it stalled, and the job was handed
+to another) can no longer change the job. Each transition is one conditional UPDATE, so
+two workers (or a worker and the reconciler) racing for a job cannot both win.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, insert, or_, select, update
+
+from k2e.errors import NotFound
+from k2e.jobs.db import add_event, to_job, utcnow
+from k2e.jobs.store import JobStore
+from k2e.jobs.tables import events, jobs
+from k2e.schemas import TERMINAL_STATUSES, Job, JobError, JobStatus
+
+ACTIVE = (JobStatus.running.value, JobStatus.cancelling.value)
+
+
+class JobLeases(JobStore):
+    """The job store as a worker and the reconciler use it."""
+
+    def start(self, job_id: str, owner: str, lease_s: float) -> Job | None:
+        """Take the job's lease and count the attempt; None when it must not run here
+        (finished, cancelled, or leased by a live worker)."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id)
+                .where(jobs.c.status.in_([JobStatus.queued.value, JobStatus.running.value]))
+                .where(or_(jobs.c.lease_expires_at.is_(None), jobs.c.lease_expires_at < now))
+                .values(
+                    status=JobStatus.running.value,
+                    attempts=jobs.c.attempts + 1,
+                    started_at=func.coalesce(jobs.c.started_at, now),
+                    updated_at=now,
+                    lease_owner=owner,
+                    lease_expires_at=now + timedelta(seconds=lease_s),
+                    error=None,
+                )
+            )
+            if result.rowcount != 1:
+                return None
+            add_event(conn, job_id, JobStatus.running.value, f"started by {owner}")
+        return self.get(job_id)
+
+    def fail_exhausted(self, job_id: str, max_attempts: int) -> bool:
+        """A job that used up its attempts (and nobody runs) ends failed: max_attempts."""
+        now = utcnow()
+        error = JobError(
+            type="MaxAttemptsExceeded",
+            message=f"the job was started {max_attempts} times without finishing",
+            reason="max_attempts",
+        )
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.attempts >= max_attempts)
+                .where(jobs.c.status.in_([JobStatus.queued.value, JobStatus.running.value]))
+                .where(or_(jobs.c.lease_expires_at.is_(None), jobs.c.lease_expires_at < now))
+                .values(
+                    status=JobStatus.failed.value,
+                    error=error.model_dump(),
+                    finished_at=now,
+                    updated_at=now,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
+            )
+            if result.rowcount == 1:
+                add_event(conn, job_id, JobStatus.failed.value, "max_attempts")
+            return result.rowcount == 1
+
+    def stale_queued(self, older_than_s: float) -> list[Job]:
+        """Queued jobs untouched for a long time: their message may have been lost."""
+        cutoff = utcnow() - timedelta(seconds=older_than_s)
+        query = select(jobs).where(
+            jobs.c.status == JobStatus.queued.value, jobs.c.updated_at < cutoff
+        )
+        with self.engine.connect() as conn:
+            return [to_job(r) for r in conn.execute(query).mappings().all()]
+
+    def touch(self, job_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(updated_at=utcnow()))
+
+    def renew_lease(self, job_id: str, owner: str, lease_s: float) -> str | None:
+        """Extend the lease; returns the job's status, or None when the lease is lost."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.lease_owner == owner)
+                .where(jobs.c.status.in_(ACTIVE))
+                .values(lease_expires_at=now + timedelta(seconds=lease_s))
+            )
+            if result.rowcount != 1:
+                return None
+            return conn.execute(select(jobs.c.status).where(jobs.c.id == job_id)).scalar_one()
+
+    def record_progress(
+        self,
+        job_id: str,
+        owner: str,
+        progress: dict[str, Any],
+        train_curve: list[dict[str, Any]],
+    ) -> str | None:
+        """Write progress and the loss curve; returns the status, None if the lease is lost."""
+        with self.engine.begin() as conn:
+            current = conn.execute(
+                select(jobs.c.metrics, jobs.c.status).where(
+                    jobs.c.id == job_id, jobs.c.lease_owner == owner
+                )
+            ).first()
+            if current is None:
+                return None
+            metrics = {**current.metrics, "train": train_curve}
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.lease_owner == owner)
+                .values(progress=progress, metrics=metrics, updated_at=utcnow())
+            )
+            return str(current.status)
+
+    def record_export(self, job_id: str, owner: str, path: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.lease_owner == owner)
+                .values(export_path=path)
+            )
+            add_event(conn, job_id, "log", f"exported {path}")
+
+    def finish(
+        self,
+        job_id: str,
+        status: JobStatus,
+        owner: str | None = None,
+        eval_metrics: dict[str, float] | None = None,
+        error: JobError | None = None,
+        progress: dict[str, Any] | None = None,
+    ) -> Job | None:
+        """End the job. With ``owner``, only while that worker holds the lease (fencing);
+        returns None when it does not."""
+        if status not in TERMINAL_STATUSES:
+            raise ValueError(f"{status} is not a terminal status")
+        now = utcnow()
+        condition = [jobs.c.id == job_id]
+        if owner is not None:
+            condition.append(jobs.c.lease_owner == owner)
+        with self.engine.begin() as conn:
+            current = conn.execute(select(jobs.c.metrics).where(*condition)).first()
+            if current is None:
+                if owner is None:
+                    raise NotFound(f"no job with id {job_id!r}")
+                return None
+            values: dict[str, Any] = {
+                "status": status.value,
+                "finished_at": now,
+                "updated_at": now,
+                "error": error.model_dump() if error is not None else None,
+                "lease_owner": None,
+                "lease_expires_at": None,
+            }
+            if eval_metrics is not None:
+                values["metrics"] = {**current.metrics, "eval": eval_metrics}
+            if progress is not None:
+                values["progress"] = progress
+            conn.execute(update(jobs).where(*condition).values(**values))
+            detail = f"{error.reason}: {error.message}" if error else status.value
+            add_event(conn, job_id, status.value, detail[:2000])
+        return self.get(job_id)
+
+    def log_many(self, job_id: str, messages: list[str]) -> None:
+        if not messages:
+            return
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(events),
+                [{"job_id": job_id, "at": now, "kind": "log", "message": m} for m in messages],
+            )
+
+    # the reconciler's side ------------------------------------------------
+
+    def expired(self, now: datetime | None = None) -> list[Job]:
+        """Running or cancelling jobs whose lease ran out: their worker is gone."""
+        now = now or utcnow()
+        query = select(jobs).where(jobs.c.status.in_(ACTIVE), jobs.c.lease_expires_at < now)
+        with self.engine.connect() as conn:
+            return [to_job(r) for r in conn.execute(query).mappings().all()]
+
+    def requeue_expired(self, job_id: str) -> bool:
+        """Hand a job whose worker died back to the queue (its checkpoints stay)."""
+        return self._release_expired(
+            job_id, JobStatus.running, JobStatus.queued, "requeued: worker_lost"
+        )
+
+    def cancel_expired(self, job_id: str) -> bool:
+        """A cancelling job whose worker died is cancelled: nobody will run it further."""
+        return self._release_expired(
+            job_id, JobStatus.cancelling, JobStatus.cancelled, "cancelled: worker_lost"
+        )
+
+    def _release_expired(self, job_id: str, current: JobStatus, new: JobStatus, note: str) -> bool:
+        now = utcnow()
+        values: dict[str, Any] = {
+            "status": new.value,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "updated_at": now,
+        }
+        if new in TERMINAL_STATUSES:
+            values["finished_at"] = now
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.status == current.value)
+                .where(jobs.c.lease_expires_at < now)
+                .values(**values)
+            )
+            if result.rowcount == 1:
+                add_event(conn, job_id, new.value, note)
+            return result.rowcount == 1

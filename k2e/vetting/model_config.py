@@ -1,0 +1,203 @@
+"""What a Keras 2.15 model is from its JSON config, without TensorFlow: inputs, outputs
+(with the shapes that can be inferred), layers, and whether it is a graph network."""
+
+from math import prod
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from k2e.errors import FieldError, InvalidSpec
+from k2e.schemas import TensorInfo
+
+Shape = list[int | None] | None  # None: even the rank is unknown
+
+_SAME_SHAPE = frozenset(
+    "Activation Dropout ReLU Softmax LeakyReLU PReLU ELU ThresholdedReLU BatchNormalization "
+    "LayerNormalization UnitNormalization GaussianNoise GaussianDropout AlphaDropout "
+    "SpatialDropout1D SpatialDropout2D SpatialDropout3D ActivityRegularization Masking".split()
+)
+_ELEMENTWISE = frozenset("Add Subtract Multiply Average Maximum Minimum".split())
+
+
+class ModelSummary(BaseModel):
+    """A model's class, inputs and outputs (as ``model.input_names``/``output_names``), layers."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model_class: str
+    inputs: list[TensorInfo]
+    # A shape whose rank cannot be inferred is reported as [None].
+    outputs: list[TensorInfo]
+    layer_classes: dict[str, str]
+    is_graph_network: bool
+
+
+def spec_error(message: str) -> InvalidSpec:
+    return InvalidSpec(message, [FieldError(("keras_model", "config"), message)])
+
+
+def _is_ref(x: Any) -> bool:
+    """A ``[layer_name, node_index, tensor_index(, kwargs)]`` tensor reference."""
+    return (
+        isinstance(x, list | tuple)
+        and len(x) >= 3
+        and isinstance(x[0], str)
+        and all(isinstance(i, int) for i in x[1:3])
+    )
+
+
+def _refs(struct: Any) -> list[list[Any]]:
+    """Flatten nested references in ``tf.nest`` order (dicts by sorted key)."""
+    if _is_ref(struct):
+        return [struct]
+    if isinstance(struct, dict):
+        return [r for key in sorted(struct) for r in _refs(struct[key])]
+    if isinstance(struct, list | tuple):
+        return [r for item in struct for r in _refs(item)]
+    return []
+
+
+def _merge_dims(dims: list[int | None]) -> int | None:
+    """One dimension of broadcast inputs: the known size, a size other than 1, or None."""
+    known = {d for d in dims if d is not None}
+    if len(known) == 1:
+        return known.pop()
+    rest = known - {1}
+    return rest.pop() if len(rest) == 1 else None
+
+
+def _output_shape(cls: str, cfg: dict[str, Any], ins: list[Shape]) -> Shape:
+    """One layer's output shape from its input shapes; None where this module can't tell."""
+    shapes = [list(s) for s in ins if s is not None]
+    if not shapes or len(shapes) != len(ins):
+        return None
+    x, same_rank = shapes[0], len({len(s) for s in shapes}) == 1
+    if cls in _SAME_SHAPE:
+        return x
+    if cls == "Embedding":
+        return [*x, cfg.get("output_dim")]
+    if not x:
+        return None
+    if cls == "Dense":
+        return [*x[:-1], cfg.get("units")]
+    if cls in _ELEMENTWISE and same_rank:
+        return [_merge_dims(list(dims)) for dims in zip(*shapes, strict=True)]
+    if cls == "Concatenate" and same_rank:
+        axis = cfg.get("axis", -1) % len(x)
+        out = [_merge_dims([s[i] for s in shapes]) for i in range(len(x))]
+        joined = [s[axis] for s in shapes]
+        out[axis] = sum(d for d in joined if d is not None) if None not in joined else None
+        return out
+    tail = [d for d in x[1:] if d is not None]
+    tail_size = prod(tail) if len(tail) == len(x) - 1 else None
+    if cls == "Flatten":
+        return [x[0], tail_size]
+    if cls == "Reshape":
+        target: list[int | None] = list(cfg.get("target_shape", []))
+        if -1 in target:
+            rest = prod(d for d in target if d is not None and d != -1)
+            target[target.index(-1)] = tail_size // rest if tail_size is not None and rest else None
+        return [x[0], *target]
+    return None
+
+
+def _layer_name(layer: dict[str, Any]) -> str:
+    return str(layer.get("name") or layer["config"]["name"])
+
+
+def _input_info(layer: dict[str, Any]) -> TensorInfo:
+    cfg = layer.get("config", {})
+    shape = cfg.get("batch_input_shape", cfg.get("batch_shape"))
+    dtype = cfg.get("dtype")
+    return TensorInfo(
+        name=cfg.get("name", layer.get("name")),
+        shape=list(shape),
+        dtype=dtype if isinstance(dtype, str) else "float32",
+    )
+
+
+def _output_info(name: str, shape: Shape) -> TensorInfo:
+    return TensorInfo(name=name, shape=shape if shape is not None else [None], dtype="float32")
+
+
+def _functional(cfg: dict[str, Any]) -> tuple[list[TensorInfo], list[TensorInfo]]:
+    layers = {_layer_name(layer): layer for layer in cfg["layers"]}
+    shapes: dict[tuple[str, int], Shape] = {}
+    todo = []
+    for name, layer in layers.items():
+        if layer["class_name"] == "InputLayer":
+            shapes[(name, 0)] = _input_info(layer).shape
+        todo += [(name, i, node) for i, node in enumerate(layer.get("inbound_nodes") or [])]
+    # Layers are listed in a topological order, so one sweep usually resolves everything.
+    while todo:
+        pending = []
+        for name, i, node in todo:
+            refs = [r for r in _refs(node) if r[1] >= 0]  # node -1: a constant argument
+            if all((r[0], r[1]) in shapes for r in refs):
+                ins = [shapes[(r[0], r[1])] if r[2] == 0 else None for r in refs]
+                layer = layers[name]
+                shapes[(name, i)] = _output_shape(layer["class_name"], layer["config"], ins)
+            else:
+                pending.append((name, i, node))
+        if len(pending) == len(todo):
+            break
+        todo = pending
+    inputs = [_input_info(layers[r[0]]) for r in _refs(cfg["input_layers"])]
+    outputs, taken = [], set()
+    for layer_name, node, tensor in (r[:3] for r in _refs(cfg["output_layers"])):
+        # Functional._set_output_names: a repeated layer name gets _1, _2, ...
+        name, count = layer_name, 1
+        while name in taken:
+            name, count = f"{layer_name}_{count}", count + 1
+        taken.add(name)
+        outputs.append(_output_info(name, shapes.get((layer_name, node)) if tensor == 0 else None))
+    return inputs, outputs
+
+
+def _sequential(layers: list[dict[str, Any]]) -> tuple[list[TensorInfo], list[TensorInfo]]:
+    if not layers:
+        return [], []
+    first = layers[0]
+    if first["class_name"] == "InputLayer":
+        info, rest = _input_info(first), layers[1:]
+    elif "batch_input_shape" in first["config"]:
+        # No InputLayer in the config: Keras names the input after the first layer.
+        info = _input_info(first).model_copy(update={"name": first["config"]["name"] + "_input"})
+        rest = layers
+    else:
+        return [], [_output_info(layers[-1]["config"]["name"], None)]
+    shape: Shape = info.shape
+    for layer in rest:
+        shape = _output_shape(layer["class_name"], layer["config"], [shape])
+    return [info], [_output_info(rest[-1]["config"]["name"] if rest else info.name, shape)]
+
+
+def parse_model_config(config: dict[str, Any]) -> ModelSummary:
+    """Summarise a ``model.to_json()`` config; raises InvalidSpec when it is malformed."""
+    try:
+        model_class, cfg = config["class_name"], config.get("config")
+        # Keras < 2.2 wrote a Sequential config as the bare list of layers.
+        layers = cfg if isinstance(cfg, list) else (cfg or {}).get("layers")
+        if model_class == "Sequential" and isinstance(layers, list):
+            inputs, outputs = _sequential(layers)
+        elif isinstance(cfg, dict) and {"layers", "input_layers", "output_layers"} <= set(cfg):
+            layers = cfg["layers"]
+            inputs, outputs = _functional(cfg)
+        else:  # A subclassed model: its graph is code, not config.
+            return ModelSummary(
+                model_class=str(model_class),
+                inputs=[],
+                outputs=[],
+                layer_classes={},
+                is_graph_network=False,
+            )
+        classes = {_layer_name(layer): layer["class_name"] for layer in layers}
+        return ModelSummary(
+            model_class=model_class,
+            inputs=inputs,
+            outputs=outputs,
+            layer_classes=classes,
+            is_graph_network=True,
+        )
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise spec_error(f"malformed Keras model config ({type(exc).__name__}: {exc})") from exc

@@ -1,0 +1,5 @@
+import sys
+
+from launcher.stack import main
+
+sys.exit(main())

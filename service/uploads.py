@@ -1,0 +1,119 @@
+"""Uploads: check a received file's format, inspect it (models in the sandbox), keep it.
+
+A refused file is removed; a kept one is moved into place with its info.json last.
+"""
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+
+from k2e.errors import InvalidUpload
+from k2e.formats.csvdata import inspect_csv
+from k2e.formats.examples import inspect_tfrecord
+from k2e.formats.npz import inspect_npz
+from k2e.schemas import DatasetInfo, ModelInfo
+from k2e.settings import Settings
+from k2e.storage import Storage, new_id
+from k2e.vetting.sandbox import SandboxLimits, inspect_model_file, policy_for
+from service.multipart import ReceivedFile, receive_multipart
+
+MODEL_SUFFIXES = {".h5": "h5", ".hdf5": "h5", ".keras": "keras"}
+DATASET_SUFFIXES = {
+    ".npz": "npz",
+    ".csv": "csv",
+    ".tfrecord": "tfrecord",
+    ".tfrecords": "tfrecord",
+    ".tfrecord.gz": "tfrecord",
+    ".tfrecords.gz": "tfrecord",
+}
+DATASET_INSPECTORS: dict[str, Callable[[Path], Any]] = {
+    "npz": inspect_npz,
+    "csv": inspect_csv,
+    "tfrecord": inspect_tfrecord,
+}
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+async def receive_one(request: Request, storage: Storage, limit: int) -> ReceivedFile:
+    body = await receive_multipart(request, storage.tmp_path, {"file"}, limit)
+    if "file" not in body.files:
+        body.discard()
+        raise InvalidUpload("the multipart body has no `file` part")
+    received = body.files["file"]
+    if received.size == 0:
+        body.discard()
+        raise InvalidUpload("the uploaded file is empty")
+    return received
+
+
+def format_of(received: ReceivedFile, suffixes: dict[str, str]) -> str:
+    name = received.filename.lower()
+    # Longest suffix first: "x.tfrecord.gz" is a TFRecord, not a bare ".gz".
+    fmt = next(
+        (suffixes[s] for s in sorted(suffixes, key=len, reverse=True) if name.endswith(s)), None
+    )
+    if fmt is None:
+        received.path.unlink(missing_ok=True)
+        raise InvalidUpload(
+            f"{received.filename!r}: expected a file ending in one of {sorted(suffixes)}"
+        )
+    return fmt
+
+
+def store_model(received: ReceivedFile, storage: Storage, settings: Settings) -> ModelInfo:
+    """Inspect an uploaded model (HDF5 or ``.keras``) and keep it; a refused file is removed.
+
+    The file is vetted and inspected in a child process with resource limits (k2e.vetting.sandbox):
+    a hostile file is refused (422) and cannot take the API down.
+    """
+    fmt = format_of(received, MODEL_SUFFIXES)
+    try:
+        summary = inspect_model_file(
+            received.path, fmt, policy_for(settings), SandboxLimits.from_settings(settings)
+        )
+        info = ModelInfo(
+            id=new_id(),
+            format=fmt,
+            inputs=summary.summary.inputs,
+            outputs=summary.summary.outputs,
+            compiled=summary.compiled,
+            metric_names=summary.metric_names,
+            sha256=sha256_of(received.path),
+            size=received.size,
+            model_class=summary.summary.model_class,
+        )
+        # The whole inspection, so that POST /convert need not inspect the file again.
+        storage.write_summary(info.id, summary.model_dump(mode="json"))
+        storage.save_entry("models", info.id, received.path, f"model.{fmt}", info)
+        return info
+    finally:
+        received.path.unlink(missing_ok=True)
+
+
+def store_dataset(received: ReceivedFile, storage: Storage) -> DatasetInfo:
+    fmt = format_of(received, DATASET_SUFFIXES)
+    try:
+        summary = DATASET_INSPECTORS[fmt](received.path)
+        info = DatasetInfo(
+            id=new_id(),
+            format=fmt,
+            num_examples=summary.num_examples,
+            arrays=summary.arrays,
+            dtypes=summary.dtypes,
+            sha256=sha256_of(received.path),
+            size=received.size,
+        )
+        storage.save_entry("datasets", info.id, received.path, f"data.{fmt}", info)
+        return info
+    finally:
+        received.path.unlink(missing_ok=True)

@@ -1,10 +1,11 @@
 """Measurement (a)/(b): the seed's multi-input/multi-output model trained with plain
 TensorFlow, the way a user would write it without k2e.
 
-Self-contained (numpy + TensorFlow only) so that ``python bench/direct.py`` is exactly
-the cold "python script.py" case (b). The same code runs warm in a long-lived helper
-process (``--serve``) for case (a). The model is a copy of tests/models.py's
-``seed_multi_io_model`` (the seed document's metric_names_map example).
+Plain TensorFlow (it never imports k2e's service or worker, except the hook probe) so that
+``python bench/direct.py`` is the cold "python script.py" case (b). The same code runs
+warm in a long-lived helper process (``--serve``) for case (a). The model and the settings
+are the ones k2e receives: ``examples.seed_models.seed_multi_io_model`` (the seed
+document's metric_names_map example) and ``bench.workload``'s run config.
 
 Modes:
   python bench/direct.py --once MODEL_DIR --data NPZ --steps N   one run, JSON on stdout
@@ -17,44 +18,23 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
+
+# Run as a script, this file's folder is on sys.path, not the repository's.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-# Mirrors bench.workload (the spec k2e receives); kept literal so this file stands alone.
-BATCH_SIZE = 32
+from bench.workload import BATCH_SIZE, METRIC_NAMES_MAP, RUN_CONFIG  # noqa: E402
+from examples.seed_data import SEED_INPUTS, SEED_OUTPUTS  # noqa: E402
+from examples.seed_models import seed_multi_io_model  # noqa: E402
+
 SHUFFLE_BUFFER = 10_000
-RUN_CONFIG = {
-    "tf_random_seed": 1,
-    "save_checkpoints_steps": 500,
-    "save_summary_steps": 100,
-    "log_step_count_steps": 100,
-}
-METRIC_NAMES_MAP = {
-    "dense_2_categorical_accuracy": "acc_1",
-    "dense_3_categorical_accuracy": "acc_2",
-}
-INPUTS = ("input_a", "input_b")
-OUTPUTS = ("dense_2", "dense_3")
 
-
-def seed_multi_io_model() -> tf.keras.Model:
-    """Two inputs, a shared layer, two softmax heads (copy of tests/models.py)."""
-    input_a = tf.keras.layers.Input(shape=(16,), name="input_a")
-    input_b = tf.keras.layers.Input(shape=(16,), name="input_b")
-    dense = tf.keras.layers.Dense(8, name="dense_1")
-    merged = tf.keras.layers.concatenate([dense(input_a), dense(input_b)], name="merge")
-    output_a = tf.keras.layers.Dense(3, activation="softmax", name="dense_2")(merged)
-    output_b = tf.keras.layers.Dense(2, activation="softmax", name="dense_3")(merged)
-    model = tf.keras.models.Model(inputs=[input_a, input_b], outputs=[output_a, output_b])
-    model.compile(
-        loss="categorical_crossentropy",
-        optimizer="rmsprop",
-        metrics={"dense_2": "categorical_accuracy", "dense_3": "categorical_accuracy"},
-    )
-    return model
+INPUTS, OUTPUTS = SEED_INPUTS, SEED_OUTPUTS
 
 
 def input_fn_for(arrays: dict, training: bool):

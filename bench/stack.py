@@ -6,7 +6,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from k2e.jobs.store import JobStore
 from k2e.settings import Settings
 from k2e.storage import Storage
 from launcher.embedded_redis import EmbeddedRedis, free_port
+from launcher.stack import api_command, worker_command
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER_READY = "worker process ready: TensorFlow loaded"
@@ -110,38 +110,22 @@ class Stack:
         return self
 
     def spawn_api(self, factory: str, port: int, log_name: str) -> subprocess.Popen[bytes]:
-        """``uvicorn <factory> --factory``: one process with uvicorn's defaults (access log
-        on), as `make run` and the Dockerfile start it."""
-        return self._spawn(
-            ["-m", "uvicorn", factory, "--factory", "--host", "127.0.0.1", "--port", str(port)],
-            log_name,
-        )
+        """The launcher's API command (uvicorn, one process, access log on) with
+        ``factory`` as the app: k2e's own, or the bench's probe app."""
+        argv = api_command("127.0.0.1", port)
+        argv[argv.index("service.main:create_app")] = factory
+        return self._spawn(argv, log_name)
 
     def start_worker(self) -> None:
-        self.worker = self._spawn(
-            [
-                "-m",
-                "celery",
-                "-A",
-                "worker.app",
-                "worker",
-                "-Q",
-                "cpu",
-                "--concurrency",
-                "1",
-                "--loglevel",
-                "INFO",
-                "--without-mingle",
-                "--without-gossip",
-            ],
-            "worker.log",
-        )
+        """The launcher's worker command (`make run`'s), on the cpu queue."""
+        argv = [*worker_command("cpu"), "--without-mingle", "--without-gossip"]
+        self.worker = self._spawn(argv, "worker.log")
         self._wait_for_worker()
 
     def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
         log = (self.logs / log_name).open("ab")
         return subprocess.Popen(
-            [sys.executable, *args],
+            args,
             cwd=ROOT,
             env=self.env(),
             stdout=log,

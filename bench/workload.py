@@ -7,6 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from examples.seed_data import SEED_METRIC_NAMES_MAP
+from examples.seed_data import seed_multi_io_data as examples_data
+
 STEPS = 2000
 EXAMPLES = 1024
 BATCH_SIZE = 32
@@ -16,20 +19,12 @@ RUN_CONFIG = {
     "save_summary_steps": 100,
     "log_step_count_steps": 100,
 }
-METRIC_NAMES_MAP = {
-    "dense_2_categorical_accuracy": "acc_1",
-    "dense_3_categorical_accuracy": "acc_2",
-}
+METRIC_NAMES_MAP = SEED_METRIC_NAMES_MAP
 
 
 def seed_multi_io_data(n: int = EXAMPLES, seed: int = 0) -> dict[str, np.ndarray]:
-    """Copy of tests/models.py's seed_multi_io_data: learnable labels for both heads."""
-    rng = np.random.default_rng(seed)
-    a = rng.normal(size=(n, 16)).astype("float32")
-    b = rng.normal(size=(n, 16)).astype("float32")
-    y2 = np.eye(3, dtype="float32")[(a[:, 0] > 0).astype(int) + (b[:, 0] > 0).astype(int)]
-    y3 = np.eye(2, dtype="float32")[(a[:, 1] > 0).astype(int)]
-    return {"input_a": a, "input_b": b, "dense_2": y2, "dense_3": y3}
+    """The seed example's arrays, as many as the workload trains on."""
+    return examples_data(n, seed)
 
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:

@@ -4,7 +4,14 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from k2e.spec import rules
 
@@ -16,6 +23,15 @@ class _Request(BaseModel):
 
 
 PositiveInt = Annotated[int, Field(ge=1)]
+
+
+def _model_dir_name(value: str) -> str:
+    rules.check_model_dir_name(value)
+    return value
+
+
+# A named model_dir: a plain folder name (rules.check_model_dir_name).
+ModelDirName = Annotated[str, AfterValidator(_model_dir_name)]
 
 
 class CompileSpec(_Request):
@@ -44,15 +60,8 @@ class RunConfigSpec(_Request):
     keep_checkpoint_max: Annotated[int, Field(ge=0)] = 5
     keep_checkpoint_every_n_hours: Annotated[float, Field(gt=0)] = 10000
     log_step_count_steps: PositiveInt = 100
-    model_dir: str | None = None
+    model_dir: ModelDirName | None = None
     train_distribute: Literal["mirrored"] | None = None
-
-    @field_validator("model_dir")
-    @classmethod
-    def _safe_model_dir(cls, value: str | None) -> str | None:
-        if value is not None:
-            rules.check_model_dir_name(value)
-        return value
 
     @model_validator(mode="after")
     def _one_checkpoint_trigger(self) -> "RunConfigSpec":
@@ -86,7 +95,7 @@ class ConvertRequest(_Request):
     keras_model: InlineModel | None = None
     keras_model_path: str | None = None
     custom_objects: dict[str, str] | None = None
-    model_dir: str | None = None
+    model_dir: ModelDirName | None = None
     # Reusing a named model_dir warm-starts from it; k2e makes that an explicit choice.
     warm_start: bool = False
     config: RunConfigSpec | None = None
@@ -112,13 +121,6 @@ class ConvertRequest(_Request):
     def _not_gcs(cls, value: str | None) -> str | None:
         if value is not None:
             rules.check_model_path_form(value)
-        return value
-
-    @field_validator("model_dir")
-    @classmethod
-    def _safe_model_dir(cls, value: str | None) -> str | None:
-        if value is not None:
-            rules.check_model_dir_name(value)
         return value
 
     @model_validator(mode="after")

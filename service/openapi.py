@@ -50,3 +50,24 @@ def _document_validation_problems(schema: dict[str, Any]) -> None:
     for name in _FASTAPI_ONLY:
         if f'"#/components/schemas/{name}"' not in json.dumps(schema):
             components.pop(name, None)
+
+
+def request_body(
+    files: list[str],
+    fields: dict[str, str] | None = None,
+    required: list[str] | None = None,
+    json_ref: str | None = None,
+) -> dict[str, Any]:
+    """``openapi_extra`` for a body a route parses itself: multipart with these ``files``
+    (binary) and text ``fields`` (name -> description), and a JSON alternative."""
+    properties: dict[str, Any] = {
+        name: {"type": "string", "description": text} for name, text in (fields or {}).items()
+    }
+    properties.update({name: {"type": "string", "format": "binary"} for name in files})
+    content: dict[str, Any] = {}
+    if json_ref is not None:
+        content["application/json"] = {"schema": {"$ref": f"#/components/schemas/{json_ref}"}}
+    content["multipart/form-data"] = {
+        "schema": {"type": "object", "properties": properties, "required": required or files}
+    }
+    return {"requestBody": {"required": True, "content": content}}

@@ -2,7 +2,6 @@
 
 import logging
 import threading
-from types import TracebackType
 
 from k2e.jobs.leases import JobLeases
 
@@ -46,12 +45,7 @@ class JobLogCapture(logging.Handler):
             logger.addHandler(self)
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         for name in CAPTURED_LOGGERS:
             logger = logging.getLogger(name)
             logger.removeHandler(self)

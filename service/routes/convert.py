@@ -9,6 +9,7 @@ from k2e.errors import InvalidSpec, InvalidUpload
 from k2e.schemas import Job
 from service.deps import BackendDep
 from service.multipart import receive_multipart
+from service.openapi import request_body
 from service.problems import problems
 from service.submission import accept, parse_json
 
@@ -16,27 +17,12 @@ router = APIRouter(tags=["jobs"])
 
 FILE_FIELDS = {"model", "train_data", "eval_data"}
 
-SPEC_REF = {"$ref": "#/components/schemas/ConvertRequest"}
-_CONVERT_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {"schema": SPEC_REF},
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "spec": {"type": "string", "description": "ConvertRequest as JSON"},
-                        "model": {"type": "string", "format": "binary"},
-                        "train_data": {"type": "string", "format": "binary"},
-                        "eval_data": {"type": "string", "format": "binary"},
-                    },
-                    "required": ["spec"],
-                }
-            },
-        },
-    }
-}
+_CONVERT_BODY = request_body(
+    files=sorted(FILE_FIELDS),
+    fields={"spec": "ConvertRequest as JSON"},
+    required=["spec"],
+    json_ref="ConvertRequest",
+)
 
 
 @router.post(

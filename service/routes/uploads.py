@@ -6,25 +6,13 @@ from fastapi.concurrency import run_in_threadpool
 from k2e.custom_objects import listing
 from k2e.schemas import CustomObjectInfo, DatasetInfo, ModelInfo
 from service.deps import SettingsDep, StorageDep
+from service.openapi import request_body
 from service.problems import problems
 from service.uploads import receive_one, store_dataset, store_model
 
 router = APIRouter(tags=["uploads"])
 
-_UPLOAD_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"file": {"type": "string", "format": "binary"}},
-                    "required": ["file"],
-                }
-            }
-        },
-    }
-}
+_UPLOAD_BODY = request_body(files=["file"])
 
 
 @router.post(

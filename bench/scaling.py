@@ -16,8 +16,8 @@ from sqlalchemy import func, select
 from bench import api_load, pickup
 from bench.stack import Stack
 from k2e.jobs.store import JobStore
-from k2e.jobs.tables import jobs
 from k2e.schemas import JobStatus
+from k2e.tables import jobs
 
 FLAT_RATIO = 1.5
 

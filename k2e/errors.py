@@ -27,6 +27,8 @@ class K2EError(Exception):
 
 
 class NotFound(K2EError):
+    """No such resource, or another tenant's (the same answer: existence is not revealed)."""
+
     title = "Not found"
 
 
@@ -43,11 +45,37 @@ class InvalidUpload(K2EError):
 
 
 class UploadTooLarge(K2EError):
+    """An upload passes the size limit or the tenant's storage quota."""
+
     title = "Upload too large"
 
 
 class Conflict(K2EError):
+    """The resource is in a state that forbids this (in use, not ended, a key reused)."""
+
     title = "Conflict"
+
+
+class QuotaExceeded(K2EError):
+    """A tenant is at one of its quotas (jobs at once): try again later."""
+
+    title = "Quota exceeded"
+
+    def __init__(self, detail: str, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
+class Unauthenticated(K2EError):
+    """No API key, or one the store does not accept (unknown, wrong, revoked)."""
+
+    title = "Unauthorized"
+
+
+class Forbidden(K2EError):
+    """The key is valid but its role may not do this."""
+
+    title = "Forbidden"
 
 
 class Unavailable(K2EError):

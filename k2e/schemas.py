@@ -187,8 +187,10 @@ class Job(BaseModel):
     error: JobError | None = None
     attempts: int = 0
     queue: str
+    # Relative to the tenant's storage folder: "jobs/<id>" or "model_dirs/<name>".
     model_dir: str
     warm_start_from: str | None = None
+    tenant: str | None = None
     # The run-time limit the worker enforces, in seconds from the first start.
     timeout_s: int | None = None
 
@@ -224,6 +226,16 @@ class DatasetInfo(BaseModel):
     dtypes: dict[str, str] = {}
     sha256: str = ""
     size: int = 0
+
+
+class ModelPage(BaseModel):
+    items: list[ModelInfo]
+    next_cursor: str | None = None
+
+
+class DatasetPage(BaseModel):
+    items: list[DatasetInfo]
+    next_cursor: str | None = None
 
 
 class CheckpointInfo(BaseModel):

@@ -45,6 +45,31 @@ class Settings(BaseSettings):
     inspect_memory_bytes: int = Field(default=1024**3, ge=1)
     inspect_timeout_s: float = Field(default=30.0, gt=0)
 
+    # Identity. K2E_ADMIN_KEY provisions the first admin key (else one is generated and
+    # written to <data_dir>/admin.key); an API process trusts a key lookup this long, so a
+    # revoked key stops working within key_cache_s in every process (at once in the one
+    # that revoked it).
+    admin_key: str | None = Field(default=None, min_length=20, max_length=512)
+    key_cache_s: float = Field(default=5.0, ge=0, le=60)
+
+    # Default quotas of a tenant (each tenant may override them).
+    quota_max_active_jobs: int = Field(default=100, ge=1)
+    quota_max_bytes: int = Field(default=100 * 1024**3, ge=0)
+    quota_max_steps: int = Field(default=10_000_000, ge=1)
+    quota_max_run_s: int = Field(default=24 * 3600, ge=1)
+    # Seconds a client is told to wait (Retry-After) when its tenant is at max_active_jobs.
+    quota_retry_after_s: int = Field(default=30, ge=1)
+    # Fairness: a tenant has at most this many jobs handed to the broker at once; the rest
+    # wait in the job store and are handed over as its earlier jobs end.
+    tenant_inflight_jobs: int = Field(default=2, ge=1)
+    # Finished jobs' files (model_dirs, exports) are removed this many days after the job
+    # ended; unset keeps them until DELETE /jobs/{id}.
+    retention_days: float | None = Field(default=None, gt=0)
+
+    @property
+    def admin_key_file(self) -> Path:
+        return self.data_dir.resolve() / "admin.key"
+
     @property
     def storage_root(self) -> Path:
         return self.data_dir.resolve() / "storage"

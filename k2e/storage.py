@@ -1,15 +1,19 @@
-"""The storage layout: one root folder (a volume shared by API and workers).
+"""The storage layout: one root folder (a volume shared by API and workers), one folder
+per tenant in it, so that every path a spec names resolves inside its tenant's folder.
 
-<root>/models/<model id>/model.h5 + info.json     uploaded Keras models
-<root>/datasets/<dataset id>/data.npz + info.json uploaded datasets
-<root>/jobs/<job id>/                             a job's own model_dir
-<root>/model_dirs/<name>/                         named model_dirs (reusable)
-<model_dir>/export/<version>/                     finished SavedModels
+<root>/tmp/                                          uploads while they arrive
+<root>/tenants/<tenant>/models/<id>/model.h5 + info.json     uploaded Keras models
+<root>/tenants/<tenant>/datasets/<id>/data.npz + info.json   uploaded datasets
+<root>/tenants/<tenant>/jobs/<job id>/               a job's own model_dir
+<root>/tenants/<tenant>/model_dirs/<name>/           named model_dirs (reusable)
+<model_dir>/export/<version>/                        finished SavedModels
 """
 
 import json
 import os
 import re
+import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -29,20 +33,62 @@ def new_id() -> str:
 
 
 class Storage:
-    """Paths and metadata under the storage root."""
+    """Paths and metadata under the storage root; ``for_tenant`` gives a tenant's view,
+    whose ``root`` is that tenant's folder."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root.resolve()
+    def __init__(self, root: Path, tenant: str | None = None) -> None:
+        self.base = root.resolve()
+        self.tenant = tenant
+        self.root = self.base / "tenants" / tenant if tenant is not None else self.base
+
+    def for_tenant(self, tenant: str) -> "Storage":
+        view = Storage(self.base, tenant)
+        for sub in ("models", "datasets", "jobs", "model_dirs"):
+            (view.root / sub).mkdir(parents=True, exist_ok=True)
+        return view
 
     def ensure(self) -> None:
-        for sub in ("models", "datasets", "jobs", "model_dirs", "tmp"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        for sub in ("tmp", "tenants"):
+            (self.base / sub).mkdir(parents=True, exist_ok=True)
+
+    def remove_stale_tmp(self, older_than_s: float = 3600) -> int:
+        """Remove upload files a process that died mid-upload left in tmp/ (run at start).
+
+        Only files untouched for ``older_than_s``: another API process sharing the volume
+        may be receiving an upload right now.
+        """
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for path in (self.base / "tmp").iterdir():
+            try:
+                if path.lstat().st_mtime >= cutoff:
+                    continue
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+                removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
+
+    def relative(self, path: Path) -> str:
+        """A path under this tenant's folder as the API shows it (never absolute)."""
+        try:
+            return path.resolve().relative_to(self.root).as_posix()
+        except ValueError:
+            return path.name
+
+    def resolve(self, stored: str) -> Path:
+        """A path the job store keeps (relative to the tenant folder; absolute in rows
+        older than tenancy) as a path on this machine."""
+        return self.root / stored
 
     # uploads -------------------------------------------------------------
 
     def tmp_path(self, suffix: str = "") -> Path:
         """A fresh path on the storage volume, so a finished upload is moved, not copied."""
-        return self.root / "tmp" / f"{new_id()}{suffix}"
+        return self.base / "tmp" / f"{new_id()}{suffix}"
 
     def model_folder(self, model_id: str) -> Path:
         return self._entry("models", model_id)
@@ -144,6 +190,18 @@ class Storage:
     def checkpoint_files(model_dir: Path, step: int) -> list[Path]:
         prefix = f"model.ckpt-{step}."
         return sorted(p for p in model_dir.iterdir() if p.name.startswith(prefix))
+
+
+def disk_usage(folder: Path) -> int:
+    """Bytes the files under ``folder`` hold (0 when it does not exist)."""
+    total = 0
+    for path in folder.rglob("*"):
+        try:
+            if path.is_file() and not path.is_symlink():
+                total += path.stat().st_size
+        except OSError:
+            continue
+    return total
 
 
 def _write_json_atomic(path: Path, data: object) -> None:

@@ -80,6 +80,14 @@ def main() -> int:
     log.info(
         "API on http://%s:%d ; worker consumes %s", settings.api_host, settings.api_port, queues
     )
+    if settings.admin_key:
+        log.info("admin API key: the one K2E_ADMIN_KEY gives")
+    else:
+        # The API writes it on its first start (an empty store); clients on this machine
+        # read it when K2E_API_KEY is unset.
+        log.info(
+            "admin API key: in %s (export K2E_API_KEY=$(cat %s))", *[settings.admin_key_file] * 2
+        )
 
     stopping = False
 

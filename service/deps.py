@@ -8,11 +8,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from k2e.jobs.queueing import TaskSender
 from k2e.jobs.store import JobStore
 from k2e.settings import Settings
-from k2e.storage import Storage
-from service.submission import Backend
+from service.backend import Backend
 
 
 async def _backend(request: Request) -> Backend:
@@ -27,16 +25,6 @@ async def _store(request: Request) -> JobStore:
     return request.app.state.backend.store
 
 
-async def _storage(request: Request) -> Storage:
-    return request.app.state.backend.storage
-
-
-async def _sender(request: Request) -> TaskSender:
-    return request.app.state.backend.sender
-
-
 BackendDep = Annotated[Backend, Depends(_backend)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 StoreDep = Annotated[JobStore, Depends(_store)]
-StorageDep = Annotated[Storage, Depends(_storage)]
-SenderDep = Annotated[TaskSender, Depends(_sender)]

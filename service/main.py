@@ -1,18 +1,17 @@
 """The FastAPI application."""
 
 import logging
+import os
 
 from fastapi import FastAPI
 
-from k2e.jobs.queueing import TaskSender
-from k2e.jobs.store import JobStore
 from k2e.schemas import ConvertRequest
 from k2e.settings import Settings, get_settings
-from k2e.storage import Storage
+from service.auth import KeyCache
+from service.backend import Backend
 from service.openapi import add_request_schemas
 from service.problems import add_exception_handlers
-from service.routes import convert, health, jobs, uploads
-from service.submission import Backend
+from service.routes import convert, health, jobs, tenants, uploads
 
 log = logging.getLogger("k2e.api")
 
@@ -22,17 +21,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings if settings is not None else get_settings()
     app = FastAPI(
         title="k2e",
-        version="1.0.0",
+        version="2.0.0",
         summary="Keras models in, TensorFlow Estimator training jobs out.",
     )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = JobStore(settings.sqlalchemy_url)
-    store.create_schema()
-    storage = Storage(settings.storage_root)
-    storage.ensure()
-    app.state.backend = Backend(store, storage, TaskSender(settings), settings)
+    backend = Backend.from_settings(settings)
+    backend.store.create_schema()
+    backend.storage.ensure()
+    stale = backend.storage.remove_stale_tmp()
+    if stale:
+        log.info("removed %d upload files left by an earlier crash", stale)
+    bootstrap_admin_key(backend)
+    app.state.backend = backend
+    app.state.key_cache = KeyCache(settings.key_cache_s)
     add_exception_handlers(app)
-    for module in (health, uploads, convert, jobs):
+    for module in (health, uploads, convert, jobs, tenants):
         app.include_router(module.router)
     add_request_schemas(app, {"ConvertRequest": ConvertRequest})
     log.info(
@@ -41,3 +44,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.sqlalchemy_url.split("@")[-1],
     )
     return app
+
+
+def bootstrap_admin_key(backend: Backend) -> None:
+    """With no key in the store, create an admin key, print it once, and write it to
+    ``<data_dir>/admin.key`` (mode 0600); K2E_ADMIN_KEY provisions that key instead."""
+    settings = backend.settings
+    key = backend.tenants.bootstrap(settings.admin_key)
+    if key is None:
+        return
+    path = settings.admin_key_file
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    os.chmod(path, 0o600)
+    # Printed once, on the first start: later starts find a key in the store.
+    print(f"k2e: created the first admin API key, also written to {path}:\n  {key}", flush=True)

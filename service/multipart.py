@@ -36,11 +36,17 @@ class _Receiver:
     """Parser callbacks: file parts go to disk, other parts to memory."""
 
     def __init__(
-        self, tmp_path_for: Callable[[str], Path], file_fields: set[str], limit: int
+        self,
+        tmp_path_for: Callable[[str], Path],
+        file_fields: set[str],
+        limit: int,
+        limit_name: str,
     ) -> None:
         self.tmp_path_for = tmp_path_for
         self.file_fields = file_fields
         self.limit = limit
+        self.limit_name = limit_name
+        self.received = 0  # file bytes so far, all files together
         self.body = MultipartBody()
         self._headers: dict[bytes, bytes] = {}
         self._header_field = b""
@@ -89,10 +95,9 @@ class _Receiver:
         chunk = data[start:end]
         if self._sink is not None and self._file is not None:
             self._file.size += len(chunk)
-            if self._file.size > self.limit:
-                raise UploadTooLarge(
-                    f"file field {self._name!r} exceeds the upload limit of {self.limit} bytes"
-                )
+            self.received += len(chunk)
+            if self.received > self.limit:
+                raise UploadTooLarge(f"file field {self._name!r} exceeds {self.limit_name}")
             self._sink.write(chunk)
         else:
             self._buffer += chunk
@@ -112,17 +117,26 @@ class _Receiver:
 
 
 async def receive_multipart(
-    request: Request, tmp_path_for: Callable[[str], Path], file_fields: set[str], limit: int
+    request: Request,
+    tmp_path_for: Callable[[str], Path],
+    file_fields: set[str],
+    limit: int,
+    limit_name: str | None = None,
 ) -> MultipartBody:
-    """Parse ``multipart/form-data`` from the request stream into files under storage."""
+    """Parse ``multipart/form-data`` from the request stream into files under storage.
+
+    The files together may hold ``limit`` bytes; ``limit_name`` says what sets it (the
+    upload limit, or the tenant's storage quota) in the 413.
+    """
+    limit_name = limit_name or f"the upload limit of {limit} bytes"
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or b"boundary" not in params:
         raise InvalidUpload("expected a multipart/form-data body with a boundary")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit + MAX_FIELD_BYTES:
-        raise UploadTooLarge(f"the body exceeds the upload limit of {limit} bytes")
+        raise UploadTooLarge(f"the body exceeds {limit_name}")
 
-    receiver = _Receiver(tmp_path_for, file_fields, limit)
+    receiver = _Receiver(tmp_path_for, file_fields, limit, limit_name)
     callbacks: Any = {
         name: getattr(receiver, name)
         for name in (

@@ -9,10 +9,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from k2e.errors import (
     Conflict,
+    Forbidden,
     InvalidSpec,
     InvalidUpload,
     K2EError,
     NotFound,
+    QuotaExceeded,
+    Unauthenticated,
     Unavailable,
     UploadTooLarge,
 )
@@ -26,6 +29,9 @@ _STATUS: dict[type[K2EError], int] = {
     UploadTooLarge: 413,
     Conflict: 409,
     Unavailable: 503,
+    QuotaExceeded: 429,
+    Unauthenticated: 401,
+    Forbidden: 403,
 }
 
 # Documented in each route's `responses=` so the OpenAPI spec names the error body.
@@ -93,7 +99,13 @@ def add_exception_handlers(app: FastAPI) -> None:
     @app.exception_handler(K2EError)
     async def _domain(_: Request, exc: K2EError) -> JSONResponse:
         status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 400)
-        return problem(status, exc.title, exc.detail, [e.as_dict() for e in exc.errors])
+        headers = None
+        if isinstance(exc, Unauthenticated):
+            headers = {"WWW-Authenticate": 'Bearer realm="k2e"'}
+        elif isinstance(exc, QuotaExceeded):
+            headers = {"Retry-After": str(exc.retry_after_s)}
+        errors = [e.as_dict() for e in exc.errors]
+        return problem(status, exc.title, exc.detail, errors, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

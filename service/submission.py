@@ -1,40 +1,31 @@
 """POST /convert's work: one ``accept`` path for JSON and multipart submissions.
 
-Hash the body (spec and files), replay an Idempotency-Key, keep the uploaded files,
-check the spec, plan the model_dir, record the job, send it. A refused submission keeps
-nothing it uploaded.
+Hash the body (spec and files), replay an Idempotency-Key, check the tenant's job quota,
+keep the uploaded files, check the spec, plan the model_dir, record the job, hand it to
+the broker when the fairness rule allows. A refused submission keeps nothing.
 """
 
 import hashlib
 import json
-import shutil
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from k2e.errors import Conflict, FieldError, InvalidSpec, Unavailable
-from k2e.jobs.queueing import TaskSender, queue_for
-from k2e.jobs.store import JobStore
+from k2e.catalog import Kind
+from k2e.errors import Conflict, FieldError, InvalidSpec, QuotaExceeded, Unavailable
+from k2e.jobs.queueing import queue_for
+from k2e.jobs.store import JobStore, NewJob
 from k2e.schemas import ConvertRequest, Job
-from k2e.settings import Settings
 from k2e.spec.checks import check_spec
 from k2e.storage import Storage
+from service.backend import Backend
 from service.multipart import ReceivedFile
-from service.uploads import sha256_of, store_dataset, store_model
+from service.uploads import delete_upload, sha256_of, store_dataset, store_model
 
-
-@dataclass(frozen=True)
-class Backend:
-    """What accepting a job touches."""
-
-    store: JobStore
-    storage: Storage
-    sender: TaskSender
-    settings: Settings
+_UPLOAD_ID_LEN = 32
 
 
 def parse_json(text: str | bytes, what: str) -> Any:
@@ -61,6 +52,7 @@ def accept(
     files: dict[str, ReceivedFile],
     idempotency_key: str | None,
     backend: Backend,
+    tenant: str,
 ) -> Job:
     """Accept a submission: ``raw`` is the parsed JSON spec, ``files`` the multipart files
     (``model``, ``train_data``, ``eval_data``) already on the storage volume."""
@@ -68,25 +60,47 @@ def accept(
         parse_spec(raw)
     file_hashes = {field: sha256_of(received.path) for field, received in files.items()}
     body_hash = request_hash(raw, file_hashes)
-    previous = replay(backend.store, idempotency_key, body_hash)
+    # Keys are per tenant: the same key from two tenants names two jobs.
+    key = tenant_key(tenant, idempotency_key)
+    previous = replay(backend.store, key, body_hash)
     if previous is not None:
         return previous
-    created: dict[str, list[str]] = {"models": [], "datasets": []}
+    check_job_quota(backend, tenant)
+    created: dict[Kind, list[str]] = {"model": [], "dataset": []}
     try:
         ids: dict[str, str] = {}
         for field, received in files.items():
             if field == "model":
-                ids[field] = store_model(received, backend.storage, backend.settings).id
-                created["models"].append(ids[field])
+                ids[field] = store_model(received, backend, tenant).id
+                created["model"].append(ids[field])
             else:
-                ids[field] = store_dataset(received, backend.storage).id
-                created["datasets"].append(ids[field])
+                ids[field] = store_dataset(received, backend, tenant).id
+                created["dataset"].append(ids[field])
         spec = parse_spec(inject_uploads(raw, ids))
-        return submit(spec, backend, idempotency_key, body_hash)
+        return submit(spec, backend, tenant, key, body_hash)
     except Exception:
         for kind, entry_ids in created.items():
-            remove_entries(backend.storage, kind, entry_ids)
+            for entry_id in entry_ids:
+                delete_upload(kind, entry_id, backend, tenant)
         raise
+
+
+def tenant_key(tenant: str, idempotency_key: str | None) -> str | None:
+    if idempotency_key is None:
+        return None
+    return f"{tenant}:{hashlib.sha256(idempotency_key.encode()).hexdigest()}"
+
+
+def check_job_quota(backend: Backend, tenant: str) -> None:
+    """429 (with Retry-After) when the tenant has its most jobs queued and running."""
+    limit = backend.tenants.quotas(tenant).max_active_jobs
+    active = backend.store.active_count(tenant)
+    if active >= limit:
+        raise QuotaExceeded(
+            f"the tenant has {active} jobs queued or running, its quota (max_active_jobs "
+            f"{limit}); submit again when one has ended",
+            backend.settings.quota_retry_after_s,
+        )
 
 
 def plan_model_dir(spec: ConvertRequest, storage: Storage, job_id: str) -> tuple[Path, str | None]:
@@ -103,7 +117,7 @@ def plan_model_dir(spec: ConvertRequest, storage: Storage, job_id: str) -> tuple
         )
         loc = ("model_dir",) if spec.model_dir is not None else ("config", "model_dir")
         raise InvalidSpec(msg, [FieldError(loc, msg)])
-    return folder, (str(folder) if used else None)
+    return folder, (storage.relative(folder) if used else None)
 
 
 def request_hash(spec: object, files: dict[str, str] | None = None) -> str:
@@ -121,37 +135,54 @@ def replay(store: JobStore, key: str | None, body_hash: str) -> Job | None:
         return None
     job, known_hash = found
     if known_hash != body_hash:
-        raise Conflict(
-            f"Idempotency-Key {key!r} was used with a different request body (job {job.id})"
-        )
+        raise Conflict(f"the Idempotency-Key was used with a different request body (job {job.id})")
     return job
+
+
+def check_limits(spec: ConvertRequest, backend: Backend, tenant: str) -> int:
+    """The tenant's ceiling on max_steps (422); returns the job's run-time limit: the
+    spec's timeout_s, capped by the tenant's max_run_s."""
+    quotas = backend.tenants.quotas(tenant)
+    if spec.train.max_steps > quotas.max_steps:
+        msg = f"max_steps {spec.train.max_steps} is above the tenant's ceiling {quotas.max_steps}"
+        raise InvalidSpec(msg, [FieldError(("train", "max_steps"), msg)])
+    if spec.timeout_s is None:
+        return quotas.max_run_s
+    return min(spec.timeout_s, quotas.max_run_s)
 
 
 def submit(
     spec: ConvertRequest,
     backend: Backend,
+    tenant: str,
     idempotency_key: str | None = None,
     body_hash: str | None = None,
 ) -> Job:
-    """Check the spec, record the job, send it."""
+    """Check the spec, record the job, hand it to the broker when its tenant's turn allows."""
     store = backend.store
-    check_spec(spec, backend.storage, backend.settings, reinspect=False)
+    storage = backend.storage.for_tenant(tenant)
+    timeout_s = check_limits(spec, backend, tenant)
+    check_spec(spec, storage, backend.settings, reinspect=False)
     job_id = str(uuid.uuid4())
-    model_dir, warm_start_from = plan_model_dir(spec, backend.storage, job_id)
-    queue = queue_for(spec.accelerator)
+    model_dir, warm_start_from = plan_model_dir(spec, storage, job_id)
+    name = spec.effective_model_dir()
+    new = NewJob(
+        id=job_id,
+        tenant=tenant,
+        spec=spec.model_dump(mode="json"),
+        queue=queue_for(spec.accelerator),
+        model_dir=storage.relative(model_dir),
+        max_steps=spec.train.max_steps,
+        warm_start_from=warm_start_from,
+        timeout_s=timeout_s,
+        idempotency_key=idempotency_key,
+        request_hash=body_hash,
+        dir_lock=f"{tenant}:{name}" if name is not None else None,
+        uploads=upload_ids(spec),
+    )
     # The record exists before the task is sent: a worker never sees an unknown job.
     try:
-        job = store.create(
-            job_id,
-            spec.model_dump(mode="json"),
-            queue,
-            str(model_dir),
-            spec.train.max_steps,
-            warm_start_from,
-            timeout_s=spec.timeout_s,
-            idempotency_key=idempotency_key,
-            request_hash=body_hash,
-        )
+        store.create(new)
     except Conflict:
         # Two requests raced with one key: the first one's job answers both.
         existing = replay(store, idempotency_key, body_hash or "")
@@ -159,12 +190,21 @@ def submit(
             raise
         return existing
     try:
-        backend.sender.send_train(job_id, queue, job.timeout_s)
+        backend.dispatcher.pump(tenant)
     except Unavailable:
         # Not accepted, so not kept: the client got a 503 and nothing waits in the store.
         store.discard(job_id)
         raise
-    return job
+    return store.get(job_id)
+
+
+def upload_ids(spec: ConvertRequest) -> tuple[str, ...]:
+    """The ids of the uploads a spec uses (what DELETE /models|/datasets checks)."""
+    ids = [spec.train.dataset] + ([spec.eval.dataset] if spec.eval else [])
+    path = spec.keras_model_path
+    if path is not None and len(path) == _UPLOAD_ID_LEN and path.isalnum():
+        ids.append(path)
+    return tuple(dict.fromkeys(ids))
 
 
 def inject_uploads(raw: dict[str, Any], ids: dict[str, str]) -> dict[str, Any]:
@@ -182,8 +222,3 @@ def inject_uploads(raw: dict[str, Any], ids: dict[str, str]) -> dict[str, Any]:
                 continue  # left for the schema to refuse
             spec[section] = {**(part or {}), "dataset": ids[field]}
     return spec
-
-
-def remove_entries(storage: Storage, kind: str, ids: list[str]) -> None:
-    for entry_id in ids:
-        shutil.rmtree(storage.root / kind / entry_id, ignore_errors=True)

@@ -4,20 +4,23 @@ A refused file is removed; a kept one is moved into place with its info.json las
 """
 
 import hashlib
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
 
+from k2e.catalog import Kind
 from k2e.errors import InvalidUpload
 from k2e.formats.csvdata import inspect_csv
 from k2e.formats.examples import inspect_tfrecord
 from k2e.formats.npz import inspect_npz
 from k2e.schemas import DatasetInfo, ModelInfo
-from k2e.settings import Settings
-from k2e.storage import Storage, new_id
+from k2e.storage import new_id
 from k2e.vetting.sandbox import SandboxLimits, inspect_model_file, policy_for
+from service.backend import Backend
 from service.multipart import ReceivedFile, receive_multipart
 
 MODEL_SUFFIXES = {".h5": "h5", ".hdf5": "h5", ".keras": "keras"}
@@ -44,8 +47,9 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-async def receive_one(request: Request, storage: Storage, limit: int) -> ReceivedFile:
-    body = await receive_multipart(request, storage.tmp_path, {"file"}, limit)
+async def receive_one(request: Request, backend: Backend, tenant: str) -> ReceivedFile:
+    limit, limit_name = await run_in_threadpool(backend.upload_limit, tenant)
+    body = await receive_multipart(request, backend.storage.tmp_path, {"file"}, limit, limit_name)
     if "file" not in body.files:
         body.discard()
         raise InvalidUpload("the multipart body has no `file` part")
@@ -70,12 +74,13 @@ def format_of(received: ReceivedFile, suffixes: dict[str, str]) -> str:
     return fmt
 
 
-def store_model(received: ReceivedFile, storage: Storage, settings: Settings) -> ModelInfo:
+def store_model(received: ReceivedFile, backend: Backend, tenant: str) -> ModelInfo:
     """Inspect an uploaded model (HDF5 or ``.keras``) and keep it; a refused file is removed.
 
     The file is vetted and inspected in a child process with resource limits (k2e.vetting.sandbox):
     a hostile file is refused (422) and cannot take the API down.
     """
+    settings, storage = backend.settings, backend.storage.for_tenant(tenant)
     fmt = format_of(received, MODEL_SUFFIXES)
     try:
         summary = inspect_model_file(
@@ -95,12 +100,14 @@ def store_model(received: ReceivedFile, storage: Storage, settings: Settings) ->
         # The whole inspection, so that POST /convert need not inspect the file again.
         storage.write_summary(info.id, summary.model_dump(mode="json"))
         storage.save_entry("models", info.id, received.path, f"model.{fmt}", info)
+        backend.catalog.add("model", tenant, info)
         return info
     finally:
         received.path.unlink(missing_ok=True)
 
 
-def store_dataset(received: ReceivedFile, storage: Storage) -> DatasetInfo:
+def store_dataset(received: ReceivedFile, backend: Backend, tenant: str) -> DatasetInfo:
+    storage = backend.storage.for_tenant(tenant)
     fmt = format_of(received, DATASET_SUFFIXES)
     try:
         summary = DATASET_INSPECTORS[fmt](received.path)
@@ -114,6 +121,17 @@ def store_dataset(received: ReceivedFile, storage: Storage) -> DatasetInfo:
             size=received.size,
         )
         storage.save_entry("datasets", info.id, received.path, f"data.{fmt}", info)
+        backend.catalog.add("dataset", tenant, info)
         return info
     finally:
         received.path.unlink(missing_ok=True)
+
+
+def delete_upload(kind: Kind, upload_id: str, backend: Backend, tenant: str | None) -> None:
+    """Forget an upload and remove its files (Conflict while a job that has not ended
+    uses it); ``tenant`` None: any tenant's (admins)."""
+    owner = backend.catalog.owner(kind, upload_id)
+    backend.catalog.remove(kind, upload_id, tenant)
+    if owner is not None:
+        folder = backend.storage.for_tenant(owner).root / f"{kind}s" / upload_id
+        shutil.rmtree(folder, ignore_errors=True)

@@ -7,6 +7,11 @@ from pathlib import Path
 import pytest
 
 from launcher.embedded_redis import EmbeddedRedis
+from tests.auth import TEST_ADMIN_KEY
+
+# Every app the suite builds, and every API and worker process it starts, provisions the
+# suite's admin key (tests.auth.admin_client signs requests with it).
+os.environ.setdefault("K2E_ADMIN_KEY", TEST_ADMIN_KEY)
 
 
 @pytest.fixture(scope="session")

@@ -1,20 +1,27 @@
-"""Hands back jobs whose worker died. Runs as a thread in each worker's main process.
+"""Hands back jobs whose worker died, hands waiting jobs to the broker, applies retention.
+Runs as a thread in each worker's main process.
 
 A job's lease expires ``lease_s`` after its worker's last heartbeat; every
 ``reconcile_interval_s`` this loop requeues such jobs (their checkpoints stay, so
-the next attempt resumes), and re-sends queued jobs whose message may have been
-lost. Requeueing is one atomic update, so with many workers only one sends.
+the next attempt resumes), re-sends queued jobs whose message may have been lost,
+hands each tenant's waiting jobs to the broker as the fairness rule allows
+(k2e.jobs.dispatch), and removes finished jobs' files past ``retention_days``.
+Requeueing and claiming are single atomic updates, so with many workers only one sends.
 """
 
 import logging
+import shutil
 import threading
 
 from celery import Celery
 
+from k2e.jobs.dispatch import Dispatcher
 from k2e.jobs.leases import JobLeases
 from k2e.jobs.queueing import TaskSender
 from k2e.schemas import Job, JobStatus
 from k2e.settings import Settings
+from k2e.storage import Storage
+from k2e.tenancy.models import DEFAULT_TENANT
 
 log = logging.getLogger("k2e.reconciler")
 
@@ -24,6 +31,8 @@ class Reconciler:
         self.settings = settings
         self.sender = TaskSender(settings, celery)
         self.store = JobLeases(settings.sqlalchemy_url)
+        self.dispatcher = Dispatcher(self.store.engine, self.sender, settings.tenant_inflight_jobs)
+        self.storage = Storage(settings.storage_root)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="k2e-reconciler", daemon=True)
 
@@ -41,7 +50,7 @@ class Reconciler:
                 log.warning("reconcile round failed", exc_info=True)
 
     def reconcile_once(self) -> list[str]:
-        """One round; returns the ids of the jobs it sent again."""
+        """One round; returns the ids of the jobs it sent (again or for the first time)."""
         sent = []
         for job in self.store.expired():
             if job.status is JobStatus.cancelling:
@@ -57,7 +66,24 @@ class Reconciler:
             self.store.touch(job.id)
             self._send(job)
             sent.append(job.id)
+        sent += self.dispatcher.pump()
+        self.apply_retention()
         return sent
+
+    def apply_retention(self) -> int:
+        """Remove the files of jobs that ended more than ``retention_days`` ago."""
+        if self.settings.retention_days is None:
+            return 0
+        removed = 0
+        for job_id, tenant, stored in self.store.past_retention(
+            self.settings.retention_days * 86400
+        ):
+            storage = self.storage.for_tenant(tenant or DEFAULT_TENANT)
+            shutil.rmtree(storage.resolve(stored), ignore_errors=True)
+            days = self.settings.retention_days
+            self.store.files_removed(job_id, f"files removed: retention of {days:g} days")
+            removed += 1
+        return removed
 
     def _send(self, job: Job) -> None:
         self.sender.send_train(job.id, job.queue, job.timeout_s)

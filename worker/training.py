@@ -9,11 +9,14 @@ from typing import Any
 import numpy as np
 
 from k2e.errors import K2EError
+from k2e.jobs.dispatch import Dispatcher
 from k2e.jobs.leases import JobLeases
+from k2e.jobs.queueing import TaskSender
 from k2e.schemas import ConvertRequest, Job, JobError, JobErrorReason, JobStatus, TensorInfo
 from k2e.settings import Settings
 from k2e.spec.checks import ResolvedModel, check_spec
-from k2e.storage import Storage
+from k2e.storage import Storage, disk_usage
+from k2e.tenancy.models import DEFAULT_TENANT
 from worker import custom_objects, export
 from worker.hooks import LossCurve, ProgressHook
 from worker.inputs import Batching, input_fn_for
@@ -23,6 +26,14 @@ from worker.models import build_keras_model
 from worker.tfrt import tf
 
 log = logging.getLogger("k2e.worker")
+
+
+@dataclass(frozen=True)
+class JobFiles:
+    """Where a job's files are: its tenant's storage, and its model_dir in it."""
+
+    storage: Storage
+    model_dir: Path
 
 
 @dataclass
@@ -69,6 +80,9 @@ class JobRunner:
         self.settings = settings
         self.store = JobLeases(settings.sqlalchemy_url)
         self.storage = Storage(settings.storage_root)
+        self.dispatcher = Dispatcher(
+            self.store.engine, TaskSender(settings), settings.tenant_inflight_jobs
+        )
 
     def run(self, job_id: str) -> None:
         """Run a job to a terminal state, unless another worker holds it.
@@ -117,8 +131,18 @@ class JobRunner:
             eval_metrics=result.eval_metrics,
             error=result.error,
             progress=progress,
+            disk_bytes=disk_usage(self._files(started).model_dir),
         )
         log.info("job %s %s at step %d", job_id, result.status.value, result.global_step)
+        try:
+            # This job's turn has ended: its tenant's next waiting job may go to the broker.
+            self.dispatcher.pump(started.tenant)
+        except Exception:  # the reconciler hands it over on its next round
+            log.warning("job %s: handing over the next job failed", job_id, exc_info=True)
+
+    def _files(self, job: Job) -> JobFiles:
+        storage = self.storage.for_tenant(job.tenant or DEFAULT_TENANT)
+        return JobFiles(storage, storage.resolve(self.store.stored_model_dir(job.id)))
 
     def _deadline(self, job: Job) -> float | None:
         if job.timeout_s is None or job.started_at is None:
@@ -129,9 +153,11 @@ class JobRunner:
     def _attempt(self, job: Job, owner: str, control: RunControl) -> RunResult:
         spec = ConvertRequest.model_validate(job.spec)
         try:
+            files = self._files(job)
             # Defence in depth: the files are checked again before TensorFlow sees them.
-            resolved = check_spec(spec, self.storage, self.settings)
-            return self._train_evaluate_export(job, owner, spec, resolved, control)
+            # Only the job's tenant's uploads resolve: its storage is the tenant's folder.
+            resolved = check_spec(spec, files.storage, self.settings)
+            return self._train_evaluate_export(job, owner, spec, resolved, control, files)
         except K2EError as exc:
             return RunResult(JobStatus.failed, error=_error("InvalidSpec", exc.detail))
         except Exception as exc:
@@ -147,9 +173,10 @@ class JobRunner:
         spec: ConvertRequest,
         resolved: ResolvedModel,
         control: RunControl,
+        files: JobFiles,
     ) -> RunResult:
         tf.keras.backend.clear_session()
-        model_dir = Path(job.model_dir)
+        model_dir = files.model_dir
         model_dir.mkdir(parents=True, exist_ok=True)
         objects = custom_objects.resolve(spec.custom_objects, self.settings.plugins)
         with tf.keras.utils.custom_object_scope(objects):
@@ -168,6 +195,7 @@ class JobRunner:
             train = spec.train
             estimator.train(
                 self._input_fn(
+                    files.storage,
                     train.dataset,
                     inputs,
                     outputs,
@@ -195,33 +223,38 @@ class JobRunner:
                 ev = spec.eval
                 metrics = estimator.evaluate(
                     self._input_fn(
-                        ev.dataset, inputs, outputs, Batching(ev.batch_size, training=False)
+                        files.storage,
+                        ev.dataset,
+                        inputs,
+                        outputs,
+                        Batching(ev.batch_size, training=False),
                     ),
                     steps=ev.steps,
                 )
                 result.eval_metrics = {k: _scalar(v) for k, v in metrics.items()}
-            if spec.export and not self._already_exported(job.id):
+            if spec.export and not self._already_exported(job.id, files):
                 receiver = export.serving_input_fn(
                     inputs, export.needs_example_parsing(spec.export_outputs, inputs)
                 )
                 path = export.export_atomically(estimator, model_dir, receiver)
-                self.store.record_export(job.id, owner, str(path))
+                self.store.record_export(job.id, owner, files.storage.relative(path))
         return result
 
+    @staticmethod
     def _input_fn(
-        self,
+        storage: Storage,
         dataset_id: str,
         inputs: list[TensorInfo],
         outputs: list[TensorInfo],
         batching: Batching,
     ) -> Any:
-        info = self.storage.dataset_info(dataset_id)
-        return input_fn_for(info, self.storage.dataset_file(dataset_id), inputs, outputs, batching)
+        info = storage.dataset_info(dataset_id)
+        return input_fn_for(info, storage.dataset_file(dataset_id), inputs, outputs, batching)
 
-    def _already_exported(self, job_id: str) -> bool:
+    def _already_exported(self, job_id: str, files: JobFiles) -> bool:
         # An earlier attempt may have exported and died before finishing: one export per job.
         path = self.store.export_path(job_id)
-        return path is not None and Path(path).is_dir()
+        return path is not None and files.storage.resolve(path).is_dir()
 
     def _progress_hook(
         self, job: Job, owner: str, spec: ConvertRequest, control: RunControl

@@ -14,11 +14,12 @@ from typing import Any
 
 from sqlalchemy import func, insert, or_, select, update
 
+from k2e.db import utcnow
 from k2e.errors import NotFound
-from k2e.jobs.db import add_event, to_job, utcnow
+from k2e.jobs.rows import add_event, to_job
 from k2e.jobs.store import JobStore
-from k2e.jobs.tables import events, jobs
 from k2e.schemas import TERMINAL_STATUSES, Job, JobError, JobStatus
+from k2e.tables import events, jobs
 
 ACTIVE = (JobStatus.running.value, JobStatus.cancelling.value)
 
@@ -48,6 +49,7 @@ class JobLeases(JobStore):
             )
             if result.rowcount != 1:
                 return None
+            # The API shows members "started" only: the owner names a host and a pid.
             add_event(conn, job_id, JobStatus.running.value, f"started by {owner}")
         return self.get(job_id)
 
@@ -68,6 +70,7 @@ class JobLeases(JobStore):
                 .values(
                     status=JobStatus.failed.value,
                     error=error.model_dump(),
+                    dir_lock=None,
                     finished_at=now,
                     updated_at=now,
                     lease_owner=None,
@@ -82,7 +85,9 @@ class JobLeases(JobStore):
         """Queued jobs untouched for a long time: their message may have been lost."""
         cutoff = utcnow() - timedelta(seconds=older_than_s)
         query = select(jobs).where(
-            jobs.c.status == JobStatus.queued.value, jobs.c.updated_at < cutoff
+            jobs.c.status == JobStatus.queued.value,
+            jobs.c.dispatched_at.is_not(None),
+            jobs.c.updated_at < cutoff,
         )
         with self.engine.connect() as conn:
             return [to_job(r) for r in conn.execute(query).mappings().all()]
@@ -146,6 +151,7 @@ class JobLeases(JobStore):
         eval_metrics: dict[str, float] | None = None,
         error: JobError | None = None,
         progress: dict[str, Any] | None = None,
+        disk_bytes: int | None = None,
     ) -> Job | None:
         """End the job. With ``owner``, only while that worker holds the lease (fencing);
         returns None when it does not."""
@@ -168,7 +174,10 @@ class JobLeases(JobStore):
                 "error": error.model_dump() if error is not None else None,
                 "lease_owner": None,
                 "lease_expires_at": None,
+                "dir_lock": None,
             }
+            if disk_bytes is not None:
+                values["disk_bytes"] = disk_bytes
             if eval_metrics is not None:
                 values["metrics"] = {**current.metrics, "eval": eval_metrics}
             if progress is not None:
@@ -219,6 +228,7 @@ class JobLeases(JobStore):
         }
         if new in TERMINAL_STATUSES:
             values["finished_at"] = now
+            values["dir_lock"] = None
         with self.engine.begin() as conn:
             result = conn.execute(
                 update(jobs)
@@ -229,3 +239,29 @@ class JobLeases(JobStore):
             if result.rowcount == 1:
                 add_event(conn, job_id, new.value, note)
             return result.rowcount == 1
+
+    # retention -------------------------------------------------------------
+
+    def past_retention(self, older_than_s: float, limit: int = 100) -> list[tuple[str, str, str]]:
+        """Finished jobs whose files outlived the retention period and are not removed yet:
+        (id, tenant, stored model_dir) of each. Only jobs with a model_dir of their own: a
+        named model_dir is kept, later jobs may warm-start from it."""
+        cutoff = utcnow() - timedelta(seconds=older_than_s)
+        query = (
+            select(jobs.c.id, jobs.c.tenant, jobs.c.model_dir)
+            .where(jobs.c.status.in_([s.value for s in TERMINAL_STATUSES]))
+            .where(jobs.c.finished_at < cutoff)
+            .where(or_(jobs.c.disk_bytes.is_(None), jobs.c.disk_bytes > 0))
+            .where(jobs.c.model_dir.like("jobs/%"))
+            .order_by(jobs.c.seq)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [(r.id, r.tenant, r.model_dir) for r in conn.execute(query).all()]
+
+    def files_removed(self, job_id: str, note: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(jobs).where(jobs.c.id == job_id).values(disk_bytes=0, export_path=None)
+            )
+            add_event(conn, job_id, "log", note)

@@ -1,36 +1,71 @@
 """The durable job store k2e owns: SQLite by default, PostgreSQL via DATABASE_URL.
 
 Job state never comes from Celery's result backend: the record is written here before
-the task is sent. This class is what the API needs (create, read, list, cancel); the
-worker's lease-fenced writes live in :mod:`k2e.jobs.leases`.
+the task is sent. This class is what the API needs (create, read, list, cancel, delete);
+the worker's lease-fenced writes live in :mod:`k2e.jobs.leases`, handing jobs to the
+broker in :mod:`k2e.jobs.dispatch`.
+
+Every read that a client makes names its tenant: another tenant's job is not found.
 """
 
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 
-from k2e.errors import Conflict, FieldError, InvalidSpec, NotFound
-from k2e.jobs.db import BY_ID, add_event, aware, create_schema, make_engine, to_job, utcnow
-from k2e.jobs.tables import events, jobs
+from k2e.catalog import decode_cursor
+from k2e.db import aware, create_schema, make_engine, utcnow
+from k2e.errors import Conflict, NotFound
+from k2e.jobs.rows import BY_ID, BY_ID_AND_TENANT, TERMINAL_VALUES, add_event, to_job
 from k2e.schemas import Job, JobPage, JobStatus
+from k2e.tables import events, jobs
+from k2e.tenancy.models import DEFAULT_TENANT
 
 MAX_PAGE = 200
-_CURSOR = re.compile(r"[0-9]{1,18}")
+ACTIVE_VALUES = [JobStatus.queued.value, JobStatus.running.value, JobStatus.cancelling.value]
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """What the API records for an accepted submission."""
+
+    id: str
+    tenant: str
+    spec: dict[str, Any]
+    queue: str
+    model_dir: str  # relative to the tenant's storage folder
+    max_steps: int | None
+    warm_start_from: str | None = None
+    timeout_s: int | None = None
+    idempotency_key: str | None = None  # already prefixed with the tenant
+    request_hash: str | None = None
+    dir_lock: str | None = None  # "<tenant>:<name>" for a named model_dir
+    uploads: tuple[str, ...] = ()
 
 
 class JobStore:
-    """Create, read, list and cancel jobs."""
+    """Create, read, list, cancel and delete jobs."""
 
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)
 
     def create_schema(self) -> None:
         create_schema(self.engine)
+        with self.engine.begin() as conn:
+            # Rows from before tenancy: the default tenant's, already handed to the broker.
+            conn.execute(update(jobs).where(jobs.c.tenant.is_(None)).values(tenant=DEFAULT_TENANT))
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.uploads.is_(None))
+                .values(
+                    dispatched_at=func.coalesce(jobs.c.dispatched_at, jobs.c.created_at),
+                    uploads="",
+                )
+            )
 
     def ping(self) -> None:
         with self.engine.connect() as conn:
@@ -38,48 +73,52 @@ class JobStore:
 
     # writes from the API -------------------------------------------------
 
-    def create(
-        self,
-        job_id: str,
-        spec: dict[str, Any],
-        queue: str,
-        model_dir: str,
-        max_steps: int | None,
-        warm_start_from: str | None = None,
-        timeout_s: int | None = None,
-        idempotency_key: str | None = None,
-        request_hash: str | None = None,
-    ) -> Job:
-        """Record a queued job. With an idempotency key already used, raises Conflict.
+    def create(self, new: NewJob) -> Job:
+        """Record a queued job (not yet handed to the broker: see k2e.jobs.dispatch).
 
-        ``timeout_s`` is the run-time limit the worker enforces (read back as
-        ``Job.timeout_s``).
+        Raises Conflict when the idempotency key is taken or another active job holds
+        the named model_dir (naming that job).
         """
         now = utcnow()
         try:
             with self.engine.begin() as conn:
                 conn.execute(
                     insert(jobs).values(
-                        id=job_id,
+                        id=new.id,
+                        tenant=new.tenant,
                         status=JobStatus.queued.value,
-                        queue=queue,
+                        queue=new.queue,
                         created_at=now,
                         updated_at=now,
-                        spec=spec,
-                        progress={"global_step": 0, "max_steps": max_steps},
+                        spec=new.spec,
+                        progress={"global_step": 0, "max_steps": new.max_steps},
                         metrics={"train": [], "eval": {}},
                         attempts=0,
-                        model_dir=model_dir,
-                        warm_start_from=warm_start_from,
-                        timeout_s=timeout_s,
-                        idempotency_key=idempotency_key,
-                        request_hash=request_hash,
+                        model_dir=new.model_dir,
+                        warm_start_from=new.warm_start_from,
+                        timeout_s=new.timeout_s,
+                        idempotency_key=new.idempotency_key,
+                        request_hash=new.request_hash,
+                        dir_lock=new.dir_lock,
+                        uploads=" ".join(new.uploads),
                     )
                 )
-                add_event(conn, job_id, JobStatus.queued.value, f"queued on {queue}")
+                add_event(conn, new.id, JobStatus.queued.value, f"queued on {new.queue}")
         except IntegrityError as exc:
-            raise Conflict(f"idempotency key {idempotency_key!r} is already in use") from exc
-        return self.get(job_id)
+            holder = self._lock_holder(new.dir_lock) if new.dir_lock else None
+            if holder is not None:
+                name = new.dir_lock.split(":", 1)[1] if new.dir_lock else ""
+                raise Conflict(
+                    f"model_dir {name!r} is in use by job {holder}, which has not ended"
+                ) from exc
+            raise Conflict("the Idempotency-Key is already in use") from exc
+        return self.get(new.id)
+
+    def _lock_holder(self, dir_lock: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(jobs.c.id).where(jobs.c.dir_lock == dir_lock)
+            ).scalar_one_or_none()
 
     def discard(self, job_id: str) -> None:
         """Forget a job that was never accepted (its task could not be sent)."""
@@ -87,14 +126,17 @@ class JobStore:
             conn.execute(delete(events).where(events.c.job_id == job_id))
             conn.execute(delete(jobs).where(jobs.c.id == job_id))
 
-    def request_cancel(self, job_id: str) -> Job:
+    def request_cancel(self, job_id: str, tenant: str | None = None) -> Job:
         """Queued jobs end cancelled at once; running ones go to cancelling for the worker."""
+        self.get(job_id, tenant)
         now = utcnow()
         with self.engine.begin() as conn:
             queued = conn.execute(
                 update(jobs)
                 .where(jobs.c.id == job_id, jobs.c.status == JobStatus.queued.value)
-                .values(status=JobStatus.cancelled.value, finished_at=now, updated_at=now)
+                .values(
+                    status=JobStatus.cancelled.value, finished_at=now, updated_at=now, dir_lock=None
+                )
             ).rowcount
             running = conn.execute(
                 update(jobs)
@@ -107,17 +149,42 @@ class JobStore:
                 add_event(conn, job_id, JobStatus.cancelling.value, "cancel requested")
         return self.get(job_id)
 
+    def delete_finished(self, job_id: str, tenant: str | None) -> Job:
+        """Forget a job that has ended (its files are the caller's to remove); Conflict
+        while it is queued or running."""
+        job = self.get(job_id, tenant)
+        with self.engine.begin() as conn:
+            gone = conn.execute(
+                delete(jobs).where(jobs.c.id == job_id, jobs.c.status.in_(TERMINAL_VALUES))
+            ).rowcount
+            if not gone:
+                raise Conflict(
+                    f"job {job_id} is {job.status.value}: cancel it and wait for it to end "
+                    "before deleting it"
+                )
+            conn.execute(delete(events).where(events.c.job_id == job_id))
+        return job
+
     # reads ---------------------------------------------------------------
 
-    def get(self, job_id: str) -> Job:
-        return to_job(self._row(job_id))
+    def get(self, job_id: str, tenant: str | None = None) -> Job:
+        """The job; with ``tenant``, only that tenant's (another's is not found)."""
+        return to_job(self._row(job_id, tenant))
 
-    def _row(self, job_id: str) -> RowMapping:
+    def _row(self, job_id: str, tenant: str | None = None) -> RowMapping:
         with self.engine.connect() as conn:
-            row = conn.execute(BY_ID, {"job_id": job_id}).mappings().first()
+            if tenant is None:
+                row = conn.execute(BY_ID, {"job_id": job_id}).mappings().first()
+            else:
+                params = {"job_id": job_id, "tenant": tenant}
+                row = conn.execute(BY_ID_AND_TENANT, params).mappings().first()
         if row is None:
             raise NotFound(f"no job with id {job_id!r}")
         return row
+
+    def stored_model_dir(self, job_id: str, tenant: str | None = None) -> str:
+        """The model_dir as stored (relative to the tenant folder, or absolute if older)."""
+        return str(self._row(job_id, tenant)["model_dir"])
 
     def by_idempotency_key(self, key: str) -> tuple[Job, str | None] | None:
         with self.engine.connect() as conn:
@@ -125,20 +192,47 @@ class JobStore:
         return None if row is None else (to_job(row), row["request_hash"])
 
     def list_jobs(
-        self, status: JobStatus | None = None, limit: int = 50, cursor: str | None = None
+        self,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        tenant: str | None = None,
     ) -> JobPage:
         """Newest first; ``cursor`` is the opaque ``next_cursor`` of the previous page."""
         limit = max(1, min(limit, MAX_PAGE))
         query = select(jobs).order_by(jobs.c.seq.desc()).limit(limit + 1)
         if status is not None:
             query = query.where(jobs.c.status == status.value)
+        if tenant is not None:
+            query = query.where(jobs.c.tenant == tenant)
         if cursor is not None:
-            query = query.where(jobs.c.seq < _decode_cursor(cursor))
+            query = query.where(jobs.c.seq < decode_cursor(cursor))
         with self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
         items = [to_job(r) for r in rows[:limit]]
         next_cursor = str(rows[limit - 1]["seq"]) if len(rows) > limit else None
         return JobPage(items=items, next_cursor=next_cursor)
+
+    def active_count(self, tenant: str) -> int:
+        """The tenant's jobs that are queued, running or cancelling."""
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).where(
+                        jobs.c.tenant == tenant, jobs.c.status.in_(ACTIVE_VALUES)
+                    )
+                ).scalar_one()
+            )
+
+    def jobs_using_model_dir(self, model_dir: str, tenant: str) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).where(
+                        jobs.c.tenant == tenant, jobs.c.model_dir == model_dir
+                    )
+                ).scalar_one()
+            )
 
     def events(self, job_id: str, since: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
         """The job's transitions and log lines after event ``since``, oldest first."""
@@ -157,12 +251,3 @@ class JobStore:
 
     def export_path(self, job_id: str) -> str | None:
         return self._row(job_id)["export_path"]
-
-
-def _decode_cursor(cursor: str) -> int:
-    if not _CURSOR.fullmatch(cursor):
-        raise InvalidSpec(
-            "`cursor` must be a `next_cursor` value from a previous page",
-            [FieldError(("query", "cursor"), "not a cursor k2e issued")],
-        )
-    return int(cursor)

@@ -5,23 +5,26 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from k2e.errors import Unavailable
-from service.deps import SenderDep, StoreDep
+from service.deps import BackendDep
 from service.problems import problem, problems
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", summary="200 while the API runs")
+@router.get("/healthz", summary="200 while the API runs", operation_id="healthz")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
 @router.get(
-    "/readyz", summary="200 when the broker and the job store answer", responses=problems(503)
+    "/readyz",
+    summary="200 when the broker and the job store answer",
+    responses=problems(503),
+    operation_id="readyz",
 )
-async def readyz(store: StoreDep, sender: SenderDep) -> JSONResponse:
+async def readyz(backend: BackendDep) -> JSONResponse:
     checks = {}
-    for name, check in (("job_store", store.ping), ("broker", sender.ping)):
+    for name, check in (("job_store", backend.store.ping), ("broker", backend.sender.ping)):
         try:
             await run_in_threadpool(check)
             checks[name] = "ok"

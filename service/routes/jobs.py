@@ -1,69 +1,46 @@
-"""Jobs: status, listing, cancel, and downloads from the job's model_dir."""
+"""Jobs: status, listing, cancel, delete, logs, metrics, and downloads from the job's
+model_dir. A member sees its tenant's jobs only; another tenant's id is not found."""
 
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, Query, Response, status
 from fastapi.responses import StreamingResponse
 
-from k2e.errors import NotFound
 from k2e.formats.tfevents import read_scalars
-from k2e.schemas import CheckpointInfo, Job, JobEvent, JobLog, JobPage, JobScalars, JobStatus
-from k2e.storage import Storage
+from k2e.schemas import CheckpointInfo, Job, JobLog, JobPage, JobScalars, JobStatus
+from service import jobs
 from service.archive import tar_gz_stream, tree_members
-from service.deps import StorageDep, StoreDep
+from service.auth import CallerDep, current_caller, list_scope, scope
+from service.deps import BackendDep
+from service.params import Cursor, JobId, Limit, TenantFilter
 from service.problems import problems
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(tags=["jobs"], dependencies=[Depends(current_caller)], responses=problems(401))
 
 _GZIP: dict[int | str, dict[str, Any]] = {
     200: {"content": {"application/gzip": {}}, "description": "a tar.gz archive"}
 }
-
-
-# A cursor is the `seq` of the last job on a page, as decimal digits. `seq` is an INTEGER
-# column (int4 on PostgreSQL): a larger cursor lies past every job, so it means the first page
-# (passing it on would overflow the driver: a 500, not an answer).
-_CURSOR_PATTERN = r"^[0-9]{1,18}$"
 _MAX_SEQ = 2**31 - 1
-# Job ids are the UUIDs k2e issues; the store's column is String(64).
-_MAX_JOB_ID = 64
 
 
-async def _job_id(job_id: str) -> str:
-    """An id no job can have is simply unknown (404); it never reaches the store's driver,
-    which refuses some strings outright (PostgreSQL: a NUL byte is a DataError)."""
-    if len(job_id) > _MAX_JOB_ID or "\x00" in job_id:
-        raise NotFound(f"no job with id {job_id[:_MAX_JOB_ID]!r}")
-    return job_id
-
-
-JobId = Annotated[str, Depends(_job_id)]
-
-
-@router.get("/jobs", response_model=JobPage, responses=problems(422))
+@router.get("/jobs", response_model=JobPage, responses=problems(403, 422), operation_id="listJobs")
 def list_jobs(
-    store: StoreDep,
+    backend: BackendDep,
+    caller: CallerDep,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[
-        str | None,
-        Query(
-            pattern=_CURSOR_PATTERN,
-            description="`next_cursor` of the previous page (opaque; decimal digits)",
-        ),
-    ] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    tenant: TenantFilter = None,
 ) -> JobPage:
-    if cursor is not None and int(cursor) > _MAX_SEQ:
-        cursor = None
-    return store.list_jobs(status_, limit, cursor)
+    return backend.store.list_jobs(status_, limit, cursor, list_scope(caller, tenant))
 
 
-@router.get("/jobs/{job_id}", response_model=Job, responses=problems(404))
-def get_job(job_id: JobId, store: StoreDep) -> Job:
+@router.get("/jobs/{job_id}", response_model=Job, responses=problems(404), operation_id="getJob")
+def get_job(job_id: JobId, backend: BackendDep, caller: CallerDep) -> Job:
     # Plain `def`, like every route that reads the store: FastAPI runs it in the thread
     # pool, so a slow query (PostgreSQL under load) never stalls the event loop.
-    return store.get(job_id)
+    return backend.store.get(job_id, scope(caller))
 
 
 @router.post(
@@ -71,14 +48,28 @@ def get_job(job_id: JobId, store: StoreDep) -> Job:
     status_code=status.HTTP_202_ACCEPTED,
     response_model=Job,
     responses=problems(404),
+    operation_id="cancelJob",
 )
-def cancel_job(job_id: JobId, store: StoreDep) -> Job:
-    return store.request_cancel(job_id)
+def cancel_job(job_id: JobId, backend: BackendDep, caller: CallerDep) -> Job:
+    return jobs.cancel_job(backend, job_id, caller)
 
 
-def _download(stream_of: list[tuple[Path, str]], filename: str) -> StreamingResponse:
+@router.delete(
+    "/jobs/{job_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=problems(404, 409),
+    summary="Delete a finished job and its files (409 while it is queued or running)",
+    operation_id="deleteJob",
+)
+def delete_job(job_id: JobId, backend: BackendDep, caller: CallerDep) -> Response:
+    jobs.delete_job(backend, job_id, caller)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _download(members: list[tuple[Path, str]], filename: str) -> StreamingResponse:
     return StreamingResponse(
-        tar_gz_stream(stream_of),
+        tar_gz_stream(members),
         media_type="application/gzip",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
@@ -89,20 +80,21 @@ def _download(stream_of: list[tuple[Path, str]], filename: str) -> StreamingResp
     responses={**_GZIP, **problems(404)},
     response_class=StreamingResponse,
     summary="The newest export as tar.gz in the TF Serving layout",
+    operation_id="downloadSavedModel",
 )
-def download_savedmodel(job_id: JobId, store: StoreDep, storage: StorageDep) -> StreamingResponse:
-    job = store.get(job_id)
-    export = Storage.latest_export(Path(job.model_dir))
-    if export is None:
-        raise NotFound(f"job {job_id} has no exported SavedModel (status {job.status.value})")
+def download_savedmodel(job_id: JobId, backend: BackendDep, caller: CallerDep) -> StreamingResponse:
+    export = jobs.latest_export(backend, job_id, caller)
     return _download(tree_members(export, export.name), f"{job_id}-savedmodel-{export.name}.tar.gz")
 
 
 @router.get(
-    "/jobs/{job_id}/checkpoints", response_model=list[CheckpointInfo], responses=problems(404)
+    "/jobs/{job_id}/checkpoints",
+    response_model=list[CheckpointInfo],
+    responses=problems(404),
+    operation_id="listCheckpoints",
 )
-def list_checkpoints(job_id: JobId, store: StoreDep) -> list[CheckpointInfo]:
-    return Storage.checkpoints(Path(store.get(job_id).model_dir))
+def list_checkpoints(job_id: JobId, backend: BackendDep, caller: CallerDep) -> list[CheckpointInfo]:
+    return jobs.checkpoints(backend, job_id, caller)
 
 
 @router.get(
@@ -110,14 +102,13 @@ def list_checkpoints(job_id: JobId, store: StoreDep) -> list[CheckpointInfo]:
     responses={**_GZIP, **problems(404)},
     response_class=StreamingResponse,
     summary="One checkpoint's files as tar.gz",
+    operation_id="downloadCheckpoint",
 )
-def download_checkpoint(job_id: JobId, step: int, store: StoreDep) -> StreamingResponse:
-    model_dir = Path(store.get(job_id).model_dir)
-    files = Storage.checkpoint_files(model_dir, step) if model_dir.is_dir() else []
-    if not files:
-        raise NotFound(f"job {job_id} has no checkpoint at step {step}")
-    members = [(f, f.name) for f in files]
-    return _download(members, f"{job_id}-ckpt-{step}.tar.gz")
+def download_checkpoint(
+    job_id: JobId, step: int, backend: BackendDep, caller: CallerDep
+) -> StreamingResponse:
+    files = jobs.checkpoint_files(backend, job_id, step, caller)
+    return _download([(f, f.name) for f in files], f"{job_id}-ckpt-{step}.tar.gz")
 
 
 @router.get(
@@ -125,16 +116,16 @@ def download_checkpoint(job_id: JobId, step: int, store: StoreDep) -> StreamingR
     response_model=JobLog,
     responses=problems(404, 422),
     summary="The job's transitions and worker log lines; follow with `since`",
+    operation_id="getJobLogs",
 )
 def job_logs(
     job_id: JobId,
-    store: StoreDep,
+    backend: BackendDep,
+    caller: CallerDep,
     since: Annotated[int, Query(ge=0, le=_MAX_SEQ)] = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
 ) -> JobLog:
-    store.get(job_id)  # 404 for unknown jobs
-    items = [JobEvent(**e) for e in store.events(job_id, since, limit)]
-    return JobLog(items=items, next_since=items[-1].seq if items else since)
+    return jobs.job_log(backend, job_id, since, limit, caller)
 
 
 @router.get(
@@ -142,8 +133,9 @@ def job_logs(
     response_model=JobScalars,
     responses=problems(404),
     summary="Scalar series from the TensorBoard event files in the job's model_dir",
+    operation_id="getJobMetrics",
 )
-def job_metrics(job_id: JobId, store: StoreDep) -> JobScalars:
-    model_dir = Path(store.get(job_id).model_dir)
+def job_metrics(job_id: JobId, backend: BackendDep, caller: CallerDep) -> JobScalars:
+    model_dir = jobs.model_dir_of(backend, job_id, caller)[1]
     runs = read_scalars(model_dir) if model_dir.is_dir() else {}
     return JobScalars.model_validate({"runs": runs})

@@ -18,6 +18,7 @@ from k2e.settings import Settings
 from launcher.embedded_redis import EmbeddedRedis
 from launcher.stack import worker_command
 from service.main import create_app
+from tests.auth import admin_client
 
 READY_LINE = "worker process ready: TensorFlow loaded"
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,7 +108,7 @@ def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 @pytest.fixture(scope="session")
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
+    with admin_client(create_app(settings)) as test_client:
         yield test_client
 
 

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
 
 from k2e.jobs.store import JobStore
 from k2e.settings import Settings
 from launcher.embedded_redis import EmbeddedRedis, free_port
 from launcher.stack import api_command
 from service.main import create_app
+from tests.auth import ADMIN, admin_client
 from tests.integration.conftest import ROOT, WorkerProcess, wait_for_job, worker_env
 
 tf = pytest.importorskip("tensorflow")
@@ -38,7 +38,7 @@ class Env:
         self.redis = EmbeddedRedis(root / "redis", appendonly=True).start()
         self.settings = Settings(data_dir=root / "data", redis_url=self.redis.url, **tunables)
         self.workers: list[WorkerProcess] = []
-        self._client_cm = TestClient(create_app(self.settings))
+        self._client_cm = admin_client(create_app(self.settings))
         self.client = self._client_cm.__enter__()
         h5 = models.save_h5(models.seed_multi_io_model(), root / "seed.h5")
         self.model = self._upload("/models", "seed.h5", h5.read_bytes())
@@ -280,14 +280,14 @@ def test_api_restart_mid_job_loses_nothing(env: Env) -> None:
 
     first = api()
     spec = {"keras_model_path": env.model, "train": {"dataset": env.data, "max_steps": 3000}}
-    job = httpx.post(f"http://127.0.0.1:{port}/convert", json=spec).json()
+    job = httpx.post(f"http://127.0.0.1:{port}/convert", json=spec, headers=ADMIN).json()
     first.kill()
     first.wait()
     second = api()
     try:
         deadline = time.monotonic() + 300
         while True:
-            final = httpx.get(f"http://127.0.0.1:{port}/jobs/{job['id']}").json()
+            final = httpx.get(f"http://127.0.0.1:{port}/jobs/{job['id']}", headers=ADMIN).json()
             if final["status"] not in ("queued", "running"):
                 break
             assert time.monotonic() < deadline

@@ -9,6 +9,7 @@ from k2e.settings import Settings
 from k2e.spec import rules
 from launcher.embedded_redis import free_port
 from service.main import create_app
+from tests.auth import admin_client
 
 PROBLEM = "application/problem+json"
 
@@ -16,7 +17,7 @@ PROBLEM = "application/problem+json"
 @pytest.fixture
 def client(tmp_path, redis_server) -> Iterator[TestClient]:
     settings = Settings(data_dir=tmp_path, redis_url=redis_server.url, max_upload_bytes=4096)
-    with TestClient(create_app(settings)) as test_client:
+    with admin_client(create_app(settings)) as test_client:
         yield test_client
 
 
@@ -48,7 +49,7 @@ def test_healthz_and_readyz(client) -> None:
 
 def test_readyz_is_503_when_the_broker_is_down(tmp_path) -> None:
     settings = Settings(data_dir=tmp_path, redis_url=f"redis://127.0.0.1:{free_port()}/0")
-    with TestClient(create_app(settings)) as client:
+    with admin_client(create_app(settings)) as client:
         body = _problem(client.get("/readyz"), 503)
         assert "broker" in body["detail"]
 

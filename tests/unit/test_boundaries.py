@@ -81,7 +81,7 @@ def _import_graph() -> dict[str, set[str]]:
 def test_the_import_graph_is_read() -> None:
     graph = _import_graph()
     assert "k2e.jobs.store" in graph
-    assert "k2e.jobs.db" in graph["k2e.jobs.store"]
+    assert "k2e.jobs.rows" in graph["k2e.jobs.store"]
     assert "worker.tfrt" in graph["worker.training"]
 
 

@@ -9,8 +9,8 @@ import sqlalchemy
 
 from k2e.errors import Conflict, InvalidSpec, NotFound
 from k2e.jobs.leases import JobLeases
-from k2e.jobs.tables import events, jobs
 from k2e.schemas import JobStatus
+from k2e.tables import events, jobs
 from tests.conftest import postgres_url
 
 

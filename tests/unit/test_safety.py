@@ -25,6 +25,7 @@ from k2e.vetting.h5structure import vet_h5_structure
 from k2e.vetting.keras_archive import inspect_keras
 from k2e.vetting.sandbox import SandboxLimits, _outcome
 from service.main import create_app
+from tests.auth import admin_client
 
 tf = pytest.importorskip("tensorflow")
 from tests import models  # noqa: E402  (needs TensorFlow)
@@ -211,7 +212,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory, redis_server) -> Settings
 
 @pytest.fixture(scope="module")
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
+    with admin_client(create_app(settings)) as test_client:
         yield test_client
 
 
@@ -269,7 +270,7 @@ def test_an_operator_may_allow_lambda_layers(
     tmp_path: Path, redis_server, files: dict[str, Path]
 ) -> None:
     settings = Settings(data_dir=tmp_path, redis_url=redis_server.url, allow_lambda=True)
-    with TestClient(create_app(settings)) as client:
+    with admin_client(create_app(settings)) as client:
         response = client.post("/models", files={"file": ("l.h5", files["lambda_h5"].read_bytes())})
     assert response.status_code == 201, response.text
     assert Settings.model_fields["allow_lambda"].default is False
@@ -287,12 +288,12 @@ def test_a_reader_that_hangs_or_crashes_is_a_4xx_and_the_api_lives_on(
     tmp_path: Path, redis_server, files: dict[str, Path], limits: dict[str, Any], match: str
 ) -> None:
     settings = Settings(data_dir=tmp_path, redis_url=redis_server.url, **limits)
-    with TestClient(create_app(settings)) as client:
+    with admin_client(create_app(settings)) as client:
         response = client.post("/models", files={"file": ("s.h5", files["seed_h5"].read_bytes())})
         _refused(response, match)
         assert client.get("/healthz").status_code == 200
     # The same file inspects fine within the default limits.
-    with TestClient(create_app(Settings(data_dir=tmp_path, redis_url=redis_server.url))) as ok:
+    with admin_client(create_app(Settings(data_dir=tmp_path, redis_url=redis_server.url))) as ok:
         response = ok.post("/models", files={"file": ("s.h5", files["seed_h5"].read_bytes())})
         assert response.status_code == 201, response.text
 

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import schemathesis
 from fastapi import FastAPI
-from fastapi.testclient import TestClient
 from schemathesis import Case, Response
 from schemathesis.config import SchemathesisConfig
 
 from k2e.settings import Settings
 from service.main import create_app
+from tests.auth import ADMIN, admin_client
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "openapi" / "openapi.json"
@@ -78,7 +78,7 @@ def _media_type(response: Response) -> str:
 
 @schema.parametrize()
 def test_api_conforms_to_the_committed_spec(case: Case, app: FastAPI) -> None:
-    response = case.call(app=app)
+    response = case.call(app=app, headers=ADMIN)
     case.validate_response(response)
     if response.status_code >= 400:
         assert _media_type(response) == PROBLEM_JSON, response.text
@@ -91,7 +91,7 @@ def test_the_fuzz_run_created_no_job_from_garbage(app: FastAPI) -> None:
     """Fuzzed specs name models and datasets that do not exist: none may become a job.
 
     Runs after the fuzz run above (pytest keeps the module's order) on the same app."""
-    with TestClient(app) as client:
+    with admin_client(app) as client:
         listed = client.get("/jobs", params={"limit": 200})
     assert listed.status_code == 200, listed.text
     assert listed.json()["items"] == []
@@ -121,7 +121,7 @@ def test_the_fuzz_run_created_no_job_from_garbage(app: FastAPI) -> None:
     ],
 )
 def test_cases_found_while_fuzzing(app: FastAPI, method: str, path: str, status: int) -> None:
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with admin_client(app, raise_server_exceptions=False) as client:
         response = client.request(method, path)
     assert response.status_code == status, response.text
     if status >= 400:

@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from k2e.settings import Settings
 from k2e.spec import rules
 from service.main import create_app
+from tests.auth import admin_client
 
 tf = pytest.importorskip("tensorflow")
 from tests import models  # noqa: E402  (needs TensorFlow)
@@ -44,7 +45,7 @@ def env(
 ) -> Iterator[tuple[TestClient, dict[str, str], Path]]:
     root = tmp_path_factory.mktemp("rules")
     settings = Settings(data_dir=root, redis_url=redis_server.url)
-    with TestClient(create_app(settings)) as client:
+    with admin_client(create_app(settings)) as client:
         scratch = tmp_path_factory.mktemp("models")
         seed = models.save_h5(models.seed_multi_io_model(), scratch / "seed.h5")
         uncompiled = models.seed_multi_io_model()

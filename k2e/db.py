@@ -1,18 +1,13 @@
-"""The job store's engine, schema upkeep and row mapping, shared by both sides of the store."""
+"""The store's engine and schema upkeep: SQLite by default, PostgreSQL via DATABASE_URL."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, create_engine, event, insert, inspect, select, text
-from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy import Engine, create_engine, event, inspect, text
 
-from k2e.jobs.tables import events, jobs, metadata
-from k2e.schemas import Job, JobStatus
-
-# Built once: jobs are read by id on every GET /jobs/{id} and every progress update.
-BY_ID = select(jobs).where(jobs.c.id == bindparam("job_id"))
+from k2e.tables import metadata
 
 
 def utcnow() -> datetime:
@@ -66,27 +61,3 @@ def create_schema(engine: Engine) -> None:
                             f'uq_{table.name}_{column.name} ON {table.name} ("{column.name}")'
                         )
                     )
-
-
-def add_event(conn: Connection, job_id: str, kind: str, message: str) -> None:
-    """A transition (``kind`` is the new status) or a log line (``kind`` "log")."""
-    conn.execute(insert(events).values(job_id=job_id, at=utcnow(), kind=kind, message=message))
-
-
-def to_job(row: RowMapping) -> Job:
-    return Job(
-        id=row["id"],
-        status=JobStatus(row["status"]),
-        created_at=aware(row["created_at"]),
-        started_at=aware(row["started_at"]),
-        finished_at=aware(row["finished_at"]),
-        spec=row["spec"],
-        progress=row["progress"],
-        metrics=row["metrics"],
-        error=row["error"],
-        attempts=row["attempts"],
-        queue=row["queue"],
-        model_dir=row["model_dir"],
-        warm_start_from=row["warm_start_from"],
-        timeout_s=row["timeout_s"],
-    )

@@ -1,0 +1,107 @@
+"""The uploads each tenant owns: models and datasets, listed, found by id, deleted.
+
+The files and their info.json live under the tenant's storage folder (k2e.storage);
+this table is what lists, ownership and quota usage read.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from sqlalchemy import Engine, delete, insert, select
+
+from k2e.db import utcnow
+from k2e.errors import Conflict, FieldError, InvalidSpec, NotFound
+from k2e.schemas import DatasetInfo, JobStatus, ModelInfo
+from k2e.tables import jobs, uploads
+
+Kind = Literal["model", "dataset"]
+MAX_PAGE = 200
+_CURSOR = re.compile(r"[0-9]{1,18}")
+_MAX_SEQ = 2**31 - 1
+ACTIVE = (JobStatus.queued.value, JobStatus.running.value, JobStatus.cancelling.value)
+
+
+class Catalog:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def add(self, kind: Kind, tenant: str, info: ModelInfo | DatasetInfo) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(uploads).values(
+                    id=info.id,
+                    kind=kind,
+                    tenant=tenant,
+                    created_at=utcnow(),
+                    size=info.size,
+                    info=info.model_dump(mode="json"),
+                )
+            )
+
+    def owner(self, kind: Kind, upload_id: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(uploads.c.tenant).where(uploads.c.id == upload_id, uploads.c.kind == kind)
+            ).scalar_one_or_none()
+
+    def get_model(self, model_id: str, tenant: str | None) -> ModelInfo:
+        return ModelInfo.model_validate(self._info("model", model_id, tenant))
+
+    def get_dataset(self, dataset_id: str, tenant: str | None) -> DatasetInfo:
+        return DatasetInfo.model_validate(self._info("dataset", dataset_id, tenant))
+
+    def _info(self, kind: Kind, upload_id: str, tenant: str | None) -> dict:
+        query = select(uploads.c.info).where(uploads.c.id == upload_id, uploads.c.kind == kind)
+        if tenant is not None:
+            query = query.where(uploads.c.tenant == tenant)
+        with self.engine.connect() as conn:
+            info = conn.execute(query).scalar_one_or_none()
+        if info is None:
+            # Another tenant's id answers exactly as an unknown one.
+            raise NotFound(f"no {kind} with id {upload_id[:64]!r}")
+        return info
+
+    def list(
+        self, kind: Kind, tenant: str | None, limit: int = 50, cursor: str | None = None
+    ) -> tuple[list[dict], str | None]:
+        """Infos newest first, and the cursor of the next page (None at the end)."""
+        limit = max(1, min(limit, MAX_PAGE))
+        query = (
+            select(uploads.c.seq, uploads.c.info)
+            .where(uploads.c.kind == kind)
+            .order_by(uploads.c.seq.desc())
+            .limit(limit + 1)
+        )
+        if tenant is not None:
+            query = query.where(uploads.c.tenant == tenant)
+        if cursor is not None:
+            query = query.where(uploads.c.seq < decode_cursor(cursor))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        next_cursor = str(rows[limit - 1].seq) if len(rows) > limit else None
+        return [row.info for row in rows[:limit]], next_cursor
+
+    def remove(self, kind: Kind, upload_id: str, tenant: str | None) -> None:
+        """Forget an upload; Conflict while a queued or running job uses it."""
+        self._info(kind, upload_id, tenant)
+        with self.engine.begin() as conn:
+            user = conn.execute(
+                select(jobs.c.id)
+                .where(jobs.c.status.in_(ACTIVE), jobs.c.uploads.contains(upload_id))
+                .limit(1)
+            ).scalar_one_or_none()
+            if user is not None:
+                raise Conflict(f"{kind} {upload_id} is used by job {user}, which has not ended")
+            conn.execute(delete(uploads).where(uploads.c.id == upload_id))
+
+
+def decode_cursor(cursor: str) -> int:
+    """A ``next_cursor`` k2e issued: decimal digits. One past every row means the end."""
+    if not _CURSOR.fullmatch(cursor):
+        raise InvalidSpec(
+            "`cursor` must be a `next_cursor` value from a previous page",
+            [FieldError(("query", "cursor"), "not a cursor k2e issued")],
+        )
+    return min(int(cursor), _MAX_SEQ + 1)

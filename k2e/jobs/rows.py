@@ -1,0 +1,48 @@
+"""Job rows: the by-id query, events, and the mapping from a row to a ``Job``."""
+
+from __future__ import annotations
+
+from sqlalchemy import bindparam, insert, select
+from sqlalchemy.engine import Connection, RowMapping
+
+from k2e.db import aware, utcnow
+from k2e.schemas import TERMINAL_STATUSES, Job, JobStatus
+from k2e.tables import events, jobs
+
+# Built once: jobs are read by id on every GET /jobs/{id} and every progress update.
+BY_ID = select(jobs).where(jobs.c.id == bindparam("job_id"))
+BY_ID_AND_TENANT = BY_ID.where(jobs.c.tenant == bindparam("tenant"))
+TERMINAL_VALUES = [s.value for s in TERMINAL_STATUSES]
+
+
+def add_event(conn: Connection, job_id: str, kind: str, message: str) -> None:
+    """A transition (``kind`` is the new status) or a log line (``kind`` "log")."""
+    conn.execute(insert(events).values(job_id=job_id, at=utcnow(), kind=kind, message=message))
+
+
+def to_job(row: RowMapping) -> Job:
+    return Job(
+        id=row["id"],
+        status=JobStatus(row["status"]),
+        created_at=aware(row["created_at"]),
+        started_at=aware(row["started_at"]),
+        finished_at=aware(row["finished_at"]),
+        spec=row["spec"],
+        progress=row["progress"],
+        metrics=row["metrics"],
+        error=row["error"],
+        attempts=row["attempts"],
+        queue=row["queue"],
+        model_dir=shown_path(row["model_dir"]),
+        warm_start_from=shown_path(row["warm_start_from"]),
+        tenant=row["tenant"],
+        timeout_s=row["timeout_s"],
+    )
+
+
+def shown_path(stored: str | None) -> str | None:
+    """A model_dir as a client sees it: relative to its tenant's folder, never absolute
+    (rows older than tenancy stored absolute paths: their last two parts are shown)."""
+    if stored is None or not stored.startswith("/"):
+        return stored
+    return "/".join(stored.rstrip("/").split("/")[-2:])

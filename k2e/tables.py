@@ -1,0 +1,103 @@
+"""The store's tables (SQLAlchemy Core): jobs and their events, tenants, API keys, uploads."""
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+jobs = Table(
+    "k2e_jobs",
+    metadata,
+    # `seq` orders the list (newest first) and backs the cursor without a scan.
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("status", String(16), nullable=False, index=True),
+    Column("queue", String(32), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("spec", JSON, nullable=False),
+    Column("progress", JSON, nullable=False),
+    Column("metrics", JSON, nullable=False),
+    Column("error", JSON),
+    Column("attempts", Integer, nullable=False, default=0),
+    # Relative to the tenant's storage folder (absolute in rows older than tenancy).
+    Column("model_dir", String(1024), nullable=False),
+    Column("warm_start_from", String(1024)),
+    Column("timeout_s", Integer),
+    # The lease: who runs the job, until when. Renewed by the worker's heartbeat.
+    Column("lease_owner", String(128)),
+    Column("lease_expires_at", DateTime(timezone=True), index=True),
+    Column("export_path", String(1024)),
+    # "<tenant>:<Idempotency-Key>": keys are per tenant.
+    Column("idempotency_key", String(320), unique=True),
+    Column("request_hash", String(64)),
+    # Rows older than tenancy have none; they belong to the default tenant.
+    Column("tenant", String(64), index=True),
+    # "<tenant>:<model_dir name>" while a queued or running job holds a named model_dir,
+    # NULL otherwise: the unique index lets one job at a time hold it.
+    Column("dir_lock", String(200), unique=True),
+    # When the job was handed to the broker; NULL while it waits for its tenant's turn.
+    Column("dispatched_at", DateTime(timezone=True)),
+    # The ids of the uploads the job uses, space-separated (deletion checks it).
+    Column("uploads", String(200)),
+    # Bytes the job's model_dir holds, measured when the job ends (quota usage).
+    Column("disk_bytes", BigInteger),
+)
+
+events = Table(
+    "k2e_job_events",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(64), nullable=False, index=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("kind", String(16), nullable=False),  # a status name, or "log"
+    Column("message", Text, nullable=False),
+)
+
+tenants = Table(
+    "k2e_tenants",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    # Overrides of the settings' default quotas; absent keys take the default.
+    Column("quotas", JSON, nullable=False),
+)
+
+api_keys = Table(
+    "k2e_api_keys",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    # A prefix of the key's SHA-256: found by id, then compared in constant time.
+    Column("id", String(32), nullable=False, unique=True),
+    Column("key_hash", String(64), nullable=False),
+    Column("tenant", String(64), nullable=False, index=True),
+    Column("role", String(16), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_used_at", DateTime(timezone=True)),
+    Column("revoked_at", DateTime(timezone=True)),
+)
+
+uploads = Table(
+    "k2e_uploads",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(32), nullable=False, unique=True),
+    Column("kind", String(16), nullable=False),  # "model" or "dataset"
+    Column("tenant", String(64), nullable=False, index=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("info", JSON, nullable=False),  # the ModelInfo or DatasetInfo
+)

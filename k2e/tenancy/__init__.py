@@ -1,0 +1,1 @@
+"""Identity and tenancy: API keys (keys), tenants and their quotas (models, store)."""

@@ -1,0 +1,101 @@
+"""Tenants, API keys and quotas as the API shows them."""
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["admin", "member"]
+DEFAULT_TENANT = "default"
+# Tenant names appear in folder names and in lock keys: a plain lowercase name.
+TenantName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the key's tenant and role."""
+
+    tenant: str
+    role: Role
+    key_id: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+class Quotas(BaseModel):
+    """Per-tenant limits. In a request, an absent field takes the server's default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Jobs queued + running at once; beyond it POST /convert answers 429.
+    max_active_jobs: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    # Bytes of uploads and model_dirs; beyond it uploads answer 413.
+    max_bytes: Annotated[int, Field(ge=0, le=2**62)] | None = None
+    # The largest train.max_steps a job may ask for.
+    max_steps: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
+    # A job's run time limit when its timeout_s is absent or larger.
+    max_run_s: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
+
+
+class EffectiveQuotas(BaseModel):
+    max_active_jobs: int
+    max_bytes: int
+    max_steps: int
+    max_run_s: int
+
+
+class Usage(BaseModel):
+    queued_jobs: int
+    running_jobs: int
+    upload_bytes: int
+    model_dir_bytes: int
+
+    @property
+    def active_jobs(self) -> int:
+        return self.queued_jobs + self.running_jobs
+
+    @property
+    def bytes(self) -> int:
+        return self.upload_bytes + self.model_dir_bytes
+
+
+class TenantCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: TenantName
+    quotas: Quotas | None = None
+
+
+class Tenant(BaseModel):
+    name: str
+    created_at: datetime
+    quotas: EffectiveQuotas
+    usage: Usage | None = None
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(min_length=1, max_length=128)]
+    role: Role = "member"
+
+
+class ApiKey(BaseModel):
+    """A key as listed: never its secret."""
+
+    id: str
+    tenant: str
+    role: Role
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class ApiKeyCreated(ApiKey):
+    """The answer to creating a key: the only time the secret is shown."""
+
+    key: str

@@ -1,0 +1,90 @@
+"""Who is calling: the bearer key of every request but /healthz and /readyz.
+
+A key lookup is cached for ``key_cache_s`` (default 5 s) per API process, so that the
+store is not read on every request; revoking a key clears it from the revoking
+process's cache at once, and from every other process's within ``key_cache_s``.
+"""
+
+import hashlib
+import time
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from k2e.errors import Forbidden, Unauthenticated
+from k2e.tenancy.models import Caller
+from k2e.tenancy.store import TenantStore
+
+MAX_ENTRIES = 10_000
+# Declares the scheme in the OpenAPI spec; k2e answers a missing key itself (401).
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`")
+
+
+class KeyCache:
+    """Key hash -> (caller or None, expiry), bounded; negative answers are cached too, so
+    guessing keys costs the store nothing more than a valid key does."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._entries: dict[str, tuple[Caller | None, float]] = {}
+
+    def get(self, digest: str) -> tuple[bool, Caller | None]:
+        entry = self._entries.get(digest)
+        if entry is None or entry[1] < time.monotonic():
+            return False, None
+        return True, entry[0]
+
+    def put(self, digest: str, caller: Caller | None) -> None:
+        if len(self._entries) >= MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[digest] = (caller, time.monotonic() + self.ttl_s)
+
+    def forget_key(self, key_id: str) -> None:
+        for digest, (caller, _) in list(self._entries.items()):
+            if caller is not None and caller.key_id == key_id:
+                self._entries.pop(digest, None)
+
+
+async def current_caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthenticated("this route needs an API key: `Authorization: Bearer <key>`")
+    key = credentials.credentials
+    cache: KeyCache = request.app.state.key_cache
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+    known, caller = cache.get(digest)
+    if not known:
+        tenants: TenantStore = request.app.state.backend.tenants
+        caller = await run_in_threadpool(tenants.authenticate, key)
+        cache.put(digest, caller)
+    if caller is None:
+        raise Unauthenticated("the API key is not valid (unknown, mistyped or revoked)")
+    return caller
+
+
+async def admin_caller(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
+    if not caller.is_admin:
+        raise Forbidden("this route is for admin keys")
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(current_caller)]
+AdminDep = Annotated[Caller, Depends(admin_caller)]
+
+
+def scope(caller: Caller) -> str | None:
+    """The tenant a lookup by id is confined to: the caller's own; None (any) for admins."""
+    return None if caller.is_admin else caller.tenant
+
+
+def list_scope(caller: Caller, tenant: str | None) -> str | None:
+    """The tenant a list shows: the caller's own; an admin may name another, or "*" for all."""
+    if tenant is None or tenant == caller.tenant:
+        return caller.tenant
+    if not caller.is_admin:
+        raise Forbidden("only admin keys list other tenants' resources")
+    return None if tenant == "*" else tenant

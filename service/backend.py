@@ -1,0 +1,52 @@
+"""What the routes' work touches, built once per API process."""
+
+from dataclasses import dataclass
+
+from k2e.catalog import Catalog
+from k2e.jobs.dispatch import Dispatcher
+from k2e.jobs.queueing import TaskSender
+from k2e.jobs.store import JobStore
+from k2e.settings import Settings
+from k2e.storage import Storage
+from k2e.tenancy.models import EffectiveQuotas
+from k2e.tenancy.store import TenantStore
+
+
+@dataclass(frozen=True)
+class Backend:
+    store: JobStore
+    storage: Storage
+    sender: TaskSender
+    settings: Settings
+    tenants: TenantStore
+    catalog: Catalog
+    dispatcher: Dispatcher
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Backend":
+        store = JobStore(settings.sqlalchemy_url)
+        sender = TaskSender(settings)
+        defaults = EffectiveQuotas(
+            max_active_jobs=settings.quota_max_active_jobs,
+            max_bytes=settings.quota_max_bytes,
+            max_steps=settings.quota_max_steps,
+            max_run_s=settings.quota_max_run_s,
+        )
+        return cls(
+            store=store,
+            storage=Storage(settings.storage_root),
+            sender=sender,
+            settings=settings,
+            tenants=TenantStore(store.engine, defaults),
+            catalog=Catalog(store.engine),
+            dispatcher=Dispatcher(store.engine, sender, settings.tenant_inflight_jobs),
+        )
+
+    def upload_limit(self, tenant: str) -> tuple[int, str]:
+        """Bytes an upload may take now, and what sets that limit (for the 413)."""
+        quota = self.tenants.quotas(tenant).max_bytes
+        left = max(0, quota - self.tenants.usage(tenant).bytes)
+        if left < self.settings.max_upload_bytes:
+            return left, f"the tenant's storage quota ({quota} bytes, {left} left)"
+        limit = self.settings.max_upload_bytes
+        return limit, f"the upload limit of {limit} bytes"

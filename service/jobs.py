@@ -1,0 +1,76 @@
+"""The work behind the job routes: a job's files, deletion, and what its log shows."""
+
+import re
+import shutil
+from pathlib import Path
+
+from k2e.errors import NotFound, Unavailable
+from k2e.schemas import CheckpointInfo, Job, JobEvent, JobLog
+from k2e.storage import Storage
+from k2e.tenancy.models import Caller
+from service.auth import scope
+from service.backend import Backend
+
+# "started by host:pid:nonce": members see "started" (no host or pid in their answers).
+_OWNER = re.compile(r"^started by \S+")
+
+
+def model_dir_of(backend: Backend, job_id: str, caller: Caller) -> tuple[Job, Path]:
+    """The job (another tenant's is not found) and its model_dir on this machine."""
+    job = backend.store.get(job_id, scope(caller))
+    stored = backend.store.stored_model_dir(job_id)
+    storage = backend.storage.for_tenant(job.tenant or caller.tenant)
+    return job, storage.resolve(stored)
+
+
+def latest_export(backend: Backend, job_id: str, caller: Caller) -> Path:
+    job, model_dir = model_dir_of(backend, job_id, caller)
+    export = Storage.latest_export(model_dir)
+    if export is None:
+        raise NotFound(f"job {job_id} has no exported SavedModel (status {job.status.value})")
+    return export
+
+
+def checkpoints(backend: Backend, job_id: str, caller: Caller) -> list[CheckpointInfo]:
+    return Storage.checkpoints(model_dir_of(backend, job_id, caller)[1])
+
+
+def checkpoint_files(backend: Backend, job_id: str, step: int, caller: Caller) -> list[Path]:
+    model_dir = model_dir_of(backend, job_id, caller)[1]
+    files = Storage.checkpoint_files(model_dir, step) if model_dir.is_dir() else []
+    if not files:
+        raise NotFound(f"job {job_id} has no checkpoint at step {step}")
+    return files
+
+
+def delete_job(backend: Backend, job_id: str, caller: Caller) -> None:
+    """Forget a finished job and remove its files: its own model_dir, or a named one that
+    no other job's record uses (Conflict while the job has not ended)."""
+    _, model_dir = model_dir_of(backend, job_id, caller)
+    stored = backend.store.stored_model_dir(job_id)
+    job = backend.store.delete_finished(job_id, scope(caller))
+    tenant = job.tenant or caller.tenant
+    if not backend.store.jobs_using_model_dir(stored, tenant):
+        shutil.rmtree(model_dir, ignore_errors=True)
+
+
+def job_log(backend: Backend, job_id: str, since: int, limit: int, caller: Caller) -> JobLog:
+    backend.store.get(job_id, scope(caller))  # 404 for unknown and other tenants' jobs
+    items = [JobEvent(**e) for e in backend.store.events(job_id, since, limit)]
+    if not caller.is_admin:
+        items = [
+            item.model_copy(update={"message": _OWNER.sub("started", item.message)})
+            for item in items
+        ]
+    return JobLog(items=items, next_since=items[-1].seq if items else since)
+
+
+def cancel_job(backend: Backend, job_id: str, caller: Caller) -> Job:
+    """Cancel; a queued job's place in its tenant's turn goes to the next one waiting."""
+    job = backend.store.request_cancel(job_id, scope(caller))
+    if job.tenant is not None:
+        try:
+            backend.dispatcher.pump(job.tenant)
+        except Unavailable:
+            pass  # the reconciler hands it over once the broker answers
+    return job

@@ -1,0 +1,150 @@
+"""Every route of the app, walked from its router (a new route is covered the day it is
+added): a key is required, a revoked key is refused, and another tenant's id answers
+exactly as an unknown id does."""
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+
+from k2e.settings import Settings
+from service.main import create_app
+from tests.auth import TEST_ADMIN_KEY, admin_client, bearer, new_tenant
+
+PUBLIC = {"/healthz", "/readyz"}
+# Ids a tenant owns; admin routes ({name}, {key_id}) answer members 403 instead.
+OWNED = {"job_id", "model_id", "dataset_id"}
+UNKNOWN = {"job_id": "0" * 8 + "-0000-4000-8000-" + "0" * 12, "model_id": "f" * 32}
+UNKNOWN["dataset_id"] = "e" * 32
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, redis_server) -> Iterator[dict]:
+    from tests.models import npz_bytes, save_h5, seed_multi_io_data, seed_multi_io_model
+
+    root = tmp_path_factory.mktemp("routes")
+    settings = Settings(data_dir=root, redis_url=redis_server.url, admin_key=TEST_ADMIN_KEY)
+    app = create_app(settings)
+    with admin_client(app) as client:
+        owner = new_tenant(client, "owner")
+        other = new_tenant(client, "other")
+        revoked = new_tenant(client, "gone")
+        gone_id = next(k["id"] for k in client.get("/keys").json() if k["tenant"] == "gone")
+        assert client.delete(f"/keys/{gone_id}").status_code == 204
+        h5 = save_h5(seed_multi_io_model(), Path(root) / "seed.h5").read_bytes()
+        model = client.post("/models", files={"file": ("m.h5", h5)}, headers=bearer(owner)).json()[
+            "id"
+        ]
+        data = npz_bytes(seed_multi_io_data(32))
+        dataset = client.post(
+            "/datasets", files={"file": ("d.npz", data)}, headers=bearer(owner)
+        ).json()["id"]
+        spec = {"keras_model_path": model, "train": {"dataset": dataset, "max_steps": 5}}
+        job = client.post("/convert", json=spec, headers=bearer(owner))
+        assert job.status_code == 202, job.text
+        owner_key_id = next(k["id"] for k in client.get("/keys").json() if k["tenant"] == "owner")
+        yield {
+            "app": app,
+            "client": client,
+            "keys": {"owner": owner, "other": other, "revoked": revoked},
+            "ids": {
+                "job_id": job.json()["id"],
+                "model_id": model,
+                "dataset_id": dataset,
+                "step": "1",
+                "name": "owner",
+                "key_id": owner_key_id,
+            },
+        }
+
+
+def _api_routes(routes: list) -> Iterator[APIRoute]:
+    """The app's API routes, through included routers (k2e's routers have no prefix)."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        elif hasattr(route, "original_router"):  # FastAPI >= 0.165 keeps included routers
+            yield from _api_routes(route.original_router.routes)
+
+
+def _routes(app) -> list[tuple[str, str]]:
+    found = [
+        (method, route.path)
+        for route in _api_routes(app.routes)
+        for method in sorted(route.methods)
+    ]
+    assert len(found) >= 25  # the walk reads the real router, not an empty list
+    # ...and every operation the spec documents is in it.
+    documented = {
+        (method.upper(), path)
+        for path, operations in app.openapi()["paths"].items()
+        for method in operations
+    }
+    assert documented <= set(found)
+    return found
+
+
+def _params(path: str) -> list[str]:
+    return re.findall(r"{(\w+)}", path)
+
+
+def _fill(path: str, ids: dict[str, str]) -> str:
+    return re.sub(r"{(\w+)}", lambda m: ids[m.group(1)], path)
+
+
+def test_every_route_but_health_needs_a_valid_key(world: dict) -> None:
+    client: TestClient = world["client"]
+    for method, path in _routes(world["app"]):
+        url = _fill(path, world["ids"])
+        if path in PUBLIC:
+            assert client.request(method, url, headers={"Authorization": ""}).status_code == 200
+            continue
+        for headers in ({"Authorization": ""}, bearer(world["keys"]["revoked"])):
+            response = client.request(method, url, headers=headers)
+            assert response.status_code == 401, (method, path, response.text)
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_another_tenants_ids_answer_as_unknown_ids(world: dict) -> None:
+    client: TestClient = world["client"]
+    other = bearer(world["keys"]["other"])
+    checked = 0
+    for method, path in _routes(world["app"]):
+        params = _params(path)
+        if path in PUBLIC or not params:
+            continue
+        theirs = client.request(method, _fill(path, world["ids"]), headers=other)
+        if not set(params) & OWNED:
+            assert theirs.status_code == 403, (method, path, theirs.text)
+            continue
+        unknown_ids = {**world["ids"], **UNKNOWN}
+        unknown = client.request(method, _fill(path, unknown_ids), headers=other)
+        assert theirs.status_code == unknown.status_code == 404, (method, path, theirs.text)
+        body = theirs.text
+        for name in OWNED & set(params):
+            body = body.replace(world["ids"][name], UNKNOWN[name])
+        assert body == unknown.text, (method, path)
+        checked += 1
+    assert checked >= 12
+    # The owner itself reaches the same resources.
+    owner = bearer(world["keys"]["owner"])
+    assert client.get(f"/jobs/{world['ids']['job_id']}", headers=owner).status_code == 200
+    assert client.get(f"/models/{world['ids']['model_id']}", headers=owner).status_code == 200
+
+
+def test_lists_show_nothing_of_another_tenant(world: dict) -> None:
+    client: TestClient = world["client"]
+    other = bearer(world["keys"]["other"])
+    for method, path in _routes(world["app"]):
+        if method != "GET" or path in PUBLIC or _params(path):
+            continue
+        response = client.get(path, headers=other)
+        if response.status_code == 403:  # admin lists
+            continue
+        assert response.status_code == 200, (path, response.text)
+        for name in OWNED:
+            assert world["ids"][name] not in response.text, (path, name)

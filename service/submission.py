@@ -27,6 +27,14 @@ from service.multipart import ReceivedFile
 from service.uploads import sha256_of, store_dataset, store_model
 
 
+class Replayed(Exception):
+    """A submission lost a race on its Idempotency-Key: ``job`` is the winner's."""
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(job.id)
+        self.job = job
+
+
 @dataclass(frozen=True)
 class Backend:
     """What accepting a job touches."""
@@ -83,6 +91,11 @@ def accept(
                 created["datasets"].append(ids[field])
         spec = parse_spec(inject_uploads(raw, ids))
         return submit(spec, backend, idempotency_key, body_hash)
+    except Replayed as replayed:
+        # Another request with the key won the race: its job answers, our copies go.
+        for kind, entry_ids in created.items():
+            remove_entries(backend.storage, kind, entry_ids)
+        return replayed.job
     except Exception:
         for kind, entry_ids in created.items():
             remove_entries(backend.storage, kind, entry_ids)
@@ -133,7 +146,8 @@ def submit(
     idempotency_key: str | None = None,
     body_hash: str | None = None,
 ) -> Job:
-    """Check the spec, record the job, send it."""
+    """Check the spec, record the job, send it. Raises Replayed when a request with the
+    same Idempotency-Key recorded its job first."""
     store = backend.store
     check_spec(spec, backend.storage, backend.settings, reinspect=False)
     job_id = str(uuid.uuid4())
@@ -157,7 +171,7 @@ def submit(
         existing = replay(store, idempotency_key, body_hash or "")
         if existing is None:
             raise
-        return existing
+        raise Replayed(existing) from None
     try:
         backend.sender.send_train(job_id, queue, job.timeout_s)
     except Unavailable:

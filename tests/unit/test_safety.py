@@ -182,8 +182,18 @@ CORPUS: list[tuple[str, str, Callable[[dict[str, Path], Path], bytes], str]] = [
         lambda f, t: _keras_zip(f, {"assets/x.txt": b"x"}),
         "member 'assets/x.txt' is refused",
     ),
-    ("keras-truncated", "m.keras", lambda f, t: f["seed_keras"].read_bytes()[:2000], ".keras"),
-    ("keras-not-zip", "m.keras", lambda f, t: f["seed_h5"].read_bytes(), "not a .keras"),
+    (
+        "keras-truncated",
+        "m.keras",
+        lambda f, t: f["seed_keras"].read_bytes()[:2000],
+        "not a .keras (zip) archive",
+    ),
+    (
+        "keras-not-zip",
+        "m.keras",
+        lambda f, t: f["seed_h5"].read_bytes(),
+        "not a .keras (zip) archive",
+    ),
     ("zip-named-h5", "m.h5", lambda f, t: f["seed_keras"].read_bytes(), "not an HDF5 file"),
     (
         "keras-lambda-config",
@@ -216,7 +226,9 @@ def client(settings: Settings) -> Iterator[TestClient]:
 
 
 def _refused(response: Any, match: str) -> dict[str, Any]:
-    assert 400 <= response.status_code < 500, response.text
+    """A refused upload or spec: 422 (README: even a file that crashes or hangs the reader),
+    a problem whose detail names the reason."""
+    assert response.status_code == 422, response.text
     assert response.headers["content-type"] == PROBLEM
     body = response.json()
     assert body["status"] == response.status_code

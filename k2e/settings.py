@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     inspect_memory_bytes: int = Field(default=1024**3, ge=1)
     inspect_timeout_s: float = Field(default=30.0, gt=0)
 
+    # Seconds an API process serves a job's JSON from memory (GET /jobs/{id}): an ended
+    # job's, and a queued or running one's (service/jobcache.py).
+    job_cache_s: float = Field(default=5.0, ge=0, le=3600)
+    live_job_cache_s: float = Field(default=0.2, ge=0, le=5)
+
     @property
     def storage_root(self) -> Path:
         return self.data_dir.resolve() / "storage"

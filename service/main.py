@@ -9,6 +9,7 @@ from k2e.jobs.store import JobStore
 from k2e.schemas import ConvertRequest
 from k2e.settings import Settings, get_settings
 from k2e.storage import Storage
+from service.jobcache import JobCache
 from service.openapi import add_request_schemas
 from service.problems import add_exception_handlers
 from service.routes import convert, health, jobs, uploads
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     storage = Storage(settings.storage_root)
     storage.ensure()
     app.state.backend = Backend(store, storage, TaskSender(settings), settings)
+    app.state.job_cache = JobCache(settings.job_cache_s, settings.live_job_cache_s)
     add_exception_handlers(app)
     for module in (health, uploads, convert, jobs):
         app.include_router(module.router)

@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from k2e.errors import NotFound
@@ -60,10 +60,11 @@ def list_jobs(
 
 
 @router.get("/jobs/{job_id}", response_model=Job, responses=problems(404))
-def get_job(job_id: JobId, store: StoreDep) -> Job:
-    # Plain `def`, like every route that reads the store: FastAPI runs it in the thread
-    # pool, so a slow query (PostgreSQL under load) never stalls the event loop.
-    return store.get(job_id)
+async def get_job(job_id: JobId, store: StoreDep, request: Request) -> Response:
+    # The hottest route: the store is read in the thread pool (never on the event loop),
+    # and an ended job's JSON comes from memory (service/jobcache.py).
+    body = await request.app.state.job_cache.read(store, job_id)
+    return Response(body, media_type="application/json")
 
 
 @router.post(
@@ -72,8 +73,10 @@ def get_job(job_id: JobId, store: StoreDep) -> Job:
     response_model=Job,
     responses=problems(404),
 )
-def cancel_job(job_id: JobId, store: StoreDep) -> Job:
-    return store.request_cancel(job_id)
+def cancel_job(job_id: JobId, store: StoreDep, request: Request) -> Job:
+    job = store.request_cancel(job_id)
+    request.app.state.job_cache.forget(job_id)
+    return job
 
 
 def _download(stream_of: list[tuple[Path, str]], filename: str) -> StreamingResponse:

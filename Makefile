@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.k2e-installed
 
-.PHONY: run test test-fast test-large lint openapi bench clean
+.PHONY: run test test-fast test-large lint openapi docs bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ lint: $(STAMP)
 
 openapi: $(STAMP)
 	$(PY) scripts/export_openapi.py
+
+docs: $(STAMP)
+	$(PY) scripts/gen_api_reference.py
 
 bench: $(STAMP)
 	$(PY) -m bench.run

@@ -70,9 +70,16 @@ async def _connection(host: str, port: int, request: bytes, phase: Phase) -> Non
 
 
 async def run_phase(
-    host: str, port: int, path: str, connections: int, seconds: float, max_requests: int
+    host: str,
+    port: int,
+    path: str,
+    connections: int,
+    seconds: float,
+    max_requests: int,
+    headers: tuple[str, ...] = (),
 ) -> tuple[Phase, float]:
-    request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+    extra = "".join(f"{header}\r\n" for header in headers)
+    request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{extra}\r\n".encode()
     phase = Phase(time.perf_counter() + seconds, max_requests)
     started = time.perf_counter()
     await asyncio.gather(*(_connection(host, port, request, phase) for _ in range(connections)))
@@ -92,13 +99,20 @@ async def generate(args: argparse.Namespace) -> dict[str, Any]:
         path: {"latencies": [], "errors": 0, "elapsed": 0.0, "server_cpu": 0.0, "own_cpu": 0.0}
         for path in args.path
     }
+    headers = tuple(args.header or ())
     for path in args.path:  # warm-up: connections, caches, the server's thread pool
-        await run_phase(args.host, args.port, path, args.connections, args.warmup, 10**9)
+        await run_phase(args.host, args.port, path, args.connections, args.warmup, 10**9, headers)
     for _ in range(args.rounds):
         for path in args.path:
             cpu0, own0 = _server_cpu(args.server_pid), _own_cpu()
             phase, elapsed = await run_phase(
-                args.host, args.port, path, args.connections, args.seconds, args.max_requests
+                args.host,
+                args.port,
+                path,
+                args.connections,
+                args.seconds,
+                args.max_requests,
+                headers,
             )
             result = results[path]
             result["latencies"] += phase.latencies
@@ -143,6 +157,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--server-pid", type=int)
+    parser.add_argument("--header", action="append", help='"Name: value", sent on every request')
     args = parser.parse_args()
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         parser.error("loopback only")
@@ -159,6 +174,7 @@ def load(
     rounds: int = 2,
     max_requests: int = 100_000,
     warmup: float = 1.0,
+    headers: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Run the generator in its own process; returns its JSON answer."""
     command = [sys.executable, "-m", "bench.api_load", "--port", str(port)]
@@ -169,6 +185,8 @@ def load(
     command += ["--warmup", str(warmup)]
     if server_pid is not None:
         command += ["--server-pid", str(server_pid)]
+    for header in headers:
+        command += ["--header", header]
     timeout = 60 + len(paths) * (rounds * seconds + warmup) * 2
     done = subprocess.run(
         command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=True

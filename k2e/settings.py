@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     # ended; unset keeps them until DELETE /jobs/{id}.
     retention_days: float | None = Field(default=None, gt=0)
 
+    # Seconds an API process serves a job's JSON from memory (GET /jobs/{id}): an ended
+    # job's, and a queued or running one's (service/jobcache.py).
+    job_cache_s: float = Field(default=5.0, ge=0, le=3600)
+    live_job_cache_s: float = Field(default=0.2, ge=0, le=5)
+
     @property
     def admin_key_file(self) -> Path:
         return self.data_dir.resolve() / "admin.key"

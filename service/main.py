@@ -7,8 +7,10 @@ from fastapi import FastAPI
 
 from k2e.schemas import ConvertRequest
 from k2e.settings import Settings, get_settings
+from k2e.tenancy.models import DEFAULT_TENANT
 from service.auth import KeyCache
 from service.backend import Backend
+from service.jobcache import JobCache
 from service.openapi import add_request_schemas
 from service.problems import add_exception_handlers
 from service.routes import convert, health, jobs, tenants, uploads
@@ -32,8 +34,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if stale:
         log.info("removed %d upload files left by an earlier crash", stale)
     bootstrap_admin_key(backend)
+    backend.storage.for_tenant(DEFAULT_TENANT)
     app.state.backend = backend
     app.state.key_cache = KeyCache(settings.key_cache_s)
+    app.state.job_cache = JobCache(settings.job_cache_s, settings.live_job_cache_s)
     add_exception_handlers(app)
     for module in (health, uploads, convert, jobs, tenants):
         app.include_router(module.router)

@@ -1,10 +1,12 @@
 """Every error leaves the API as RFC 9457 ``application/problem+json``."""
 
+from collections.abc import Iterator
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from k2e.errors import (
@@ -95,6 +97,25 @@ def _clean_loc(loc: tuple[Any, ...] | list[Any]) -> list[Any]:
     return [part for part in loc if part != "body"]
 
 
+def api_routes(routes: list[Any]) -> Iterator[APIRoute]:
+    """The API routes under ``routes``, through included routers (FastAPI >= 0.165 keeps
+    an included router as one route; k2e's routers have no prefix)."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        elif hasattr(route, "original_router"):
+            yield from api_routes(route.original_router.routes)
+
+
+def allowed_methods(app: FastAPI, path: str) -> set[str]:
+    return {
+        method
+        for route in api_routes(app.routes)
+        if route.path_regex.match(path)
+        for method in route.methods or ()
+    }
+
+
 def add_exception_handlers(app: FastAPI) -> None:
     @app.exception_handler(K2EError)
     async def _domain(_: Request, exc: K2EError) -> JSONResponse:
@@ -121,9 +142,14 @@ def add_exception_handlers(app: FastAPI) -> None:
         return problem(422, "Invalid request", detail, errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = str(exc.detail)
-        return problem(exc.status_code, detail, detail, headers=getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route that matched the path only;
+            # a path served by several routes (GET and POST /models) allows them all.
+            headers["Allow"] = ", ".join(sorted(allowed_methods(app, request.url.path)))
+        return problem(exc.status_code, detail, detail, headers=headers or None)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -28,6 +28,14 @@ from service.uploads import delete_upload, sha256_of, store_dataset, store_model
 _UPLOAD_ID_LEN = 32
 
 
+class Replayed(Exception):
+    """A submission lost a race on its Idempotency-Key: ``job`` is the winner's."""
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(job.id)
+        self.job = job
+
+
 def parse_json(text: str | bytes, what: str) -> Any:
     try:
         return json.loads(text)
@@ -78,6 +86,12 @@ def accept(
                 created["dataset"].append(ids[field])
         spec = parse_spec(inject_uploads(raw, ids))
         return submit(spec, backend, tenant, key, body_hash)
+    except Replayed as replayed:
+        # Another request with the key won the race: its job answers, our copies go.
+        for kind, entry_ids in created.items():
+            for entry_id in entry_ids:
+                delete_upload(kind, entry_id, backend, tenant)
+        return replayed.job
     except Exception:
         for kind, entry_ids in created.items():
             for entry_id in entry_ids:
@@ -158,7 +172,8 @@ def submit(
     idempotency_key: str | None = None,
     body_hash: str | None = None,
 ) -> Job:
-    """Check the spec, record the job, hand it to the broker when its tenant's turn allows."""
+    """Check the spec, record the job, hand it to the broker when its tenant's turn allows.
+    Raises Replayed when a request with the same Idempotency-Key recorded its job first."""
     store = backend.store
     storage = backend.storage.for_tenant(tenant)
     timeout_s = check_limits(spec, backend, tenant)
@@ -188,7 +203,7 @@ def submit(
         existing = replay(store, idempotency_key, body_hash or "")
         if existing is None:
             raise
-        return existing
+        raise Replayed(existing) from None
     try:
         backend.dispatcher.pump(tenant)
     except Unavailable:

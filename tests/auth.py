@@ -1,10 +1,13 @@
 """API keys for the suite: every test app is provisioned with TEST_ADMIN_KEY (set as
 K2E_ADMIN_KEY by tests/conftest.py, so that child processes inherit it too)."""
 
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+
+from k2e.tenancy.models import DEFAULT_TENANT
 
 TEST_ADMIN_KEY = "k2e_suite-admin-key-not-a-secret-0123456789"
 
@@ -31,3 +34,9 @@ def new_tenant(client: TestClient, name: str, **quotas: int) -> str:
     key = client.post(f"/tenants/{name}/keys", json={"name": f"{name} member"}, headers=ADMIN)
     assert key.status_code == 201, key.text
     return key.json()["key"]
+
+
+def admin_files(storage_root: Path) -> Path:
+    """The folder of the admin key's tenant (the default tenant) under the storage root:
+    what its uploads and jobs use, and where its relative paths resolve."""
+    return storage_root / "tenants" / DEFAULT_TENANT

@@ -16,7 +16,13 @@ os.environ.setdefault("K2E_ADMIN_KEY", TEST_ADMIN_KEY)
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    """A real redis-server on a free port, private to this test session."""
+    """A real redis-server on a free port, private to this test session, for the tests
+    that run no worker: the jobs they submit stay queued here.
+
+    No worker ever consumes this server: the integration tests' session worker has its
+    own (``integration_redis`` in tests/integration/conftest.py), and each fault test
+    starts one of its own.
+    """
     server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), appendonly=False).start()
     yield server
     server.stop()

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 Role = Literal["admin", "member"]
 DEFAULT_TENANT = "default"
@@ -25,19 +25,32 @@ class Caller:
         return self.role == "admin"
 
 
+def _not_a_bool(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError("a number is expected, not true or false")
+    return value
+
+
+# Integers (1.0 counts, as in JSON Schema), never booleans, within bounds.
+_NoBool = BeforeValidator(_not_a_bool)
+JobCount = Annotated[int, Field(ge=1, le=1_000_000), _NoBool]
+ByteCount = Annotated[int, Field(ge=0, le=10**18), _NoBool]
+PositiveInt32 = Annotated[int, Field(ge=1, le=2**31 - 1), _NoBool]
+
+
 class Quotas(BaseModel):
     """Per-tenant limits. In a request, an absent field takes the server's default."""
 
     model_config = ConfigDict(extra="forbid")
 
     # Jobs queued + running at once; beyond it POST /convert answers 429.
-    max_active_jobs: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    max_active_jobs: JobCount | None = None
     # Bytes of uploads and model_dirs; beyond it uploads answer 413.
-    max_bytes: Annotated[int, Field(ge=0, le=2**62)] | None = None
+    max_bytes: ByteCount | None = None
     # The largest train.max_steps a job may ask for.
-    max_steps: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
+    max_steps: PositiveInt32 | None = None
     # A job's run time limit when its timeout_s is absent or larger.
-    max_run_s: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
+    max_run_s: PositiveInt32 | None = None
 
 
 class EffectiveQuotas(BaseModel):
@@ -63,7 +76,7 @@ class Usage(BaseModel):
 
 
 class TenantCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: TenantName
     quotas: Quotas | None = None
@@ -77,7 +90,7 @@ class Tenant(BaseModel):
 
 
 class KeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: Annotated[str, Field(min_length=1, max_length=128)]
     role: Role = "member"

@@ -4,7 +4,7 @@ model_dir. A member sees its tenant's jobs only; another tenant's id is not foun
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from k2e.formats.tfevents import read_scalars
@@ -37,10 +37,13 @@ def list_jobs(
 
 
 @router.get("/jobs/{job_id}", response_model=Job, responses=problems(404), operation_id="getJob")
-def get_job(job_id: JobId, backend: BackendDep, caller: CallerDep) -> Job:
-    # Plain `def`, like every route that reads the store: FastAPI runs it in the thread
-    # pool, so a slow query (PostgreSQL under load) never stalls the event loop.
-    return backend.store.get(job_id, scope(caller))
+async def get_job(
+    job_id: JobId, backend: BackendDep, caller: CallerDep, request: Request
+) -> Response:
+    # The hottest route: the store is read off the event loop, and a job's JSON is kept
+    # briefly in memory (service/jobcache.py).
+    body = await request.app.state.job_cache.read(backend.store, job_id, scope(caller))
+    return Response(body, media_type="application/json")
 
 
 @router.post(
@@ -50,8 +53,10 @@ def get_job(job_id: JobId, backend: BackendDep, caller: CallerDep) -> Job:
     responses=problems(404),
     operation_id="cancelJob",
 )
-def cancel_job(job_id: JobId, backend: BackendDep, caller: CallerDep) -> Job:
-    return jobs.cancel_job(backend, job_id, caller)
+def cancel_job(job_id: JobId, backend: BackendDep, caller: CallerDep, request: Request) -> Job:
+    job = jobs.cancel_job(backend, job_id, caller)
+    request.app.state.job_cache.forget(job_id)
+    return job
 
 
 @router.delete(
@@ -62,8 +67,9 @@ def cancel_job(job_id: JobId, backend: BackendDep, caller: CallerDep) -> Job:
     summary="Delete a finished job and its files (409 while it is queued or running)",
     operation_id="deleteJob",
 )
-def delete_job(job_id: JobId, backend: BackendDep, caller: CallerDep) -> Response:
+def delete_job(job_id: JobId, backend: BackendDep, caller: CallerDep, request: Request) -> Response:
     jobs.delete_job(backend, job_id, caller)
+    request.app.state.job_cache.forget(job_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

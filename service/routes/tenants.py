@@ -16,7 +16,7 @@ router = APIRouter(
     "/tenants",
     status_code=status.HTTP_201_CREATED,
     response_model=Tenant,
-    responses=problems(409, 422),
+    responses=problems(400, 409, 422),
     summary="Create a tenant, optionally with its own quotas (admin)",
     operation_id="createTenant",
 )
@@ -50,7 +50,7 @@ def my_tenant(backend: BackendDep, caller: CallerDep) -> Tenant:
     "/tenants/{name}/keys",
     status_code=status.HTTP_201_CREATED,
     response_model=ApiKeyCreated,
-    responses=problems(404, 422),
+    responses=problems(400, 404, 422),
     summary="Create an API key for a tenant; the secret is shown in this answer only (admin)",
     operation_id="createKey",
 )

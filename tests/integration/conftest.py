@@ -2,9 +2,14 @@
 
 One worker process serves the whole session, as in production; each test talks
 to the API in-process through HTTP (FastAPI's TestClient).
+
+The session worker consumes a Redis of its own (``integration_redis``), never the
+one the unit tests submit to (``redis_server`` in tests/conftest.py): their jobs are
+meant to stay queued, and live in job stores this worker does not read.
 """
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -21,6 +26,8 @@ from service.main import create_app
 from tests.auth import admin_client
 
 READY_LINE = "worker process ready: TensorFlow loaded"
+# What a worker logs when a task names a job its store does not hold (JobStore.get).
+UNKNOWN_JOB = re.compile(r"no job with id '([^']+)'")
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -93,8 +100,24 @@ class WorkerProcess:
 
 
 @pytest.fixture(scope="session")
-def settings(redis_server: EmbeddedRedis, data_dir: Path) -> Settings:
-    return Settings(data_dir=data_dir, redis_url=redis_server.url, database_url=None)
+def integration_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """The session worker's broker: a redis-server of its own, so that it never sees
+    the jobs the unit tests leave queued on the shared ``redis_server``."""
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis-integration"), appendonly=False)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(integration_redis: EmbeddedRedis) -> EmbeddedRedis:
+    """Under tests/integration, ``redis_server`` is the broker the session worker consumes."""
+    return integration_redis
+
+
+@pytest.fixture(scope="session")
+def settings(integration_redis: EmbeddedRedis, data_dir: Path) -> Settings:
+    return Settings(data_dir=data_dir, redis_url=integration_redis.url, database_url=None)
 
 
 @pytest.fixture(scope="session")
@@ -104,6 +127,10 @@ def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
     yield process
     process.stop()
     print(f"worker log: {log_path}")
+    # Every task this worker received named a job of the integration store: nothing
+    # submitted elsewhere (the unit tests' apps) reached it.
+    strangers = sorted(set(UNKNOWN_JOB.findall(process.log)))
+    assert not strangers, f"the session worker received jobs it does not know: {strangers}"
 
 
 @pytest.fixture(scope="session")

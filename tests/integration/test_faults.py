@@ -6,6 +6,8 @@ happens within seconds. The figures they print are the recovery bounds the
 README quotes.
 """
 
+import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from k2e.jobs.store import JobStore
 from k2e.settings import Settings
@@ -28,6 +31,8 @@ from tests import models  # noqa: E402  (needs TensorFlow)
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 FAST_RECOVERY = {"lease_s": 3.0, "heartbeat_s": 0.5, "reconcile_interval_s": 1.0}
+# TensorFlow's Saver, as captured into the job's logs: the checkpoint an attempt resumes from.
+RESTORING = re.compile(r"Restoring parameters from (.+)-(\d+)\s*$")
 
 
 class Env:
@@ -93,6 +98,44 @@ class Env:
         events = JobStore(self.settings.sqlalchemy_url).events(job_id)
         return sum(1 for e in events if e["kind"] == "running")
 
+    def events(self, job_id: str) -> list[dict]:
+        """Every event of GET /jobs/{id}/logs (transitions and log lines), oldest first."""
+        items: list[dict] = []
+        while True:
+            page = self.client.get(
+                f"/jobs/{job_id}/logs", params={"since": items[-1]["seq"] if items else 0}
+            )
+            assert page.status_code == 200, page.text
+            if not page.json()["items"]:
+                return items
+            items += page.json()["items"]
+
+    def transitions(self, job_id: str) -> list[str]:
+        return [e["kind"] for e in self.events(job_id) if e["kind"] != "log"]
+
+    def owners(self, job_id: str) -> list[str]:
+        """The lease owner (host:pid:nonce) of each attempt, from its `running` event."""
+        prefix = "started by "
+        running = [e["message"] for e in self.events(job_id) if e["kind"] == "running"]
+        assert all(m.startswith(prefix) for m in running), running
+        return [m[len(prefix) :] for m in running]
+
+    def broker_queue(self, queue: str) -> list[bytes]:
+        """The messages waiting in a Celery queue (a Redis list) of this deployment."""
+        client = redis.Redis.from_url(self.redis.url)
+        try:
+            return list(client.lrange(queue, 0, -1))
+        finally:
+            client.close()
+
+    def kill_redis_hard(self) -> None:
+        """SIGKILL redis-server: no shutdown, no final AOF rewrite; only what it had
+        already appended to its AOF survives."""
+        assert self.redis.process is not None
+        self.redis.process.kill()
+        self.redis.process.wait()
+        self.redis.process = None
+
     def close(self) -> None:
         for process in self.workers:
             process.stop()
@@ -107,14 +150,25 @@ def env(tmp_path: Path) -> Iterator[Env]:
     deployment.close()
 
 
+def latest_checkpoint_step(model_dir: str) -> int:
+    """The step of the checkpoint the `checkpoint` state file names (what a restart
+    restores), 0 when there is none."""
+    path = tf.train.latest_checkpoint(model_dir)
+    return int(path.rsplit("-", 1)[1]) if path else 0
+
+
 @pytest.mark.parametrize("kill_at", [600, 1800])
 def test_kill_9_mid_training_resumes_on_a_new_worker(env: Env, kill_at: int) -> None:
     first = env.worker()
     job = env.submit(max_steps=3000)
     seen = env.wait_step(job["id"], kill_at)
     assert seen["status"] == "running", seen
+    # The newest complete checkpoint at the kill: the state file is replaced atomically
+    # after a checkpoint's files are written, and only ever moves forward.
+    saved_before_kill = latest_checkpoint_step(seen["model_dir"])
     first.kill_hard()
     killed_at = time.monotonic()
+    assert saved_before_kill > 0, "the first attempt should have checkpointed by now"
     env.worker()
     done = wait_for_job(env.client, job["id"], timeout=300)
     recovered = time.monotonic() - killed_at
@@ -126,8 +180,24 @@ def test_kill_9_mid_training_resumes_on_a_new_worker(env: Env, kill_at: int) -> 
     assert len(env.exports(done)) == 1
     steps = [c["step"] for c in env.client.get(f"/jobs/{job['id']}/checkpoints").json()]
     assert steps[-1] == 3000
-    # The second attempt started from a checkpoint the first one wrote, not from zero.
-    assert any(s <= seen["progress"]["global_step"] for s in steps[:-1]) or len(steps) > 1
+    # The second attempt restored the newest checkpoint the first one wrote (or a newer
+    # one it finished writing as it died), not step 0 or an older checkpoint: the first
+    # checkpoint TensorFlow restores after the second `running` event is training's.
+    events = env.events(job["id"])
+    starts = [i for i, e in enumerate(events) if e["kind"] == "running"]
+    assert len(starts) == 2, [e for e in events if e["kind"] != "log"]
+    restored = [
+        (m.group(1), int(m.group(2)))
+        for e in events[starts[1] :]
+        if e["kind"] == "log" and (m := RESTORING.search(e["message"]))
+    ]
+    assert restored, "the second attempt restored no checkpoint:\n" + "\n".join(
+        e["message"] for e in events[starts[1] :]
+    )
+    prefix, resumed_from = restored[0]
+    print(f"checkpoint at the kill: {saved_before_kill}; resumed from: {resumed_from}")
+    assert Path(prefix) == Path(done["model_dir"]) / "model.ckpt", prefix
+    assert saved_before_kill <= resumed_from < 3000, (saved_before_kill, resumed_from)
 
 
 def test_a_poison_job_ends_failed_with_max_attempts(tmp_path: Path) -> None:
@@ -216,28 +286,70 @@ def test_timeout_ends_failed_timed_out_with_a_checkpoint(env: Env) -> None:
 
 
 def test_gpu_jobs_route_to_the_gpu_queue_and_run_there(env: Env) -> None:
-    env.worker(queues="cpu")
-    job = env.submit(max_steps=30, accelerator="gpu")
-    time.sleep(3)
-    assert env.job(job["id"])["status"] == "queued", "a cpu-only worker must not take it"
-    env.worker(queues="gpu")
-    done = wait_for_job(env.client, job["id"], timeout=120)
+    cpu = env.worker(queues="cpu")
+    gpu_job = env.submit(max_steps=30, accelerator="gpu")
+    assert gpu_job["queue"] == "gpu"
+    # A cpu job sent after it runs to the end on the idle cpu worker, while the gpu job
+    # stays queued, its message still in the broker's `gpu` list: a cpu worker that
+    # took from `gpu` (it waits on its queues while idle) or a gpu job sent to `cpu`
+    # (served first in first out) would have run the gpu job first.
+    cpu_job = env.submit(max_steps=30)
+    assert cpu_job["queue"] == "cpu"
+    first = wait_for_job(env.client, cpu_job["id"], timeout=120)
+    assert first["status"] == "succeeded", first["error"]
+    waiting = env.job(gpu_job["id"])
+    assert waiting["status"] == "queued", "a cpu-only worker must not take it"
+    assert waiting["attempts"] == 0
+    assert env.transitions(gpu_job["id"]) == ["queued"]
+    assert [gpu_job["id"].encode() in m for m in env.broker_queue("gpu")] == [True]
+    assert gpu_job["id"] not in cpu.log
+
+    gpu = env.worker(queues="gpu")
+    done = wait_for_job(env.client, gpu_job["id"], timeout=120)
     assert done["status"] == "succeeded", done["error"]
     assert done["queue"] == "gpu"
+    assert done["attempts"] == 1
+    # Which worker ran each job: the lease owner (host:pid:nonce) of its `running` event
+    # is a pool process of that worker (its own process group: start_new_session), and
+    # that worker, alone, logged the attempt in its own log file.
+    for job_id, ran, other in ((gpu_job["id"], gpu, cpu), (cpu_job["id"], cpu, gpu)):
+        [owner] = env.owners(job_id)
+        pid = int(owner.rsplit(":", 2)[1])
+        assert ran.process is not None
+        assert other.process is not None
+        assert os.getpgid(pid) == ran.process.pid != other.process.pid, (job_id, owner)
+        assert f"job {job_id}: attempt 1 as {owner}" in ran.log
+        assert job_id not in other.log
 
 
-def test_redis_restart_mid_queue_loses_no_accepted_job(env: Env) -> None:
+@pytest.mark.parametrize("stop", ["sigterm", "sigkill"])
+def test_redis_restart_mid_queue_loses_no_accepted_job(env: Env, stop: str) -> None:
     env.worker()
     jobs = [env.submit(max_steps=400) for _ in range(3)]
     env.wait_step(jobs[0]["id"], 50)
-    env.redis.stop()  # SIGTERM: Redis flushes its AOF
+    # Mid-queue: the first job runs (prefetch 1), the others wait; the next one's message
+    # exists only in Redis, so its surviving the restart is what this test checks.
+    assert [env.job(j["id"])["status"] for j in jobs] == ["running", "queued", "queued"]
+    waiting = env.broker_queue("cpu")
+    assert any(jobs[1]["id"].encode() in m for m in waiting), waiting
+    if stop == "sigterm":
+        env.redis.stop()  # Redis flushes its AOF and exits
+    else:
+        env.kill_redis_hard()
     time.sleep(2)
-    env.redis.start()
+    env.redis.start()  # same port, same folder: it reloads its AOF
     restarted = time.monotonic()
-    finished = [wait_for_job(env.client, j["id"], timeout=300) for j in jobs]
+    finished = [wait_for_job(env.client, j["id"], timeout=180) for j in jobs]
     print(f"\nall {len(jobs)} jobs finished {time.monotonic() - restarted:.1f}s after restart")
     assert [j["status"] for j in finished] == ["succeeded"] * 3, [j["error"] for j in finished]
     assert all(j["progress"]["global_step"] == 400 for j in finished)
+    # Each job ran exactly once: one attempt, one `running` transition, no requeue (the
+    # queued ones ran from the messages Redis kept: the reconciler resends a queued
+    # job only after the visibility timeout, an hour here), and one export.
+    for job in finished:
+        assert job["attempts"] == 1, job
+        assert env.transitions(job["id"]) == ["queued", "running", "succeeded"]
+        assert len(env.exports(job)) == 1, env.exports(job)
 
 
 def test_post_convert_with_redis_down_is_503_and_keeps_nothing(env: Env) -> None:

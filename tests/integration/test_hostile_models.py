@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from k2e.jobs.queueing import TaskSender
-from k2e.jobs.store import JobStore
+from k2e.jobs.store import JobStore, NewJob
 from k2e.schemas import ConvertRequest
-from k2e.storage import Storage
+from tests.auth import admin_files
 from tests.integration.conftest import wait_for_job
 
 tf = pytest.importorskip("tensorflow")
@@ -64,7 +64,7 @@ def test_a_lambda_upload_is_refused_and_never_runs(client, lambda_h5, marker) ->
 def test_a_lambda_file_under_the_storage_root_is_refused_at_convert(
     client, settings, lambda_h5, marker, seed_data
 ) -> None:
-    sneaky = settings.storage_root / "sneaky" / "lambda.h5"
+    sneaky = admin_files(settings.storage_root) / "sneaky" / "lambda.h5"
     sneaky.parent.mkdir(parents=True, exist_ok=True)
     sneaky.write_bytes(lambda_h5)
     before = _job_count(client)
@@ -84,7 +84,7 @@ def test_a_lambda_file_under_the_storage_root_is_refused_at_convert(
 def test_the_worker_rechecks_a_task_sent_around_the_api_and_keeps_working(
     client, worker, settings, lambda_h5, marker, seed_data
 ) -> None:
-    sneaky = settings.storage_root / "sneaky" / "lambda-direct.h5"
+    sneaky = admin_files(settings.storage_root) / "sneaky" / "lambda-direct.h5"
     sneaky.parent.mkdir(parents=True, exist_ok=True)
     sneaky.write_bytes(lambda_h5)
     job_id = str(uuid.uuid4())
@@ -92,8 +92,8 @@ def test_the_worker_rechecks_a_task_sent_around_the_api_and_keeps_working(
         "keras_model_path": "sneaky/lambda-direct.h5",
         "train": {"dataset": seed_data, "max_steps": 5},
     }
-    model_dir = Storage(settings.storage_root).job_model_dir(job_id)
-    JobStore(settings.sqlalchemy_url).create(job_id, spec, "cpu", str(model_dir), 5)
+    new = NewJob(job_id, "default", spec, "cpu", f"jobs/{job_id}", 5)
+    JobStore(settings.sqlalchemy_url).create(new)
     TaskSender(settings).send_train(job_id, "cpu", None)
 
     job = wait_for_job(client, job_id, timeout=120)

@@ -9,6 +9,7 @@ import sqlalchemy
 
 from k2e.errors import Conflict, InvalidSpec, NotFound
 from k2e.jobs.leases import JobLeases
+from k2e.jobs.store import NewJob
 from k2e.schemas import JobStatus
 from k2e.tables import events, jobs
 from tests.conftest import postgres_url
@@ -41,7 +42,8 @@ def store(request: pytest.FixtureRequest, tmp_path) -> Iterator[JobLeases]:
 
 def _create(store: JobLeases, max_steps: int = 10) -> str:
     job_id = str(uuid.uuid4())
-    store.create(job_id, {"train": {"max_steps": max_steps}}, "cpu", f"/m/{job_id}", max_steps)
+    spec = {"train": {"max_steps": max_steps}}
+    store.create(NewJob(job_id, "t", spec, "cpu", f"jobs/{job_id}", max_steps))
     return job_id
 
 
@@ -171,15 +173,15 @@ def test_a_cancelling_job_whose_worker_died_ends_cancelled(store: JobLeases) -> 
 
 
 def test_idempotency_keys_are_unique(store: JobLeases) -> None:
-    job_id = str(uuid.uuid4())
-    store.create(job_id, {}, "cpu", "/m", 1, idempotency_key="k1", request_hash="h")
-    found = store.by_idempotency_key("k1")
+    job_id, key = str(uuid.uuid4()), f"t:{uuid.uuid4().hex}"
+    store.create(NewJob(job_id, "t", {}, "cpu", "m", 1, idempotency_key=key, request_hash="h"))
+    found = store.by_idempotency_key(key)
     assert found is not None
     assert found[0].id == job_id
     assert found[1] == "h"
     with pytest.raises(Conflict):
-        store.create(str(uuid.uuid4()), {}, "cpu", "/m", 1, idempotency_key="k1")
-    assert store.by_idempotency_key("k2") is None
+        store.create(NewJob(str(uuid.uuid4()), "t", {}, "cpu", "m", 1, idempotency_key=key))
+    assert store.by_idempotency_key(f"t:{uuid.uuid4().hex}") is None
 
 
 def test_events_follow_with_since(store: JobLeases) -> None:

@@ -25,7 +25,7 @@ from k2e.vetting.h5structure import vet_h5_structure
 from k2e.vetting.keras_archive import inspect_keras
 from k2e.vetting.sandbox import SandboxLimits, _outcome
 from service.main import create_app
-from tests.auth import admin_client
+from tests.auth import admin_client, admin_files
 
 tf = pytest.importorskip("tensorflow")
 from tests import models  # noqa: E402  (needs TensorFlow)
@@ -183,8 +183,18 @@ CORPUS: list[tuple[str, str, Callable[[dict[str, Path], Path], bytes], str]] = [
         lambda f, t: _keras_zip(f, {"assets/x.txt": b"x"}),
         "member 'assets/x.txt' is refused",
     ),
-    ("keras-truncated", "m.keras", lambda f, t: f["seed_keras"].read_bytes()[:2000], ".keras"),
-    ("keras-not-zip", "m.keras", lambda f, t: f["seed_h5"].read_bytes(), "not a .keras"),
+    (
+        "keras-truncated",
+        "m.keras",
+        lambda f, t: f["seed_keras"].read_bytes()[:2000],
+        "not a .keras (zip) archive",
+    ),
+    (
+        "keras-not-zip",
+        "m.keras",
+        lambda f, t: f["seed_h5"].read_bytes(),
+        "not a .keras (zip) archive",
+    ),
     ("zip-named-h5", "m.h5", lambda f, t: f["seed_keras"].read_bytes(), "not an HDF5 file"),
     (
         "keras-lambda-config",
@@ -217,7 +227,9 @@ def client(settings: Settings) -> Iterator[TestClient]:
 
 
 def _refused(response: Any, match: str) -> dict[str, Any]:
-    assert 400 <= response.status_code < 500, response.text
+    """A refused upload or spec: 422 (README: even a file that crashes or hangs the reader),
+    a problem whose detail names the reason."""
+    assert response.status_code == 422, response.text
     assert response.headers["content-type"] == PROBLEM
     body = response.json()
     assert body["status"] == response.status_code
@@ -237,11 +249,12 @@ def test_a_hostile_upload_is_a_4xx_naming_the_problem_and_the_api_lives_on(
     build: Callable[[dict[str, Path], Path], bytes],
     match: str,
 ) -> None:
-    before = set((settings.storage_root / "models").iterdir())
+    before = set((admin_files(settings.storage_root) / "models").iterdir())
     response = client.post("/models", files={"file": (filename, build(files, tmp_path))})
     _refused(response, match)
     assert client.get("/healthz").status_code == 200
-    assert set((settings.storage_root / "models").iterdir()) == before, "nothing was kept"
+    models_now = set((admin_files(settings.storage_root) / "models").iterdir())
+    assert models_now == before, "nothing was kept"
     assert not list((settings.storage_root / "tmp").iterdir()), "the upload was removed"
 
 
@@ -337,8 +350,8 @@ def test_custom_classes_must_be_registry_names_at_upload_or_mapped_at_convert(
 ) -> None:
     content = files["myclip_h5"].read_bytes()
     _refused(client.post("/models", files={"file": ("c.h5", content)}), "class 'MyClip'")
-    (settings.storage_root / "clip.h5").write_bytes(content)
-    storage = Storage(settings.storage_root)
+    (admin_files(settings.storage_root) / "clip.h5").write_bytes(content)
+    storage = Storage(settings.storage_root).for_tenant("default")
     spec = {"keras_model_path": "clip.h5", "train": {"dataset": "x", "max_steps": 1}}
     with pytest.raises(InvalidSpec, match="class 'MyClip'"):
         resolve_model(ConvertRequest.model_validate(spec), storage, settings=settings)

@@ -46,13 +46,8 @@ class Catalog:
                 select(uploads.c.tenant).where(uploads.c.id == upload_id, uploads.c.kind == kind)
             ).scalar_one_or_none()
 
-    def get_model(self, model_id: str, tenant: str | None) -> ModelInfo:
-        return ModelInfo.model_validate(self._info("model", model_id, tenant))
-
-    def get_dataset(self, dataset_id: str, tenant: str | None) -> DatasetInfo:
-        return DatasetInfo.model_validate(self._info("dataset", dataset_id, tenant))
-
-    def _info(self, kind: Kind, upload_id: str, tenant: str | None) -> dict:
+    def info(self, kind: Kind, upload_id: str, tenant: str | None) -> dict:
+        """An upload's info (ModelInfo or DatasetInfo as JSON); another tenant's is not found."""
         query = select(uploads.c.info).where(uploads.c.id == upload_id, uploads.c.kind == kind)
         if tenant is not None:
             query = query.where(uploads.c.tenant == tenant)
@@ -85,7 +80,7 @@ class Catalog:
 
     def remove(self, kind: Kind, upload_id: str, tenant: str | None) -> None:
         """Forget an upload; Conflict while a queued or running job uses it."""
-        self._info(kind, upload_id, tenant)
+        self.info(kind, upload_id, tenant)
         with self.engine.begin() as conn:
             user = conn.execute(
                 select(jobs.c.id)

@@ -26,17 +26,17 @@ def _check_upload_id(kind: str, upload_id: str) -> str:
     return upload_id
 
 
-async def _model_id(model_id: str) -> str:
+async def model_id(model_id: str) -> str:
+    """The ``{model_id}`` path parameter, checked."""
     return _check_upload_id("model", model_id)
 
 
-async def _dataset_id(dataset_id: str) -> str:
+async def dataset_id(dataset_id: str) -> str:
+    """The ``{dataset_id}`` path parameter, checked."""
     return _check_upload_id("dataset", dataset_id)
 
 
 JobId = Annotated[str, Depends(_job_id)]
-ModelId = Annotated[str, Depends(_model_id)]
-DatasetId = Annotated[str, Depends(_dataset_id)]
 
 # A cursor is the `seq` of the last item on a page, as decimal digits; a larger one than
 # any row means the end of the list.

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.auth import admin_files
 from tests.integration.conftest import wait_for_job
 
 tf = pytest.importorskip("tensorflow")
@@ -104,7 +105,9 @@ def test_each_format_trains_a_multi_io_model(
     assert job["metrics"]["eval"]["global_step"] == 40
 
 
-def test_zero_weights_on_one_output_are_applied(client, worker, seed_model, tmp_path) -> None:
+def test_zero_weights_on_one_output_are_applied(
+    client, worker, settings, seed_model, tmp_path
+) -> None:
     arrays = models.seed_multi_io_data(n=128)
     zeroed = dict(arrays)
     zeroed["sample_weights.dense_2"] = np.ones(128, "float32")
@@ -127,7 +130,12 @@ def test_zero_weights_on_one_output_are_applied(client, worker, seed_model, tmp_
         tar.extractall(tmp_path / "ckpt", filter="data")
     reader = tf.train.load_checkpoint(str(tmp_path / "ckpt" / f"model.ckpt-{step}"))
     initial = tf.train.load_checkpoint(
-        str(Path(with_weights["model_dir"]) / "keras" / "keras_model.ckpt")
+        str(
+            admin_files(settings.storage_root)
+            / with_weights["model_dir"]
+            / "keras"
+            / "keras_model.ckpt"
+        )
     )
 
     def kernel(r, layer: str) -> np.ndarray:

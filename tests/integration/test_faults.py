@@ -22,7 +22,7 @@ from k2e.settings import Settings
 from launcher.embedded_redis import EmbeddedRedis, free_port
 from launcher.stack import api_command
 from service.main import create_app
-from tests.auth import ADMIN, admin_client
+from tests.auth import ADMIN, admin_client, admin_files
 from tests.integration.conftest import ROOT, WorkerProcess, wait_for_job, worker_env
 
 tf = pytest.importorskip("tensorflow")
@@ -90,8 +90,12 @@ class Env:
             time.sleep(0.05)
         raise AssertionError(f"job {job_id} never reached step {step}")
 
+    def model_dir(self, job: dict) -> Path:
+        """The job's model_dir on disk (the API shows it relative to the tenant's folder)."""
+        return admin_files(self.settings.storage_root) / job["model_dir"]
+
     def exports(self, job: dict) -> list[str]:
-        export_root = Path(job["model_dir"]) / "export"
+        export_root = self.model_dir(job) / "export"
         return sorted(p.name for p in export_root.iterdir()) if export_root.is_dir() else []
 
     def running_events(self, job_id: str) -> int:
@@ -165,7 +169,7 @@ def test_kill_9_mid_training_resumes_on_a_new_worker(env: Env, kill_at: int) -> 
     assert seen["status"] == "running", seen
     # The newest complete checkpoint at the kill: the state file is replaced atomically
     # after a checkpoint's files are written, and only ever moves forward.
-    saved_before_kill = latest_checkpoint_step(seen["model_dir"])
+    saved_before_kill = latest_checkpoint_step(str(env.model_dir(seen)))
     first.kill_hard()
     killed_at = time.monotonic()
     assert saved_before_kill > 0, "the first attempt should have checkpointed by now"
@@ -196,7 +200,7 @@ def test_kill_9_mid_training_resumes_on_a_new_worker(env: Env, kill_at: int) -> 
     )
     prefix, resumed_from = restored[0]
     print(f"checkpoint at the kill: {saved_before_kill}; resumed from: {resumed_from}")
-    assert Path(prefix) == Path(done["model_dir"]) / "model.ckpt", prefix
+    assert Path(prefix) == env.model_dir(done) / "model.ckpt", prefix
     assert saved_before_kill <= resumed_from < 3000, (saved_before_kill, resumed_from)
 
 

@@ -55,13 +55,19 @@ def delete_job(backend: Backend, job_id: str, caller: Caller) -> None:
 
 
 def job_log(backend: Backend, job_id: str, since: int, limit: int, caller: Caller) -> JobLog:
-    backend.store.get(job_id, scope(caller))  # 404 for unknown and other tenants' jobs
+    job = backend.store.get(job_id, scope(caller))  # 404 for unknown and other tenants' jobs
     items = [JobEvent(**e) for e in backend.store.events(job_id, since, limit)]
     if not caller.is_admin:
-        items = [
-            item.model_copy(update={"message": _OWNER.sub("started", item.message)})
-            for item in items
-        ]
+        # TensorFlow's own lines name the model_dir in full: members see it relative to
+        # their tenant's folder, and no other server path.
+        tenant_root = str(backend.storage.for_tenant(job.tenant or caller.tenant).root) + "/"
+        base = str(backend.storage.base) + "/"
+
+        def clean(message: str) -> str:
+            message = _OWNER.sub("started", message)
+            return message.replace(tenant_root, "").replace(base, "")
+
+        items = [item.model_copy(update={"message": clean(item.message)}) for item in items]
     return JobLog(items=items, next_since=items[-1].seq if items else since)
 
 

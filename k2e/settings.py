@@ -45,6 +45,20 @@ class Settings(BaseSettings):
     inspect_memory_bytes: int = Field(default=1024**3, ge=1)
     inspect_timeout_s: float = Field(default=30.0, gt=0)
 
+    # Dataset reading limits (k2e/formats): what every dataset reader (the API's inspection
+    # sandbox and the worker's loaders) refuses, whatever a file declares, before allocating.
+    # A TFRecord record's declared length (a longer one is refused before it is read).
+    max_record_bytes: int = Field(default=64 * 1024**2, ge=1024)
+    # The most bytes a compressed dataset (a .tfrecord.gz, an .npz's members together) may
+    # inflate to.
+    max_inflated_bytes: int = Field(default=16 * 1024**3, ge=1024**2)
+    # The most a compressed dataset (or an .npz member) may inflate relative to its
+    # compressed size; inflation under 1 MiB is never refused for its ratio.
+    max_inflation_ratio: float = Field(default=200.0, ge=1)
+    # A CSV's columns, and the bytes of one CSV field.
+    max_csv_columns: int = Field(default=10_000, ge=1)
+    max_csv_field_bytes: int = Field(default=1024**2, ge=64)
+
     # Identity. K2E_ADMIN_KEY provisions the first admin key (else one is generated and
     # written to <data_dir>/admin.key); an API process trusts a key lookup this long, so a
     # revoked key stops working within key_cache_s in every process (at once in the one

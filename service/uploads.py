@@ -5,21 +5,22 @@ A refused file is removed; a kept one is moved into place with its info.json las
 
 import hashlib
 import shutil
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 
 from k2e.catalog import Kind
 from k2e.errors import InvalidUpload
-from k2e.formats.csvdata import inspect_csv
-from k2e.formats.examples import inspect_tfrecord
-from k2e.formats.npz import inspect_npz
+from k2e.formats.limits import ReadLimits
 from k2e.schemas import DatasetInfo, ModelInfo
 from k2e.storage import new_id
-from k2e.vetting.sandbox import SandboxLimits, inspect_model_file, policy_for
+from k2e.vetting.sandbox import (
+    SandboxLimits,
+    inspect_dataset_file,
+    inspect_model_file,
+    policy_for,
+)
 from service.backend import Backend
 from service.multipart import ReceivedFile, receive_multipart
 
@@ -31,11 +32,6 @@ DATASET_SUFFIXES = {
     ".tfrecords": "tfrecord",
     ".tfrecord.gz": "tfrecord",
     ".tfrecords.gz": "tfrecord",
-}
-DATASET_INSPECTORS: dict[str, Callable[[Path], Any]] = {
-    "npz": inspect_npz,
-    "csv": inspect_csv,
-    "tfrecord": inspect_tfrecord,
 }
 
 
@@ -107,10 +103,22 @@ def store_model(received: ReceivedFile, backend: Backend, tenant: str) -> ModelI
 
 
 def store_dataset(received: ReceivedFile, backend: Backend, tenant: str) -> DatasetInfo:
-    storage = backend.storage.for_tenant(tenant)
+    """Inspect an uploaded dataset (npz, CSV, TFRecord) and keep it; a refused file is removed.
+
+    The API process never parses the file: the sandbox's child does (k2e.vetting.sandbox),
+    with the readers' bounds (``K2E_MAX_RECORD_BYTES``, ``K2E_MAX_INFLATED_BYTES``…) and the
+    child's CPU, memory and time limits, so a file that lies about its sizes is a 422 and
+    the API's memory stays flat.
+    """
+    settings, storage = backend.settings, backend.storage.for_tenant(tenant)
     fmt = format_of(received, DATASET_SUFFIXES)
     try:
-        summary = DATASET_INSPECTORS[fmt](received.path)
+        summary = inspect_dataset_file(
+            received.path,
+            fmt,
+            ReadLimits.from_settings(settings),
+            SandboxLimits.from_settings(settings),
+        )
         info = DatasetInfo(
             id=new_id(),
             format=fmt,

@@ -8,9 +8,11 @@ from typing import Any
 import numpy as np
 
 from k2e.formats.csvdata import load_csv_arrays
+from k2e.formats.limits import ReadLimits
 from k2e.formats.npz import load_npz_arrays
 from k2e.formats.tfrecord import is_gzip
 from k2e.schemas import DatasetInfo, TensorInfo
+from k2e.settings import get_settings
 from worker.tfrt import tf
 
 SAMPLE_WEIGHTS = "sample_weights"
@@ -38,7 +40,11 @@ def input_fn_for(
     repeats (``max_steps`` decides when to stop); evaluation data is one pass."""
     if info.format == "tfrecord":
         return _tfrecord_input_fn(info, path, inputs, outputs, batching)
-    arrays = load_npz_arrays(path) if info.format == "npz" else load_csv_arrays(path)
+    # The same bounds the API's inspection kept (inflation, array sizes, CSV columns and
+    # fields), checked again before anything is loaded: the file may have changed since.
+    limits = ReadLimits.from_settings(get_settings())
+    load = load_npz_arrays if info.format == "npz" else load_csv_arrays
+    arrays = load(path, limits)
     return _arrays_input_fn(arrays, inputs, outputs, batching)
 
 

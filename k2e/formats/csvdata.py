@@ -9,16 +9,20 @@ import csv
 import math
 import os
 import re
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
 from k2e.errors import InvalidUpload
+from k2e.formats.limits import ReadLimits
 
-_VECTOR = re.compile(r"^(?P<name>.+)_(?P<index>\d+)$")
-MAX_FIELD = 1 << 20
+# A vector's index has at most 9 digits and no leading zero; any other numeric suffix
+# (a huge one included) is just part of a scalar column's name.
+_VECTOR = re.compile(r"^(?P<name>.+)_(?P<index>0|[1-9]\d{0,8})$")
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,7 @@ class CsvSummary:
 def group_columns(header: list[str]) -> dict[str, list[int]]:
     """Array name -> column positions; ``x_0 … x_{k-1}`` form a vector named ``x``."""
     if len(set(header)) != len(header):
-        dupes = sorted({h for h in header if header.count(h) > 1})
+        dupes = sorted(h for h, n in Counter(header).items() if n > 1)[:20]
         raise InvalidUpload(f"the CSV header repeats column(s) {dupes}")
     vectors: dict[str, dict[int, int]] = {}
     groups: dict[str, list[int]] = {}
@@ -47,8 +51,8 @@ def group_columns(header: list[str]) -> dict[str, list[int]]:
     for name, indexed in vectors.items():
         if sorted(indexed) != list(range(len(indexed))):
             # Not a vector: scalar columns whose names end in digits (an output "dense_2").
-            for index, position in indexed.items():
-                groups[f"{name}_{index}"] = [position]
+            for position in indexed.values():
+                groups[header[position]] = [position]
             continue
         if name in groups:
             raise InvalidUpload(f"column {name!r} is given both as a scalar and as {name}_<i>")
@@ -56,21 +60,45 @@ def group_columns(header: list[str]) -> dict[str, list[int]]:
     return dict(sorted(groups.items(), key=lambda item: item[1][0]))
 
 
-def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
-    csv.field_size_limit(MAX_FIELD)
+def _lines(f: IO[str], limits: ReadLimits) -> Iterator[str]:
+    """Physical lines, each read with a bound (``limits.max_csv_line_chars``): a longer one
+    is refused before it is held, naming the column or the field limit it must pass."""
+    cap = limits.max_csv_line_chars
+    while line := f.readline(cap + 1):
+        if len(line) > cap:
+            if line.count(",") >= limits.max_csv_columns:
+                raise InvalidUpload(
+                    f"a CSV line has more than {limits.max_csv_columns} columns "
+                    "(K2E_MAX_CSV_COLUMNS)"
+                )
+            raise InvalidUpload(
+                f"a CSV line is longer than {cap} characters: a field past "
+                f"{limits.max_csv_field_bytes} bytes (K2E_MAX_CSV_FIELD_BYTES)"
+            )
+        yield line
+
+
+def _rows(path: Path, limits: ReadLimits) -> Iterator[tuple[int, list[str]]]:
+    csv.field_size_limit(limits.max_csv_field_bytes)
     with path.open(newline="", encoding="utf-8") as f:
-        yield from enumerate(csv.reader(f), start=1)
+        yield from enumerate(csv.reader(_lines(f, limits)), start=1)
 
 
-def inspect_csv(path: str | os.PathLike[str]) -> CsvSummary:
+def inspect_csv(path: str | os.PathLike[str], limits: ReadLimits | None = None) -> CsvSummary:
     """Columns, shapes and row count; refuses ragged rows and non-numeric values,
-    naming the line and the column."""
+    naming the line and the column, and files past ``limits`` (columns, field size)."""
     path = Path(path)
+    limits = limits or ReadLimits()
     try:
-        rows = _rows(path)
+        rows = _rows(path, limits)
         first = next(rows, None)
         if first is None:
             raise InvalidUpload("the CSV file is empty: it needs a header row")
+        if len(first[1]) > limits.max_csv_columns:
+            raise InvalidUpload(
+                f"the CSV header has {len(first[1])} columns, more than "
+                f"{limits.max_csv_columns} (K2E_MAX_CSV_COLUMNS)"
+            )
         header = [h.strip() for h in first[1]]
         groups = group_columns(header)
         count = 0
@@ -87,7 +115,7 @@ def inspect_csv(path: str | os.PathLike[str]) -> CsvSummary:
                     number = float(value)
                 except ValueError:
                     raise InvalidUpload(
-                        f"CSV line {line}, column {header[position]!r}: {value[:40]!r} "
+                        f"CSV line {line}, column {header[position][:80]!r}: {value[:40]!r} "
                         "is not a number"
                     ) from None
                 if not math.isfinite(number) or not number.is_integer():
@@ -96,6 +124,11 @@ def inspect_csv(path: str | os.PathLike[str]) -> CsvSummary:
     except UnicodeDecodeError as exc:
         raise InvalidUpload(f"the CSV file is not UTF-8 text: {exc}") from exc
     except csv.Error as exc:
+        if "field larger than field limit" in str(exc):
+            raise InvalidUpload(
+                f"a CSV field is larger than {limits.max_csv_field_bytes} bytes "
+                "(K2E_MAX_CSV_FIELD_BYTES)"
+            ) from exc
         raise InvalidUpload(f"the CSV file is malformed: {exc}") from exc
     if count == 0:
         raise InvalidUpload("the CSV file has a header but no rows")
@@ -113,9 +146,12 @@ def inspect_csv(path: str | os.PathLike[str]) -> CsvSummary:
     return CsvSummary(count, arrays, dtypes, groups)
 
 
-def load_csv_arrays(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """The whole CSV as arrays (float32), shaped as :func:`inspect_csv` reports."""
-    summary = inspect_csv(path)
+def load_csv_arrays(
+    path: str | os.PathLike[str], limits: ReadLimits | None = None
+) -> dict[str, np.ndarray]:
+    """The whole CSV as arrays (float32), shaped as :func:`inspect_csv` reports (which
+    refuses it first if it passes ``limits``)."""
+    summary = inspect_csv(path, limits)
     table = np.loadtxt(path, delimiter=",", skiprows=1, dtype="float32", ndmin=2)
     return {
         name: table[:, positions[0]] if len(shape) == 1 else table[:, positions]

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from k2e.errors import InvalidUpload
-from k2e.formats.tfrecord import fields, is_gzip, open_records, read_records
+from k2e.formats.limits import ReadLimits
+from k2e.formats.tfrecord import fields, open_records, read_records
 
 SAMPLE = 1000
 # tensorflow/core/example/{example,feature}.proto field numbers.
@@ -67,14 +68,19 @@ def _count(kind: int, values: bytes) -> int:
     return count
 
 
-def inspect_tfrecord(path: str | os.PathLike[str]) -> TFRecordSummary:
-    """Count, features, kinds and lengths; refuses truncated or corrupt files and
-    features whose type or length changes between examples."""
+def inspect_tfrecord(
+    path: str | os.PathLike[str], limits: ReadLimits | None = None
+) -> TFRecordSummary:
+    """Count, features, kinds and lengths; refuses truncated or corrupt files, files past
+    ``limits`` (record length, gzip inflation) and features whose type or length changes
+    between examples. Only the first ``SAMPLE`` records are kept in memory, one at a time."""
     path = Path(path)
+    limits = limits or ReadLimits()
     layout: dict[str, tuple[str, int]] | None = None
     count = 0
-    with open_records(path) as stream:
-        for record in read_records(stream, path.name):
+    with open_records(path, limits) as stream:
+        compressed = stream.compressed
+        for record in read_records(stream, path.name, limits, keep=SAMPLE):
             if count < SAMPLE:
                 try:
                     example = parse_example(record)
@@ -92,7 +98,7 @@ def inspect_tfrecord(path: str | os.PathLike[str]) -> TFRecordSummary:
         num_examples=count,
         arrays={name: [count, length] for name, (_, length) in layout.items()},
         dtypes={name: kind for name, (kind, _) in layout.items()},
-        compressed=is_gzip(path),
+        compressed=compressed,
     )
 
 

@@ -1,5 +1,6 @@
 """What an ``.npz`` dataset holds, read from its member headers without loading the arrays."""
 
+import math
 import os
 import zipfile
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from k2e.errors import InvalidUpload
+from k2e.formats.limits import ReadLimits
 
 
 @dataclass(frozen=True)
@@ -33,23 +35,48 @@ def _header(member: IO[bytes], name: str) -> tuple[tuple[int, ...], np.dtype]:
     return shape, dtype
 
 
-def inspect_npz(path: str | os.PathLike[str]) -> NpzSummary:
-    """Shapes, dtypes and example count of an ``.npz`` file; raises InvalidUpload if unusable."""
+def check_directory(archive: zipfile.ZipFile, limits: ReadLimits) -> None:
+    """Refuse, from the zip directory alone, members that inflate past K2E_MAX_INFLATED_BYTES
+    (together) or K2E_MAX_INFLATION_RATIO (each). zipfile never inflates a member past the
+    size its directory entry declares, so these bounds hold while reading too."""
+    total = 0
+    for info in archive.infolist():
+        total += info.file_size
+        limits.check_inflation(info.file_size, info.compress_size, f"member '{info.filename}'")
+    if total > limits.max_inflated_bytes:
+        raise InvalidUpload(
+            f"the .npz members inflate to {total} bytes, past {limits.max_inflated_bytes} "
+            "(K2E_MAX_INFLATED_BYTES); refused"
+        )
+
+
+def inspect_npz(path: str | os.PathLike[str], limits: ReadLimits | None = None) -> NpzSummary:
+    """Shapes, dtypes and example count of an ``.npz`` file; raises InvalidUpload if unusable,
+    if its members inflate past ``limits`` or declare more array bytes than they hold."""
+    limits = limits or ReadLimits()
     arrays: dict[str, list[int]] = {}
     dtypes: dict[str, str] = {}
     try:
         with zipfile.ZipFile(path) as archive:
+            check_directory(archive, limits)
             for info in archive.infolist():
                 if not info.filename.endswith(".npy"):
                     raise InvalidUpload(f"member '{info.filename}' is not an .npy array")
                 name = info.filename[: -len(".npy")]  # may contain dots: sample_weights.d
                 with archive.open(info) as member:
                     shape, dtype = _header(member, name)
+                    held = info.file_size - member.tell()
                 if dtype.hasobject:
                     # Object arrays are pickles: loading one could run arbitrary code.
                     raise InvalidUpload(
                         f"array '{name}' has dtype object (pickled data), "
                         "which is refused; store numeric arrays"
+                    )
+                declared = math.prod(shape) * dtype.itemsize
+                if declared > held:
+                    raise InvalidUpload(
+                        f"array '{name}' declares {declared} bytes ({list(shape)} of {dtype}) "
+                        f"but its member holds {held}: truncated or lying"
                     )
                 if not shape:
                     raise InvalidUpload(
@@ -73,10 +100,15 @@ def inspect_npz(path: str | os.PathLike[str]) -> NpzSummary:
     return NpzSummary(arrays[first][0], arrays, dtypes)
 
 
-def load_npz_arrays(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """Every array of an ``.npz`` file, refusing pickled (object) arrays."""
+def load_npz_arrays(
+    path: str | os.PathLike[str], limits: ReadLimits | None = None
+) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file, refusing pickled (object) arrays and, before loading
+    anything, whatever :func:`inspect_npz` refuses (inflation past ``limits``, arrays
+    declaring more bytes than their member holds)."""
     if not zipfile.is_zipfile(path):  # np.load would read a bare .npy (or pickle) instead
         raise InvalidUpload("not an .npz (zip) file")
+    inspect_npz(path, limits)
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {name: npz[name] for name in npz.files}

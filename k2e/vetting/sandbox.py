@@ -1,10 +1,12 @@
-"""Inspects an uploaded model file in a child process with CPU, memory and time limits.
+"""Inspects an uploaded model or dataset file in a child process with CPU, memory and time limits.
 
 libhdf5 parses a file's structure in C: a hostile file can crash it, make it spin or make
 it allocate without bound. So neither the API nor the worker opens an upload itself:
 ``python -m k2e.vetting.sandbox`` does, under RLIMIT_CPU and RLIMIT_AS and a wall-clock timeout,
 and answers in JSON on stdout. A child that dies or overruns while reading the file is
 the file's fault (InvalidUpload); one that dies before it reads anything is the server's.
+Datasets (npz, CSV, TFRecord) are read the same way, by the bounded readers of k2e/formats
+(``inspect_dataset_file``), so the API's memory stays flat whatever is uploaded.
 """
 
 import json
@@ -15,13 +17,14 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from k2e.custom_objects import registry
 from k2e.errors import InvalidUpload
+from k2e.formats.limits import ReadLimits
 from k2e.vetting.configs import VetPolicy
 from k2e.vetting.inspection import H5Summary
 
@@ -37,6 +40,18 @@ ZIP_SIGNATURE = b"PK\x03\x04"
 _PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 # Inspections at once per process: each child may use the whole memory limit.
 _SLOTS = threading.BoundedSemaphore(max(2, os.cpu_count() or 2))
+
+
+DATASET_FORMATS = ("npz", "csv", "tfrecord")
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """What the sandbox answers for a dataset: what DatasetInfo keeps of it."""
+
+    num_examples: int
+    arrays: dict[str, list[int]]
+    dtypes: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -81,13 +96,39 @@ def inspect_model_file(path: Path, fmt: str, policy: VetPolicy, limits: SandboxL
     if not _has_signature(path, fmt):
         raise InvalidUpload("not a .keras (zip) archive" if fmt == "keras" else "not an HDF5 file")
     request = {
+        "kind": "model",
         "path": str(Path(path).resolve()),
         "format": fmt,
         "custom_names": sorted(policy.custom_names),
         "allow_lambda": policy.allow_lambda,
-        "cpu_seconds": limits.cpu_seconds,
-        "memory_bytes": limits.memory_bytes,
     }
+    return H5Summary.model_validate(_run(request, limits))
+
+
+def inspect_dataset_file(
+    path: Path, fmt: str, read_limits: ReadLimits, limits: SandboxLimits
+) -> DatasetSummary:
+    """Inspect an uploaded dataset (``fmt``: npz, csv or tfrecord) in the sandbox, its
+    readers bounded by ``read_limits``: the API process never parses a dataset itself."""
+    if fmt not in DATASET_FORMATS:
+        raise ValueError(f"unknown dataset format {fmt!r}")
+    request = {
+        "kind": "dataset",
+        "path": str(Path(path).resolve()),
+        "format": fmt,
+        "read_limits": read_limits.as_dict(),
+    }
+    answer = _run(request, limits)
+    return DatasetSummary(
+        num_examples=int(answer["num_examples"]),
+        arrays={str(k): [int(d) for d in v] for k, v in answer["arrays"].items()},
+        dtypes={str(k): str(v) for k, v in answer["dtypes"].items()},
+    )
+
+
+def _run(request: dict[str, Any], limits: SandboxLimits) -> dict[str, Any]:
+    """Run the child on ``request`` under ``limits``; its summary, or InvalidUpload."""
+    request = {**request, "cpu_seconds": limits.cpu_seconds, "memory_bytes": limits.memory_bytes}
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "LANG": "C.UTF-8",
@@ -112,10 +153,14 @@ def inspect_model_file(path: Path, fmt: str, policy: VetPolicy, limits: SandboxL
         raise InvalidUpload(
             f"inspecting the file took longer than {limits.timeout_s} s (wall clock); refused"
         ) from None
-    return _outcome(done, limits)
+    return _answer(done, limits)
 
 
 def _outcome(done: subprocess.CompletedProcess[bytes], limits: SandboxLimits) -> H5Summary:
+    return H5Summary.model_validate(_answer(done, limits))
+
+
+def _answer(done: subprocess.CompletedProcess[bytes], limits: SandboxLimits) -> dict[str, Any]:
     lines = done.stdout.decode("utf-8", "replace").splitlines()
     started = bool(lines) and lines[0] == READY
     stderr = done.stderr.decode("utf-8", "replace")[-2000:]
@@ -130,7 +175,8 @@ def _outcome(done: subprocess.CompletedProcess[bytes], limits: SandboxLimits) ->
             answer = None
     if done.returncode == 0 and isinstance(answer, dict):
         if answer.get("ok"):
-            return H5Summary.model_validate(answer["summary"])
+            summary: dict[str, Any] = answer["summary"]
+            return summary
         raise InvalidUpload(str(answer.get("detail")))
     if done.returncode < 0:
         name = signal.Signals(-done.returncode).name
@@ -156,16 +202,35 @@ def _limit(cpu_seconds: int, memory_bytes: int) -> None:
 def main() -> int:
     """The child: read the request on stdin, apply the limits, inspect, answer in JSON."""
     request = json.loads(sys.stdin.buffer.read())
+    from k2e.formats.csvdata import inspect_csv
+    from k2e.formats.examples import inspect_tfrecord
+    from k2e.formats.npz import inspect_npz
     from k2e.vetting.inspection import inspect_h5
     from k2e.vetting.keras_archive import inspect_keras
 
     _limit(int(request["cpu_seconds"]), int(request["memory_bytes"]))
     print(READY, flush=True)
-    policy = VetPolicy.of(request["custom_names"], bool(request["allow_lambda"]))
-    inspect = inspect_keras if request["format"] == "keras" else inspect_h5
     answer: dict[str, Any]
     try:
-        answer = {"ok": True, "summary": inspect(request["path"], policy).model_dump(mode="json")}
+        if request.get("kind") == "dataset":
+            readers: dict[str, Callable[..., Any]] = {
+                "npz": inspect_npz,
+                "csv": inspect_csv,
+                "tfrecord": inspect_tfrecord,
+            }
+            found = readers[request["format"]](
+                request["path"], ReadLimits(**request["read_limits"])
+            )
+            summary = {
+                "num_examples": found.num_examples,
+                "arrays": found.arrays,
+                "dtypes": found.dtypes,
+            }
+        else:
+            policy = VetPolicy.of(request["custom_names"], bool(request["allow_lambda"]))
+            inspect = inspect_keras if request["format"] == "keras" else inspect_h5
+            summary = inspect(request["path"], policy).model_dump(mode="json")
+        answer = {"ok": True, "summary": summary}
     except InvalidUpload as exc:
         answer = {"ok": False, "detail": exc.detail}
     except MemoryError:

@@ -80,7 +80,9 @@ async def convert(
         try:
             if "spec" not in body.fields:
                 raise InvalidSpec("the multipart body has no `spec` field")
-            raw = parse_json(body.fields["spec"], "`spec`", settings.max_json_depth)
+            raw = await run_in_threadpool(
+                parse_json, body.fields["spec"], "`spec`", settings.max_json_depth
+            )
             job = await run_in_threadpool(
                 accept, raw, body.files, idempotency_key, backend, caller.tenant
             )
@@ -88,7 +90,8 @@ async def convert(
             body.discard()
     elif content_type.startswith("application/json") or not content_type:
         data = await read_body(request, settings.max_json_bytes)
-        raw = parse_json(data, "the request body", settings.max_json_depth)
+        # Scanning and parsing up to K2E_MAX_JSON_BYTES is CPU work: off the event loop.
+        raw = await run_in_threadpool(parse_json, data, "the request body", settings.max_json_depth)
         job = await run_in_threadpool(accept, raw, {}, idempotency_key, backend, caller.tenant)
     else:
         raise InvalidUpload(

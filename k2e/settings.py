@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     # at most this many written by one job (max_steps / save_checkpoints_steps), and
     # keep_checkpoint_every_n_hours at least this (each such checkpoint is kept for good).
     max_keep_checkpoints: int = Field(default=100, ge=1)
-    max_checkpoints_per_job: int = Field(default=10_000, ge=1)
+    max_checkpoints_per_job: int = Field(default=100_000, ge=1)
     min_keep_checkpoint_every_n_hours: float = Field(default=1.0, gt=0)
     # A running job writes its progress to the job store at most once per this many
     # seconds, whatever log_step_count_steps says (worker/hooks.py).

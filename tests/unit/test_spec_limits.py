@@ -314,7 +314,7 @@ LIMITS = [
     ),
     (
         "checkpoint-every-step",
-        {"config.save_checkpoints_steps": 1, "train.max_steps": 20_000},
+        {"config.save_checkpoints_steps": 1, "train.max_steps": 200_000},
         ["config", "save_checkpoints_steps"],
         "K2E_MAX_CHECKPOINTS_PER_JOB",
     ),

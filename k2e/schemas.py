@@ -22,7 +22,14 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-PositiveInt = Annotated[int, Field(ge=1)]
+# What the job store's columns and TensorFlow hold: timeout_s is an INTEGER column (int32),
+# steps, sizes and seeds are int64 in TensorFlow. The server's spec limits (k2e.settings,
+# "Spec limits") are tighter still for the sizes and steps.
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+PositiveInt = Annotated[int, Field(ge=1, le=INT64_MAX)]
+PositiveInt32 = Annotated[int, Field(ge=1, le=INT32_MAX)]
+Seed = Annotated[int, Field(ge=-(2**63), le=INT64_MAX)]
 
 
 def _model_dir_name(value: str) -> str:
@@ -53,12 +60,12 @@ class InlineModel(_Request):
 class RunConfigSpec(_Request):
     """The ``tf.estimator.RunConfig`` fields a user sets."""
 
-    tf_random_seed: int | None = None
+    tf_random_seed: Seed | None = None
     save_summary_steps: PositiveInt = 100
     save_checkpoints_steps: PositiveInt | None = None
-    save_checkpoints_secs: PositiveInt | None = None
-    keep_checkpoint_max: Annotated[int, Field(ge=0)] = 5
-    keep_checkpoint_every_n_hours: Annotated[float, Field(gt=0)] = 10000
+    save_checkpoints_secs: PositiveInt32 | None = None
+    keep_checkpoint_max: Annotated[int, Field(ge=0, le=INT32_MAX)] = 5
+    keep_checkpoint_every_n_hours: Annotated[float, Field(gt=0, le=1e9)] = 10000
     log_step_count_steps: PositiveInt = 100
     model_dir: ModelDirName | None = None
     train_distribute: Literal["mirrored"] | None = None
@@ -76,7 +83,7 @@ class TrainSpec(_Request):
     batch_size: PositiveInt = 32
     shuffle: bool = True
     shuffle_buffer: PositiveInt = 10_000
-    shuffle_seed: int | None = None
+    shuffle_seed: Seed | None = None
     drop_remainder: bool = False
 
 
@@ -107,7 +114,7 @@ class ConvertRequest(_Request):
     export: bool = True
     accelerator: Literal["cpu", "gpu"] = "cpu"
     # Training stops at this many seconds after the job first starts: failed, timed_out.
-    timeout_s: PositiveInt | None = None
+    timeout_s: PositiveInt32 | None = None
 
     @field_validator("checkpoint_format")
     @classmethod

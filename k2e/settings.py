@@ -80,6 +80,33 @@ class Settings(BaseSettings):
     # ended; unset keeps them until DELETE /jobs/{id}.
     retention_days: float | None = Field(default=None, gt=0)
 
+    # Spec limits (k2e/spec): what one request to POST /convert may ask for. Beyond them
+    # the answer is a 4xx naming the field and the limit, before anything is kept.
+    # A JSON body (or a multipart `spec` part) holds at most this many bytes (413), and
+    # nests objects and arrays at most this deep (422).
+    max_json_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_json_depth: int = Field(default=64, ge=8, le=150)
+    # A multipart body has at most this many parts, its text parts this many bytes each.
+    max_multipart_parts: int = Field(default=8, ge=1)
+    max_field_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # train.batch_size and eval.batch_size, train.shuffle_buffer (examples).
+    max_batch_size: int = Field(default=65_536, ge=1)
+    max_shuffle_buffer: int = Field(default=1_000_000, ge=1)
+    # The parameters of a model, counted from its config before anything is built (a
+    # lower bound: the layers whose sizes the config tells).
+    max_model_params: int = Field(default=100_000_000, ge=1)
+    # train.max_steps and eval.steps, whatever a tenant's max_steps quota says.
+    max_steps: int = Field(default=1_000_000_000, ge=1)
+    # Checkpoints: at most this many kept (keep_checkpoint_max; 0, "keep all", is refused),
+    # at most this many written by one job (max_steps / save_checkpoints_steps), and
+    # keep_checkpoint_every_n_hours at least this (each such checkpoint is kept for good).
+    max_keep_checkpoints: int = Field(default=100, ge=1)
+    max_checkpoints_per_job: int = Field(default=100_000, ge=1)
+    min_keep_checkpoint_every_n_hours: float = Field(default=1.0, gt=0)
+    # A running job writes its progress to the job store at most once per this many
+    # seconds, whatever log_step_count_steps says (worker/hooks.py).
+    progress_min_interval_s: float = Field(default=0.25, ge=0)
+
     # Seconds an API process serves a job's JSON from memory (GET /jobs/{id}): an ended
     # job's, and a queued or running one's (service/jobcache.py).
     job_cache_s: float = Field(default=5.0, ge=0, le=3600)

@@ -12,6 +12,8 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from k2e.errors import InvalidUpload, UploadTooLarge
 
 MAX_FIELD_BYTES = 4 * 1024 * 1024  # non-file fields (a JSON spec) stay small
+MAX_HEADER_BYTES = 16 * 1024  # the headers of one part
+MAX_PARTS = 8  # parts of one body (K2E_MAX_MULTIPART_PARTS on POST /convert)
 
 
 @dataclass
@@ -41,7 +43,12 @@ class _Receiver:
         file_fields: set[str],
         limit: int,
         limit_name: str,
+        max_parts: int = MAX_PARTS,
+        max_field_bytes: int = MAX_FIELD_BYTES,
     ) -> None:
+        self.max_parts = max_parts
+        self.max_field_bytes = max_field_bytes
+        self.parts = 0
         self.tmp_path_for = tmp_path_for
         self.file_fields = file_fields
         self.limit = limit
@@ -55,16 +62,30 @@ class _Receiver:
         self._sink: IO[bytes] | None = None
         self._file: ReceivedFile | None = None
         self._buffer = bytearray()
+        self._header_bytes = 0
 
     def on_part_begin(self) -> None:
+        self.parts += 1
+        if self.parts > self.max_parts:
+            raise InvalidUpload(
+                f"the multipart body has more than {self.max_parts} parts (K2E_MAX_MULTIPART_PARTS)"
+            )
         self._headers = {}
+        self._header_bytes = 0
         self._buffer = bytearray()
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
         self._header_field += data[start:end]
+        self._check_header(end - start)
 
     def on_header_value(self, data: bytes, start: int, end: int) -> None:
         self._header_value += data[start:end]
+        self._check_header(end - start)
+
+    def _check_header(self, size: int) -> None:
+        self._header_bytes += size
+        if self._header_bytes > MAX_HEADER_BYTES:
+            raise InvalidUpload(f"a part's headers exceed {MAX_HEADER_BYTES} bytes")
 
     def on_header_end(self) -> None:
         self._headers[self._header_field.lower()] = self._header_value
@@ -101,8 +122,11 @@ class _Receiver:
             self._sink.write(chunk)
         else:
             self._buffer += chunk
-            if len(self._buffer) > MAX_FIELD_BYTES:
-                raise UploadTooLarge(f"field {self._name!r} exceeds {MAX_FIELD_BYTES} bytes")
+            if len(self._buffer) > self.max_field_bytes:
+                raise UploadTooLarge(
+                    f"field {self._name!r} exceeds {self.max_field_bytes} bytes "
+                    "(K2E_MAX_FIELD_BYTES)"
+                )
 
     def on_part_end(self) -> None:
         if self._sink is not None:
@@ -122,21 +146,24 @@ async def receive_multipart(
     file_fields: set[str],
     limit: int,
     limit_name: str | None = None,
+    max_parts: int = MAX_PARTS,
+    max_field_bytes: int = MAX_FIELD_BYTES,
 ) -> MultipartBody:
     """Parse ``multipart/form-data`` from the request stream into files under storage.
 
     The files together may hold ``limit`` bytes; ``limit_name`` says what sets it (the
-    upload limit, or the tenant's storage quota) in the 413.
+    upload limit, or the tenant's storage quota) in the 413. At most ``max_parts`` parts
+    (422 beyond), text parts at most ``max_field_bytes`` each (413).
     """
     limit_name = limit_name or f"the upload limit of {limit} bytes"
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or b"boundary" not in params:
         raise InvalidUpload("expected a multipart/form-data body with a boundary")
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit + MAX_FIELD_BYTES:
+    if declared is not None and declared.isdigit() and int(declared) > limit + max_field_bytes:
         raise UploadTooLarge(f"the body exceeds {limit_name}")
 
-    receiver = _Receiver(tmp_path_for, file_fields, limit, limit_name)
+    receiver = _Receiver(tmp_path_for, file_fields, limit, limit_name, max_parts, max_field_bytes)
     callbacks: Any = {
         name: getattr(receiver, name)
         for name in (

@@ -7,10 +7,12 @@ the broker when the fairness rule allows. A refused submission keeps nothing.
 
 import hashlib
 import json
+import re
 import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
@@ -36,10 +38,35 @@ class Replayed(Exception):
         self.job = job
 
 
-def parse_json(text: str | bytes, what: str) -> Any:
+# A JSON string, escapes included: what the depth scan skips (brackets inside strings).
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_OPENERS = np.frombuffer(b"[{", np.uint8)
+_CLOSERS = np.frombuffer(b"]}", np.uint8)
+
+
+def json_depth(data: bytes) -> int:
+    """How deep ``data``'s arrays and objects nest, counted without parsing (so a body
+    nested too deep for ``json.loads``'s recursion is refused before it is parsed)."""
+    bare = np.frombuffer(_JSON_STRING.sub(b'""', data), np.uint8)
+    step = np.isin(bare, _OPENERS).astype(np.int64) - np.isin(bare, _CLOSERS).astype(np.int64)
+    return int(np.cumsum(step).max(initial=0))
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_json(text: str | bytes, what: str, max_depth: int = 64) -> Any:
+    """Parse a JSON body: nested at most ``max_depth`` deep (422 beyond, before parsing),
+    without NaN or Infinity (which JSON does not have)."""
+    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    depth = json_depth(data)
+    if depth > max_depth:
+        msg = f"{what} nests arrays and objects {depth} deep; the limit is {max_depth}"
+        raise InvalidSpec(msg, [FieldError((), msg)])
     try:
-        return json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
+        return json.loads(data, parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidSpec(f"{what} is not valid JSON: {exc}") from None
 
 

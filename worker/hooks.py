@@ -4,6 +4,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from k2e.settings import get_settings
 from worker.lease import RunControl
 from worker.tfrt import tf
 
@@ -27,8 +28,11 @@ class LossCurve:
 
 class ProgressHook(tf.compat.v1.train.SessionRunHook):
     """Reports ``global_step`` and the loss every ``every_steps`` steps or ``every_secs``
-    seconds, whichever comes first; asks training to stop as soon as ``control`` says so
-    (the Estimator then saves a final checkpoint)."""
+    seconds, whichever comes first, but never twice within ``min_interval_s`` seconds
+    (K2E_PROGRESS_MIN_INTERVAL_S: each report is a write to the job store, and
+    ``log_step_count_steps: 1`` must not write every step); asks training to stop as soon
+    as ``control`` says so (checked every step, without a fetch or a store read; the
+    Estimator then saves a final checkpoint)."""
 
     def __init__(
         self,
@@ -36,7 +40,11 @@ class ProgressHook(tf.compat.v1.train.SessionRunHook):
         control: RunControl,
         every_steps: int,
         every_secs: float = 2.0,
+        min_interval_s: float | None = None,
     ) -> None:
+        if min_interval_s is None:
+            min_interval_s = get_settings().progress_min_interval_s
+        self._min_interval_s = min_interval_s
         self._report = report
         self._control = control
         self._every_steps = every_steps
@@ -55,11 +63,12 @@ class ProgressHook(tf.compat.v1.train.SessionRunHook):
 
     def _due(self) -> bool:
         # Decided without a fetch: most steps ask the session for nothing extra.
-        return (
-            self._last_step is None
-            or self._steps_since + 1 >= self._every_steps
-            or time.monotonic() - self._last_time >= self._every_secs
-        )
+        if self._last_step is None:
+            return True
+        since = time.monotonic() - self._last_time
+        if since < self._min_interval_s:
+            return False
+        return self._steps_since + 1 >= self._every_steps or since >= self._every_secs
 
     def before_run(self, run_context: Any) -> Any:
         if self._due():

@@ -118,8 +118,18 @@ def check_spec(
     The API passes ``reinspect=False`` (uploads were inspected when they arrived); the
     worker inspects every file again before loading it.
     """
+    limits = check_spec_limits(spec, settings)
+    if limits:
+        raise InvalidSpec(limits[0].msg, limits)
     model = resolve_model(spec, storage, settings, reinspect)
     loc_model = ("keras_model",) if spec.keras_model is not None else ("keras_model_path",)
+    params = model.summary.param_count
+    if params is not None and params > settings.max_model_params:
+        msg = (
+            f"the model has at least {params} parameters (counted from its config); the "
+            f"server's limit is {settings.max_model_params} (K2E_MAX_MODEL_PARAMS)"
+        )
+        raise InvalidSpec(msg, [FieldError(loc_model, msg)])
     if not model.compiled:
         raise InvalidSpec(rules.NOT_COMPILED, [FieldError(loc_model, rules.NOT_COMPILED)])
 
@@ -147,6 +157,70 @@ def check_spec(
     if errors:
         raise InvalidSpec(errors[0].msg, errors)
     return model
+
+
+def _above(loc: tuple[str, ...], value: int | None, limit: int, setting: str) -> list[FieldError]:
+    if value is None or value <= limit:
+        return []
+    name = loc[-1]
+    msg = f"{name} {value} is above the server's limit {limit} ({setting})"
+    return [FieldError(loc, msg)]
+
+
+def check_spec_limits(spec: ConvertRequest, settings: Settings) -> list[FieldError]:
+    """The server's spec limits (k2e.settings, "Spec limits"): sizes, steps, checkpoints."""
+    train = spec.train
+    errors = [
+        *_above(("train", "max_steps"), train.max_steps, settings.max_steps, "K2E_MAX_STEPS"),
+        *_above(
+            ("train", "batch_size"), train.batch_size, settings.max_batch_size, "K2E_MAX_BATCH_SIZE"
+        ),
+        *_above(
+            ("train", "shuffle_buffer"),
+            train.shuffle_buffer,
+            settings.max_shuffle_buffer,
+            "K2E_MAX_SHUFFLE_BUFFER",
+        ),
+    ]
+    if spec.eval is not None:
+        batch = spec.eval.batch_size
+        limit = settings.max_batch_size
+        errors += _above(("eval", "batch_size"), batch, limit, "K2E_MAX_BATCH_SIZE")
+        errors += _above(("eval", "steps"), spec.eval.steps, settings.max_steps, "K2E_MAX_STEPS")
+    cfg = spec.config
+    if cfg is None:
+        return errors
+    if cfg.keep_checkpoint_max == 0:
+        msg = (
+            "keep_checkpoint_max 0 keeps every checkpoint; the server keeps at most "
+            f"{settings.max_keep_checkpoints} (K2E_MAX_KEEP_CHECKPOINTS)"
+        )
+        errors.append(FieldError(("config", "keep_checkpoint_max"), msg))
+    errors += _above(
+        ("config", "keep_checkpoint_max"),
+        cfg.keep_checkpoint_max,
+        settings.max_keep_checkpoints,
+        "K2E_MAX_KEEP_CHECKPOINTS",
+    )
+    floor = settings.min_keep_checkpoint_every_n_hours
+    if cfg.keep_checkpoint_every_n_hours < floor:
+        msg = (
+            f"keep_checkpoint_every_n_hours {cfg.keep_checkpoint_every_n_hours} is below the "
+            f"server's limit {floor} (K2E_MIN_KEEP_CHECKPOINT_EVERY_N_HOURS): each such "
+            "checkpoint is kept for good"
+        )
+        errors.append(FieldError(("config", "keep_checkpoint_every_n_hours"), msg))
+    steps = cfg.save_checkpoints_steps
+    most = settings.max_checkpoints_per_job
+    if steps is not None and -(-train.max_steps // steps) > most:
+        least = -(-train.max_steps // most)
+        msg = (
+            f"save_checkpoints_steps {steps} writes {-(-train.max_steps // steps)} checkpoints "
+            f"in max_steps {train.max_steps}; the server's limit is {most} per job "
+            f"(K2E_MAX_CHECKPOINTS_PER_JOB): use at least {least}"
+        )
+        errors.append(FieldError(("config", "save_checkpoints_steps"), msg))
+    return errors
 
 
 def check_dataset(

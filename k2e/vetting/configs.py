@@ -6,10 +6,15 @@ from TF 2.15 by ``scripts/gen_keras_builtins.py``) or a name of the server's cus
 registry. Refused besides unknown names: ``Lambda`` layers (marshalled Python bytecode,
 run on load), ``module``/``registered_name`` references that make Keras import code
 outside Keras/TensorFlow, and TF-op layers naming ops outside pure tensor math (a
-``TFOpLambda`` calling ``io.read_file`` reads server files: measured on TF 2.15).
+``TFOpLambda`` calling ``io.read_file`` reads server files: measured on TF 2.15), and
+file or URL references: a ``StringLookup`` whose ``vocabulary`` is a string is a path
+Keras opens on the worker (and an export copies it into the SavedModel's downloadable
+assets), so the keys that take a file (``_FILE_KEYS``) may hold no string at all, and no
+string anywhere may be a URL. Inline vocabularies (lists) stay allowed.
 """
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -27,6 +32,22 @@ _LAYER_KEYS = frozenset({"layers", "layer", "forward_layer", "backward_layer", "
 _DATA_MARKERS = frozenset({"__tensor__", "__numpy__", "__bytes__"})
 _TF_OP_LAYERS = frozenset({"TFOpLambda", "SlicingOpLambda"})
 _ACTIVATION_KEYS = frozenset({"activation", "recurrent_activation"})
+# Config keys whose string value Keras or TensorFlow opens as a file: the lookup and text
+# layers' vocabulary and IDF weights, feature columns' vocabulary files and checkpoints.
+_FILE_KEYS = frozenset(
+    {
+        "vocabulary",
+        "idf_weights",
+        "vocabulary_file",
+        "vocabulary_path",
+        "ckpt_to_load_from",
+        "filepath",
+        "file_path",
+        "filename",
+        "path",
+    }
+)
+_URL = re.compile(r"^\s*(?:[A-Za-z][A-Za-z0-9+.-]*://|file:)")
 
 
 @dataclass(frozen=True)
@@ -126,7 +147,18 @@ class _Vetter:
                 self.walk(value, path, depth + 1, child_key)
 
     def check_string(self, key: str, value: str, path: tuple[str, ...]) -> None:
-        """Strings Keras resolves by name: activations, and the ``fn`` of metric wrappers."""
+        """Strings Keras resolves by name: activations, and the ``fn`` of metric wrappers;
+        and no file or URL references."""
+        if key in _FILE_KEYS:
+            raise self.refuse(
+                path,
+                f"{key} {value[:200]!r} names a file (Keras would open it on the server); "
+                f"give {key} inline, as a list",
+            )
+        if _URL.match(value):
+            raise self.refuse(
+                path, f"{key} {value[:200]!r} is a URL; a model config may not reference one"
+            )
         if key in _ACTIVATION_KEYS:
             if value not in self.builtins.activations and value not in self.custom:
                 raise self.refuse(

@@ -30,6 +30,9 @@ class ModelSummary(BaseModel):
     outputs: list[TensorInfo]
     layer_classes: dict[str, str]
     is_graph_network: bool
+    # The model's parameters as far as its config tells (count_params below): a lower
+    # bound, None for summaries stored before it was counted.
+    param_count: int | None = None
 
 
 def spec_error(message: str) -> InvalidSpec:
@@ -101,6 +104,59 @@ def _output_shape(cls: str, cfg: dict[str, Any], ins: list[Shape]) -> Shape:
     return None
 
 
+_CONV = frozenset(
+    "Conv1D Conv2D Conv3D Conv1DTranspose Conv2DTranspose Conv3DTranspose "
+    "Convolution1D Convolution2D Convolution3D".split()
+)
+_RNN_GATES = {"SimpleRNN": 1, "GRU": 3, "LSTM": 4}
+
+
+def _size(value: Any, default: int = 1) -> int:
+    """A positive size from a config value; what the config does not tell counts as 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return default
+    return value
+
+
+def _sizes(value: Any, rank: int) -> int:
+    if isinstance(value, list | tuple):
+        return prod(_size(v) for v in value)
+    return _size(value) ** rank
+
+
+def layer_params(cls: str, cfg: Any, ins: list[Shape]) -> int:
+    """A layer's trainable weights from its config and the last dimension of its first
+    input (1 when unknown): Dense, Embedding, convolutions, recurrent layers, and the
+    layers (Bidirectional, TimeDistributed) that wrap them. Other layers count 0."""
+    if not isinstance(cfg, dict):
+        return 0
+    shape = ins[0] if ins else None
+    last = _size(shape[-1]) if shape else 1
+    if cls == "Dense":
+        return _size(cfg.get("units")) * (last + 1)
+    if cls == "Embedding":
+        return _size(cfg.get("input_dim")) * _size(cfg.get("output_dim"))
+    if cls in _CONV:
+        rank = int(next(ch for ch in cls if ch.isdigit()))
+        filters = _size(cfg.get("filters"))
+        return filters * _sizes(cfg.get("kernel_size"), rank) * last + filters
+    if cls in _RNN_GATES:
+        units = _size(cfg.get("units"))
+        return _RNN_GATES[cls] * units * (units + last + 1)
+    if cls in ("Bidirectional", "TimeDistributed"):
+        inner = cfg.get("layer")
+        if isinstance(inner, dict) and isinstance(inner.get("class_name"), str):
+            count = layer_params(inner["class_name"], inner.get("config"), ins)
+            return 2 * count if cls == "Bidirectional" else count
+    if cls in ("Functional", "Sequential", "Model"):  # a model used as a layer
+        try:
+            inner_summary = parse_model_config({"class_name": cls, "config": cfg})
+        except InvalidSpec:
+            return 0
+        return inner_summary.param_count or 0
+    return 0
+
+
 def _layer_name(layer: dict[str, Any]) -> str:
     return str(layer.get("name") or layer["config"]["name"])
 
@@ -120,8 +176,9 @@ def _output_info(name: str, shape: Shape) -> TensorInfo:
     return TensorInfo(name=name, shape=shape if shape is not None else [None], dtype="float32")
 
 
-def _functional(cfg: dict[str, Any]) -> tuple[list[TensorInfo], list[TensorInfo]]:
+def _functional(cfg: dict[str, Any]) -> tuple[list[TensorInfo], list[TensorInfo], int]:
     layers = {_layer_name(layer): layer for layer in cfg["layers"]}
+    params: dict[str, int] = {}
     shapes: dict[tuple[str, int], Shape] = {}
     todo = []
     for name, layer in layers.items():
@@ -137,6 +194,7 @@ def _functional(cfg: dict[str, Any]) -> tuple[list[TensorInfo], list[TensorInfo]
                 ins = [shapes[(r[0], r[1])] if r[2] == 0 else None for r in refs]
                 layer = layers[name]
                 shapes[(name, i)] = _output_shape(layer["class_name"], layer["config"], ins)
+                params.setdefault(name, layer_params(layer["class_name"], layer["config"], ins))
             else:
                 pending.append((name, i, node))
         if len(pending) == len(todo):
@@ -151,12 +209,15 @@ def _functional(cfg: dict[str, Any]) -> tuple[list[TensorInfo], list[TensorInfo]
             name, count = f"{layer_name}_{count}", count + 1
         taken.add(name)
         outputs.append(_output_info(name, shapes.get((layer_name, node)) if tensor == 0 else None))
-    return inputs, outputs
+    for name, layer in layers.items():  # layers no resolved node reached
+        if name not in params:
+            params[name] = layer_params(layer["class_name"], layer.get("config"), [])
+    return inputs, outputs, sum(params.values())
 
 
-def _sequential(layers: list[dict[str, Any]]) -> tuple[list[TensorInfo], list[TensorInfo]]:
+def _sequential(layers: list[dict[str, Any]]) -> tuple[list[TensorInfo], list[TensorInfo], int]:
     if not layers:
-        return [], []
+        return [], [], 0
     first = layers[0]
     if first["class_name"] == "InputLayer":
         info, rest = _input_info(first), layers[1:]
@@ -165,11 +226,15 @@ def _sequential(layers: list[dict[str, Any]]) -> tuple[list[TensorInfo], list[Te
         info = _input_info(first).model_copy(update={"name": first["config"]["name"] + "_input"})
         rest = layers
     else:
-        return [], [_output_info(layers[-1]["config"]["name"], None)]
+        count = sum(layer_params(layer["class_name"], layer.get("config"), []) for layer in layers)
+        return [], [_output_info(layers[-1]["config"]["name"], None)], count
     shape: Shape = info.shape
+    count = 0
     for layer in rest:
+        count += layer_params(layer["class_name"], layer["config"], [shape])
         shape = _output_shape(layer["class_name"], layer["config"], [shape])
-    return [info], [_output_info(rest[-1]["config"]["name"] if rest else info.name, shape)]
+    output = _output_info(rest[-1]["config"]["name"] if rest else info.name, shape)
+    return [info], [output], count
 
 
 def parse_model_config(config: dict[str, Any]) -> ModelSummary:
@@ -179,10 +244,10 @@ def parse_model_config(config: dict[str, Any]) -> ModelSummary:
         # Keras < 2.2 wrote a Sequential config as the bare list of layers.
         layers = cfg if isinstance(cfg, list) else (cfg or {}).get("layers")
         if model_class == "Sequential" and isinstance(layers, list):
-            inputs, outputs = _sequential(layers)
+            inputs, outputs, count = _sequential(layers)
         elif isinstance(cfg, dict) and {"layers", "input_layers", "output_layers"} <= set(cfg):
             layers = cfg["layers"]
-            inputs, outputs = _functional(cfg)
+            inputs, outputs, count = _functional(cfg)
         else:  # A subclassed model: its graph is code, not config.
             return ModelSummary(
                 model_class=str(model_class),
@@ -198,6 +263,7 @@ def parse_model_config(config: dict[str, Any]) -> ModelSummary:
             outputs=outputs,
             layer_classes=classes,
             is_graph_network=True,
+            param_count=count,
         )
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise spec_error(f"malformed Keras model config ({type(exc).__name__}: {exc})") from exc

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
-from k2e.errors import InvalidSpec, InvalidUpload
+from k2e.errors import InvalidSpec, InvalidUpload, UploadTooLarge
 from k2e.schemas import Job
 from service.auth import CallerDep, current_caller
 from service.deps import BackendDep
@@ -24,6 +24,21 @@ _CONVERT_BODY = request_body(
     required=["spec"],
     json_ref="ConvertRequest",
 )
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) as soon as it passes ``limit`` bytes: never buffered
+    whole first."""
+    too_large = f"the JSON body exceeds K2E_MAX_JSON_BYTES ({limit} bytes)"
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise UploadTooLarge(too_large)
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > limit:
+            raise UploadTooLarge(too_large)
+    return bytes(data)
 
 
 @router.post(
@@ -50,22 +65,33 @@ async def convert(
     ] = None,
 ) -> Job:
     content_type = request.headers.get("content-type", "")
+    settings = backend.settings
     if content_type.startswith("multipart/form-data"):
         limit, limit_name = await run_in_threadpool(backend.upload_limit, caller.tenant)
         body = await receive_multipart(
-            request, backend.storage.tmp_path, FILE_FIELDS, limit, limit_name
+            request,
+            backend.storage.tmp_path,
+            FILE_FIELDS,
+            limit,
+            limit_name,
+            max_parts=settings.max_multipart_parts,
+            max_field_bytes=min(settings.max_field_bytes, settings.max_json_bytes),
         )
         try:
             if "spec" not in body.fields:
                 raise InvalidSpec("the multipart body has no `spec` field")
-            raw = parse_json(body.fields["spec"], "`spec`")
+            raw = await run_in_threadpool(
+                parse_json, body.fields["spec"], "`spec`", settings.max_json_depth
+            )
             job = await run_in_threadpool(
                 accept, raw, body.files, idempotency_key, backend, caller.tenant
             )
         finally:
             body.discard()
     elif content_type.startswith("application/json") or not content_type:
-        raw = parse_json(await request.body(), "the request body")
+        data = await read_body(request, settings.max_json_bytes)
+        # Scanning and parsing up to K2E_MAX_JSON_BYTES is CPU work: off the event loop.
+        raw = await run_in_threadpool(parse_json, data, "the request body", settings.max_json_depth)
         job = await run_in_threadpool(accept, raw, {}, idempotency_key, backend, caller.tenant)
     else:
         raise InvalidUpload(

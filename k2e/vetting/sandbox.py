@@ -23,7 +23,10 @@ parent logs once):
   ``/tmp/<name>`` from a descriptor opened before the folders were covered;
 - privileges, when the child runs as root: it then becomes ``nobody`` (uid/gid 65534,
   no supplementary groups) before reading, so it cannot read root's 0600 files nor
-  undo the mounts. Skipped (logged) when the upload is not world-readable.
+  undo the mounts. Without a mount namespace (a container without CAP_SYS_ADMIN) it
+  still does when the upload is reachable by any user, the data folder then staying
+  visible: 0600 files (the admin key) are safe, world-readable ones (an SQLite store
+  created under umask 022) are not. Skipped (logged) when the upload is not readable.
 
 It does not confine: reads of other world-readable files on the machine (/etc, the
 Python installation), the filesystem view when the service does not run as root (the
@@ -280,8 +283,8 @@ def confine(path: str, hidden: list[str]) -> tuple[str, list[str]]:
                 libc.mount(None, b"/tmp", None, remount, None)
                 done.append("hidden /tmp")
                 path = shown
-    if path != shown:
-        done.append("stays root (the upload could not be shown under /tmp)")
+    if path != shown and not _reachable_by_anyone(path):
+        done.append("stays root (the upload is not reachable by other users)")
     elif os.fstat(fd).st_mode & 0o004:
         os.setgroups([])
         os.setgid(_NOBODY)
@@ -291,6 +294,22 @@ def confine(path: str, hidden: list[str]) -> tuple[str, list[str]]:
         done.append("stays root (the upload is not world-readable)")
     os.close(fd)
     return path, done
+
+
+def _reachable_by_anyone(path: str) -> bool:
+    """Every folder above ``path`` searchable by others, the file readable by others."""
+    try:
+        if not os.stat(path).st_mode & 0o004:
+            return False
+        parent = os.path.dirname(path)
+        while True:
+            if not os.stat(parent).st_mode & 0o001:
+                return False
+            if parent == os.path.dirname(parent):
+                return True
+            parent = os.path.dirname(parent)
+    except OSError:
+        return False
 
 
 def _probe(probe: dict[str, Any]) -> dict[str, Any]:

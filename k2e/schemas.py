@@ -171,7 +171,7 @@ class JobMetrics(BaseModel):
     eval: dict[str, float] = {}
 
 
-JobErrorReason = Literal["error", "timed_out", "worker_lost", "max_attempts"]
+JobErrorReason = Literal["error", "timed_out", "worker_lost", "max_attempts", "out_of_memory"]
 
 
 class JobError(BaseModel):

@@ -59,6 +59,14 @@ class Settings(BaseSettings):
     max_csv_columns: int = Field(default=10_000, ge=1)
     max_csv_field_bytes: int = Field(default=1024**2, ge=64)
 
+    # Worker limits (worker/). A job whose worker process's resident memory grows past
+    # job_memory_bytes is stopped and ends failed (reason out_of_memory), never retried; a
+    # job that does not stop within job_stop_grace_s of a cancel or of that bound is
+    # interrupted (and, over the memory bound, its worker process replaced).
+    job_memory_bytes: int = Field(default=8 * 1024**3, ge=64 * 1024**2)
+    job_memory_sample_s: float = Field(default=0.25, gt=0)
+    job_stop_grace_s: float = Field(default=5.0, gt=0)
+
     # Identity. K2E_ADMIN_KEY provisions the first admin key (else one is generated and
     # written to <data_dir>/admin.key); an API process trusts a key lookup this long, so a
     # revoked key stops working within key_cache_s in every process (at once in the one

@@ -1,9 +1,13 @@
 """`make run` (``python -m launcher``): the API and one worker, plus an embedded Redis
 when REDIS_URL is unset.
 
-Stops every process it started on Ctrl-C or SIGTERM.
+Supervises what it starts: an embedded Redis that dies is started again on the same
+port from its append-only file (the workers' and API's connections find it there); the
+API or worker exiting stops the stack. On Ctrl-C or SIGTERM it stops every process it
+started, killing one that has not exited STOP_GRACE_S seconds after SIGTERM.
 """
 
+import contextlib
 import logging
 import os
 import signal
@@ -16,6 +20,9 @@ from k2e.settings import get_settings
 from launcher.embedded_redis import EmbeddedRedis
 
 log = logging.getLogger("k2e.run")
+
+# Seconds a child has to exit after SIGTERM before it is killed.
+STOP_GRACE_S = 10.0
 
 
 def gpu_visible() -> bool:
@@ -74,8 +81,11 @@ def main() -> int:
     log.info("data in %s; job store %s", data_dir, store)
 
     children = [
-        subprocess.Popen(worker_command(queues), env=env),
-        subprocess.Popen(api_command(settings.api_host, settings.api_port), env=env),
+        # Each in a process group of its own: a kill reaches the worker's pool processes too.
+        subprocess.Popen(worker_command(queues), env=env, start_new_session=True),
+        subprocess.Popen(
+            api_command(settings.api_host, settings.api_port), env=env, start_new_session=True
+        ),
     ]
     log.info(
         "API on http://%s:%d ; worker consumes %s", settings.api_host, settings.api_port, queues
@@ -103,16 +113,46 @@ def main() -> int:
         while not stopping and all(child.poll() is None for child in children):
             time.sleep(0.5)
             stopping = stopping or os.getppid() != parent
+            if not stopping and redis_server is not None:
+                redis_server = keep_redis_up(redis_server)
     finally:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(30)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        stop_children(children, STOP_GRACE_S)
+        for child in children:  # whatever a child left behind in its group (pool processes)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.pid, signal.SIGKILL)
         if redis_server is not None:
             redis_server.stop()
         log.info("stopped")
     return 0 if stopping else 1
+
+
+def keep_redis_up(server: EmbeddedRedis) -> EmbeddedRedis:
+    """Start the embedded Redis again, on its port and from its AOF, if it has died."""
+    process = server.process
+    if process is not None and process.poll() is None:
+        return server
+    code = process.returncode if process is not None else None
+    log.error("embedded Redis on port %d exited (%s); starting it again", server.port, code)
+    for attempt in range(20):
+        try:
+            return EmbeddedRedis(server.data_dir, port=server.port).start()
+        except RuntimeError:
+            log.warning("embedded Redis restart %d failed; retrying", attempt + 1)
+            time.sleep(0.5)
+    raise RuntimeError(f"the embedded Redis could not be restarted on port {server.port}")
+
+
+def stop_children(children: list[subprocess.Popen[bytes]], grace_s: float) -> None:
+    """SIGTERM each child; kill those still running ``grace_s`` seconds later."""
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for child in children:
+        try:
+            child.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("pid %d still running %.0f s after SIGTERM: killing it", child.pid, grace_s)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+            child.wait()

@@ -12,6 +12,9 @@ from worker.runner import runner
 settings = get_settings()
 app = make_celery(settings, name="k2e-worker")
 app.conf.include = ["worker.tasks"]
+# A pool process still past the job memory bound after its task (a job that ended
+# out_of_memory; Python rarely gives memory back) is replaced before its next job.
+app.conf.worker_max_memory_per_child = settings.job_memory_bytes // 1024  # KiB
 
 log = logging.getLogger("k2e.worker")
 _reconciler: Any = None

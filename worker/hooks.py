@@ -93,3 +93,14 @@ class ProgressHook(tf.compat.v1.train.SessionRunHook):
         self._last_step, self._last_time = step, now
         self._steps_since = 0
         self._report(step, float(loss), rate)
+
+
+class StopHook(tf.compat.v1.train.SessionRunHook):
+    """Ends evaluation (or any loop) at its next step once the job must stop."""
+
+    def __init__(self, control: RunControl) -> None:
+        self._control = control
+
+    def after_run(self, run_context: Any, run_values: Any) -> None:
+        if self._control.must_stop():
+            run_context.request_stop()

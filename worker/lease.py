@@ -1,5 +1,18 @@
-"""A running job's lease, renewed by a heartbeat thread, and why training should stop."""
+"""A running job's lease, renewed by a heartbeat thread, and why training should stop.
 
+Stopping reaches a job in every phase. Training and evaluation stop at their next step
+through a hook (worker.hooks); each phase boundary checks :class:`RunControl`; and when
+a job has not stopped within ``grace_s`` of a cancel or of its memory bound (it is
+loading a large dataset, building a graph, exporting), the heartbeat raises
+:class:`JobInterrupted` in the job's thread (``PyThreadState_SetAsyncExc``: it lands at
+the next Python bytecode that thread runs). Memory is sampled from ``/proc/self/status``
+(VmRSS); a job still over its bound ``grace_s`` later, or over 1.25 times it (TensorFlow
+allocating in C++, where no Python exception can land), is recorded as failed
+(``out_of_memory``) and its worker process is killed: Celery's pool replaces it, and the
+redelivered task finds the job ended, so it is never retried into the same wall.
+"""
+
+import ctypes
 import logging
 import os
 import socket
@@ -19,20 +32,89 @@ def new_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+class JobInterrupted(BaseException):  # noqa: N818 - like KeyboardInterrupt
+    """Raised asynchronously in a job's thread to stop it where no hook can: a
+    BaseException, so that library code's ``except Exception`` does not swallow it."""
+
+
+def rss_bytes() -> int | None:
+    """This process's resident set size, from /proc/self/status (None off Linux)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
 class RunControl:
-    """What the training hook asks at every step: should training stop, and why."""
+    """What the training hook asks at every step: should training stop, and why; and a
+    way for the heartbeat to interrupt the job's thread (see the module docstring)."""
 
     def __init__(self, deadline: float | None = None) -> None:
         self.deadline = deadline  # time.monotonic() value, or None
         self.cancel_requested = threading.Event()
         self.lease_lost = threading.Event()
+        self.out_of_memory = threading.Event()
+        self.phase = "starting"
+        self.peak_rss = 0
+        self._lock = threading.Lock()
+        self._thread_id: int | None = None
 
     @property
     def timed_out(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
 
+    def must_stop(self) -> bool:
+        """Cancelled, lease lost or over the memory bound: the job ends in any phase.
+        (A timeout stops training; Celery's time limits backstop the other phases.)"""
+        return (
+            self.cancel_requested.is_set()
+            or self.lease_lost.is_set()
+            or self.out_of_memory.is_set()
+        )
+
     def should_stop(self) -> bool:
-        return self.cancel_requested.is_set() or self.lease_lost.is_set() or self.timed_out
+        """Should training stop."""
+        return self.must_stop() or self.timed_out
+
+    def check(self) -> None:
+        """Between phases: raise JobInterrupted when the job must stop."""
+        if self.must_stop():
+            raise JobInterrupted(self.phase)
+
+    def arm(self) -> None:
+        """The calling thread runs the job: it may be interrupted until :meth:`disarm`."""
+        with self._lock:
+            self._thread_id = threading.get_ident()
+
+    def disarm(self) -> None:
+        """No interruption after this returns, nor pending. Safe to call repeatedly."""
+        while True:
+            try:
+                with self._lock:
+                    if self._thread_id is not None:
+                        _set_async_exc(self._thread_id, None)  # drop a pending one
+                    self._thread_id = None
+                return
+            except JobInterrupted:  # landed just before the lock was ours: drop it
+                continue
+
+    def interrupt(self) -> bool:
+        """Raise JobInterrupted in the armed thread; False when none is armed."""
+        with self._lock:
+            if self._thread_id is None:
+                return False
+            return _set_async_exc(self._thread_id, JobInterrupted)
+
+
+def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> bool:
+    found = ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc is not None else None
+    )
+    return bool(found == 1)
 
 
 class Heartbeat:
@@ -48,12 +130,73 @@ class Heartbeat:
         interval: float,
         control: RunControl,
         on_beat: Callable[[], None] | None = None,
+        memory_bytes: int | None = None,
+        sample_s: float = 0.25,
+        grace_s: float = 5.0,
+        on_out_of_memory: Callable[[int], None] | None = None,
     ) -> None:
         self.store, self.job_id, self.owner = store, job_id, owner
         self.lease_s, self.interval, self.control = lease_s, interval, control
         self.on_beat = on_beat
+        self.memory_bytes, self.sample_s, self.grace_s = memory_bytes, sample_s, grace_s
+        self.on_out_of_memory = on_out_of_memory
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"lease-{job_id}", daemon=True)
+        self._watch = threading.Thread(target=self._watch_loop, name=f"watch-{job_id}", daemon=True)
+        self._stop_since: float | None = None
+        self._last_interrupt = 0.0
+
+    def _watch_loop(self) -> None:
+        """Samples memory and, once the job should stop but has not, interrupts it."""
+        over_since: float | None = None
+        while not self._stop.wait(self.sample_s):
+            now = time.monotonic()
+            rss = rss_bytes() if self.memory_bytes is not None else None
+            if rss is not None and self.memory_bytes is not None:
+                self.control.peak_rss = max(self.control.peak_rss, rss)
+                if rss > self.memory_bytes:
+                    if not self.control.out_of_memory.is_set():
+                        log.error(
+                            "job %s: worker memory %d bytes is past the job bound %d (%s); "
+                            "stopping the job",
+                            self.job_id,
+                            rss,
+                            self.memory_bytes,
+                            self.control.phase,
+                        )
+                        self.control.out_of_memory.set()
+                    over_since = over_since or now
+                    if rss > self.memory_bytes * 1.25 or now - over_since > 2 * self.grace_s:
+                        self._give_up(rss)
+                        return
+                else:
+                    over_since = None
+            if self.control.must_stop():
+                self._stop_since = self._stop_since or now
+                waited = now - self._stop_since
+                if waited >= self.grace_s and now - self._last_interrupt >= self.grace_s:
+                    self._last_interrupt = now
+                    if self.control.interrupt():
+                        log.warning(
+                            "job %s: not stopped %.1f s after it should have (%s); interrupting",
+                            self.job_id,
+                            waited,
+                            self.control.phase,
+                        )
+
+    def _give_up(self, rss: int) -> None:
+        log.error(
+            "job %s: memory %d bytes still past the bound %d: ending the job and this "
+            "worker process",
+            self.job_id,
+            rss,
+            self.memory_bytes,
+        )
+        if self.on_out_of_memory is not None:
+            try:
+                self.on_out_of_memory(rss)
+            finally:
+                os.kill(os.getpid(), 9)
 
     def _beat(self) -> None:
         while not self._stop.wait(self.interval):
@@ -66,7 +209,8 @@ class Heartbeat:
                 log.error("job %s: lease lost; this worker stops writing", self.job_id)
                 self.control.lease_lost.set()
                 return
-            if status == JobStatus.cancelling.value:
+            if status == JobStatus.cancelling.value and not self.control.cancel_requested.is_set():
+                log.info("job %s: cancel requested while %s", self.job_id, self.control.phase)
                 self.control.cancel_requested.set()
             if self.on_beat is not None:
                 try:
@@ -76,8 +220,10 @@ class Heartbeat:
 
     def __enter__(self) -> "Heartbeat":
         self._thread.start()
+        self._watch.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self._stop.set()
         self._thread.join()
+        self._watch.join()

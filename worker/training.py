@@ -18,10 +18,10 @@ from k2e.spec.checks import ResolvedModel, check_spec
 from k2e.storage import Storage, disk_usage
 from k2e.tenancy.models import DEFAULT_TENANT
 from worker import custom_objects, export
-from worker.hooks import LossCurve, ProgressHook
+from worker.hooks import LossCurve, ProgressHook, StopHook
 from worker.inputs import Batching, input_fn_for
 from worker.joblog import JobLogCapture
-from worker.lease import Heartbeat, RunControl, new_owner
+from worker.lease import Heartbeat, JobInterrupted, RunControl, new_owner
 from worker.models import build_keras_model
 from worker.tfrt import tf
 
@@ -116,13 +116,29 @@ class JobRunner:
                 self.settings.heartbeat_s,
                 control,
                 on_beat=logs.flush_to_store,
+                memory_bytes=self.settings.job_memory_bytes,
+                sample_s=self.settings.job_memory_sample_s,
+                grace_s=self.settings.job_stop_grace_s,
+                on_out_of_memory=lambda rss: self._record_out_of_memory(started, owner, rss),
             ),
         ):
-            result = self._attempt(started, owner, control)
+            try:
+                result = self._attempt(started, owner, control)
+            except JobInterrupted:  # landed between the attempt's own handlers
+                result = self._stopped(started, control, 0)
+            finally:
+                control.disarm()
         if control.lease_lost.is_set():
             log.error("job %s: lease lost; leaving the job to its new owner", job_id)
             return
-        last = self.store.get(job_id).progress.model_dump()
+        current = self.store.get(job_id)
+        if current.status == JobStatus.cancelling and result.status != JobStatus.cancelled:
+            # Cancelled after the last check (the heartbeat had not seen it yet): a cancel
+            # that reached the store before the job ended wins.
+            result = RunResult(JobStatus.cancelled, global_step=result.global_step)
+        if control.peak_rss:
+            log.info("job %s: peak worker memory %d bytes", job_id, control.peak_rss)
+        last = current.progress.model_dump()
         progress = {**last, "global_step": result.global_step, "eta_s": 0.0}
         self.store.finish(
             job_id,
@@ -150,21 +166,77 @@ class JobRunner:
         elapsed = time.time() - job.started_at.timestamp()
         return time.monotonic() + job.timeout_s - elapsed
 
+    def _record_out_of_memory(self, job: Job, owner: str, rss: int) -> None:
+        """The job's end, written before its worker process is killed (lease.Heartbeat)."""
+        self.store.finish(job.id, JobStatus.failed, owner, error=self._out_of_memory(rss))
+
+    def _out_of_memory(self, rss: int) -> JobError:
+        return _error(
+            "MemoryError",
+            f"the worker process grew to {rss} bytes, past the job memory bound "
+            f"K2E_JOB_MEMORY_BYTES={self.settings.job_memory_bytes}",
+            "out_of_memory",
+        )
+
+    def _stopped(self, job: Job, control: RunControl, step: int) -> RunResult:
+        """The result of a job that stopped because RunControl said so."""
+        if control.out_of_memory.is_set():
+            return RunResult(
+                JobStatus.failed, global_step=step, error=self._out_of_memory(control.peak_rss)
+            )
+        if control.lease_lost.is_set():
+            return RunResult(JobStatus.failed, global_step=step)
+        if control.cancel_requested.is_set():
+            return RunResult(JobStatus.cancelled, global_step=step)
+        if control.timed_out:
+            return RunResult(JobStatus.failed, global_step=step, error=_timed_out(job))
+        return RunResult(JobStatus.failed, global_step=step, error=_error("Interrupted", ""))
+
     def _attempt(self, job: Job, owner: str, control: RunControl) -> RunResult:
         spec = ConvertRequest.model_validate(job.spec)
+        files: JobFiles | None = None
         try:
+            control.arm()
             files = self._files(job)
             # Defence in depth: the files are checked again before TensorFlow sees them.
             # Only the job's tenant's uploads resolve: its storage is the tenant's folder.
             resolved = check_spec(spec, files.storage, self.settings)
             return self._train_evaluate_export(job, owner, spec, resolved, control, files)
+        except JobInterrupted:
+            control.disarm()
+            log.info("job %s: stopped while %s", job.id, control.phase)
+            return self._stopped(job, control, self._step(files))
         except K2EError as exc:
+            control.disarm()
+            if control.must_stop():
+                return self._stopped(job, control, self._step(files))
             return RunResult(JobStatus.failed, error=_error("InvalidSpec", exc.detail))
+        except MemoryError:
+            control.disarm()
+            log.exception("job %s: out of memory", job.id)
+            control.out_of_memory.set()
+            return self._stopped(job, control, self._step(files))
         except Exception as exc:
+            control.disarm()
+            if control.must_stop():
+                # A failure caused by the stop (an interrupted load, a closed session).
+                log.info("job %s: stopped while %s (%s)", job.id, control.phase, exc)
+                return self._stopped(job, control, self._step(files))
             log.exception("job %s failed", job.id)
             timed_out = type(exc).__name__ == "SoftTimeLimitExceeded"
             reason: JobErrorReason = "timed_out" if timed_out else "error"
             return RunResult(JobStatus.failed, error=_error(type(exc).__name__, str(exc), reason))
+        finally:
+            control.disarm()
+
+    @staticmethod
+    def _step(files: JobFiles | None) -> int:
+        if files is None:
+            return 0
+        try:
+            return _checkpoint_step(tf.train.latest_checkpoint(str(files.model_dir)))
+        except Exception:
+            return 0
 
     def _train_evaluate_export(
         self,
@@ -175,6 +247,8 @@ class JobRunner:
         control: RunControl,
         files: JobFiles,
     ) -> RunResult:
+        control.check()
+        control.phase = "building the model"
         tf.keras.backend.clear_session()
         model_dir = files.model_dir
         model_dir.mkdir(parents=True, exist_ok=True)
@@ -193,51 +267,57 @@ class JobRunner:
             )
             inputs, outputs = resolved.summary.inputs, resolved.summary.outputs
             train = spec.train
-            estimator.train(
-                self._input_fn(
-                    files.storage,
-                    train.dataset,
-                    inputs,
-                    outputs,
-                    Batching(
-                        train.batch_size,
-                        training=True,
-                        shuffle=train.shuffle,
-                        shuffle_buffer=train.shuffle_buffer,
-                        shuffle_seed=train.shuffle_seed,
-                        drop_remainder=train.drop_remainder,
-                    ),
+            control.check()
+            control.phase = "loading the training data"
+            train_input = self._input_fn(
+                files.storage,
+                train.dataset,
+                inputs,
+                outputs,
+                Batching(
+                    train.batch_size,
+                    training=True,
+                    shuffle=train.shuffle,
+                    shuffle_buffer=train.shuffle_buffer,
+                    shuffle_seed=train.shuffle_seed,
+                    drop_remainder=train.drop_remainder,
                 ),
+            )
+            control.check()
+            control.phase = "training"
+            estimator.train(
+                train_input,
                 hooks=[self._progress_hook(job, owner, spec, control)],
                 max_steps=train.max_steps,
             )
             step = _checkpoint_step(estimator.latest_checkpoint())
-            if control.lease_lost.is_set():
-                return RunResult(JobStatus.failed, global_step=step)
-            if control.cancel_requested.is_set():
-                return RunResult(JobStatus.cancelled, global_step=step)
-            if step < train.max_steps and control.timed_out:
-                return RunResult(JobStatus.failed, global_step=step, error=_timed_out(job))
+            if control.must_stop() or (step < train.max_steps and control.timed_out):
+                return self._stopped(job, control, step)
             result = RunResult(JobStatus.succeeded, global_step=step)
             if spec.eval is not None:
                 ev = spec.eval
-                metrics = estimator.evaluate(
-                    self._input_fn(
-                        files.storage,
-                        ev.dataset,
-                        inputs,
-                        outputs,
-                        Batching(ev.batch_size, training=False),
-                    ),
-                    steps=ev.steps,
+                control.phase = "loading the evaluation data"
+                eval_input = self._input_fn(
+                    files.storage,
+                    ev.dataset,
+                    inputs,
+                    outputs,
+                    Batching(ev.batch_size, training=False),
                 )
+                control.check()
+                control.phase = "evaluating"
+                metrics = estimator.evaluate(eval_input, steps=ev.steps, hooks=[StopHook(control)])
+                control.check()
                 result.eval_metrics = {k: _scalar(v) for k, v in metrics.items()}
             if spec.export and not self._already_exported(job.id, files):
+                control.phase = "exporting"
                 receiver = export.serving_input_fn(
                     inputs, export.needs_example_parsing(spec.export_outputs, inputs)
                 )
                 path = export.export_atomically(estimator, model_dir, receiver)
+                control.check()
                 self.store.record_export(job.id, owner, files.storage.relative(path))
+            control.phase = "finishing"
         return result
 
     @staticmethod

@@ -1,14 +1,43 @@
-"""Inspects an uploaded model or dataset file in a child process with CPU, memory and time limits.
+"""Inspects an uploaded model file in a child process with CPU, memory and time limits.
 
 libhdf5 parses a file's structure in C: a hostile file can crash it, make it spin or make
 it allocate without bound. So neither the API nor the worker opens an upload itself:
 ``python -m k2e.vetting.sandbox`` does, under RLIMIT_CPU and RLIMIT_AS and a wall-clock timeout,
 and answers in JSON on stdout. A child that dies or overruns while reading the file is
 the file's fault (InvalidUpload); one that dies before it reads anything is the server's.
+
 Datasets (npz, CSV, TFRecord) are read the same way, by the bounded readers of k2e/formats
 (``inspect_dataset_file``), so the API's memory stays flat whatever is uploaded.
+
+Confinement of the child on Linux (:func:`confine`, before it reads the file; each step
+is applied where the machine allows it and the child reports which ones were, which the
+parent logs once):
+
+- environment: cleared (only PATH, LANG and thread/plugin variables are passed);
+- limits: RLIMIT_CPU, RLIMIT_AS, no core files, no file writes (RLIMIT_FSIZE=0) and a
+  wall-clock timeout;
+- network: a new, empty network namespace (``unshare(CLONE_NEWNET)`` through libc; needs
+  root or unprivileged user namespaces): no interface but a down loopback, so no TCP or
+  UDP connection to anywhere, the service's own ports included;
+- the service's files, when the child runs as root: a private mount namespace in which
+  the data folder (``K2E_DATA_DIR``: the admin key file, the SQLite job store, every
+  tenant's uploads and models), the SQLite file's folder and /tmp are covered by empty
+  read-only tmpfs mounts; the child reads the upload alone, bind-mounted at
+  ``/tmp/<name>`` from a descriptor opened before the folders were covered;
+- privileges, when the child runs as root: it then becomes ``nobody`` (uid/gid 65534,
+  no supplementary groups) before reading, so it cannot read root's 0600 files nor
+  undo the mounts. Without a mount namespace (a container without CAP_SYS_ADMIN) it
+  still does when the upload is reachable by any user, the data folder then staying
+  visible: 0600 files (the admin key) are safe, world-readable ones (an SQLite store
+  created under umask 022) are not. Skipped (logged) when the upload is not readable.
+
+It does not confine: reads of other world-readable files on the machine (/etc, the
+Python installation), the filesystem view when the service does not run as root (the
+child can read what the service's user can read, but has no network), system calls in
+general (no seccomp filter), or other processes of the same user (no PID namespace).
 """
 
+import ctypes
 import json
 import logging
 import os
@@ -43,6 +72,8 @@ _SLOTS = threading.BoundedSemaphore(max(2, os.cpu_count() or 2))
 
 
 DATASET_FORMATS = ("npz", "csv", "tfrecord")
+_CONFINED = "k2e-sandbox: confined: "
+_confinement_logged: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -59,11 +90,20 @@ class SandboxLimits:
     cpu_seconds: int = 20
     memory_bytes: int = 1024**3
     timeout_s: float = 30.0
+    # Folders the child must not see (the data folder: keys, job store, uploads).
+    hidden: tuple[str, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: "Settings") -> "SandboxLimits":
+        hidden = [str(settings.data_dir.resolve())]
+        url = settings.sqlalchemy_url
+        if url.startswith("sqlite:///"):
+            hidden.append(str(Path(url[len("sqlite:///") :]).parent))
         return cls(
-            settings.inspect_cpu_s, settings.inspect_memory_bytes, settings.inspect_timeout_s
+            settings.inspect_cpu_s,
+            settings.inspect_memory_bytes,
+            settings.inspect_timeout_s,
+            tuple(dict.fromkeys(hidden)),
         )
 
 
@@ -129,6 +169,20 @@ def inspect_dataset_file(
 def _run(request: dict[str, Any], limits: SandboxLimits) -> dict[str, Any]:
     """Run the child on ``request`` under ``limits``; its summary, or InvalidUpload."""
     request = {**request, "cpu_seconds": limits.cpu_seconds, "memory_bytes": limits.memory_bytes}
+    try:
+        done = _run_child(request, limits)
+    except subprocess.TimeoutExpired:
+        raise InvalidUpload(
+            f"inspecting the file took longer than {limits.timeout_s} s (wall clock); refused"
+        ) from None
+    return _outcome(done, limits)
+
+
+def _run_child(
+    request: dict[str, Any], limits: SandboxLimits
+) -> subprocess.CompletedProcess[bytes]:
+    """Run the sandbox child on ``request``; raises subprocess.TimeoutExpired."""
+    request = {**request, "hidden": list(limits.hidden)}
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "LANG": "C.UTF-8",
@@ -138,29 +192,46 @@ def _run(request: dict[str, Any], limits: SandboxLimits) -> dict[str, Any]:
         # Never load an HDF5 filter plugin in the child.
         "HDF5_PLUGIN_PRELOAD": "::",
     }
-    try:
-        with _SLOTS:
-            done = subprocess.run(
-                [sys.executable, "-E", "-s", "-m", "k2e.vetting.sandbox"],
-                input=json.dumps(request).encode(),
-                capture_output=True,
-                timeout=limits.timeout_s,
-                cwd=_PACKAGE_PARENT,
-                env=env,
-                check=False,
-            )
-    except subprocess.TimeoutExpired:
-        raise InvalidUpload(
-            f"inspecting the file took longer than {limits.timeout_s} s (wall clock); refused"
-        ) from None
-    return _answer(done, limits)
+    with _SLOTS:
+        done = subprocess.run(
+            [sys.executable, "-E", "-s", "-m", "k2e.vetting.sandbox"],
+            input=json.dumps(request).encode(),
+            capture_output=True,
+            timeout=limits.timeout_s,
+            cwd=_PACKAGE_PARENT,
+            env=env,
+            check=False,
+        )
+    for line in done.stderr.decode("utf-8", "replace").splitlines():
+        if line.startswith(_CONFINED) and line not in _confinement_logged:
+            _confinement_logged.add(line)
+            log.info("inspection sandbox %s", line[len("k2e-sandbox: ") :])
+    return done
 
 
-def _outcome(done: subprocess.CompletedProcess[bytes], limits: SandboxLimits) -> H5Summary:
-    return H5Summary.model_validate(_answer(done, limits))
+def probe_confinement(
+    path: Path, connect: tuple[str, int], secrets: list[str], limits: SandboxLimits
+) -> dict[str, Any]:
+    """For tests: a child confined exactly as an inspection's tries to open a TCP
+    connection and to read ``secrets``; returns what it managed and what was confined."""
+    request = {
+        "probe": {"connect": list(connect), "secrets": secrets},
+        "path": str(Path(path).resolve()),
+        "format": "probe",
+        "custom_names": [],
+        "allow_lambda": False,
+        "cpu_seconds": limits.cpu_seconds,
+        "memory_bytes": limits.memory_bytes,
+    }
+    done = _run_child(request, limits)
+    lines = done.stdout.decode("utf-8", "replace").splitlines()
+    if done.returncode != 0 or len(lines) < 2:
+        raise RuntimeError(f"probe failed ({done.returncode}): {done.stderr.decode()[-2000:]}")
+    answer: dict[str, Any] = json.loads(lines[1])
+    return answer
 
 
-def _answer(done: subprocess.CompletedProcess[bytes], limits: SandboxLimits) -> dict[str, Any]:
+def _outcome(done: subprocess.CompletedProcess[bytes], limits: SandboxLimits) -> dict[str, Any]:
     lines = done.stdout.decode("utf-8", "replace").splitlines()
     started = bool(lines) and lines[0] == READY
     stderr = done.stderr.decode("utf-8", "replace")[-2000:]
@@ -199,19 +270,138 @@ def _limit(cpu_seconds: int, memory_bytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))  # the child writes no files
 
 
+_CLONE_NEWNS = 0x00020000
+_CLONE_NEWNET = 0x40000000
+_CLONE_USERNET = 0x10000000 | _CLONE_NEWNET  # with a user namespace, for non-root
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 1, 2, 4, 8
+_MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = 32, 4096, 0x4000, 1 << 18
+_NOBODY = 65534
+
+
+def confine(path: str, hidden: list[str]) -> tuple[str, list[str]]:
+    """In the child, before it reads anything: the confinement the module docstring
+    describes. Returns the path to read the file by, and what was confined."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    done: list[str] = ["environment cleared", "rlimits"]
+
+    def call(what: str, result: int) -> bool:
+        if result == 0:
+            return True
+        done.append(f"no {what} ({os.strerror(ctypes.get_errno())})")
+        return False
+
+    if libc.unshare(_CLONE_NEWNET) == 0 or (
+        os.geteuid() != 0 and libc.unshare(_CLONE_USERNET) == 0
+    ):
+        done.append("no network")
+    else:
+        done.append(f"network NOT confined ({os.strerror(ctypes.get_errno())})")
+    if os.geteuid() != 0:
+        done.append("files: the service user's view (not root: no mount namespace)")
+        return path, done
+    namespace = call("mount namespace", libc.unshare(_CLONE_NEWNS)) and call(
+        "private mounts", libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None)
+    )
+    # Opened in the new namespace (a bind mount's source must be of it), before hiding.
+    fd = os.open(path, os.O_RDONLY)
+    shown = os.path.join("/tmp", os.path.basename(path))
+    if namespace:
+        flags = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
+        tmpfs = b"size=64k,mode=0755"
+        remount = _MS_REMOUNT | _MS_RDONLY | flags
+        for folder in hidden:
+            if os.path.isdir(folder) and call(
+                f"hiding {folder}", libc.mount(b"tmpfs", folder.encode(), b"tmpfs", flags, tmpfs)
+            ):
+                libc.mount(None, folder.encode(), None, remount, None)
+                done.append(f"hidden {folder}")
+        # The upload alone, under a fresh /tmp that any user can reach (the folders
+        # above it may not be), bound from the descriptor opened above.
+        if call("fresh /tmp", libc.mount(b"tmpfs", b"/tmp", b"tmpfs", flags, tmpfs)):
+            os.close(os.open(shown, os.O_WRONLY | os.O_CREAT, 0o444))
+            source = f"/proc/self/fd/{fd}".encode()
+            if call(f"showing {shown}", libc.mount(source, shown.encode(), None, _MS_BIND, None)):
+                libc.mount(None, b"/tmp", None, remount, None)
+                done.append("hidden /tmp")
+                path = shown
+    if path != shown and not _reachable_by_anyone(path):
+        done.append("stays root (the upload is not reachable by other users)")
+    elif os.fstat(fd).st_mode & 0o004:
+        os.setgroups([])
+        os.setgid(_NOBODY)
+        os.setuid(_NOBODY)
+        done.append("user nobody")
+    else:
+        done.append("stays root (the upload is not world-readable)")
+    os.close(fd)
+    return path, done
+
+
+def _reachable_by_anyone(path: str) -> bool:
+    """Every folder above ``path`` searchable by others, the file readable by others."""
+    try:
+        if not os.stat(path).st_mode & 0o004:
+            return False
+        parent = os.path.dirname(path)
+        while True:
+            if not os.stat(parent).st_mode & 0o001:
+                return False
+            if parent == os.path.dirname(parent):
+                return True
+            parent = os.path.dirname(parent)
+    except OSError:
+        return False
+
+
+def _probe(probe: dict[str, Any]) -> dict[str, Any]:
+    """What a confined child can reach: a TCP connection, the named files."""
+    import socket
+
+    found: dict[str, Any] = {"connected": False, "read": []}
+    host, port = probe["connect"]
+    try:
+        with socket.create_connection((host, int(port)), timeout=2):
+            found["connected"] = True
+    except OSError as exc:
+        found["connect_error"] = str(exc)
+    for secret in probe["secrets"]:
+        try:
+            with open(secret, "rb") as f:
+                f.read(1)
+            found["read"].append(secret)
+        except OSError:
+            pass
+    return found
+
+
 def main() -> int:
     """The child: read the request on stdin, apply the limits, inspect, answer in JSON."""
     request = json.loads(sys.stdin.buffer.read())
+    # Codecs the readers look up lazily (zip member names are cp437), loaded while the
+    # Python installation is still readable: a child that became `nobody` may not be.
+    import encodings.ascii
+    import encodings.cp437
+    import encodings.idna
+    import encodings.latin_1
+    import encodings.utf_8_sig  # noqa: F401
+    import socket  # noqa: F401  (the probe's)
+
     from k2e.formats.csvdata import inspect_csv
     from k2e.formats.examples import inspect_tfrecord
     from k2e.formats.npz import inspect_npz
     from k2e.vetting.inspection import inspect_h5
     from k2e.vetting.keras_archive import inspect_keras
 
+    request["path"], confined = confine(request["path"], list(request.get("hidden", [])))
+    print(_CONFINED + ", ".join(confined), file=sys.stderr, flush=True)
     _limit(int(request["cpu_seconds"]), int(request["memory_bytes"]))
     print(READY, flush=True)
+    if "probe" in request:
+        print(json.dumps({**_probe(request["probe"]), "confined": confined}), flush=True)
+        return 0
     answer: dict[str, Any]
     try:
+        summary: dict[str, Any]
         if request.get("kind") == "dataset":
             readers: dict[str, Callable[..., Any]] = {
                 "npz": inspect_npz,

@@ -38,6 +38,9 @@ TUNABLES = (
     "visibility_timeout_s",
     "max_attempts",
     "timeout_grace_s",
+    "job_memory_bytes",
+    "job_memory_sample_s",
+    "job_stop_grace_s",
 )
 
 

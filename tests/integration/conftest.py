@@ -41,6 +41,7 @@ TUNABLES = (
     "job_memory_bytes",
     "job_memory_sample_s",
     "job_stop_grace_s",
+    "max_inflation_ratio",
 )
 
 

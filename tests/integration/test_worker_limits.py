@@ -51,7 +51,18 @@ def submit_on(env: Env, dataset: str, max_steps: int = 20, **extra: object) -> d
 
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[Env]:
-    deployment = Env(tmp_path, **FAST_RECOVERY, job_stop_grace_s=2.0, max_attempts=3)
+    # The datasets are zeros compressed ~1000 times: past the default inflation ratio, which
+    # these tests lift (for the API and the workers) to reach the worker's memory bound.
+    # A lease of 15 s, not FAST_RECOVERY's 3: a worker process past its memory bound
+    # thrashes, and its last write (the job's out_of_memory end) must land before the
+    # reconciler takes the lease for a dead worker's (seen at 3 s on 2 loaded cores).
+    deployment = Env(
+        tmp_path,
+        **{**FAST_RECOVERY, "lease_s": 15.0},
+        job_stop_grace_s=2.0,
+        max_attempts=3,
+        max_inflation_ratio=100_000,
+    )
     yield deployment
     deployment.close()
 

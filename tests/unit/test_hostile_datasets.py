@@ -8,6 +8,7 @@ is read from /proc; run with ``-s`` to see the figures per file kind.
 
 import gzip
 import io
+import json
 import os
 import struct
 import subprocess
@@ -323,6 +324,116 @@ def test_hostile_corpus_against_a_real_api_process(api) -> None:
         print(f"worst {kind:12}: +{growth:5.1f} MB, {seconds:5.2f} s ({case})")
     assert total <= RSS_BUDGET_MB, f"the API grew by {total:.1f} MB"
     assert httpx.get(f"{base}/healthz").status_code == 200
+
+
+# The request side of the same real process: bodies and specs, not files.
+_PATH_VOCABULARY_MODEL = {
+    "class_name": "Functional",
+    "config": {
+        "name": "m",
+        "layers": [
+            {
+                "class_name": "InputLayer",
+                "config": {"batch_input_shape": [None, 1], "dtype": "string", "name": "s"},
+                "name": "s",
+                "inbound_nodes": [],
+            },
+            {
+                "class_name": "StringLookup",
+                "config": {"name": "lookup", "vocabulary": "/etc/passwd"},
+                "name": "lookup",
+                "inbound_nodes": [[["s", 0, 0, {}]]],
+            },
+        ],
+        "input_layers": [["s", 0, 0]],
+        "output_layers": [["lookup", 0, 0]],
+    },
+}
+
+
+def _spec(**extra: object) -> dict:
+    spec: dict = {"keras_model_path": "a" * 32, "train": {"dataset": "b" * 32, "max_steps": 5}}
+    spec.update(extra)
+    return spec
+
+
+REQUESTS = [
+    # (case, content type, body, expected status, text the detail names)
+    ("deep-json", "application/json", b"[" * 200_000 + b"]" * 200_000, 422, "deep"),
+    (
+        "huge-json-body",
+        "application/json",
+        b'{"x": "' + b"a" * (6 * 2**20) + b'"}',
+        413,
+        "K2E_MAX_JSON_BYTES",
+    ),
+    (
+        "huge-integer",
+        "application/json",
+        json.dumps(_spec(timeout_s=10**30)).encode(),
+        422,
+        "less than or equal",
+    ),
+    (
+        "path-vocabulary",
+        "application/json",
+        json.dumps(
+            {
+                "keras_model": {"config": _PATH_VOCABULARY_MODEL, "compile": {"loss": "mse"}},
+                "train": {"dataset": "b" * 32, "max_steps": 5},
+            }
+        ).encode(),
+        422,
+        "vocabulary",
+    ),
+]
+
+
+def test_hostile_requests_against_a_real_api_process(api) -> None:
+    """Deep and oversized JSON, numbers past the store's columns, path-bearing configs and
+    an oversized multipart body: each a 4xx naming the limit, quickly, memory flat."""
+    base, process = api
+    assert httpx.get(f"{base}/jobs", headers=ADMIN).status_code == 200  # warm
+    baseline = _rss_mb(process.pid)
+    cases = [(c, t, b, st_, text) for c, t, b, st_, text in REQUESTS]
+    boundary = "k2e-boundary"
+    parts = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="f{i}"\r\n\r\nx\r\n'.encode()
+        for i in range(2000)
+    )
+    cases.append(
+        (
+            "many-multipart-parts",
+            f"multipart/form-data; boundary={boundary}",
+            parts + f"--{boundary}--\r\n".encode(),
+            422,
+            "K2E_MAX_MULTIPART_PARTS",
+        )
+    )
+    for case, content_type, body, status, text in cases:
+        started = time.monotonic()
+        response = httpx.post(
+            f"{base}/convert",
+            content=body,
+            headers={**ADMIN, "content-type": content_type},
+            timeout=120,
+        )
+        seconds = time.monotonic() - started
+        growth = _rss_mb(process.pid) - baseline
+        print(
+            f"\n{case:24} {len(body) / 2**20:7.2f} MB  -> {response.status_code} in "
+            f"{seconds:5.2f} s, API RSS +{growth:5.1f} MB"
+        )
+        assert process.poll() is None, f"the API died on {case}"
+        assert response.status_code == status, (case, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert text in response.json()["detail"], (case, response.json()["detail"])
+        assert seconds < ANSWER_BOUND_S, (case, seconds)
+    jobs = httpx.get(f"{base}/jobs", headers=ADMIN).json()["items"]
+    assert jobs == [], "no refused request made a job"
+    total = _rss_mb(process.pid) - baseline
+    print(f"\nAPI RSS after the request corpus: +{total:.1f} MB")
+    assert total <= RSS_BUDGET_MB, f"the API grew by {total:.1f} MB"
 
 
 # --- fuzz: random and mutated files, in-process ---------------------------------------------------

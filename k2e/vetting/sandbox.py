@@ -304,7 +304,8 @@ def confine(path: str, hidden: list[str]) -> tuple[str, list[str]]:
     )
     # Opened in the new namespace (a bind mount's source must be of it), before hiding.
     fd = os.open(path, os.O_RDONLY)
-    shown = os.path.join("/tmp", os.path.basename(path))
+    scratch = _scratch_mountpoint()
+    shown = os.path.join(scratch or "/tmp", os.path.basename(path))
     if namespace:
         flags = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
         tmpfs = b"size=64k,mode=0755"
@@ -317,12 +318,16 @@ def confine(path: str, hidden: list[str]) -> tuple[str, list[str]]:
                 done.append(f"hidden {folder}")
         # The upload alone, under a fresh /tmp that any user can reach (the folders
         # above it may not be), bound from the descriptor opened above.
-        if call("fresh /tmp", libc.mount(b"tmpfs", b"/tmp", b"tmpfs", flags, tmpfs)):
+        if scratch is None:
+            done.append("/tmp NOT hidden (k2e or Python lives under each scratch folder)")
+        elif call(
+            f"fresh {scratch}", libc.mount(b"tmpfs", scratch.encode(), b"tmpfs", flags, tmpfs)
+        ):
             os.close(os.open(shown, os.O_WRONLY | os.O_CREAT, 0o444))
             source = f"/proc/self/fd/{fd}".encode()
             if call(f"showing {shown}", libc.mount(source, shown.encode(), None, _MS_BIND, None)):
-                libc.mount(None, b"/tmp", None, remount, None)
-                done.append("hidden /tmp")
+                libc.mount(None, scratch.encode(), None, remount, None)
+                done.append(f"hidden {scratch}")
                 path = shown
     if path != shown and not _reachable_by_anyone(path):
         done.append("stays root (the upload is not reachable by other users)")
@@ -335,6 +340,27 @@ def confine(path: str, hidden: list[str]) -> tuple[str, list[str]]:
         done.append("stays root (the upload is not world-readable)")
     os.close(fd)
     return path, done
+
+
+def _scratch_mountpoint() -> str | None:
+    """The folder a fresh tmpfs covers to show the upload alone: /tmp, unless the code the
+    child still imports (k2e, the Python installation, the venv) lives under it (a
+    checkout in /tmp), then /var/tmp or /mnt; None when each holds code."""
+    code = {
+        os.path.realpath(p)
+        for p in (
+            sys.prefix,
+            sys.base_prefix,
+            str(_PACKAGE_PARENT),
+            os.path.dirname(sys.executable),
+        )
+    }
+    for candidate in ("/tmp", "/var/tmp", "/mnt"):
+        if os.path.isdir(candidate) and not any(
+            root == candidate or root.startswith(candidate + "/") for root in code
+        ):
+            return candidate
+    return None
 
 
 def _reachable_by_anyone(path: str) -> bool:

@@ -75,7 +75,7 @@ def run(model_dir: str, data_path: str, steps: int, hooks: list | None = None) -
     started = time.perf_counter()
     with np.load(data_path) as npz:
         arrays = {name: npz[name] for name in npz.files}
-    tf.keras.backend.clear_session()  # a fresh model per run (see DESIGN.md's traps)
+    tf.keras.backend.clear_session()  # a fresh model per run (conversion spoils older ones)
     model = seed_multi_io_model()
     modelled = time.perf_counter()
     estimator = tf.keras.estimator.model_to_estimator(

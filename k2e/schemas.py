@@ -1,4 +1,4 @@
-"""The REST contract's bodies (DESIGN.md): conversion specs, jobs, models, datasets."""
+"""The REST contract's bodies (docs/api.md): conversion specs, jobs, models, datasets."""
 
 from datetime import datetime
 from enum import StrEnum

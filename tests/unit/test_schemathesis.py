@@ -7,7 +7,7 @@ app, backed by a real redis-server (the ``redis_server`` fixture) and a scratch 
 Every response must pass schemathesis's default checks: no 5xx (``not_a_server_error``),
 a documented status code, a documented content type, a body matching the documented
 schema, documented headers, schema-valid data accepted and schema-invalid data refused.
-On top of that, every error must be ``application/problem+json`` (DESIGN.md).
+On top of that, every error must be ``application/problem+json`` (docs/api.md).
 """
 
 import io

@@ -1,0 +1,292 @@
+"""The k2e API client (sync): uploads, jobs, events, downloads, tenants and keys."""
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any, Self
+
+import httpx
+
+from k2e.client.config import resolve_config
+from k2e.client.downloads import save_archive, unpack_archive
+from k2e.client.errors import ClientError
+from k2e.client.events import FollowOptions, JobStreamEvent, follow
+from k2e.client.transport import DEFAULT_TIMEOUT, Session
+from k2e.schemas import (
+    CheckpointInfo,
+    ConvertRequest,
+    CustomObjectInfo,
+    DatasetInfo,
+    DatasetPage,
+    Job,
+    JobLog,
+    JobPage,
+    JobScalars,
+    JobStatus,
+    ModelInfo,
+    ModelPage,
+)
+from k2e.tenancy.models import ApiKey, ApiKeyCreated, Quotas, Tenant
+
+# A file to upload: a path, or its bytes (then name it: the API reads the format from the
+# file name's suffix).
+Source = str | Path | bytes
+Spec = ConvertRequest | dict[str, Any]
+
+
+class WaitTimeout(ClientError):
+    """``wait`` gave up before the job ended; the job goes on."""
+
+
+def _file(source: Source, filename: str | None, default: str) -> tuple[str, IO[bytes] | bytes]:
+    if isinstance(source, bytes):
+        return filename or default, source
+    path = Path(source)
+    return filename or path.name, path.open("rb")
+
+
+def _spec_body(spec: Spec) -> dict[str, Any]:
+    if isinstance(spec, ConvertRequest):
+        return spec.model_dump(mode="json", exclude_unset=True)
+    return spec
+
+
+class Client:
+    """One API and key. Use as a context manager, or call ``close()``."""
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None = None,
+        *,
+        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+        http: httpx.Client | None = None,
+    ) -> None:
+        self.session = Session(url, api_key, timeout=timeout, transport=transport, http=http)
+
+    @classmethod
+    def from_env(cls, url: str | None = None, api_key: str | None = None, **kwargs: Any) -> Self:
+        """The URL and key from the environment, the config file, or ``make run``'s key file
+        (k2e.client.config)."""
+        config = resolve_config(url, api_key)
+        return cls(config.url, config.api_key, **kwargs)
+
+    @property
+    def url(self) -> str:
+        return self.session.url
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # --- uploads ---------------------------------------------------------------------------
+
+    def _upload(self, noun: str, source: Source, filename: str | None) -> dict[str, Any]:
+        name, content = _file(source, filename, f"upload.{'h5' if noun == 'models' else 'npz'}")
+        try:
+            return self.session.request("POST", f"/{noun}", files={"file": (name, content)}).json()
+        finally:
+            if not isinstance(content, bytes):
+                content.close()
+
+    def upload_model(self, source: Source, filename: str | None = None) -> ModelInfo:
+        """Upload a Keras model (``.h5``/``.hdf5`` or ``.keras``)."""
+        return ModelInfo.model_validate(self._upload("models", source, filename))
+
+    def upload_dataset(self, source: Source, filename: str | None = None) -> DatasetInfo:
+        """Upload a dataset (``.npz``, ``.csv``, ``.tfrecord``, ``.tfrecord.gz``)."""
+        return DatasetInfo.model_validate(self._upload("datasets", source, filename))
+
+    def list_models(self, limit: int = 50, cursor: str | None = None) -> ModelPage:
+        params = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+        return self.session.get_as(ModelPage, "/models", params=params)
+
+    def list_datasets(self, limit: int = 50, cursor: str | None = None) -> DatasetPage:
+        params = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+        return self.session.get_as(DatasetPage, "/datasets", params=params)
+
+    def get_model(self, model_id: str) -> ModelInfo:
+        return self.session.get_as(ModelInfo, f"/models/{model_id}")
+
+    def get_dataset(self, dataset_id: str) -> DatasetInfo:
+        return self.session.get_as(DatasetInfo, f"/datasets/{dataset_id}")
+
+    def delete_model(self, model_id: str) -> None:
+        self.session.request("DELETE", f"/models/{model_id}")
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        self.session.request("DELETE", f"/datasets/{dataset_id}")
+
+    def custom_objects(self) -> list[CustomObjectInfo]:
+        return self.session.get_list(CustomObjectInfo, "/custom-objects")
+
+    # --- jobs ------------------------------------------------------------------------------
+
+    def submit(self, spec: Spec, idempotency_key: str | None = None) -> Job:
+        """Submit a spec naming uploaded ids; 202 gives the queued job."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self.session.call_as(Job, "POST", "/convert", json=_spec_body(spec), headers=headers)
+
+    def submit_files(
+        self,
+        spec: Spec,
+        model: Source | None = None,
+        train_data: Source | None = None,
+        eval_data: Source | None = None,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        """Submit a spec and its files in one multipart request (the spec names no ids for
+        the files it carries)."""
+        files: dict[str, tuple[str, IO[bytes] | bytes]] = {}
+        for field, source, default in (
+            ("model", model, "model.h5"),
+            ("train_data", train_data, "train.npz"),
+            ("eval_data", eval_data, "eval.npz"),
+        ):
+            if source is not None:
+                files[field] = _file(source, None, default)
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        try:
+            return self.session.call_as(
+                Job,
+                "POST",
+                "/convert",
+                data={"spec": json.dumps(_spec_body(spec))},
+                files=files,
+                headers=headers,
+            )
+        finally:
+            for _, content in files.values():
+                if not isinstance(content, bytes):
+                    content.close()
+
+    def get_job(self, job_id: str) -> Job:
+        return self.session.get_as(Job, f"/jobs/{job_id}")
+
+    def list_jobs(
+        self,
+        status: JobStatus | str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        tenant: str | None = None,
+    ) -> JobPage:
+        """One page of jobs, newest first; pass ``next_cursor`` back for the next."""
+        params: dict[str, Any] = {"limit": limit}
+        for name, value in (("status", status), ("cursor", cursor), ("tenant", tenant)):
+            if value:
+                params[name] = str(value)
+        return self.session.get_as(JobPage, "/jobs", params=params)
+
+    def iter_jobs(
+        self, status: JobStatus | str | None = None, page_size: int = 100
+    ) -> Iterator[Job]:
+        """Every job, newest first, page after page."""
+        cursor: str | None = None
+        while True:
+            page = self.list_jobs(status, page_size, cursor)
+            yield from page.items
+            if not page.next_cursor:
+                return
+            cursor = page.next_cursor
+
+    def cancel(self, job_id: str) -> Job:
+        return self.session.call_as(Job, "POST", f"/jobs/{job_id}/cancel")
+
+    def delete_job(self, job_id: str) -> None:
+        self.session.request("DELETE", f"/jobs/{job_id}")
+
+    def logs(self, job_id: str, since: int = 0, limit: int = 1000) -> JobLog:
+        return self.session.get_as(
+            JobLog, f"/jobs/{job_id}/logs", params={"since": since, "limit": limit}
+        )
+
+    def scalars(self, job_id: str) -> JobScalars:
+        return self.session.get_as(JobScalars, f"/jobs/{job_id}/metrics")
+
+    def checkpoints(self, job_id: str) -> list[CheckpointInfo]:
+        return self.session.get_list(CheckpointInfo, f"/jobs/{job_id}/checkpoints")
+
+    def events(
+        self,
+        job_id: str,
+        last_event_id: int | None = None,
+        options: FollowOptions | None = None,
+    ) -> Iterator[JobStreamEvent]:
+        """The job's events from the start (or after ``last_event_id``) until ``end``,
+        reconnecting with ``Last-Event-ID`` when the connection drops."""
+        return follow(self.session, job_id, last_event_id, options)
+
+    def wait(self, job_id: str, timeout_s: float | None = None) -> Job:
+        """Follow the job until it ends and return it; ``WaitTimeout`` after ``timeout_s``
+        (checked at each event: the server sends one at least every ~15 s)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        for event in self.events(job_id):
+            if event.event == "end":
+                return event.job()
+            if deadline is not None and time.monotonic() > deadline:
+                break
+        raise WaitTimeout(f"job {job_id} did not end within {timeout_s} s")
+
+    # --- downloads -------------------------------------------------------------------------
+
+    def download_savedmodel(self, job_id: str, dest: str | Path, archive: bool = False) -> Path:
+        """The newest export: unpacked into ``dest`` (returns its version folder), or with
+        ``archive`` the tar.gz saved in ``dest`` (returns the file)."""
+        return self._download(f"/jobs/{job_id}/savedmodel", Path(dest), archive, f"{job_id}.tar.gz")
+
+    def download_checkpoint(
+        self, job_id: str, step: int, dest: str | Path, archive: bool = False
+    ) -> Path:
+        """One checkpoint's files, unpacked into ``dest`` (returns ``dest``) or as tar.gz."""
+        path = f"/jobs/{job_id}/checkpoints/{step}"
+        return self._download(path, Path(dest), archive, f"{job_id}-ckpt-{step}.tar.gz")
+
+    def _download(self, path: str, dest: Path, archive: bool, fallback: str) -> Path:
+        with self.session.stream("GET", path) as response:
+            if archive:
+                return save_archive(response, dest, fallback)
+            tops = unpack_archive(response, dest)
+        return tops[0] if len(tops) == 1 and tops[0].is_dir() else dest
+
+    # --- tenants and keys ------------------------------------------------------------------
+
+    def my_tenant(self) -> Tenant:
+        return self.session.get_as(Tenant, "/tenants/me")
+
+    def list_tenants(self) -> list[Tenant]:
+        return self.session.get_list(Tenant, "/tenants")
+
+    def create_tenant(self, name: str, quotas: Quotas | dict[str, int] | None = None) -> Tenant:
+        body: dict[str, Any] = {"name": name}
+        if quotas is not None:
+            body["quotas"] = (
+                quotas.model_dump(exclude_none=True) if isinstance(quotas, Quotas) else quotas
+            )
+        return self.session.call_as(Tenant, "POST", "/tenants", json=body)
+
+    def create_key(self, tenant: str, name: str, role: str = "member") -> ApiKeyCreated:
+        """A new key of ``tenant``; its secret (``.key``) is in this answer only."""
+        return self.session.call_as(
+            ApiKeyCreated, "POST", f"/tenants/{tenant}/keys", json={"name": name, "role": role}
+        )
+
+    def list_keys(self) -> list[ApiKey]:
+        return self.session.get_list(ApiKey, "/keys")
+
+    def revoke_key(self, key_id: str) -> None:
+        self.session.request("DELETE", f"/keys/{key_id}")
+
+    def ready(self) -> bool:
+        """Whether the API answers ``/readyz`` (broker and job store up)."""
+        try:
+            self.session.request("GET", "/readyz")
+        except ClientError:
+            return False
+        return True

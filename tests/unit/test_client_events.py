@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from k2e.client import Client, ProblemError
+from k2e.client import ApiUnreachable, Client, ProblemError
 from k2e.client.events import FollowOptions
 from k2e.client.sse import SSEDecoder, iter_events, iter_lines
 
@@ -29,7 +29,7 @@ def test_lines_split_on_crlf_lf_and_cr_across_chunk_boundaries() -> None:
 def test_messages_with_ids_comments_multiline_data_and_retry() -> None:
     stream = (
         ": keep-alive\n\n"
-        "id: 1\nevent: status\ndata: {\"status\": \"queued\"}\n\n"
+        'id: 1\nevent: status\ndata: {"status": "queued"}\n\n'
         "event: log\ndata: first line\ndata: second line\n\n"  # no id: the last one holds
         "retry: 250\nid: 7\nunknown: ignored\ndata:no-space\n\n"
         "id: 9\n\n"  # an id alone dispatches nothing but moves the last event id
@@ -47,7 +47,7 @@ def test_messages_with_ids_comments_multiline_data_and_retry() -> None:
 
 
 def test_an_unfinished_message_is_never_dispatched() -> None:
-    events = list(iter_events(["id: 1\ndata: {}\n\nid: 2\ndata: {\"half\":"]))
+    events = list(iter_events(['id: 1\ndata: {}\n\nid: 2\ndata: {"half":']))
     assert [e.id for e in events] == ["1"]
 
 
@@ -90,8 +90,13 @@ def test_wait_returns_the_end_events_job_and_skips_unknown_event_kinds() -> None
 
 def test_an_unknown_job_is_a_problem_not_a_fallback() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
-        problem = {"type": "about:blank", "title": "Not found", "status": 404,
-                   "detail": "no job with id 'nope'", "errors": []}  # fmt: skip
+        problem = {
+            "type": "about:blank",
+            "title": "Not found",
+            "status": 404,
+            "detail": "no job with id 'nope'",
+            "errors": [],
+        }
         return httpx.Response(404, json=problem)
 
     with Client("http://k2e.test", "k", transport=httpx.MockTransport(handler)) as client:
@@ -103,18 +108,24 @@ def test_an_unknown_job_is_a_problem_not_a_fallback() -> None:
 
 def test_without_the_events_route_the_client_polls_and_makes_the_same_events() -> None:
     polls = {"n": 0}
-    running = {**JOB, "status": "running", "progress": {"global_step": 10, "max_steps": 20,
-               "steps_per_sec": 50.0, "eta_s": 0.2}, "metrics": {"train": JOB["metrics"]["train"][:1],
-               "eval": {}}}  # fmt: skip
+    running = {
+        **JOB,
+        "status": "running",
+        "progress": {"global_step": 10, "max_steps": 20, "steps_per_sec": 50.0, "eta_s": 0.2},
+        "metrics": {"train": JOB["metrics"]["train"][:1], "eval": {}},
+    }
     done = {**JOB, "metrics": {**JOB["metrics"], "eval": {"acc_1": 0.75}}}
-    log = [{"seq": 1, "at": NOW, "kind": "running", "message": "started"},
-           {"seq": 2, "at": NOW, "kind": "log", "message": "loss = 0.5"}]  # fmt: skip
+    log = [
+        {"seq": 1, "at": NOW, "kind": "running", "message": "started"},
+        {"seq": 2, "at": NOW, "kind": "log", "message": "loss = 0.5"},
+    ]
 
     def handler(request: httpx.Request) -> httpx.Response:
         path = request.url.path
         if path == "/jobs/j1/events":
-            return httpx.Response(404, json={"title": "Not Found", "status": 404,
-                                             "detail": "Not Found"})  # fmt: skip
+            return httpx.Response(
+                404, json={"title": "Not Found", "status": 404, "detail": "Not Found"}
+            )
         if path == "/jobs/j1":
             polls["n"] += 1
             return httpx.Response(200, json=running if polls["n"] <= 2 else done)
@@ -239,10 +250,13 @@ def test_a_stream_that_never_ends_gives_up_after_the_reconnect_budget(
     stream_server: _StreamServer,
 ) -> None:
     url = f"http://127.0.0.1:{stream_server.server_address[1]}"
-    with Client(url, "k") as client:
-        got = []
-        with pytest.raises(Exception, match="kept failing"):
-            for event in client.events("j1", options=FAST):
-                got.append(event.id)
+    got: list[int | None] = []
+
+    def follow() -> None:
+        with Client(url, "k") as client:
+            got.extend(event.id for event in client.events("j1", options=FAST))
+
+    with pytest.raises(ApiUnreachable, match="kept failing"):
+        follow()
     assert got == [1, 2, 3]
     assert len(stream_server.seen_last_ids) == FAST.max_reconnects + 1

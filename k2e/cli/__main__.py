@@ -1,0 +1,5 @@
+"""``python -m k2e.cli``: the ``k2e`` command without the console script."""
+
+from k2e.cli.app import main
+
+main()

@@ -1,10 +1,10 @@
-# The two commands of the README: `make run` and `make test`. Each sets up .venv first.
+# The commands of the README: `make run`, `make demo` and `make test`. Each sets up .venv first.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.k2e-installed
 
-.PHONY: run test test-fast test-large lint openapi docs bench clean
+.PHONY: run demo test test-fast test-large lint openapi docs bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	exec $(PY) -m launcher
+
+# The seed example end to end against the API `make run` serves (run it from another shell).
+demo: $(STAMP)
+	$(PY) -m k2e.cli demo
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -143,3 +143,26 @@ def test_there_are_no_import_loops() -> None:
         if module not in state:
             visit(module, [module])
     assert not loops
+
+
+def test_only_the_client_and_the_command_speak_http_or_draw_terminals() -> None:
+    # The service's core stays a library of rules and stores; the client (k2e.client, httpx)
+    # and the command (k2e.cli, typer and rich) are its only parts that call an API.
+    client_libraries = ("httpx", "typer", "rich", "click")
+    users = {
+        module
+        for module, targets in _import_graph().items()
+        if any(t.split(".")[0] in client_libraries for t in targets)
+    }
+    core_users = {m for m in users if m.split(".")[0] == "k2e"}
+    assert "k2e.client.transport" in core_users
+    assert {m for m in core_users if not m.startswith(("k2e.client", "k2e.cli"))} == set()
+    # And the client never reaches into the server's side, even lazily.
+    leaks = {
+        (module, target)
+        for module, targets in _import_graph().items()
+        if module.startswith(("k2e.client", "k2e.cli"))
+        for target in targets
+        if target.split(".")[0] in ("service", "worker", "launcher", "examples", "fastapi")
+    }
+    assert not leaks

@@ -193,3 +193,14 @@ def test_admin_commands_create_a_tenant_and_a_key_that_works(api_url: str, tmp_p
     assert k2e(api_url, "admin", "keys", "revoke", key_id, cwd=tmp_path).returncode == 0
     listed = json.loads(k2e(api_url, "admin", "keys", "list", "--json", cwd=tmp_path).stdout)
     assert next(k for k in listed if k["id"] == key_id)["revoked_at"] is not None
+
+
+def test_demo_trains_the_seed_example_and_downloads_its_savedmodel(
+    api_url: str, tmp_path: Path
+) -> None:
+    done = k2e(api_url, "demo", "--workdir", "demo", "--max-steps", "50", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "step 50/50 (100%)" in done.stdout
+    assert "acc_1" in done.stdout
+    assert "tensorflow/serving" in done.stdout
+    assert list((tmp_path / "demo" / "export").glob("*/saved_model.pb"))

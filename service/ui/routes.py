@@ -22,8 +22,8 @@ from service.auth import (
     CSRF_HEADER,
     SESSION_COOKIE,
     SessionCache,
-    session_caller,
     current_session,
+    session_caller,
 )
 from service.deps import BackendDep
 from service.params import JobId
@@ -133,7 +133,9 @@ async def who_am_i(request: Request) -> SessionInfo:
 
 @router.delete("/session", status_code=204, response_class=Response)
 async def sign_out(
-    request: Request, backend: BackendDep, session: Annotated[Session | None, Depends(current_session)]
+    request: Request,
+    backend: BackendDep,
+    session: Annotated[Session | None, Depends(current_session)],
 ) -> Response:
     """End the session (CSRF token required, like every state-changing request)."""
     session_caller(request, session)

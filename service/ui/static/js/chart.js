@@ -2,8 +2,8 @@
 import { number } from "./dom.js";
 
 const NS = "http://www.w3.org/2000/svg";
-const W = 640;
-const H = 260;
+const W = 960;
+const H = 300;
 const PAD = { left: 58, right: 14, top: 12, bottom: 34 };
 
 function svg(tag, attrs, text) {

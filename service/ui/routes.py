@@ -6,6 +6,7 @@ API's JSON. A job page of a job the signed-in caller cannot see answers 404 outr
 """
 
 import hashlib
+import html
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -71,12 +72,29 @@ def _info(session: Session) -> SessionInfo:
     )
 
 
-def _shell(status_code: int = 200, body: bytes = SHELL) -> HTMLResponse:
+def _shell(
+    session: Session | None = None, job: bytes | None = None, status_code: int = 200
+) -> HTMLResponse:
+    """The page, with what its first render needs written into it (the session, the job):
+    data only, never script, so the page renders without a round trip for them."""
+    data = b""
+    if session is not None:
+        info = html.escape(_info(session).model_dump_json(), quote=True)
+        data += f'<meta name="k2e-session" content="{info}">'.encode()
+    if job is not None:
+        # A JSON data block is not run; "<" escaped so no "</script>" can end it early.
+        data += b'<script type="application/json" id="k2e-job">'
+        data += job.replace(b"<", b"\\u003c") + b"</script>"
+    body = SHELL.replace(b"<!--k2e:data-->", data)
     return HTMLResponse(body, status_code=status_code, headers=PAGE_HEADERS)
 
 
+async def _page(request: Request) -> HTMLResponse:
+    return _shell(await current_session(request))
+
+
 for _path in PAGES:
-    router.add_api_route(_path, lambda: _shell(), methods=["GET"], response_class=HTMLResponse)
+    router.add_api_route(_path, _page, methods=["GET"], response_class=HTMLResponse)
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
@@ -87,10 +105,10 @@ async def job_page(job_id: JobId, request: Request, backend: BackendDep) -> HTML
     caller = session.caller
     tenant = None if caller.is_admin else caller.tenant
     try:
-        await run_in_threadpool(backend.store.stored_model_dir, job_id, tenant)
+        job = await request.app.state.job_cache.read(backend.store, job_id, tenant)
     except NotFound:
-        return _shell(404, NOT_FOUND)
-    return _shell()
+        return HTMLResponse(NOT_FOUND, status_code=404, headers=PAGE_HEADERS)
+    return _shell(session, job)
 
 
 @router.get("/static/{name:path}")

@@ -113,8 +113,10 @@ function signIn() {
 }
 
 async function boot() {
+  // A page served to a signed-in browser carries its session: no round trip for it.
+  const meta = document.querySelector("meta[name='k2e-session']");
   try {
-    session = await api("/ui/session");
+    session = meta ? JSON.parse(meta.content) : await api("/ui/session");
     setCsrf(session.csrf_token);
   } catch (err) {
     session = null;

@@ -235,8 +235,12 @@ export function jobView({ main, id, go }) {
 
   (async () => {
     let job;
+    // The job page's first render uses the job the server wrote into it, once.
+    const served = document.getElementById("k2e-job");
+    if (served) served.remove();
     try {
-      job = await api(`/jobs/${id}`);
+      job = served && JSON.parse(served.textContent);
+      if (!job || job.id !== id) job = await api(`/jobs/${id}`);
     } catch (err) {
       if (err instanceof ApiError && err.status === 404) return notFound();
       el.message.textContent = err.message;

@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     max_upload_bytes: int = 2 * 1024**3
+    # A dashboard session (service/ui) lasts this long after sign-in; sign-out ends it sooner.
+    session_ttl_s: int = Field(default=12 * 3600, ge=60, le=30 * 86400)
     # Seconds Redis waits for an acknowledgement before delivering a task again.
     visibility_timeout_s: int = 3600
     max_attempts: int = 3

@@ -101,3 +101,18 @@ uploads = Table(
     Column("size", BigInteger, nullable=False),
     Column("info", JSON, nullable=False),  # the ModelInfo or DatasetInfo
 )
+
+sessions = Table(
+    "k2e_sessions",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    # SHA-256 of the cookie's secret: a leaked store does not sign anyone in.
+    Column("token_hash", String(64), nullable=False, unique=True),
+    # The API key the session was opened with: revoking the key ends the session.
+    Column("key_id", String(32), nullable=False, index=True),
+    # The double-submit token state-changing requests must echo in X-CSRF-Token.
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True)),
+)

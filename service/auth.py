@@ -1,4 +1,10 @@
-"""Who is calling: the bearer key of every request but /healthz and /readyz.
+"""Who is calling: the bearer key of every request but /healthz and /readyz, or the
+dashboard's session cookie (service/ui), which stands for the key it was opened with.
+
+A cookie is sent by the browser on any request to k2e, including one a hostile page
+makes it send: a request authenticated by the cookie alone that is not a GET, HEAD or
+OPTIONS must echo the session's CSRF token in ``X-CSRF-Token`` (the double-submit rule).
+A bearer key needs no token: no other site can make a browser add that header.
 
 A key lookup is cached for ``key_cache_s`` (default 5 s) per API process, so that the
 store is not read on every request; revoking a key clears it from the revoking
@@ -6,6 +12,7 @@ process's cache at once, and from every other process's within ``key_cache_s``.
 """
 
 import hashlib
+import hmac
 import time
 from typing import Annotated
 
@@ -15,9 +22,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from k2e.errors import Forbidden, Unauthenticated
 from k2e.tenancy.models import Caller
+from k2e.tenancy.sessions import Session, SessionStore
 from k2e.tenancy.store import TenantStore
 
 MAX_ENTRIES = 10_000
+SESSION_COOKIE = "k2e_session"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Declares the scheme in the OpenAPI spec; k2e answers a missing key itself (401).
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`")
 
@@ -47,12 +58,70 @@ class KeyCache:
                 self._entries.pop(digest, None)
 
 
+class SessionCache:
+    """Cookie hash -> (session or None, expiry): the same bound as ``KeyCache``. Signing
+    out forgets the entry in this process at once."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._entries: dict[str, tuple[Session | None, float]] = {}
+
+    def get(self, digest: str) -> tuple[bool, Session | None]:
+        entry = self._entries.get(digest)
+        if entry is None or entry[1] < time.monotonic():
+            return False, None
+        return True, entry[0]
+
+    def put(self, digest: str, session: Session | None) -> None:
+        if len(self._entries) >= MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[digest] = (session, time.monotonic() + self.ttl_s)
+
+    def forget(self, digest: str) -> None:
+        self._entries.pop(digest, None)
+
+
+async def current_session(request: Request) -> Session | None:
+    """The live session the request's cookie names, or None."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return None
+    cache: SessionCache = request.app.state.session_cache
+    digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+    known, session = cache.get(digest)
+    if not known:
+        sessions: SessionStore = request.app.state.backend.sessions
+        session = await run_in_threadpool(sessions.resolve, token)
+        cache.put(digest, session)
+    if session is not None and session.expires_at.timestamp() <= time.time():
+        return None
+    return session
+
+
+def session_caller(request: Request, session: Session | None) -> Caller:
+    if session is None:
+        raise Unauthenticated(
+            "this route needs an API key: `Authorization: Bearer <key>` "
+            "(or a dashboard session: the cookie is missing, expired or signed out)"
+            if SESSION_COOKIE in request.cookies
+            else "this route needs an API key: `Authorization: Bearer <key>`"
+        )
+    if request.method not in SAFE_METHODS:
+        sent = request.headers.get(CSRF_HEADER, "")
+        if not hmac.compare_digest(sent.encode(), session.csrf_token.encode()):
+            raise Forbidden(
+                f"a request authenticated by the session cookie must carry the session's "
+                f"CSRF token in the `{CSRF_HEADER}` header (missing or wrong)"
+            )
+    return session.caller
+
+
 async def current_caller(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Unauthenticated("this route needs an API key: `Authorization: Bearer <key>`")
+        return session_caller(request, await current_session(request))
     key = credentials.credentials
     cache: KeyCache = request.app.state.key_cache
     digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()

@@ -9,6 +9,7 @@ from k2e.jobs.store import JobStore
 from k2e.settings import Settings
 from k2e.storage import Storage
 from k2e.tenancy.models import EffectiveQuotas
+from k2e.tenancy.sessions import SessionStore
 from k2e.tenancy.store import TenantStore
 
 
@@ -21,6 +22,7 @@ class Backend:
     tenants: TenantStore
     catalog: Catalog
     dispatcher: Dispatcher
+    sessions: SessionStore
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Backend":
@@ -40,6 +42,7 @@ class Backend:
             tenants=TenantStore(store.engine, defaults),
             catalog=Catalog(store.engine),
             dispatcher=Dispatcher(store.engine, sender, settings.tenant_inflight_jobs),
+            sessions=SessionStore(store.engine, settings.session_ttl_s),
         )
 
     def upload_limit(self, tenant: str) -> tuple[int, str]:

@@ -71,10 +71,12 @@ def _api_routes(routes: list) -> Iterator[APIRoute]:
 
 
 def _routes(app) -> list[tuple[str, str]]:
+    # The dashboard's own routes (pages, sign-in) are tested in test_dashboard_sessions.py.
     found = [
         (method, route.path)
         for route in _api_routes(app.routes)
         for method in sorted(route.methods)
+        if not route.path.startswith("/ui")
     ]
     assert len(found) >= 25  # the walk reads the real router, not an empty list
     # ...and every operation the spec documents is in it.
@@ -148,3 +150,52 @@ def test_lists_show_nothing_of_another_tenant(world: dict) -> None:
         assert response.status_code == 200, (path, response.text)
         for name in OWNED:
             assert world["ids"][name] not in response.text, (path, name)
+
+
+def _cookie_client(app, key: str) -> tuple[TestClient, str]:
+    """A client with no bearer key, signed in to the dashboard with ``key``."""
+    client = TestClient(app)
+    signed_in = client.post("/ui/session", json={"key": key})
+    assert signed_in.status_code == 200, signed_in.text
+    return client, signed_in.json()["csrf_token"]
+
+
+def test_a_session_cookie_needs_the_csrf_token_on_every_state_changing_route(world: dict) -> None:
+    client, token = _cookie_client(world["app"], world["keys"]["owner"])
+    checked = 0
+    for method, path in _routes(world["app"]):
+        if path in PUBLIC or method in ("GET", "HEAD", "OPTIONS"):
+            continue
+        url = _fill(path, world["ids"])
+        for headers in ({}, {"X-CSRF-Token": "not-the-token"}, {"X-CSRF-Token": ""}):
+            response = client.request(method, url, headers=headers)
+            assert response.status_code == 403, (method, path, headers, response.text)
+            assert "X-CSRF-Token" in response.json()["detail"]
+        # With the token the request is the key's own (unknown ids: nothing changes).
+        unknown = _fill(path, {**world["ids"], **UNKNOWN})
+        with_token = client.request(method, unknown, headers={"X-CSRF-Token": token})
+        assert with_token.status_code not in (401, 403) or "admin keys" in with_token.text, (
+            method,
+            path,
+            with_token.text,
+        )
+        checked += 1
+    assert checked >= 8
+
+
+def test_a_session_sees_what_its_key_sees(world: dict) -> None:
+    client, _ = _cookie_client(world["app"], world["keys"]["other"])
+    owner, _ = _cookie_client(world["app"], world["keys"]["owner"])
+    checked = 0
+    for method, path in _routes(world["app"]):
+        if method != "GET" or not OWNED & set(_params(path)):
+            continue
+        url = _fill(path, world["ids"])
+        unknown = client.get(_fill(path, {**world["ids"], **UNKNOWN}))
+        response = client.get(url)
+        assert response.status_code == 404 == unknown.status_code, (path, response.text)
+        assert owner.get(url).status_code != 404 or "checkpoint" in path or "savedmodel" in path
+        checked += 1
+    assert checked >= 6
+    assert client.get("/jobs").json()["items"] == []
+    assert [j["id"] for j in owner.get("/jobs").json()["items"]] == [world["ids"]["job_id"]]

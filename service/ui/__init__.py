@@ -1,0 +1,1 @@
+"""The web dashboard served under /ui: static pages and ES modules, no build step."""

@@ -130,8 +130,10 @@ class JobFeed:
                 cursor = rows[-1]["seq"]
                 body = None
                 if any(row["kind"] == END for row in rows):
-                    with contextlib.suppress(Exception):  # a stream then reads it itself
+                    try:
                         body = await broker.job_body(self.job_id)
+                    except Exception:  # deleted meanwhile: a stream then reads it itself
+                        log.warning("job %s: reading the ended job failed", self.job_id)
                 for queue in self.queues:
                     queue.put_nowait(Batch(rows, body))
         finally:

@@ -3,12 +3,15 @@ Redis pub/sub (the polling fallback), driven by the store's real writes."""
 
 import asyncio
 import json
+import os
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+import sqlalchemy
 from sqlalchemy import insert, update
 
 from k2e.jobs.leases import JobLeases
@@ -16,13 +19,27 @@ from k2e.jobs.store import NewJob
 from k2e.schemas import JobStatus
 from k2e.tables import events, jobs
 from service.events import EventBroker, event_stream
+from tests.conftest import postgres_url
 
 
-@pytest.fixture
-def store(tmp_path) -> JobLeases:
-    s = JobLeases(f"sqlite:///{tmp_path / 'jobs.db'}")
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path) -> Iterator[JobLeases]:
+    if request.param == "sqlite":
+        s = JobLeases(f"sqlite:///{tmp_path / 'jobs.db'}")
+    else:
+        s = JobLeases(postgres_url())
+        try:
+            s.ping()
+        except sqlalchemy.exc.OperationalError as exc:
+            if os.environ.get("CI"):
+                raise
+            pytest.skip(f"PostgreSQL not reachable: {exc}")
     s.create_schema()
-    return s
+    with s.engine.begin() as conn:
+        conn.execute(jobs.delete())
+        conn.execute(events.delete())
+    yield s
+    s.engine.dispose()
 
 
 def _running_job(store: JobLeases) -> str:

@@ -174,6 +174,27 @@ def rows(r: dict[str, Any]) -> list[Row]:
                     ratio <= s["flat_ratio"],
                 )
             )
+    if "events" in r:
+        end, tp = r["events"]["end"], r["events"]["throughput"]
+        lat = end["latency_ms"]
+        out += [
+            Row(
+                "7",
+                f"`end` event after the worker's final write, {end['jobs']} jobs, p99",
+                f"{_ms(lat['p99'])} (p50 {_ms(lat['p50'])})",
+                "≤ 100 ms",
+                lat["p99"] <= 100,
+            ),
+            Row(
+                "7",
+                f"training steps/s, {tp['subscribers']} event subscribers / none "
+                f"(medians of {tp['rounds']} alternating rounds)",
+                f"{tp['ratio']:.3f} ({tp['median']['subscribed']:.0f} / "
+                f"{tp['median']['none']:.0f} steps/s)",
+                "≥ 0.97",
+                tp["ratio"] >= 0.97,
+            ),
+        ]
     return out
 
 

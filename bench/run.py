@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from bench import api_load, e2e, memory, pickup, probes, report, scaling
+from bench import api_load, e2e, events, memory, pickup, probes, report, scaling
 from bench.stack import ROOT, Stack, read_rss_bytes
 
 BENCH = ROOT / "bench"
@@ -35,6 +35,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.scaling_levels = (100, 150) if quick else (100, 1000)
     args.transfer_bytes = (100 if quick else 1024) * 1024 * 1024
     args.connections = 16
+    args.event_jobs = 3 if quick else 20
+    args.event_rounds = 1 if quick else 3
     args.results_dir = OUT if quick else BENCH
     return args
 
@@ -59,7 +61,7 @@ def run(args: argparse.Namespace, stack: Stack, results: dict[str, Any]) -> None
     scratch = stack.scratch
     assert stack.api is not None
     results["api_rss_at_start"] = read_rss_bytes(stack.api.pid)
-    with httpx.Client(base_url=stack.url, timeout=60) as http:
+    with httpx.Client(base_url=stack.url, headers=stack.admin_headers(), timeout=60) as http:
         progress.part("e2e")
         assets = e2e.prepare_assets(http, scratch / "assets")
         results["e2e"] = e2e.measure(http, stack, assets, scratch / "e2e", args.rounds)
@@ -68,6 +70,11 @@ def run(args: argparse.Namespace, stack: Stack, results: dict[str, Any]) -> None
         progress.part("pickup")
         results["pickup"] = pickup.measure(
             http, assets.model_id, assets.dataset_id, args.pickup_jobs
+        )
+
+        progress.part("events")
+        results["events"] = events.measure(
+            http, assets.model_id, assets.dataset_id, args.event_jobs, args.event_rounds
         )
 
         progress.part("api")

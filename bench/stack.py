@@ -92,6 +92,12 @@ class Stack:
             PYTHONUNBUFFERED="1",
         )
 
+    def admin_headers(self) -> dict[str, str]:
+        """The admin key the API provisioned (K2E_ADMIN_KEY, else the one it generated on
+        its first start and wrote to the data folder)."""
+        key = os.environ.get("K2E_ADMIN_KEY") or (self.data_dir / "admin.key").read_text()
+        return {"Authorization": f"Bearer {key.strip()}"}
+
     def store(self) -> JobStore:
         """The API's job store, opened directly (to insert filler jobs)."""
         return JobStore(self.settings.sqlalchemy_url)

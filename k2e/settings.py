@@ -121,6 +121,10 @@ class Settings(BaseSettings):
     # job's, and a queued or running one's (service/jobcache.py).
     job_cache_s: float = Field(default=5.0, ge=0, le=3600)
     live_job_cache_s: float = Field(default=0.2, ge=0, le=5)
+    # GET /jobs/{id}/events: how often a stream reads the store when Redis pub/sub is
+    # unavailable, and the idle time after which it sends a keep-alive comment.
+    events_poll_s: float = Field(default=0.5, gt=0, le=10)
+    events_keepalive_s: float = Field(default=15.0, gt=0, le=300)
 
     @property
     def admin_key_file(self) -> Path:

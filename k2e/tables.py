@@ -61,8 +61,12 @@ events = Table(
     Column("seq", Integer, primary_key=True, autoincrement=True),
     Column("job_id", String(64), nullable=False, index=True),
     Column("at", DateTime(timezone=True), nullable=False),
-    Column("kind", String(16), nullable=False),  # a status name, or "log"
+    # A status name, "log", or what only GET /jobs/{id}/events shows: "progress", "loss",
+    # "eval" and "end" (written with a job's terminal status; the stream closes after it).
+    Column("kind", String(16), nullable=False),
     Column("message", Text, nullable=False),
+    # The event's payload for "progress", "loss" and "eval"; NULL for the others.
+    Column("data", JSON),
 )
 
 tenants = Table(

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 from k2e.catalog import Catalog
 from k2e.jobs.dispatch import Dispatcher
+from k2e.jobs.events import notifier_for
 from k2e.jobs.queueing import TaskSender
 from k2e.jobs.store import JobStore
 from k2e.settings import Settings
@@ -26,7 +27,7 @@ class Backend:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Backend":
-        store = JobStore(settings.sqlalchemy_url)
+        store = JobStore(settings.sqlalchemy_url, notifier_for(settings.redis_url))
         sender = TaskSender(settings)
         defaults = EffectiveQuotas(
             max_active_jobs=settings.quota_max_active_jobs,

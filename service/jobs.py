@@ -2,6 +2,7 @@
 
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from k2e.errors import NotFound, Unavailable
@@ -54,20 +55,31 @@ def delete_job(backend: Backend, job_id: str, caller: Caller) -> None:
         shutil.rmtree(model_dir, ignore_errors=True)
 
 
+def message_filter(backend: Backend, job: Job, caller: Caller) -> Callable[[str], str]:
+    """How the caller sees the job's status and log messages. TensorFlow's own lines name
+    the model_dir in full: members see it relative to their tenant's folder, and no other
+    server path (nor the host and pid of the worker that started the job)."""
+    if caller.is_admin:
+        return _as_is
+    tenant_root = str(backend.storage.for_tenant(job.tenant or caller.tenant).root) + "/"
+    base = str(backend.storage.base) + "/"
+
+    def clean(message: str) -> str:
+        message = _OWNER.sub("started", message)
+        return message.replace(tenant_root, "").replace(base, "")
+
+    return clean
+
+
+def _as_is(message: str) -> str:
+    return message
+
+
 def job_log(backend: Backend, job_id: str, since: int, limit: int, caller: Caller) -> JobLog:
     job = backend.store.get(job_id, scope(caller))  # 404 for unknown and other tenants' jobs
     items = [JobEvent(**e) for e in backend.store.events(job_id, since, limit)]
-    if not caller.is_admin:
-        # TensorFlow's own lines name the model_dir in full: members see it relative to
-        # their tenant's folder, and no other server path.
-        tenant_root = str(backend.storage.for_tenant(job.tenant or caller.tenant).root) + "/"
-        base = str(backend.storage.base) + "/"
-
-        def clean(message: str) -> str:
-            message = _OWNER.sub("started", message)
-            return message.replace(tenant_root, "").replace(base, "")
-
-        items = [item.model_copy(update={"message": clean(item.message)}) for item in items]
+    clean = message_filter(backend, job, caller)
+    items = [item.model_copy(update={"message": clean(item.message)}) for item in items]
     return JobLog(items=items, next_since=items[-1].seq if items else since)
 
 

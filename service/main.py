@@ -10,10 +10,11 @@ from k2e.settings import Settings, get_settings
 from k2e.tenancy.models import DEFAULT_TENANT
 from service.auth import KeyCache, SessionCache
 from service.backend import Backend
+from service.events import EventBroker
 from service.jobcache import JobCache
 from service.openapi import add_request_schemas
 from service.problems import add_exception_handlers
-from service.routes import convert, health, jobs, tenants, uploads
+from service.routes import convert, events, health, jobs, tenants, uploads
 from service.ui import routes as ui
 
 log = logging.getLogger("k2e.api")
@@ -40,8 +41,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.key_cache = KeyCache(settings.key_cache_s)
     app.state.session_cache = SessionCache(settings.key_cache_s)
     app.state.job_cache = JobCache(settings.job_cache_s, settings.live_job_cache_s)
+    app.state.event_broker = EventBroker(
+        backend.store, settings.redis_url, settings.events_poll_s, settings.events_keepalive_s
+    )
     add_exception_handlers(app)
-    for module in (health, uploads, convert, jobs, tenants, ui):
+    for module in (health, uploads, convert, jobs, events, tenants, ui):
         app.include_router(module.router)
     add_request_schemas(app, {"ConvertRequest": ConvertRequest})
     log.info(

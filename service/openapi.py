@@ -31,6 +31,7 @@ def add_request_schemas(app: FastAPI, models: dict[str, type[BaseModel]]) -> Non
         for name, definition in defs.get("$defs", {}).items():
             components.setdefault(name, definition)
         _document_validation_problems(schema)
+        _headers_are_never_null(schema)
         app.openapi_schema = schema
         return schema
 
@@ -50,6 +51,22 @@ def _document_validation_problems(schema: dict[str, Any]) -> None:
     for name in _FASTAPI_ONLY:
         if f'"#/components/schemas/{name}"' not in json.dumps(schema):
             components.pop(name, None)
+
+
+def _headers_are_never_null(schema: dict[str, Any]) -> None:
+    """An optional header is absent or has a value: never JSON `null`. FastAPI documents
+    `int | None` as `anyOf: [integer, null]`, which tells clients `Last-Event-ID: null`
+    would do."""
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                options = parameter.get("schema", {}).get("anyOf")
+                if parameter.get("in") != "header" or not options:
+                    continue
+                kept = [option for option in options if option.get("type") != "null"]
+                if len(kept) == 1:
+                    rest = {k: v for k, v in parameter["schema"].items() if k != "anyOf"}
+                    parameter["schema"] = {**kept[0], **rest}
 
 
 def request_body(

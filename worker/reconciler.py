@@ -16,6 +16,7 @@ import threading
 from celery import Celery
 
 from k2e.jobs.dispatch import Dispatcher
+from k2e.jobs.events import notifier_for
 from k2e.jobs.leases import JobLeases
 from k2e.jobs.queueing import TaskSender
 from k2e.schemas import Job, JobStatus
@@ -30,7 +31,7 @@ class Reconciler:
     def __init__(self, settings: Settings, celery: Celery) -> None:
         self.settings = settings
         self.sender = TaskSender(settings, celery)
-        self.store = JobLeases(settings.sqlalchemy_url)
+        self.store = JobLeases(settings.sqlalchemy_url, notifier_for(settings.redis_url))
         self.dispatcher = Dispatcher(self.store.engine, self.sender, settings.tenant_inflight_jobs)
         self.storage = Storage(settings.storage_root)
         self._stop = threading.Event()

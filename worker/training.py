@@ -10,6 +10,7 @@ import numpy as np
 
 from k2e.errors import K2EError
 from k2e.jobs.dispatch import Dispatcher
+from k2e.jobs.events import notifier_for
 from k2e.jobs.leases import JobLeases
 from k2e.jobs.queueing import TaskSender
 from k2e.schemas import ConvertRequest, Job, JobError, JobErrorReason, JobStatus, TensorInfo
@@ -78,7 +79,7 @@ class JobRunner:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = JobLeases(settings.sqlalchemy_url)
+        self.store = JobLeases(settings.sqlalchemy_url, notifier_for(settings.redis_url))
         self.storage = Storage(settings.storage_root)
         self.dispatcher = Dispatcher(
             self.store.engine, TaskSender(settings), settings.tenant_inflight_jobs

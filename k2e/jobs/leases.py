@@ -16,6 +16,7 @@ from sqlalchemy import func, insert, or_, select, update
 
 from k2e.db import utcnow
 from k2e.errors import NotFound
+from k2e.jobs.events import EVAL, LOSS, PROGRESS
 from k2e.jobs.rows import add_event, to_job
 from k2e.jobs.store import JobStore
 from k2e.schemas import TERMINAL_STATUSES, Job, JobError, JobStatus
@@ -51,6 +52,7 @@ class JobLeases(JobStore):
                 return None
             # The API shows members "started" only: the owner names a host and a pid.
             add_event(conn, job_id, JobStatus.running.value, f"started by {owner}")
+        self._notify(job_id)
         return self.get(job_id)
 
     def fail_exhausted(self, job_id: str, max_attempts: int) -> bool:
@@ -79,7 +81,9 @@ class JobLeases(JobStore):
             )
             if result.rowcount == 1:
                 add_event(conn, job_id, JobStatus.failed.value, "max_attempts")
-            return result.rowcount == 1
+        if result.rowcount == 1:
+            self._notify(job_id)
+        return result.rowcount == 1
 
     def stale_queued(self, older_than_s: float) -> list[Job]:
         """Queued jobs untouched for a long time: their message may have been lost."""
@@ -117,7 +121,10 @@ class JobLeases(JobStore):
         progress: dict[str, Any],
         train_curve: list[dict[str, Any]],
     ) -> str | None:
-        """Write progress and the loss curve; returns the status, None if the lease is lost."""
+        """Write progress and the loss curve; returns the status, None if the lease is lost.
+
+        The stream gets a "progress" event, and a "loss" event for the curve's newest
+        point when it is new."""
         with self.engine.begin() as conn:
             current = conn.execute(
                 select(jobs.c.metrics, jobs.c.status).where(
@@ -132,7 +139,13 @@ class JobLeases(JobStore):
                 .where(jobs.c.id == job_id, jobs.c.lease_owner == owner)
                 .values(progress=progress, metrics=metrics, updated_at=utcnow())
             )
-            return str(current.status)
+            add_event(conn, job_id, PROGRESS, data=_progress_event(progress))
+            previous = current.metrics.get("train") or []
+            if train_curve and (not previous or previous[-1] != train_curve[-1]):
+                add_event(conn, job_id, LOSS, data=train_curve[-1])
+            status = str(current.status)
+        self._notify(job_id)
+        return status
 
     def record_export(self, job_id: str, owner: str, path: str) -> None:
         with self.engine.begin() as conn:
@@ -142,6 +155,7 @@ class JobLeases(JobStore):
                 .values(export_path=path)
             )
             add_event(conn, job_id, "log", f"exported {path}")
+        self._notify(job_id)
 
     def finish(
         self,
@@ -183,8 +197,14 @@ class JobLeases(JobStore):
             if progress is not None:
                 values["progress"] = progress
             conn.execute(update(jobs).where(*condition).values(**values))
+            # The stream's last events: the final step, the evaluation, the status, the end.
+            if progress is not None:
+                add_event(conn, job_id, PROGRESS, data=_progress_event(progress))
+            if eval_metrics:
+                add_event(conn, job_id, EVAL, data={"metrics": eval_metrics})
             detail = f"{error.reason}: {error.message}" if error else status.value
             add_event(conn, job_id, status.value, detail[:2000])
+        self._notify(job_id)
         return self.get(job_id)
 
     def log_many(self, job_id: str, messages: list[str]) -> None:
@@ -196,6 +216,7 @@ class JobLeases(JobStore):
                 insert(events),
                 [{"job_id": job_id, "at": now, "kind": "log", "message": m} for m in messages],
             )
+        self._notify(job_id)
 
     # the reconciler's side ------------------------------------------------
 
@@ -238,7 +259,9 @@ class JobLeases(JobStore):
             )
             if result.rowcount == 1:
                 add_event(conn, job_id, new.value, note)
-            return result.rowcount == 1
+        if result.rowcount == 1:
+            self._notify(job_id)
+        return result.rowcount == 1
 
     # retention -------------------------------------------------------------
 
@@ -265,3 +288,10 @@ class JobLeases(JobStore):
                 update(jobs).where(jobs.c.id == job_id).values(disk_bytes=0, export_path=None)
             )
             add_event(conn, job_id, "log", note)
+        self._notify(job_id)
+
+
+def _progress_event(progress: dict[str, Any]) -> dict[str, Any]:
+    """The progress fields the stream shows (the contract's, with nulls where unknown)."""
+    keys = ("global_step", "max_steps", "steps_per_sec", "eta_s")
+    return {key: progress.get(key) for key in keys}

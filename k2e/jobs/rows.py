@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.engine import Connection, RowMapping
 
@@ -15,9 +17,18 @@ BY_ID_AND_TENANT = BY_ID.where(jobs.c.tenant == bindparam("tenant"))
 TERMINAL_VALUES = [s.value for s in TERMINAL_STATUSES]
 
 
-def add_event(conn: Connection, job_id: str, kind: str, message: str) -> None:
-    """A transition (``kind`` is the new status) or a log line (``kind`` "log")."""
-    conn.execute(insert(events).values(job_id=job_id, at=utcnow(), kind=kind, message=message))
+def add_event(
+    conn: Connection, job_id: str, kind: str, message: str = "", data: Any = None
+) -> None:
+    """A transition (``kind`` is the new status), a log line (``kind`` "log"), or an event
+    only the stream shows (k2e.jobs.events). A terminal status is followed by the job's
+    "end" event, in the same transaction: every way a job ends comes through here."""
+    now = utcnow()
+    conn.execute(
+        insert(events).values(job_id=job_id, at=now, kind=kind, message=message, data=data)
+    )
+    if kind in TERMINAL_VALUES:
+        conn.execute(insert(events).values(job_id=job_id, at=now, kind="end", message=""))
 
 
 def to_job(row: RowMapping) -> Job:

@@ -13,13 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import delete, exists, func, insert, literal, select, text, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from k2e.catalog import decode_cursor
 from k2e.db import aware, create_schema, make_engine, utcnow
 from k2e.errors import Conflict, NotFound
+from k2e.jobs.events import END, STREAM_ONLY, EventNotifier
 from k2e.jobs.rows import BY_ID, BY_ID_AND_TENANT, TERMINAL_VALUES, add_event, to_job
 from k2e.schemas import Job, JobPage, JobStatus
 from k2e.tables import events, jobs
@@ -48,14 +49,38 @@ class NewJob:
 
 
 class JobStore:
-    """Create, read, list, cancel and delete jobs."""
+    """Create, read, list, cancel and delete jobs.
 
-    def __init__(self, url: str) -> None:
+    With a ``notifier``, every write that adds events to a job announces it after its
+    commit (k2e.jobs.events), so that event streams read at once instead of polling.
+    """
+
+    def __init__(self, url: str, notifier: EventNotifier | None = None) -> None:
         self.engine = make_engine(url)
+        self.notifier = notifier
+
+    def _notify(self, job_id: str) -> None:
+        if self.notifier is not None:
+            self.notifier.notify(job_id)
 
     def create_schema(self) -> None:
         create_schema(self.engine)
         with self.engine.begin() as conn:
+            # Jobs that ended before the event stream existed get their "end" event.
+            conn.execute(
+                insert(events).from_select(
+                    ["job_id", "at", "kind", "message"],
+                    select(
+                        jobs.c.id,
+                        func.coalesce(jobs.c.finished_at, jobs.c.updated_at),
+                        literal(END),
+                        literal(""),
+                    ).where(
+                        jobs.c.status.in_(TERMINAL_VALUES),
+                        ~exists().where(events.c.job_id == jobs.c.id, events.c.kind == END),
+                    ),
+                )
+            )
             # Rows from before tenancy: the default tenant's, already handed to the broker.
             conn.execute(update(jobs).where(jobs.c.tenant.is_(None)).values(tenant=DEFAULT_TENANT))
             conn.execute(
@@ -112,6 +137,7 @@ class JobStore:
                     f"model_dir {name!r} is in use by job {holder}, which has not ended"
                 ) from exc
             raise Conflict("the Idempotency-Key is already in use") from exc
+        self._notify(new.id)
         return self.get(new.id)
 
     def _lock_holder(self, dir_lock: str) -> str | None:
@@ -147,6 +173,8 @@ class JobStore:
                 add_event(conn, job_id, JobStatus.cancelled.value, "cancelled while queued")
             if running:
                 add_event(conn, job_id, JobStatus.cancelling.value, "cancel requested")
+        if queued or running:
+            self._notify(job_id)
         return self.get(job_id)
 
     def delete_finished(self, job_id: str, tenant: str | None) -> Job:
@@ -239,6 +267,7 @@ class JobStore:
         query = (
             select(events)
             .where(events.c.job_id == job_id, events.c.seq > since)
+            .where(events.c.kind.not_in(STREAM_ONLY))
             .order_by(events.c.seq)
             .limit(limit)
         )
@@ -248,6 +277,34 @@ class JobStore:
             {"seq": r["seq"], "at": aware(r["at"]), "kind": r["kind"], "message": r["message"]}
             for r in rows
         ]
+
+    def stream_events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        """Every event of the job after ``after`` (progress, loss, eval, end included),
+        oldest first: seq, at, kind, message, data."""
+        query = (
+            select(events.c.seq, events.c.at, events.c.kind, events.c.message, events.c.data)
+            .where(events.c.job_id == job_id, events.c.seq > after)
+            .order_by(events.c.seq)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [{**row, "at": aware(row["at"])} for row in rows]
+
+    def end_event(self, job_id: str) -> int | None:
+        """The id of the job's "end" event; None while it has not ended."""
+        query = select(func.min(events.c.seq)).where(
+            events.c.job_id == job_id, events.c.kind == END
+        )
+        with self.engine.connect() as conn:
+            seq = conn.execute(query).scalar_one()
+        return None if seq is None else int(seq)
+
+    def last_event(self, job_id: str) -> int:
+        """The id of the job's newest event (0 when it has none)."""
+        query = select(func.max(events.c.seq)).where(events.c.job_id == job_id)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one() or 0)
 
     def export_path(self, job_id: str) -> str | None:
         return self._row(job_id)["export_path"]

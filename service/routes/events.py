@@ -1,0 +1,71 @@
+"""GET /jobs/{id}/events: the job's event stream (server-sent events, service/events.py)."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import StreamingResponse
+
+from service import jobs
+from service.auth import CallerDep, current_caller, scope
+from service.deps import BackendDep
+from service.events import EventBroker, event_stream
+from service.params import JobId
+from service.problems import problems
+
+router = APIRouter(tags=["jobs"], dependencies=[Depends(current_caller)], responses=problems(401))
+
+_MAX_ID = 2**63 - 1
+_SSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "description": "Server-sent events, each with `id`, `event` (`status`, `progress`, "
+        "`loss`, `log`, `eval`, `end`) and one line of JSON `data`; the stream closes "
+        "after `end`, whose data is the job as `GET /jobs/{job_id}` shows it. A "
+        "`: keep-alive` comment is sent every 15 s while nothing happens.",
+    }
+}
+
+
+@router.get(
+    "/jobs/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={**_SSE, **problems(404, 422)},
+    summary="The job's events, history then live (server-sent events); resume with `Last-Event-ID`",
+    operation_id="streamJobEvents",
+)
+async def job_events(
+    job_id: JobId,
+    backend: BackendDep,
+    caller: CallerDep,
+    request: Request,
+    last_event_id_header: Annotated[
+        int | None,
+        Header(
+            alias="Last-Event-ID",
+            ge=0,
+            le=_MAX_ID,
+            description="Send only the events after this id (what a reconnecting "
+            "EventSource sends)",
+        ),
+    ] = None,
+    last_event_id: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=_MAX_ID,
+            description="The same as the `Last-Event-ID` header, for clients that cannot set "
+            "headers; the header wins when both are given",
+        ),
+    ] = None,
+) -> StreamingResponse:
+    broker: EventBroker = request.app.state.event_broker
+    # Unknown ids and other tenants' jobs are 404 before the stream starts.
+    job = await broker.run(backend.store.get, job_id, scope(caller))
+    after = last_event_id_header if last_event_id_header is not None else last_event_id
+    clean = jobs.message_filter(backend, job, caller)
+    return StreamingResponse(
+        event_stream(broker, job_id, after or 0, clean),
+        media_type="text/event-stream",
+        # No caching, and no buffering by a reverse proxy (nginx honours this header).
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

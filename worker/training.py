@@ -248,8 +248,7 @@ class JobRunner:
         control: RunControl,
         files: JobFiles,
     ) -> RunResult:
-        control.check()
-        control.phase = "building the model"
+        _enter(job.id, control, "building the model")
         tf.keras.backend.clear_session()
         model_dir = files.model_dir
         model_dir.mkdir(parents=True, exist_ok=True)
@@ -268,8 +267,7 @@ class JobRunner:
             )
             inputs, outputs = resolved.summary.inputs, resolved.summary.outputs
             train = spec.train
-            control.check()
-            control.phase = "loading the training data"
+            _enter(job.id, control, "loading the training data")
             train_input = self._input_fn(
                 files.storage,
                 train.dataset,
@@ -284,8 +282,7 @@ class JobRunner:
                     drop_remainder=train.drop_remainder,
                 ),
             )
-            control.check()
-            control.phase = "training"
+            _enter(job.id, control, "training")
             estimator.train(
                 train_input,
                 hooks=[self._progress_hook(job, owner, spec, control)],
@@ -297,7 +294,7 @@ class JobRunner:
             result = RunResult(JobStatus.succeeded, global_step=step)
             if spec.eval is not None:
                 ev = spec.eval
-                control.phase = "loading the evaluation data"
+                _enter(job.id, control, "loading the evaluation data")
                 eval_input = self._input_fn(
                     files.storage,
                     ev.dataset,
@@ -305,18 +302,18 @@ class JobRunner:
                     outputs,
                     Batching(ev.batch_size, training=False),
                 )
-                control.check()
-                control.phase = "evaluating"
+                _enter(job.id, control, "evaluating")
                 metrics = estimator.evaluate(eval_input, steps=ev.steps, hooks=[StopHook(control)])
                 control.check()
                 result.eval_metrics = {k: _scalar(v) for k, v in metrics.items()}
             if spec.export and not self._already_exported(job.id, files):
-                control.phase = "exporting"
+                _enter(job.id, control, "exporting")
                 receiver = export.serving_input_fn(
                     inputs, export.needs_example_parsing(spec.export_outputs, inputs)
                 )
-                path = export.export_atomically(estimator, model_dir, receiver)
-                control.check()
+                # A cancel seen while exporting publishes nothing: the job ends cancelled
+                # with no export, not with one its record does not name.
+                path = export.export_atomically(estimator, model_dir, receiver, control.check)
                 self.store.record_export(job.id, owner, files.storage.relative(path))
             control.phase = "finishing"
         return result
@@ -360,6 +357,13 @@ class JobRunner:
                 control.cancel_requested.set()
 
         return ProgressHook(report, control, every_steps=every)
+
+
+def _enter(job_id: str, control: RunControl, phase: str) -> None:
+    """Each phase starts with a stop check and says so in the job's logs."""
+    control.check()
+    control.phase = phase
+    log.info("job %s: %s", job_id, phase)
 
 
 def _error(error_type: str, message: str, reason: JobErrorReason = "error") -> JobError:

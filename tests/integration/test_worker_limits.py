@@ -16,7 +16,8 @@ import pytest
 from tests.integration.conftest import wait_for_job
 
 tf = pytest.importorskip("tensorflow")
-from tests.integration.test_faults import FAST_RECOVERY, Env  # noqa: E402  (needs TensorFlow)
+from tests import models  # noqa: E402  (needs TensorFlow)
+from tests.integration.test_faults import FAST_RECOVERY, Env  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -142,8 +143,8 @@ def test_cancel_while_loading_a_large_dataset_ends_cancelled(env: Env) -> None:
 
 def test_cancel_during_evaluation_or_export_ends_cancelled(env: Env) -> None:
     """Cancelled once training has ended: evaluation over 400k rows (a few seconds) stops
-    at its next step (StopHook), or the phase check after it or after the export ends
-    the job cancelled; before this change such a job ended succeeded."""
+    at its next step (StopHook), or the phase check after it or the check before the
+    export is published ends the job cancelled."""
     slow_eval = env._upload("/datasets", "eval.npz", big_npz(400_000))
     worker = env.worker()
     spec_eval = {"dataset": slow_eval, "batch_size": 16}
@@ -164,3 +165,55 @@ def test_cancel_during_evaluation_or_export_ends_cancelled(env: Env) -> None:
     print(f"\ncancelled while {phase}: ended {ended['status']}")
     assert ended["status"] == "cancelled", ended
     assert "training" not in phase, phase
+
+
+def deep_model_h5(path: Path, depth: int = 100) -> bytes:
+    """A plain MLP ``depth`` layers deep: small, but each graph the Estimator builds for it
+    (training, export) takes seconds, which gives a cancel time to reach the export."""
+    x = tf.keras.Input((4,), name="x")
+    hidden = x
+    for _ in range(depth):
+        hidden = tf.keras.layers.Dense(8, activation="relu")(hidden)
+    model = tf.keras.Model(x, tf.keras.layers.Dense(1, name="y")(hidden))
+    model.compile("sgd", "mse")
+    model.save(path, save_format="h5")
+    return path.read_bytes()
+
+
+def test_cancel_during_export_ends_cancelled_with_no_export(env: Env, tmp_path: Path) -> None:
+    """The cancel is sent as soon as the worker logs that the job is exporting (a 100-layer
+    model's export takes a few seconds here); the heartbeat sees it within 0.5 s. The job
+    ends cancelled, publishes no SavedModel and leaves no staging folder behind, and the
+    worker takes the next job."""
+    model = env._upload("/models", "deep.h5", deep_model_h5(tmp_path / "deep.h5"))
+    arrays = {"x": np.zeros((64, 4), "float32"), "y": np.zeros((64, 1), "float32")}
+    data = env._upload("/datasets", "deep.npz", models.npz_bytes(arrays))
+    worker = env.worker()
+    spec = {"keras_model_path": model, "train": {"dataset": data, "max_steps": 2, "batch_size": 16}}
+    response = env.client.post("/convert", json=spec)
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
+    marker = f"job {job_id}: exporting"
+    deadline = time.monotonic() + 300
+    while marker not in worker.log:
+        assert time.monotonic() < deadline, f"the job never started exporting: {env.job(job_id)}"
+        assert env.job(job_id)["status"] in ("queued", "running"), env.job(job_id)
+        time.sleep(0.05)
+    asked = time.monotonic()
+    response = env.client.post(f"/jobs/{job_id}/cancel")
+    assert response.status_code == 202, response.text
+    ended = wait_for_job(env.client, job_id, timeout=120)
+    took = time.monotonic() - asked
+    phases = stop_phases(env, job_id, worker.log)
+    print(f"\ncancelled while {phases}: ended {ended['status']} {took:.1f} s after the request")
+    assert ended["status"] == "cancelled", ended
+    assert phases, "the worker logged neither the cancel nor where the job stopped"
+    assert set(phases) == {"exporting"}, phases
+    assert env.exports(ended) == []
+    assert not (env.model_dir(ended) / "export-staging").exists()
+    assert env.client.get(f"/jobs/{job_id}/savedmodel").status_code == 404
+    assert ended["progress"]["global_step"] == 2
+    following = env.submit(max_steps=5)
+    done = wait_for_job(env.client, following["id"], timeout=180)
+    assert done["status"] == "succeeded", done
+    assert len(env.exports(done)) == 1

@@ -28,6 +28,7 @@ from k2e.settings import Settings
 from k2e.vetting.model_config import parse_model_config
 from service.main import create_app
 from tests.auth import admin_client
+from tests.fuzzing import JSON_VALUES, assert_problem, mutated_json
 
 tf = pytest.importorskip("tensorflow")
 from tests import models  # noqa: E402  (needs TensorFlow)
@@ -567,18 +568,6 @@ def test_progress_writes_are_throttled_and_cancel_is_still_per_step() -> None:
 
 # --- fuzz ----------------------------------------------------------------------------------
 
-_json = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**80), max_value=2**80)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=20),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
-    ),
-    max_leaves=30,
-)
-
 _SPEC_PATHS = [
     "timeout_s",
     "model_dir",
@@ -600,24 +589,31 @@ _SPEC_PATHS = [
     "config.log_step_count_steps",
     "keras_model",
 ]
+_INLINE_CONFIG = json.loads(models.seed_multi_io_model().to_json())
 _BIG = st.sampled_from([0, -1, 2**31 - 1, 2**31, 2**63 - 1, 2**63, 2**64, -(2**63) - 1, 10**40])
 
 
 @st.composite
 def _bodies(draw: st.DrawFn, ids: dict[str, str]) -> bytes:
-    kind = draw(st.sampled_from(["random", "mutated", "bytes", "deep"]))
+    kind = draw(st.sampled_from(["random", "mutated", "bytes", "deep", "edited", "inline"]))
     if kind == "random":
-        return json.dumps(draw(_json)).encode()
+        return json.dumps(draw(JSON_VALUES)).encode()
     if kind == "bytes":
         return draw(st.binary(max_size=200))
     if kind == "deep":
         depth = draw(st.integers(min_value=1, max_value=50_000))
         opener = draw(st.sampled_from(["[", '{"a":', '{"train":']))
         return (opener * depth).encode()
+    if kind == "edited":  # anywhere in a valid spec: values replaced or removed
+        return json.dumps(draw(mutated_json(base(ids)))).encode()
+    if kind == "inline":  # anywhere in an inline model's Keras config
+        spec = _inline(_INLINE_CONFIG, ids)
+        spec["keras_model"]["config"] = draw(mutated_json(_INLINE_CONFIG))
+        return json.dumps(spec).encode()
     spec = base(ids)
     for _ in range(draw(st.integers(min_value=1, max_value=4))):
         path = draw(st.sampled_from(_SPEC_PATHS))
-        spec = _set(spec, path, draw(_BIG | _json))
+        spec = _set(spec, path, draw(_BIG | JSON_VALUES))
     return json.dumps(spec).encode()
 
 
@@ -638,7 +634,8 @@ def test_fuzzed_bodies_never_answer_5xx(env) -> None:
         )
         assert response.status_code < 500, (body[:300], response.text)
         if response.status_code >= 400:
-            assert response.headers["content-type"] == PROBLEM
+            assert_problem(response)
+        assert client.get("/healthz").status_code == 200
 
     run()
     assert client.get("/healthz").status_code == 200

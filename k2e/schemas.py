@@ -109,7 +109,9 @@ class ConvertRequest(_Request):
     checkpoint_format: str = "checkpoint"
     metric_names_map: dict[str, str] | None = None
     export_outputs: dict[str, ExportKind] | None = None
-    train: TrainSpec
+    # Optional: without `train` the job converts the uploaded weights as they are, then
+    # evaluates them (`eval`) and exports them.
+    train: TrainSpec | None = None
     eval: EvalSpec | None = None
     export: bool = True
     accelerator: Literal["cpu", "gpu"] = "cpu"
@@ -171,7 +173,9 @@ class JobMetrics(BaseModel):
     eval: dict[str, float] = {}
 
 
-JobErrorReason = Literal["error", "timed_out", "worker_lost", "max_attempts", "out_of_memory"]
+JobErrorReason = Literal[
+    "error", "timed_out", "worker_lost", "max_attempts", "out_of_memory", "export_mismatch"
+]
 
 
 class JobError(BaseModel):
@@ -180,6 +184,21 @@ class JobError(BaseModel):
     type: str
     message: str
     reason: JobErrorReason = "error"
+
+
+class ExportCheck(BaseModel):
+    """What the worker saw when it ran the exported SavedModel against the model it came
+    from: every signature on the same examples, the largest absolute difference."""
+
+    verified: bool
+    examples: int
+    max_abs_diff: float
+    # "eval" or "train" (the job's data), or "generated" (a convert-only job without data:
+    # examples made from the inputs' shapes and dtypes).
+    examples_from: Literal["eval", "train", "generated"] = "eval"
+    signatures: list[str] = []
+    # The PredictionLogs in the export's assets.extra/tf_serving_warmup_requests.
+    warmup_requests: int = 0
 
 
 class Job(BaseModel):
@@ -200,6 +219,7 @@ class Job(BaseModel):
     tenant: str | None = None
     # The run-time limit the worker enforces, in seconds from the first start.
     timeout_s: int | None = None
+    export: ExportCheck | None = None
 
 
 class JobPage(BaseModel):

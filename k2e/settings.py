@@ -115,6 +115,10 @@ class Settings(BaseSettings):
     # seconds, whatever log_step_count_steps says (worker/hooks.py).
     progress_min_interval_s: float = Field(default=0.25, ge=0)
 
+    # Exports are verified (worker/verify.py): every signature's outputs may differ from
+    # the model's own predictions by at most this much, else the job fails export_mismatch.
+    export_tolerance: float = Field(default=1e-4, ge=0)
+
     # Seconds an API process serves a job's JSON from memory (GET /jobs/{id}): an ended
     # job's, and a queued or running one's (service/jobcache.py).
     job_cache_s: float = Field(default=5.0, ge=0, le=3600)

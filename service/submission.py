@@ -184,7 +184,7 @@ def check_limits(spec: ConvertRequest, backend: Backend, tenant: str) -> int:
     """The tenant's ceiling on max_steps (422); returns the job's run-time limit: the
     spec's timeout_s, capped by the tenant's max_run_s."""
     quotas = backend.tenants.quotas(tenant)
-    if spec.train.max_steps > quotas.max_steps:
+    if spec.train is not None and spec.train.max_steps > quotas.max_steps:
         msg = f"max_steps {spec.train.max_steps} is above the tenant's ceiling {quotas.max_steps}"
         raise InvalidSpec(msg, [FieldError(("train", "max_steps"), msg)])
     if spec.timeout_s is None:
@@ -214,7 +214,7 @@ def submit(
         spec=spec.model_dump(mode="json"),
         queue=queue_for(spec.accelerator),
         model_dir=storage.relative(model_dir),
-        max_steps=spec.train.max_steps,
+        max_steps=spec.train.max_steps if spec.train is not None else None,
         warm_start_from=warm_start_from,
         timeout_s=timeout_s,
         idempotency_key=idempotency_key,
@@ -242,7 +242,8 @@ def submit(
 
 def upload_ids(spec: ConvertRequest) -> tuple[str, ...]:
     """The ids of the uploads a spec uses (what DELETE /models|/datasets checks)."""
-    ids = [spec.train.dataset] + ([spec.eval.dataset] if spec.eval else [])
+    ids = [spec.train.dataset] if spec.train else []
+    ids += [spec.eval.dataset] if spec.eval else []
     path = spec.keras_model_path
     if path is not None and len(path) == _UPLOAD_ID_LEN and path.isalnum():
         ids.append(path)

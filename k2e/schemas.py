@@ -93,6 +93,12 @@ class EvalSpec(_Request):
     batch_size: PositiveInt = 32
 
 
+class WarmStartFrom(_Request):
+    """Fine-tuning: start from another job's newest checkpoint (the same tenant's)."""
+
+    job: str = Field(min_length=1, max_length=64)
+
+
 ExportKind = Literal["classification", "regression", "predict"]
 
 
@@ -105,6 +111,8 @@ class ConvertRequest(_Request):
     model_dir: ModelDirName | None = None
     # Reusing a named model_dir warm-starts from it; k2e makes that an explicit choice.
     warm_start: bool = False
+    # Start from this job's newest checkpoint (WarmStartSettings) in a fresh model_dir.
+    warm_start_from: WarmStartFrom | None = None
     config: RunConfigSpec | None = None
     checkpoint_format: str = "checkpoint"
     metric_names_map: dict[str, str] | None = None
@@ -215,6 +223,9 @@ class Job(BaseModel):
     queue: str
     # Relative to the tenant's storage folder: "jobs/<id>" or "model_dirs/<name>".
     model_dir: str
+    # Where the job's weights started from, relative to the tenant's folder: a reused
+    # model_dir ("model_dirs/<name>") or another job's checkpoint
+    # ("jobs/<id>/model.ckpt-<step>").
     warm_start_from: str | None = None
     tenant: str | None = None
     # The run-time limit the worker enforces, in seconds from the first start.

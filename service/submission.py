@@ -161,6 +161,30 @@ def plan_model_dir(spec: ConvertRequest, storage: Storage, job_id: str) -> tuple
     return folder, (storage.relative(folder) if used else None)
 
 
+def plan_warm_start(
+    spec: ConvertRequest, store: JobStore, storage: Storage, tenant: str, reused: str | None
+) -> str | None:
+    """The checkpoint a fine-tuning job starts from: its source job's newest, relative to
+    the tenant's folder. Another tenant's job is not found (404), as an unknown one is."""
+    if spec.warm_start_from is None:
+        return reused
+    loc = ("warm_start_from", "job")
+    source_id = spec.warm_start_from.job
+    if reused is not None:
+        msg = (
+            f"model_dir {spec.effective_model_dir()!r} already holds a run to warm-start from; "
+            "`warm_start_from` needs a fresh model_dir"
+        )
+        raise InvalidSpec(msg, [FieldError(loc, msg)])
+    source = store.get(source_id, tenant)  # NotFound: 404
+    folder = storage.resolve(store.stored_model_dir(source.id, tenant))
+    checkpoints = storage.checkpoints(folder)
+    if not checkpoints:
+        msg = f"job {source.id} ({source.status.value}) has no checkpoint to start from"
+        raise InvalidSpec(msg, [FieldError(loc, msg)])
+    return storage.relative(folder / checkpoints[-1].name)
+
+
 def request_hash(spec: object, files: dict[str, str] | None = None) -> str:
     """What makes two submissions "the same body": the spec and the uploaded files' hashes."""
     canonical = json.dumps({"spec": spec, "files": files or {}}, sort_keys=True)
@@ -206,7 +230,8 @@ def submit(
     timeout_s = check_limits(spec, backend, tenant)
     check_spec(spec, storage, backend.settings, reinspect=False)
     job_id = str(uuid.uuid4())
-    model_dir, warm_start_from = plan_model_dir(spec, storage, job_id)
+    model_dir, reused = plan_model_dir(spec, storage, job_id)
+    warm_start_from = plan_warm_start(spec, store, storage, tenant, reused)
     name = spec.effective_model_dir()
     new = NewJob(
         id=job_id,

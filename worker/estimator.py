@@ -21,8 +21,9 @@ KERAS_CHECKPOINT = Path("keras") / "keras_model.ckpt"
 @dataclass
 class JobEstimator:
     estimator: Any
-    # The uploaded weights as model_to_estimator saved them.
-    keras_checkpoint: Path
+    # The weights before training: the uploaded ones as model_to_estimator saved them,
+    # or the checkpoint of another job that a fine-tuning job starts from.
+    start_checkpoint: str
 
     def newest_checkpoint(self) -> str | None:
         """The model_dir's newest checkpoint (training's, or a reused model_dir's)."""
@@ -31,8 +32,8 @@ class JobEstimator:
 
     def weights_checkpoint(self) -> str:
         """The checkpoint whose weights the job evaluates and exports: the newest of the
-        model_dir, else the uploaded weights (a convert-only or evaluate-only job)."""
-        return self.newest_checkpoint() or str(self.keras_checkpoint)
+        model_dir, else the start weights (a convert-only or evaluate-only job)."""
+        return self.newest_checkpoint() or self.start_checkpoint
 
 
 def run_config(spec: ConvertRequest, model_dir: Path) -> Any:
@@ -97,9 +98,9 @@ def build_estimator(
         estimator = tf.estimator.Estimator(
             model_fn=estimator.model_fn,
             config=estimator.config,
-            params=estimator.params,
             warm_start_from=tf.estimator.WarmStartSettings(
                 ckpt_to_initialize_from=warm_start_checkpoint
             ),
         )
-    return JobEstimator(estimator, model_dir / KERAS_CHECKPOINT)
+        return JobEstimator(estimator, warm_start_checkpoint)
+    return JobEstimator(estimator, str(model_dir / KERAS_CHECKPOINT))

@@ -2,8 +2,9 @@
 
 import logging
 import time
+from pathlib import Path
 
-from k2e.errors import K2EError
+from k2e.errors import InvalidSpec, K2EError
 from k2e.jobs.dispatch import Dispatcher
 from k2e.jobs.leases import JobLeases
 from k2e.jobs.queueing import TaskSender
@@ -190,12 +191,25 @@ class JobRunner:
         # Only the job's tenant's uploads resolve: its storage is the tenant's folder.
         resolved = check_spec(spec, files.storage, self.settings)
         phases = JobPhases(self.store, self.settings, job, owner, spec, resolved, control, files)
+        if spec.warm_start_from is not None and job.warm_start_from is not None:
+            phases.warm_start_checkpoint = _start_checkpoint(files, job.warm_start_from)
         try:
             return phases.run(lambda step: self._stopped(job, control, step))
         except ExportMismatch as exc:
             log.error("job %s: %s", job.id, exc)
             error = mismatch_error(exc.check, exc.tolerance)
             return RunResult(JobStatus.failed, error=error, global_step=self._step(files))
+
+
+def _start_checkpoint(files: JobFiles, stored: str) -> str:
+    """The checkpoint a fine-tuning job starts from, which must still exist."""
+    path = files.storage.resolve(stored)
+    if not Path(f"{path}.index").is_file():
+        raise InvalidSpec(
+            f"the checkpoint {stored} this job starts from is gone: its job was deleted, "
+            "or it kept only newer checkpoints (keep_checkpoint_max)"
+        )
+    return str(path)
 
 
 def _error(error_type: str, message: str, reason: JobErrorReason = "error") -> JobError:

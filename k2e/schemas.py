@@ -238,6 +238,22 @@ class JobPage(BaseModel):
     next_cursor: str | None = None
 
 
+class PredictRequest(_Request):
+    """Examples for a job's exported SavedModel, in TF Serving's row format: each instance
+    an object keyed by input name, or a bare value for a single-input model."""
+
+    instances: list[Any] = Field(min_length=1)
+    # Default: the signature that takes raw tensors (serving_default, or raw:serving_default
+    # when serving_default parses tf.Examples).
+    signature_name: str | None = Field(default=None, max_length=256)
+
+
+class PredictResponse(BaseModel):
+    signature_name: str
+    # One per instance: an object keyed by output name (a bare value for one output).
+    predictions: list[Any]
+
+
 class TensorInfo(BaseModel):
     name: str
     shape: list[int | None]

@@ -5,7 +5,7 @@ import os
 
 from fastapi import FastAPI
 
-from k2e.schemas import ConvertRequest
+from k2e.schemas import ConvertRequest, PredictRequest
 from k2e.settings import Settings, get_settings
 from k2e.tenancy.models import DEFAULT_TENANT
 from service.auth import KeyCache
@@ -13,7 +13,7 @@ from service.backend import Backend
 from service.jobcache import JobCache
 from service.openapi import add_request_schemas
 from service.problems import add_exception_handlers
-from service.routes import convert, health, jobs, tenants, uploads
+from service.routes import convert, health, jobs, predict, tenants, uploads
 
 log = logging.getLogger("k2e.api")
 
@@ -39,9 +39,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.key_cache = KeyCache(settings.key_cache_s)
     app.state.job_cache = JobCache(settings.job_cache_s, settings.live_job_cache_s)
     add_exception_handlers(app)
-    for module in (health, uploads, convert, jobs, tenants):
+    for module in (health, uploads, convert, jobs, predict, tenants):
         app.include_router(module.router)
-    add_request_schemas(app, {"ConvertRequest": ConvertRequest})
+    add_request_schemas(app, {"ConvertRequest": ConvertRequest, "PredictRequest": PredictRequest})
     log.info(
         "k2e API: storage at %s, job store %s",
         settings.storage_root,

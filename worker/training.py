@@ -3,10 +3,12 @@
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 from k2e.errors import InvalidSpec, K2EError
 from k2e.jobs.dispatch import Dispatcher
 from k2e.jobs.leases import JobLeases
+from k2e.jobs.predictions import send_reply
 from k2e.jobs.queueing import TaskSender
 from k2e.schemas import ConvertRequest, Job, JobError, JobErrorReason, JobStatus
 from k2e.settings import Settings
@@ -16,6 +18,7 @@ from k2e.tenancy.models import DEFAULT_TENANT
 from worker.joblog import JobLogCapture
 from worker.lease import Heartbeat, JobInterrupted, RunControl, new_owner
 from worker.phases import JobFiles, JobPhases, RunResult, checkpoint_step
+from worker.predict import BadInstances, predict
 from worker.tfrt import tf
 from worker.verify import ExportMismatch, mismatch_error
 
@@ -104,6 +107,28 @@ class JobRunner:
             self.dispatcher.pump(started.tenant)
         except Exception:  # the reconciler hands it over on its next round
             log.warning("job %s: handing over the next job failed", job_id, exc_info=True)
+
+    def predict(
+        self,
+        job_id: str,
+        tenant: str,
+        instances: list[Any],
+        signature: str | None,
+        reply_key: str,
+    ) -> None:
+        """Answer a POST /jobs/{id}/predict: the job's newest export on ``instances``.
+        Never raises for bad instances: the client gets the reason."""
+        try:
+            storage = self.storage.for_tenant(tenant)
+            self.store.get(job_id, tenant)  # the API checked; the job may be gone since
+            export_dir = Storage.latest_export(storage.resolve(self.store.stored_model_dir(job_id)))
+            if export_dir is None:
+                body: dict[str, Any] = {"error": f"job {job_id} has no exported SavedModel"}
+            else:
+                body = predict(export_dir, instances, signature)
+        except (BadInstances, K2EError) as exc:
+            body = {"error": str(exc)}
+        send_reply(self.settings.broker_url, reply_key, body)
 
     def _files(self, job: Job) -> JobFiles:
         storage = self.storage.for_tenant(job.tenant or DEFAULT_TENANT)

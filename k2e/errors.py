@@ -82,3 +82,15 @@ class Unavailable(K2EError):
     """A dependency (broker, job store) does not answer."""
 
     title = "Service unavailable"
+
+
+class InvalidInput(K2EError):
+    """A request's input cannot be used (e.g. prediction instances the model does not take)."""
+
+    title = "Invalid input"
+
+
+class TimedOut(K2EError):
+    """A dependency accepted the work but did not answer in time."""
+
+    title = "Gateway timeout"

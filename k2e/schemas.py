@@ -93,6 +93,12 @@ class EvalSpec(_Request):
     batch_size: PositiveInt = 32
 
 
+class WarmStartFrom(_Request):
+    """Fine-tuning: start from another job's newest checkpoint (the same tenant's)."""
+
+    job: str = Field(min_length=1, max_length=64)
+
+
 ExportKind = Literal["classification", "regression", "predict"]
 
 
@@ -105,11 +111,15 @@ class ConvertRequest(_Request):
     model_dir: ModelDirName | None = None
     # Reusing a named model_dir warm-starts from it; k2e makes that an explicit choice.
     warm_start: bool = False
+    # Start from this job's newest checkpoint (WarmStartSettings) in a fresh model_dir.
+    warm_start_from: WarmStartFrom | None = None
     config: RunConfigSpec | None = None
     checkpoint_format: str = "checkpoint"
     metric_names_map: dict[str, str] | None = None
     export_outputs: dict[str, ExportKind] | None = None
-    train: TrainSpec
+    # Optional: without `train` the job converts the uploaded weights as they are, then
+    # evaluates them (`eval`) and exports them.
+    train: TrainSpec | None = None
     eval: EvalSpec | None = None
     export: bool = True
     accelerator: Literal["cpu", "gpu"] = "cpu"
@@ -171,7 +181,9 @@ class JobMetrics(BaseModel):
     eval: dict[str, float] = {}
 
 
-JobErrorReason = Literal["error", "timed_out", "worker_lost", "max_attempts", "out_of_memory"]
+JobErrorReason = Literal[
+    "error", "timed_out", "worker_lost", "max_attempts", "out_of_memory", "export_mismatch"
+]
 
 
 class JobError(BaseModel):
@@ -180,6 +192,21 @@ class JobError(BaseModel):
     type: str
     message: str
     reason: JobErrorReason = "error"
+
+
+class ExportCheck(BaseModel):
+    """What the worker saw when it ran the exported SavedModel against the model it came
+    from: every signature on the same examples, the largest absolute difference."""
+
+    verified: bool
+    examples: int
+    max_abs_diff: float
+    # "eval" or "train" (the job's data), or "generated" (a convert-only job without data:
+    # examples made from the inputs' shapes and dtypes).
+    examples_from: Literal["eval", "train", "generated"] = "eval"
+    signatures: list[str] = []
+    # The PredictionLogs in the export's assets.extra/tf_serving_warmup_requests.
+    warmup_requests: int = 0
 
 
 class Job(BaseModel):
@@ -196,15 +223,35 @@ class Job(BaseModel):
     queue: str
     # Relative to the tenant's storage folder: "jobs/<id>" or "model_dirs/<name>".
     model_dir: str
+    # Where the job's weights started from, relative to the tenant's folder: a reused
+    # model_dir ("model_dirs/<name>") or another job's checkpoint
+    # ("jobs/<id>/model.ckpt-<step>").
     warm_start_from: str | None = None
     tenant: str | None = None
     # The run-time limit the worker enforces, in seconds from the first start.
     timeout_s: int | None = None
+    export: ExportCheck | None = None
 
 
 class JobPage(BaseModel):
     items: list[Job]
     next_cursor: str | None = None
+
+
+class PredictRequest(_Request):
+    """Examples for a job's exported SavedModel, in TF Serving's row format: each instance
+    an object keyed by input name, or a bare value for a single-input model."""
+
+    instances: list[Any] = Field(min_length=1)
+    # Default: the signature that takes raw tensors (serving_default, or raw:serving_default
+    # when serving_default parses tf.Examples).
+    signature_name: str | None = Field(default=None, max_length=256)
+
+
+class PredictResponse(BaseModel):
+    signature_name: str
+    # One per instance: an object keyed by output name (a bare value for one output).
+    predictions: list[Any]
 
 
 class TensorInfo(BaseModel):

@@ -117,6 +117,16 @@ class Settings(BaseSettings):
     # seconds, whatever log_step_count_steps says (worker/hooks.py).
     progress_min_interval_s: float = Field(default=0.25, ge=0)
 
+    # Exports are verified (worker/verify.py): every signature's outputs may differ from
+    # the model's own predictions by at most this much, else the job fails export_mismatch.
+    export_tolerance: float = Field(default=1e-4, ge=0)
+
+    # POST /jobs/{id}/predict: instances per request, bytes of its JSON body (413 beyond),
+    # and how long the API waits for a worker's answer (504 beyond).
+    predict_max_instances: int = Field(default=256, ge=1)
+    predict_max_bytes: int = Field(default=1024**2, ge=1024)
+    predict_timeout_s: float = Field(default=30.0, gt=0, le=600)
+
     # Seconds an API process serves a job's JSON from memory (GET /jobs/{id}): an ended
     # job's, and a queued or running one's (service/jobcache.py).
     job_cache_s: float = Field(default=5.0, ge=0, le=3600)

@@ -39,6 +39,8 @@ jobs = Table(
     Column("lease_owner", String(128)),
     Column("lease_expires_at", DateTime(timezone=True), index=True),
     Column("export_path", String(1024)),
+    # The export's verification (schemas.ExportCheck), written with export_path.
+    Column("export_check", JSON),
     # "<tenant>:<Idempotency-Key>": keys are per tenant.
     Column("idempotency_key", String(320), unique=True),
     Column("request_hash", String(64)),

@@ -5,7 +5,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from k2e.errors import NotFound, Unavailable
+from k2e.errors import Conflict, NotFound, Unavailable
 from k2e.schemas import CheckpointInfo, Job, JobEvent, JobLog
 from k2e.storage import Storage
 from k2e.tenancy.models import Caller
@@ -30,6 +30,15 @@ def latest_export(backend: Backend, job_id: str, caller: Caller) -> Path:
     if export is None:
         raise NotFound(f"job {job_id} has no exported SavedModel (status {job.status.value})")
     return export
+
+
+def latest_export_of(backend: Backend, job_id: str, caller: Caller) -> tuple[Job, Path]:
+    """The job and its newest export; Conflict while it has none (not exported yet)."""
+    job, model_dir = model_dir_of(backend, job_id, caller)
+    export = Storage.latest_export(model_dir)
+    if export is None:
+        raise Conflict(f"job {job_id} has no exported SavedModel yet (status {job.status.value})")
+    return job, export
 
 
 def checkpoints(backend: Backend, job_id: str, caller: Caller) -> list[CheckpointInfo]:

@@ -5,7 +5,7 @@ import os
 
 from fastapi import FastAPI
 
-from k2e.schemas import ConvertRequest
+from k2e.schemas import ConvertRequest, PredictRequest
 from k2e.settings import Settings, get_settings
 from k2e.tenancy.models import DEFAULT_TENANT
 from service.auth import KeyCache, SessionCache
@@ -14,7 +14,7 @@ from service.events import EventBroker
 from service.jobcache import JobCache
 from service.openapi import add_request_schemas
 from service.problems import add_exception_handlers
-from service.routes import convert, events, health, jobs, tenants, uploads
+from service.routes import convert, events, health, jobs, predict, tenants, uploads
 from service.ui import routes as ui
 
 log = logging.getLogger("k2e.api")
@@ -45,9 +45,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         backend.store, settings.redis_url, settings.events_poll_s, settings.events_keepalive_s
     )
     add_exception_handlers(app)
-    for module in (health, uploads, convert, jobs, events, tenants, ui):
+    for module in (health, uploads, convert, jobs, predict, events, tenants, ui):
         app.include_router(module.router)
-    add_request_schemas(app, {"ConvertRequest": ConvertRequest})
+    add_request_schemas(app, {"ConvertRequest": ConvertRequest, "PredictRequest": PredictRequest})
     log.info(
         "k2e API: storage at %s, job store %s",
         settings.storage_root,

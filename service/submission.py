@@ -161,6 +161,30 @@ def plan_model_dir(spec: ConvertRequest, storage: Storage, job_id: str) -> tuple
     return folder, (storage.relative(folder) if used else None)
 
 
+def plan_warm_start(
+    spec: ConvertRequest, store: JobStore, storage: Storage, tenant: str, reused: str | None
+) -> str | None:
+    """The checkpoint a fine-tuning job starts from: its source job's newest, relative to
+    the tenant's folder. Another tenant's job is not found (404), as an unknown one is."""
+    if spec.warm_start_from is None:
+        return reused
+    loc = ("warm_start_from", "job")
+    source_id = spec.warm_start_from.job
+    if reused is not None:
+        msg = (
+            f"model_dir {spec.effective_model_dir()!r} already holds a run to warm-start from; "
+            "`warm_start_from` needs a fresh model_dir"
+        )
+        raise InvalidSpec(msg, [FieldError(loc, msg)])
+    source = store.get(source_id, tenant)  # NotFound: 404
+    folder = storage.resolve(store.stored_model_dir(source.id, tenant))
+    checkpoints = storage.checkpoints(folder)
+    if not checkpoints:
+        msg = f"job {source.id} ({source.status.value}) has no checkpoint to start from"
+        raise InvalidSpec(msg, [FieldError(loc, msg)])
+    return storage.relative(folder / checkpoints[-1].name)
+
+
 def request_hash(spec: object, files: dict[str, str] | None = None) -> str:
     """What makes two submissions "the same body": the spec and the uploaded files' hashes."""
     canonical = json.dumps({"spec": spec, "files": files or {}}, sort_keys=True)
@@ -184,7 +208,7 @@ def check_limits(spec: ConvertRequest, backend: Backend, tenant: str) -> int:
     """The tenant's ceiling on max_steps (422); returns the job's run-time limit: the
     spec's timeout_s, capped by the tenant's max_run_s."""
     quotas = backend.tenants.quotas(tenant)
-    if spec.train.max_steps > quotas.max_steps:
+    if spec.train is not None and spec.train.max_steps > quotas.max_steps:
         msg = f"max_steps {spec.train.max_steps} is above the tenant's ceiling {quotas.max_steps}"
         raise InvalidSpec(msg, [FieldError(("train", "max_steps"), msg)])
     if spec.timeout_s is None:
@@ -206,7 +230,8 @@ def submit(
     timeout_s = check_limits(spec, backend, tenant)
     check_spec(spec, storage, backend.settings, reinspect=False)
     job_id = str(uuid.uuid4())
-    model_dir, warm_start_from = plan_model_dir(spec, storage, job_id)
+    model_dir, reused = plan_model_dir(spec, storage, job_id)
+    warm_start_from = plan_warm_start(spec, store, storage, tenant, reused)
     name = spec.effective_model_dir()
     new = NewJob(
         id=job_id,
@@ -214,7 +239,7 @@ def submit(
         spec=spec.model_dump(mode="json"),
         queue=queue_for(spec.accelerator),
         model_dir=storage.relative(model_dir),
-        max_steps=spec.train.max_steps,
+        max_steps=spec.train.max_steps if spec.train is not None else None,
         warm_start_from=warm_start_from,
         timeout_s=timeout_s,
         idempotency_key=idempotency_key,
@@ -242,7 +267,8 @@ def submit(
 
 def upload_ids(spec: ConvertRequest) -> tuple[str, ...]:
     """The ids of the uploads a spec uses (what DELETE /models|/datasets checks)."""
-    ids = [spec.train.dataset] + ([spec.eval.dataset] if spec.eval else [])
+    ids = [spec.train.dataset] if spec.train else []
+    ids += [spec.eval.dataset] if spec.eval else []
     path = spec.keras_model_path
     if path is not None and len(path) == _UPLOAD_ID_LEN and path.isalnum():
         ids.append(path)

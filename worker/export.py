@@ -2,7 +2,7 @@
 
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,28 +55,27 @@ def needs_example_parsing(
     return bool(heads) and fixed
 
 
-def export_atomically(
-    estimator: Any,
-    model_dir: Path,
-    receiver_fn: Any,
-    before_publish: Callable[[], None] = lambda: None,
-) -> Path:
-    """Export into a staging folder, then rename into ``export/<version>``: a reader
-    never sees a partial SavedModel. ``before_publish`` runs once the SavedModel is
-    written and may raise (a cancel seen during the export): the staging folder is then
-    removed and nothing is published, as when the export itself is interrupted."""
+def export_to_staging(estimator: Any, model_dir: Path, receiver_fn: Any, checkpoint: str) -> Path:
+    """Export ``checkpoint``'s weights into a staging folder (not yet visible to clients)."""
     staging = model_dir / EXPORT_STAGING_DIR
     shutil.rmtree(staging, ignore_errors=True)
-    try:
-        written = Path(os.fsdecode(estimator.export_saved_model(str(staging), receiver_fn)))
-        before_publish()
-        final_root = model_dir / EXPORT_DIR
-        final_root.mkdir(exist_ok=True)
-        target = final_root / written.name
-        os.replace(written, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    written = estimator.export_saved_model(str(staging), receiver_fn, checkpoint_path=checkpoint)
+    return Path(os.fsdecode(written))
+
+
+def publish(written: Path, model_dir: Path) -> Path:
+    """Rename a staged export into ``export/<version>``: a reader never sees a partial
+    SavedModel."""
+    final_root = model_dir / EXPORT_DIR
+    final_root.mkdir(exist_ok=True)
+    target = final_root / written.name
+    os.replace(written, target)
+    discard_staging(model_dir)
     return target
+
+
+def discard_staging(model_dir: Path) -> None:
+    shutil.rmtree(model_dir / EXPORT_STAGING_DIR, ignore_errors=True)
 
 
 def _dtype(tensor: TensorInfo) -> Any:

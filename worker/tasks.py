@@ -1,5 +1,8 @@
-"""Celery tasks: thin wrappers around worker.training."""
+"""Celery tasks: thin wrappers around worker.training and worker.prediction."""
 
+from typing import Any
+
+from k2e.jobs.predictions import PREDICT_TASK
 from k2e.jobs.queueing import TRAIN_TASK
 from worker.app import app
 from worker.runner import runner
@@ -8,3 +11,10 @@ from worker.runner import runner
 @app.task(name=TRAIN_TASK)
 def train_job(job_id: str) -> None:
     runner().run(job_id)
+
+
+@app.task(name=PREDICT_TASK)
+def predict_job(
+    job_id: str, tenant: str, instances: list[Any], signature: str | None, reply_key: str
+) -> None:
+    runner().predict(job_id, tenant, instances, signature, reply_key)

@@ -2,76 +2,28 @@
 
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from k2e.errors import K2EError
+from k2e.errors import InvalidSpec, K2EError
 from k2e.jobs.dispatch import Dispatcher
 from k2e.jobs.events import notifier_for
 from k2e.jobs.leases import JobLeases
+from k2e.jobs.predictions import send_reply
 from k2e.jobs.queueing import TaskSender
-from k2e.schemas import ConvertRequest, Job, JobError, JobErrorReason, JobStatus, TensorInfo
+from k2e.schemas import ConvertRequest, Job, JobError, JobErrorReason, JobStatus
 from k2e.settings import Settings
-from k2e.spec.checks import ResolvedModel, check_spec
+from k2e.spec.checks import check_spec
 from k2e.storage import Storage, disk_usage
 from k2e.tenancy.models import DEFAULT_TENANT
-from worker import custom_objects, export
-from worker.hooks import LossCurve, ProgressHook, StopHook
-from worker.inputs import Batching, input_fn_for
 from worker.joblog import JobLogCapture
 from worker.lease import Heartbeat, JobInterrupted, RunControl, new_owner
-from worker.models import build_keras_model
+from worker.phases import JobFiles, JobPhases, RunResult, checkpoint_step
+from worker.predict import BadInstances, predict
 from worker.tfrt import tf
+from worker.verify import ExportMismatch, mismatch_error
 
 log = logging.getLogger("k2e.worker")
-
-
-@dataclass(frozen=True)
-class JobFiles:
-    """Where a job's files are: its tenant's storage, and its model_dir in it."""
-
-    storage: Storage
-    model_dir: Path
-
-
-@dataclass
-class RunResult:
-    status: JobStatus
-    eval_metrics: dict[str, float] = field(default_factory=dict)
-    global_step: int = 0
-    error: JobError | None = None
-
-
-def run_config(spec: ConvertRequest, model_dir: Path) -> Any:
-    """The spec's RunConfig. ``model_dir`` is already resolved with the documented
-    precedence (the argument wins over ``config.model_dir``)."""
-    cfg = spec.config
-    kwargs: dict[str, Any] = {"model_dir": str(model_dir)}
-    if cfg is not None:
-        kwargs.update(
-            tf_random_seed=cfg.tf_random_seed,
-            save_summary_steps=cfg.save_summary_steps,
-            keep_checkpoint_max=cfg.keep_checkpoint_max,
-            keep_checkpoint_every_n_hours=cfg.keep_checkpoint_every_n_hours,
-            log_step_count_steps=cfg.log_step_count_steps,
-        )
-        if cfg.save_checkpoints_steps is not None:
-            kwargs.update(
-                save_checkpoints_steps=cfg.save_checkpoints_steps, save_checkpoints_secs=None
-            )
-        elif cfg.save_checkpoints_secs is not None:
-            kwargs["save_checkpoints_secs"] = cfg.save_checkpoints_secs
-        if cfg.train_distribute == "mirrored":
-            kwargs["train_distribute"] = tf.distribute.MirroredStrategy()
-    if spec.accelerator == "gpu":
-        # Let several processes share a GPU node: take memory as needed, not all of it.
-        kwargs["session_config"] = tf.compat.v1.ConfigProto(
-            gpu_options=tf.compat.v1.GPUOptions(allow_growth=True), allow_soft_placement=True
-        )
-    return tf.estimator.RunConfig(**kwargs)
 
 
 class JobRunner:
@@ -157,6 +109,28 @@ class JobRunner:
         except Exception:  # the reconciler hands it over on its next round
             log.warning("job %s: handing over the next job failed", job_id, exc_info=True)
 
+    def predict(
+        self,
+        job_id: str,
+        tenant: str,
+        instances: list[Any],
+        signature: str | None,
+        reply_key: str,
+    ) -> None:
+        """Answer a POST /jobs/{id}/predict: the job's newest export on ``instances``.
+        Never raises for bad instances: the client gets the reason."""
+        try:
+            storage = self.storage.for_tenant(tenant)
+            self.store.get(job_id, tenant)  # the API checked; the job may be gone since
+            export_dir = Storage.latest_export(storage.resolve(self.store.stored_model_dir(job_id)))
+            if export_dir is None:
+                body: dict[str, Any] = {"error": f"job {job_id} has no exported SavedModel"}
+            else:
+                body = predict(export_dir, instances, signature)
+        except (BadInstances, K2EError) as exc:
+            body = {"error": str(exc)}
+        send_reply(self.settings.broker_url, reply_key, body)
+
     def _files(self, job: Job) -> JobFiles:
         storage = self.storage.for_tenant(job.tenant or DEFAULT_TENANT)
         return JobFiles(storage, storage.resolve(self.store.stored_model_dir(job.id)))
@@ -199,10 +173,7 @@ class JobRunner:
         try:
             control.arm()
             files = self._files(job)
-            # Defence in depth: the files are checked again before TensorFlow sees them.
-            # Only the job's tenant's uploads resolve: its storage is the tenant's folder.
-            resolved = check_spec(spec, files.storage, self.settings)
-            return self._train_evaluate_export(job, owner, spec, resolved, control, files)
+            return self._phases(job, owner, spec, control, files)
         except JobInterrupted:
             control.disarm()
             log.info("job %s: stopped while %s", job.id, control.phase)
@@ -235,135 +206,36 @@ class JobRunner:
         if files is None:
             return 0
         try:
-            return _checkpoint_step(tf.train.latest_checkpoint(str(files.model_dir)))
+            return checkpoint_step(tf.train.latest_checkpoint(str(files.model_dir)))
         except Exception:
             return 0
 
-    def _train_evaluate_export(
-        self,
-        job: Job,
-        owner: str,
-        spec: ConvertRequest,
-        resolved: ResolvedModel,
-        control: RunControl,
-        files: JobFiles,
+    def _phases(
+        self, job: Job, owner: str, spec: ConvertRequest, control: RunControl, files: JobFiles
     ) -> RunResult:
-        _enter(job.id, control, "building the model")
-        tf.keras.backend.clear_session()
-        model_dir = files.model_dir
-        model_dir.mkdir(parents=True, exist_ok=True)
-        objects = custom_objects.resolve(spec.custom_objects, self.settings.plugins)
-        with tf.keras.utils.custom_object_scope(objects):
-            keras_model = build_keras_model(
-                spec, resolved.path, resolved.compile_args, self.settings.allow_lambda
-            )
-            estimator = tf.keras.estimator.model_to_estimator(
-                keras_model=keras_model,
-                custom_objects=objects or None,
-                config=run_config(spec, model_dir),
-                checkpoint_format=spec.checkpoint_format,
-                metric_names_map=spec.metric_names_map,
-                export_outputs=export.export_output_classes(spec.export_outputs),
-            )
-            inputs, outputs = resolved.summary.inputs, resolved.summary.outputs
-            train = spec.train
-            _enter(job.id, control, "loading the training data")
-            train_input = self._input_fn(
-                files.storage,
-                train.dataset,
-                inputs,
-                outputs,
-                Batching(
-                    train.batch_size,
-                    training=True,
-                    shuffle=train.shuffle,
-                    shuffle_buffer=train.shuffle_buffer,
-                    shuffle_seed=train.shuffle_seed,
-                    drop_remainder=train.drop_remainder,
-                ),
-            )
-            _enter(job.id, control, "training")
-            estimator.train(
-                train_input,
-                hooks=[self._progress_hook(job, owner, spec, control)],
-                max_steps=train.max_steps,
-            )
-            step = _checkpoint_step(estimator.latest_checkpoint())
-            if control.must_stop() or (step < train.max_steps and control.timed_out):
-                return self._stopped(job, control, step)
-            result = RunResult(JobStatus.succeeded, global_step=step)
-            if spec.eval is not None:
-                ev = spec.eval
-                _enter(job.id, control, "loading the evaluation data")
-                eval_input = self._input_fn(
-                    files.storage,
-                    ev.dataset,
-                    inputs,
-                    outputs,
-                    Batching(ev.batch_size, training=False),
-                )
-                _enter(job.id, control, "evaluating")
-                metrics = estimator.evaluate(eval_input, steps=ev.steps, hooks=[StopHook(control)])
-                control.check()
-                result.eval_metrics = {k: _scalar(v) for k, v in metrics.items()}
-            if spec.export and not self._already_exported(job.id, files):
-                _enter(job.id, control, "exporting")
-                receiver = export.serving_input_fn(
-                    inputs, export.needs_example_parsing(spec.export_outputs, inputs)
-                )
-                # A cancel seen while exporting publishes nothing: the job ends cancelled
-                # with no export, not with one its record does not name.
-                path = export.export_atomically(estimator, model_dir, receiver, control.check)
-                self.store.record_export(job.id, owner, files.storage.relative(path))
-            control.phase = "finishing"
-        return result
-
-    @staticmethod
-    def _input_fn(
-        storage: Storage,
-        dataset_id: str,
-        inputs: list[TensorInfo],
-        outputs: list[TensorInfo],
-        batching: Batching,
-    ) -> Any:
-        info = storage.dataset_info(dataset_id)
-        return input_fn_for(info, storage.dataset_file(dataset_id), inputs, outputs, batching)
-
-    def _already_exported(self, job_id: str, files: JobFiles) -> bool:
-        # An earlier attempt may have exported and died before finishing: one export per job.
-        path = self.store.export_path(job_id)
-        return path is not None and files.storage.resolve(path).is_dir()
-
-    def _progress_hook(
-        self, job: Job, owner: str, spec: ConvertRequest, control: RunControl
-    ) -> ProgressHook:
-        curve = LossCurve()
-        curve.points = [p.model_dump() for p in job.metrics.train]  # resume keeps the curve
-        max_steps = spec.train.max_steps
-        every = spec.config.log_step_count_steps if spec.config else 100
-
-        def report(step: int, loss: float, rate: float | None) -> None:
-            curve.add(step, loss)
-            eta = (max_steps - step) / rate if rate else None
-            status = self.store.record_progress(
-                job.id,
-                owner,
-                {"global_step": step, "max_steps": max_steps, "steps_per_sec": rate, "eta_s": eta},
-                curve.points,
-            )
-            if status is None:
-                control.lease_lost.set()
-            elif status == JobStatus.cancelling.value:
-                control.cancel_requested.set()
-
-        return ProgressHook(report, control, every_steps=every)
+        # Defence in depth: the files are checked again before TensorFlow sees them.
+        # Only the job's tenant's uploads resolve: its storage is the tenant's folder.
+        resolved = check_spec(spec, files.storage, self.settings)
+        phases = JobPhases(self.store, self.settings, job, owner, spec, resolved, control, files)
+        if spec.warm_start_from is not None and job.warm_start_from is not None:
+            phases.warm_start_checkpoint = _start_checkpoint(files, job.warm_start_from)
+        try:
+            return phases.run(lambda step: self._stopped(job, control, step))
+        except ExportMismatch as exc:
+            log.error("job %s: %s", job.id, exc)
+            error = mismatch_error(exc.check, exc.tolerance)
+            return RunResult(JobStatus.failed, error=error, global_step=self._step(files))
 
 
-def _enter(job_id: str, control: RunControl, phase: str) -> None:
-    """Each phase starts with a stop check and says so in the job's logs."""
-    control.check()
-    control.phase = phase
-    log.info("job %s: %s", job_id, phase)
+def _start_checkpoint(files: JobFiles, stored: str) -> str:
+    """The checkpoint a fine-tuning job starts from, which must still exist."""
+    path = files.storage.resolve(stored)
+    if not Path(f"{path}.index").is_file():
+        raise InvalidSpec(
+            f"the checkpoint {stored} this job starts from is gone: its job was deleted, "
+            "or it kept only newer checkpoints (keep_checkpoint_max)"
+        )
+    return str(path)
 
 
 def _error(error_type: str, message: str, reason: JobErrorReason = "error") -> JobError:
@@ -372,12 +244,3 @@ def _error(error_type: str, message: str, reason: JobErrorReason = "error") -> J
 
 def _timed_out(job: Job) -> JobError:
     return _error("TimeoutError", f"training exceeded timeout_s={job.timeout_s}", "timed_out")
-
-
-def _checkpoint_step(path: str | None) -> int:
-    # Object-based checkpoints don't store a `global_step` key; the file name has it.
-    return int(path.rsplit("-", 1)[1]) if path else 0
-
-
-def _scalar(value: Any) -> float:
-    return float(np.asarray(value).item())

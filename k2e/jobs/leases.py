@@ -147,12 +147,14 @@ class JobLeases(JobStore):
         self._notify(job_id)
         return status
 
-    def record_export(self, job_id: str, owner: str, path: str) -> None:
+    def record_export(
+        self, job_id: str, owner: str, path: str, check: dict[str, Any] | None = None
+    ) -> None:
         with self.engine.begin() as conn:
             conn.execute(
                 update(jobs)
                 .where(jobs.c.id == job_id, jobs.c.lease_owner == owner)
-                .values(export_path=path)
+                .values(export_path=path, export_check=check)
             )
             add_event(conn, job_id, "log", f"exported {path}")
         self._notify(job_id)

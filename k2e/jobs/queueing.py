@@ -79,6 +79,11 @@ class TaskSender:
         self._url = settings.broker_url
         self._grace_s = settings.timeout_grace_s
 
+    @property
+    def celery(self) -> Celery:
+        """The Celery app tasks are sent with (also POST /jobs/{id}/predict's)."""
+        return self._celery
+
     def send_train(self, job_id: str, queue: str, timeout_s: int | None) -> None:
         """Enqueue a job on ``queue``; its Celery time limits back ``timeout_s``."""
         options = train_task_options(job_id, queue, timeout_s, self._grace_s)

@@ -48,6 +48,7 @@ def to_job(row: RowMapping) -> Job:
         warm_start_from=shown_path(row["warm_start_from"]),
         tenant=row["tenant"],
         timeout_s=row["timeout_s"],
+        export=row["export_check"],
     )
 
 

@@ -151,7 +151,8 @@ def check_spec(
     errors += rules.check_export_outputs(
         spec.export_outputs, [(o.name, o.shape) for o in model.summary.outputs]
     )
-    errors += check_dataset(("train", "dataset"), spec.train.dataset, model.summary, storage)
+    if spec.train is not None:
+        errors += check_dataset(("train", "dataset"), spec.train.dataset, model.summary, storage)
     if spec.eval is not None:
         errors += check_dataset(("eval", "dataset"), spec.eval.dataset, model.summary, storage)
     if errors:
@@ -170,18 +171,23 @@ def _above(loc: tuple[str, ...], value: int | None, limit: int, setting: str) ->
 def check_spec_limits(spec: ConvertRequest, settings: Settings) -> list[FieldError]:
     """The server's spec limits (k2e.settings, "Spec limits"): sizes, steps, checkpoints."""
     train = spec.train
-    errors = [
-        *_above(("train", "max_steps"), train.max_steps, settings.max_steps, "K2E_MAX_STEPS"),
-        *_above(
-            ("train", "batch_size"), train.batch_size, settings.max_batch_size, "K2E_MAX_BATCH_SIZE"
-        ),
-        *_above(
-            ("train", "shuffle_buffer"),
-            train.shuffle_buffer,
-            settings.max_shuffle_buffer,
-            "K2E_MAX_SHUFFLE_BUFFER",
-        ),
-    ]
+    errors = []
+    if train is not None:
+        errors += [
+            *_above(("train", "max_steps"), train.max_steps, settings.max_steps, "K2E_MAX_STEPS"),
+            *_above(
+                ("train", "batch_size"),
+                train.batch_size,
+                settings.max_batch_size,
+                "K2E_MAX_BATCH_SIZE",
+            ),
+            *_above(
+                ("train", "shuffle_buffer"),
+                train.shuffle_buffer,
+                settings.max_shuffle_buffer,
+                "K2E_MAX_SHUFFLE_BUFFER",
+            ),
+        ]
     if spec.eval is not None:
         batch = spec.eval.batch_size
         limit = settings.max_batch_size
@@ -212,7 +218,7 @@ def check_spec_limits(spec: ConvertRequest, settings: Settings) -> list[FieldErr
         errors.append(FieldError(("config", "keep_checkpoint_every_n_hours"), msg))
     steps = cfg.save_checkpoints_steps
     most = settings.max_checkpoints_per_job
-    if steps is not None and -(-train.max_steps // steps) > most:
+    if train is not None and steps is not None and -(-train.max_steps // steps) > most:
         least = -(-train.max_steps // most)
         msg = (
             f"save_checkpoints_steps {steps} writes {-(-train.max_steps // steps)} checkpoints "

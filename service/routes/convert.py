@@ -26,10 +26,10 @@ _CONVERT_BODY = request_body(
 )
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused (413) as soon as it passes ``limit`` bytes: never buffered
-    whole first."""
-    too_large = f"the JSON body exceeds K2E_MAX_JSON_BYTES ({limit} bytes)"
+async def read_body(request: Request, limit: int, setting: str = "K2E_MAX_JSON_BYTES") -> bytes:
+    """The request body, refused (413) as soon as it passes ``limit`` bytes (the server
+    setting ``setting``): never buffered whole first."""
+    too_large = f"the JSON body exceeds {setting} ({limit} bytes)"
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise UploadTooLarge(too_large)

@@ -368,7 +368,6 @@ CASES = [
         ["eval", "batch_size"],
         "greater than or equal to 1",
     ),
-    ("train-missing", _set("train", _DROP), 422, ["train"], "Field required"),
     (
         "dataset-unknown",
         _set("train.dataset", "0" * 32),
@@ -437,6 +436,57 @@ def test_rule(env, mutate, status: int, loc: list[Any], text: str | Wording) -> 
     else:
         assert any(text in m for m in messages), messages
     assert client.get("/jobs").json()["items"] == before, "no job may be created"
+
+
+def _without_train(ids: dict[str, str]) -> Spec:
+    spec = base(ids)
+    del spec["train"]
+    return spec
+
+
+# The rules of every case that leaves `train` alone, on a job without `train` (convert and
+# evaluate the uploaded weights): they apply just the same.
+NO_TRAIN_CASES = [
+    pytest.param(m, s, loc, t, id=case)
+    for case, m, s, loc, t in CASES
+    if not case.startswith(("train-", "dataset-unknown", "dataset-wrong", "dataset-non"))
+    and "train" not in loc
+]
+
+
+@pytest.mark.parametrize(("mutate", "status", "loc", "text"), NO_TRAIN_CASES)
+def test_rule_without_train(env, mutate, status: int, loc: list[Any], text: str | Wording) -> None:
+    client, ids, _ = env
+    before = client.get("/jobs").json()["items"]
+    spec = mutate(_without_train(ids), ids)
+    assert "train" not in spec
+    response = client.post("/convert", json=spec)
+    assert response.status_code == status, response.text
+    body = response.json()
+    locs = [e["loc"] for e in body["errors"]]
+    assert any(found[: len(loc)] == loc for found in locs), locs
+    messages = [body["detail"], *(e["msg"] for e in body["errors"])]
+    if isinstance(text, Wording):
+        assert body["detail"] in text, body["detail"]
+    else:
+        assert any(text in m for m in messages), messages
+    assert client.get("/jobs").json()["items"] == before, "no job may be created"
+
+
+def test_jobs_without_train_are_accepted(env) -> None:
+    """Convert-only (no train, no eval) and evaluate-only jobs: no max_steps to show."""
+    client, ids, _ = env
+    for spec in ({"keras_model_path": ids["model"]}, _without_train(ids)):
+        response = client.post("/convert", json={**spec, "metric_names_map": MAP_OK})
+        assert response.status_code == 202, response.text
+        job = response.json()
+        assert job["progress"] == {
+            "global_step": 0,
+            "max_steps": None,
+            "steps_per_sec": None,
+            "eta_s": None,
+        }
+        assert job["export"] is None
 
 
 def test_the_base_spec_is_valid(env) -> None:

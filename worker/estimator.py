@@ -1,0 +1,106 @@
+"""The job's Estimator: ``model_to_estimator`` with the spec's parameters, and the
+checkpoint the job's weights are in before (or without) training."""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from k2e.schemas import ConvertRequest
+from k2e.settings import Settings
+from k2e.spec.checks import ResolvedModel
+from worker import export
+from worker.models import build_keras_model
+from worker.tfrt import tf
+
+# Where model_to_estimator saves the Keras model's own weights (both checkpoint formats;
+# the Estimator warm-starts from it). Measured on estimator 2.15.0: exporting or
+# evaluating with this checkpoint_path gives the uploaded model's predictions exactly.
+KERAS_CHECKPOINT = Path("keras") / "keras_model.ckpt"
+
+
+@dataclass
+class JobEstimator:
+    estimator: Any
+    # The weights before training: the uploaded ones as model_to_estimator saved them,
+    # or the checkpoint of another job that a fine-tuning job starts from.
+    start_checkpoint: str
+
+    def newest_checkpoint(self) -> str | None:
+        """The model_dir's newest checkpoint (training's, or a reused model_dir's)."""
+        path: str | None = self.estimator.latest_checkpoint()
+        return path
+
+    def weights_checkpoint(self) -> str:
+        """The checkpoint whose weights the job evaluates and exports: the newest of the
+        model_dir, else the start weights (a convert-only or evaluate-only job)."""
+        return self.newest_checkpoint() or self.start_checkpoint
+
+
+def run_config(spec: ConvertRequest, model_dir: Path) -> Any:
+    """The spec's RunConfig. ``model_dir`` is already resolved with the documented
+    precedence (the argument wins over ``config.model_dir``)."""
+    cfg = spec.config
+    kwargs: dict[str, Any] = {"model_dir": str(model_dir)}
+    if cfg is not None:
+        kwargs.update(
+            tf_random_seed=cfg.tf_random_seed,
+            save_summary_steps=cfg.save_summary_steps,
+            keep_checkpoint_max=cfg.keep_checkpoint_max,
+            keep_checkpoint_every_n_hours=cfg.keep_checkpoint_every_n_hours,
+            log_step_count_steps=cfg.log_step_count_steps,
+        )
+        if cfg.save_checkpoints_steps is not None:
+            kwargs.update(
+                save_checkpoints_steps=cfg.save_checkpoints_steps, save_checkpoints_secs=None
+            )
+        elif cfg.save_checkpoints_secs is not None:
+            kwargs["save_checkpoints_secs"] = cfg.save_checkpoints_secs
+        if cfg.train_distribute == "mirrored":
+            kwargs["train_distribute"] = tf.distribute.MirroredStrategy()
+    if spec.accelerator == "gpu":
+        # Let several processes share a GPU node: take memory as needed, not all of it.
+        kwargs["session_config"] = tf.compat.v1.ConfigProto(
+            gpu_options=tf.compat.v1.GPUOptions(allow_growth=True), allow_soft_placement=True
+        )
+    return tf.estimator.RunConfig(**kwargs)
+
+
+def build_estimator(
+    spec: ConvertRequest,
+    resolved: ResolvedModel,
+    settings: Settings,
+    model_dir: Path,
+    objects: dict[str, Any],
+    warm_start_checkpoint: str | None = None,
+) -> JobEstimator:
+    """A fresh Keras model converted by ``model_to_estimator``. Call inside
+    ``tf.keras.utils.custom_object_scope(objects)``: the Estimator clones the model in each
+    of its graphs, so the scope must hold while it trains, evaluates and exports.
+
+    With ``warm_start_checkpoint`` (fine-tuning from another job), the Estimator is built
+    again from the converted model_fn with ``WarmStartSettings`` naming that checkpoint:
+    its trainable variables start from it (object-based or name-based checkpoints alike:
+    the warm-start utility maps object keys to variable names), while the global step and
+    the optimizer's slots start afresh in the job's own model_dir.
+    """
+    keras_model = build_keras_model(
+        spec, resolved.path, resolved.compile_args, settings.allow_lambda
+    )
+    estimator = tf.keras.estimator.model_to_estimator(
+        keras_model=keras_model,
+        custom_objects=objects or None,
+        config=run_config(spec, model_dir),
+        checkpoint_format=spec.checkpoint_format,
+        metric_names_map=spec.metric_names_map,
+        export_outputs=export.export_output_classes(spec.export_outputs),
+    )
+    if warm_start_checkpoint is not None:
+        estimator = tf.estimator.Estimator(
+            model_fn=estimator.model_fn,
+            config=estimator.config,
+            warm_start_from=tf.estimator.WarmStartSettings(
+                ckpt_to_initialize_from=warm_start_checkpoint
+            ),
+        )
+        return JobEstimator(estimator, warm_start_checkpoint)
+    return JobEstimator(estimator, str(model_dir / KERAS_CHECKPOINT))

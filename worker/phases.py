@@ -1,0 +1,231 @@
+"""A job's phases on one worker: build the Estimator, train, evaluate, export (verified,
+with TF Serving warm-up requests). worker/training.py runs them under a lease."""
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from k2e.jobs.leases import JobLeases
+from k2e.schemas import (
+    ConvertRequest,
+    Job,
+    JobError,
+    JobStatus,
+    TensorInfo,
+)
+from k2e.settings import Settings
+from k2e.spec.checks import ResolvedModel
+from k2e.storage import Storage
+from worker import custom_objects, export
+from worker.estimator import JobEstimator, build_estimator
+from worker.hooks import LossCurve, ProgressHook, StopHook
+from worker.inputs import Batching, input_fn_for
+from worker.lease import RunControl
+from worker.signatures import loaded
+from worker.tfrt import tf
+from worker.verify import (
+    MAX_EXAMPLES,
+    ExamplesFrom,
+    ExportMismatch,
+    estimator_predictions,
+    first_examples,
+    generated_examples,
+    verify_export,
+)
+from worker.warmup import write_warmup
+
+log = logging.getLogger("k2e.worker")
+
+
+@dataclass(frozen=True)
+class JobFiles:
+    """Where a job's files are: its tenant's storage, and its model_dir in it."""
+
+    storage: Storage
+    model_dir: Path
+
+
+@dataclass
+class RunResult:
+    status: JobStatus
+    eval_metrics: dict[str, float] = field(default_factory=dict)
+    global_step: int = 0
+    error: JobError | None = None
+
+
+@dataclass
+class JobPhases:
+    """One attempt at one job; each phase checks ``control`` before it starts."""
+
+    store: JobLeases
+    settings: Settings
+    job: Job
+    owner: str
+    spec: ConvertRequest
+    resolved: ResolvedModel
+    control: RunControl
+    files: JobFiles
+    warm_start_checkpoint: str | None = None
+
+    @property
+    def inputs(self) -> list[TensorInfo]:
+        return self.resolved.summary.inputs
+
+    @property
+    def outputs(self) -> list[TensorInfo]:
+        return self.resolved.summary.outputs
+
+    def run(self, stopped: Any) -> RunResult:
+        """Every phase; ``stopped(step)`` is the result of a job that must stop."""
+        control = self.control
+        self._enter("building the model")
+        tf.keras.backend.clear_session()
+        self.files.model_dir.mkdir(parents=True, exist_ok=True)
+        objects = custom_objects.resolve(self.spec.custom_objects, self.settings.plugins)
+        with tf.keras.utils.custom_object_scope(objects):
+            built = build_estimator(
+                self.spec,
+                self.resolved,
+                self.settings,
+                self.files.model_dir,
+                objects,
+                self.warm_start_checkpoint,
+            )
+            step = 0
+            if self.spec.train is not None:
+                step = self.train(built)
+                if control.must_stop() or (step < self.spec.train.max_steps and control.timed_out):
+                    return stopped(step)
+            result = RunResult(JobStatus.succeeded, global_step=step)
+            if self.spec.eval is not None:
+                result.eval_metrics = self.evaluate(built)
+            if self.spec.export and not self._already_exported():
+                self.export(built)
+            control.phase = "finishing"
+        return result
+
+    def train(self, built: JobEstimator) -> int:
+        train = self.spec.train
+        assert train is not None
+        self._enter("loading the training data")
+        batching = Batching(
+            train.batch_size,
+            training=True,
+            shuffle=train.shuffle,
+            shuffle_buffer=train.shuffle_buffer,
+            shuffle_seed=train.shuffle_seed,
+            drop_remainder=train.drop_remainder,
+        )
+        train_input = self._input_fn(train.dataset, batching)
+        self._enter("training")
+        built.estimator.train(
+            train_input, hooks=[self._progress_hook(train.max_steps)], max_steps=train.max_steps
+        )
+        return checkpoint_step(built.newest_checkpoint())
+
+    def evaluate(self, built: JobEstimator) -> dict[str, float]:
+        ev = self.spec.eval
+        assert ev is not None
+        self._enter("loading the evaluation data")
+        eval_input = self._input_fn(ev.dataset, Batching(ev.batch_size, training=False))
+        self._enter("evaluating")
+        # Without training, the uploaded weights (global_step 0) or a reused model_dir's.
+        metrics = built.estimator.evaluate(
+            eval_input,
+            steps=ev.steps,
+            hooks=[StopHook(self.control)],
+            checkpoint_path=built.weights_checkpoint(),
+        )
+        self.control.check()
+        return {k: float(np.asarray(v).item()) for k, v in metrics.items()}
+
+    def export(self, built: JobEstimator) -> None:
+        """Export, verify against the Estimator's own predictions, add warm-up requests,
+        then publish; a mismatch raises ExportMismatch and publishes nothing, and so does
+        a cancel seen before publishing (the job ends cancelled with no export)."""
+        self._enter("exporting")
+        model_dir = self.files.model_dir
+        try:
+            self._export(built, model_dir)
+        finally:
+            export.discard_staging(model_dir)
+
+    def _export(self, built: JobEstimator, model_dir: Path) -> None:
+        receiver = export.serving_input_fn(
+            self.inputs, export.needs_example_parsing(self.spec.export_outputs, self.inputs)
+        )
+        checkpoint = built.weights_checkpoint()
+        written = export.export_to_staging(built.estimator, model_dir, receiver, checkpoint)
+        self._enter("verifying the export")
+        features, source = self._examples()
+        predictions = estimator_predictions(built.estimator, features, checkpoint)
+        check = verify_export(
+            written, features, predictions, self.settings.export_tolerance, source
+        )
+        if not check.verified:
+            raise ExportMismatch(check, self.settings.export_tolerance)
+        with loaded(written) as (_session, signatures):
+            check.warmup_requests = write_warmup(written, signatures, features)
+        self.control.check()
+        path = export.publish(written, model_dir)
+        self.store.record_export(
+            self.job.id, self.owner, self.files.storage.relative(path), check.model_dump()
+        )
+
+    def _enter(self, phase: str) -> None:
+        """Each phase starts with a stop check and says so in the job's logs."""
+        self.control.check()
+        self.control.phase = phase
+        log.info("job %s: %s", self.job.id, phase)
+
+    def _examples(self) -> tuple[dict[str, np.ndarray], ExamplesFrom]:
+        """Up to MAX_EXAMPLES examples of the job's data (evaluation data first), or
+        generated ones when the job has none."""
+        for section, source in ((self.spec.eval, "eval"), (self.spec.train, "train")):
+            if section is not None:
+                input_fn = self._input_fn(section.dataset, Batching(MAX_EXAMPLES, training=False))
+                examples_from: ExamplesFrom = "eval" if source == "eval" else "train"
+                return first_examples(input_fn, self.inputs), examples_from
+        return generated_examples(self.inputs), "generated"
+
+    def _input_fn(self, dataset_id: str, batching: Batching) -> Any:
+        storage = self.files.storage
+        info = storage.dataset_info(dataset_id)
+        path = storage.dataset_file(dataset_id)
+        return input_fn_for(info, path, self.inputs, self.outputs, batching)
+
+    def _already_exported(self) -> bool:
+        # An earlier attempt may have exported and died before finishing: one export per job.
+        path = self.store.export_path(self.job.id)
+        return path is not None and self.files.storage.resolve(path).is_dir()
+
+    def _progress_hook(self, max_steps: int) -> ProgressHook:
+        curve = LossCurve()
+        curve.points = [p.model_dump() for p in self.job.metrics.train]  # resume keeps it
+        every = self.spec.config.log_step_count_steps if self.spec.config else 100
+        control = self.control
+
+        def report(step: int, loss: float, rate: float | None) -> None:
+            curve.add(step, loss)
+            eta = (max_steps - step) / rate if rate else None
+            progress = {
+                "global_step": step,
+                "max_steps": max_steps,
+                "steps_per_sec": rate,
+                "eta_s": eta,
+            }
+            status = self.store.record_progress(self.job.id, self.owner, progress, curve.points)
+            if status is None:
+                control.lease_lost.set()
+            elif status == JobStatus.cancelling.value:
+                control.cancel_requested.set()
+
+        return ProgressHook(report, control, every_steps=every)
+
+
+def checkpoint_step(path: str | None) -> int:
+    # Object-based checkpoints don't store a `global_step` key; the file name has it.
+    return int(path.rsplit("-", 1)[1]) if path else 0

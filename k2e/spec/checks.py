@@ -13,6 +13,7 @@ from k2e.errors import FieldError, InvalidSpec, InvalidUpload, NotFound
 from k2e.schemas import ConvertRequest, DatasetInfo, TensorInfo
 from k2e.settings import Settings
 from k2e.spec import rules
+from k2e.spec.dtypes import check_dtype
 from k2e.storage import Storage
 from k2e.vetting.configs import VetPolicy, vet_model_config
 from k2e.vetting.inspection import H5Summary
@@ -132,6 +133,9 @@ def check_spec(
         raise InvalidSpec(msg, [FieldError(loc_model, msg)])
     if not model.compiled:
         raise InvalidSpec(rules.NOT_COMPILED, [FieldError(loc_model, rules.NOT_COMPILED)])
+    if model.summary.unconvertible:
+        layer_errors = [FieldError(loc_model, why) for why in model.summary.unconvertible]
+        raise InvalidSpec(layer_errors[0].msg, layer_errors)
 
     errors: list[FieldError] = []
     known = registry(settings.plugins)
@@ -259,9 +263,9 @@ def _check_array(loc: tuple[str, ...], info: DatasetInfo, tensor: TensorInfo) ->
                 f"the dataset has no array {tensor.name!r}; it has {sorted(info.arrays)}",
             )
         ]
-    dtype = info.dtypes.get(tensor.name, "float32")
-    if not _numeric(dtype):
-        return [FieldError((*loc, tensor.name), f"{tensor.name!r} has non-numeric dtype {dtype}")]
+    dtype_error = check_dtype(info, tensor)
+    if dtype_error is not None:
+        return [FieldError((*loc, tensor.name), dtype_error)]
     have = list(info.arrays[tensor.name][1:])
     want = list(tensor.shape[1:])
     if tensor.shape == [None]:
@@ -280,7 +284,3 @@ def _check_array(loc: tuple[str, ...], info: DatasetInfo, tensor: TensorInfo) ->
             )
         ]
     return []
-
-
-def _numeric(dtype: str) -> bool:
-    return dtype.startswith(("float", "int", "uint", "bool"))

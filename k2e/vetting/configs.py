@@ -47,6 +47,18 @@ _FILE_KEYS = frozenset(
         "path",
     }
 )
+# Feature columns a DenseFeatures layer may hold: their configs are data (keys, sizes,
+# boundaries, inline vocabulary lists) that tf.feature_column deserializes by class name.
+# Left out: VocabularyFileCategoricalColumn (it opens a file), SharedEmbeddingColumn and the
+# sequence columns (not deserializable by a DenseFeatures layer).
+_FEATURE_COLUMNS = frozenset(
+    "NumericColumn BucketizedColumn CrossedColumn EmbeddingColumn HashedCategoricalColumn "
+    "IdentityCategoricalColumn IndicatorColumn VocabularyListCategoricalColumn "
+    "WeightedCategoricalColumn".split()
+)
+_URL = re.compile(r"^\s*(?:[A-Za-z][A-Za-z0-9+.-]*://|file:)")
+
+
 _URL = re.compile(r"^\s*(?:[A-Za-z][A-Za-z0-9+.-]*://|file:)")
 
 
@@ -159,6 +171,13 @@ class _Vetter:
             raise self.refuse(
                 path, f"{key} {value[:200]!r} is a URL; a model config may not reference one"
             )
+        if key == "normalizer_fn" and value not in self.custom:
+            # tf.feature_column looks the name up among its own module's globals.
+            raise self.refuse(
+                path,
+                f"normalizer_fn {value[:200]!r} is code a feature column would call; only "
+                "names of the server's custom-object registry are allowed",
+            )
         if key in _ACTIVATION_KEYS:
             if value not in self.builtins.activations and value not in self.custom:
                 raise self.refuse(
@@ -217,6 +236,14 @@ class _Vetter:
         elif cls in ("InstanceMethod", "InstanceProperty"):
             if cfg.get("attr_name") not in known.tensor_attributes:
                 raise self.refuse(path, f"uses tensor attribute {cfg.get('attr_name')!r}")
+        elif cls == "VocabularyFileCategoricalColumn":
+            raise self.refuse(
+                path,
+                "a vocabulary-file column opens a file on the server; use "
+                "categorical_column_with_vocabulary_list (an inline vocabulary)",
+            )
+        elif cls in _FEATURE_COLUMNS:
+            return
         elif cls.startswith("__") and cls not in _DATA_MARKERS:
             raise self.refuse(path, f"unknown serialization marker {cls!r}")
         elif cls not in known.classes and cls not in self.custom and cls not in _DATA_MARKERS:

@@ -229,6 +229,9 @@ class ModelInfo(BaseModel):
     sha256: str
     size: int = 0
     model_class: str = "Functional"
+    # Classes of the model that are neither Keras's nor the registry's: a spec using the
+    # model maps each with custom_objects to a name of GET /custom-objects.
+    custom_names: list[str] = []
 
 
 class DatasetInfo(BaseModel):

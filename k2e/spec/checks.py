@@ -34,6 +34,8 @@ class ResolvedModel:
     path: Path | None  # the model file (HDF5 or .keras), for keras_model_path
     # The file's compile arguments with plain metric names (see inspection.plain_compile_args).
     compile_args: dict[str, Any] | None = None
+    # The upload's classes that custom_objects must map (H5Summary.custom_names).
+    custom_names: tuple[str, ...] = ()
 
 
 def resolve_model(
@@ -76,7 +78,12 @@ def resolve_model(
     stored = None if reinspect else _stored_inspection(spec.keras_model_path, storage)
     if stored is not None:
         return ResolvedModel(
-            stored.summary, stored.compiled, stored.metric_names, path, stored.compile_args
+            stored.summary,
+            stored.compiled,
+            stored.metric_names,
+            path,
+            stored.compile_args,
+            tuple(stored.custom_names),
         )
     fmt = "keras" if path.suffix.lower() == ".keras" else "h5"
     try:
@@ -146,6 +153,16 @@ def check_spec(
                     ("custom_objects", name),
                     f"{target!r} is not in the server's custom-object registry "
                     f"(GET /custom-objects lists {sorted(known)})",
+                )
+            )
+    for name in model.custom_names:
+        if name not in (spec.custom_objects or {}):
+            errors.append(
+                FieldError(
+                    ("custom_objects",),
+                    f"the model uses class {name!r}, which is neither a Keras built-in nor in "
+                    "the server's custom-object registry: map it in custom_objects to a name "
+                    f"GET /custom-objects lists ({sorted(known)})",
                 )
             )
     if spec.checkpoint_format == "checkpoint" and not model.summary.is_graph_network:

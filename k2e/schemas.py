@@ -41,12 +41,18 @@ def _model_dir_name(value: str) -> str:
 ModelDirName = Annotated[str, AfterValidator(_model_dir_name)]
 
 
+Metric = str | dict[str, Any]
+
+
 class CompileSpec(_Request):
     """The arguments of ``model.compile`` that an inline model is compiled with."""
 
     optimizer: str | dict[str, Any] = "rmsprop"
     loss: str | list[str] | dict[str, str]
-    metrics: list[str] | dict[str, str | list[str]] | None = None
+    # A metric is a name ("mae") or a serialized metric object
+    # ({"class_name": "AUC", "config": {"name": "auc"}}); per output in a dict.
+    metrics: list[Metric] | dict[str, Metric | list[Metric]] | None = None
+    weighted_metrics: list[Metric] | dict[str, Metric | list[Metric]] | None = None
     loss_weights: list[float] | dict[str, float] | None = None
 
 
@@ -270,6 +276,9 @@ class ModelInfo(BaseModel):
     sha256: str
     size: int = 0
     model_class: str = "Functional"
+    # Classes of the model that are neither Keras's nor the registry's: a spec using the
+    # model maps each with custom_objects to a name of GET /custom-objects.
+    custom_names: list[str] = []
 
 
 class DatasetInfo(BaseModel):

@@ -80,7 +80,10 @@ def store_model(received: ReceivedFile, backend: Backend, tenant: str) -> ModelI
     fmt = format_of(received, MODEL_SUFFIXES)
     try:
         summary = inspect_model_file(
-            received.path, fmt, policy_for(settings), SandboxLimits.from_settings(settings)
+            received.path,
+            fmt,
+            policy_for(settings, defer_custom=True),
+            SandboxLimits.from_settings(settings),
         )
         info = ModelInfo(
             id=new_id(),
@@ -92,6 +95,7 @@ def store_model(received: ReceivedFile, backend: Backend, tenant: str) -> ModelI
             sha256=sha256_of(received.path),
             size=received.size,
             model_class=summary.summary.model_class,
+            custom_names=summary.custom_names,
         )
         # The whole inspection, so that POST /convert need not inspect the file again.
         storage.write_summary(info.id, summary.model_dump(mode="json"))

@@ -8,6 +8,7 @@ from typing import Any
 
 from k2e.schemas import TensorInfo
 from k2e.storage import EXPORT_DIR, EXPORT_STAGING_DIR
+from worker.inputs import example_dtype
 from worker.tfrt import tf
 
 EXPORT_CLASSES = {
@@ -38,8 +39,9 @@ def serving_input_fn(inputs: list[TensorInfo], parse_examples: bool) -> Any:
 
     def parsing() -> Any:
         serialized = tf.compat.v1.placeholder(tf.string, [None], name="input_example_tensor")
-        spec = {t.name: tf.io.FixedLenFeature(t.shape[1:], _dtype(t)) for t in inputs}
-        features = tf.io.parse_example(serialized, spec)
+        spec = {t.name: tf.io.FixedLenFeature(t.shape[1:], example_dtype(t)) for t in inputs}
+        parsed = tf.io.parse_example(serialized, spec)
+        features = {t.name: tf.cast(parsed[t.name], _dtype(t)) for t in inputs}
         return tf.estimator.export.ServingInputReceiver(
             features, {"examples": serialized}, receiver_tensors_alternatives={RAW: features}
         )

@@ -1,21 +1,23 @@
 """input_fns that feed the Estimator from uploaded datasets (npz, CSV, TFRecord)."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from k2e.formats.csvdata import load_csv_arrays
+from k2e.formats.csvdata import inspect_csv, iter_csv_chunks
 from k2e.formats.limits import ReadLimits
-from k2e.formats.npz import load_npz_arrays
+from k2e.formats.npz import inspect_npz, iter_npz_chunks
 from k2e.formats.tfrecord import is_gzip
 from k2e.schemas import DatasetInfo, TensorInfo
 from k2e.settings import get_settings
 from worker.tfrt import tf
 
 SAMPLE_WEIGHTS = "sample_weights"
+# A tf.Example feature's list kind (k2e.formats.examples) -> the dtype it parses to.
+_EXAMPLE_KINDS: dict[str | None, Any] = {"int64": tf.int64, "bytes": tf.string}
 
 
 @dataclass(frozen=True)
@@ -37,15 +39,29 @@ def input_fn_for(
 ) -> Callable[[], Any]:
     """Features keyed by input name, labels by output name; with weights present, the
     ``{"features", "sample_weights"}`` form the Keras Estimator expects. Training data
-    repeats (``max_steps`` decides when to stop); evaluation data is one pass."""
+    repeats (``max_steps`` decides when to stop); evaluation data is one pass.
+
+    Every format streams from its file: nothing dataset-sized enters the graph (where
+    ``from_tensor_slices`` would embed arrays as constants, past protobuf's 2 GB limit)
+    nor stays in the worker's memory."""
     if info.format == "tfrecord":
         return _tfrecord_input_fn(info, path, inputs, outputs, batching)
     # The same bounds the API's inspection kept (inflation, array sizes, CSV columns and
-    # fields), checked again before anything is loaded: the file may have changed since.
+    # fields), checked again before anything is read: the file may have changed since.
     limits = ReadLimits.from_settings(get_settings())
-    load = load_npz_arrays if info.format == "npz" else load_csv_arrays
-    arrays = load(path, limits)
-    return _arrays_input_fn(arrays, inputs, outputs, batching)
+    if info.format == "npz":
+        inspect_npz(path, limits)
+        return _chunked_input_fn(
+            info, lambda names: iter_npz_chunks(path, names), inputs, outputs, batching
+        )
+    summary = inspect_csv(path, limits)
+    return _chunked_input_fn(
+        info,
+        lambda names: iter_csv_chunks(path, summary, limits),
+        inputs,
+        outputs,
+        batching,
+    )
 
 
 def weight_names(names: list[str], outputs: list[str]) -> dict[str, str]:
@@ -69,35 +85,92 @@ def _finish(ds: Any, batching: Batching) -> Any:
     return ds.batch(batching.batch_size, drop_remainder=batching.drop_remainder)
 
 
-def _arrays_input_fn(
-    arrays: dict[str, np.ndarray],
+def _chunked_input_fn(
+    info: DatasetInfo,
+    read_chunks: Callable[[list[str]], Iterator[dict[str, np.ndarray]]],
     inputs: list[TensorInfo],
     outputs: list[TensorInfo],
     batching: Batching,
 ) -> Callable[[], Any]:
-    features = {t.name: _as_model_array(arrays[t.name], t) for t in inputs}
-    labels = {t.name: _as_model_array(arrays[t.name], t) for t in outputs}
-    names = weight_names(list(arrays), [t.name for t in outputs])
-    weights = {out: arrays[key].astype("float32").reshape(-1) for out, key in names.items()}
-    if weights:
+    """A generator over the file's chunks (a run of examples each), unbatched into the
+    examples that shuffle, repeat and batch as ``from_tensor_slices`` would give them."""
+    output_names = [t.name for t in outputs]
+    weights = weight_names(list(info.arrays), output_names)
+    names = [t.name for t in [*inputs, *outputs]] + list(dict.fromkeys(weights.values()))
+
+    def structure(chunk: dict[str, np.ndarray]) -> Any:
+        features = {t.name: model_array(chunk[t.name], t) for t in inputs}
+        labels = {t.name: model_array(chunk[t.name], t) for t in outputs}
+        if not weights:
+            return features, labels
+        n = len(next(iter(features.values())))
         # The Keras Estimator wants a weight for every output once any is given.
-        n = len(next(iter(weights.values())))
-        for t in outputs:
-            weights.setdefault(t.name, np.ones(n, "float32"))
+        sample_weights = {
+            out: chunk[weights[out]].astype("float32").reshape(-1)
+            if out in weights
+            else np.ones(n, "float32")
+            for out in output_names
+        }
+        return {"features": features, "sample_weights": sample_weights}, labels
+
+    def spec(tensor: TensorInfo) -> Any:
+        shape = model_example_shape(info.arrays[tensor.name][1:], tensor)
+        return tf.TensorSpec([None, *shape], tf.as_dtype(model_dtype(tensor)))
+
+    features_spec = {t.name: spec(t) for t in inputs}
+    labels_spec = {t.name: spec(t) for t in outputs}
+    signature: Any = (features_spec, labels_spec)
+    if weights:
+        weights_spec = {out: tf.TensorSpec([None], tf.float32) for out in output_names}
+        signature = ({"features": features_spec, "sample_weights": weights_spec}, labels_spec)
+
+    def generate() -> Iterator[Any]:
+        for chunk in read_chunks(names):
+            yield structure(chunk)
 
     def input_fn() -> Any:
-        x: Any = {"features": features, "sample_weights": weights} if weights else features
-        ds = tf.data.Dataset.from_tensor_slices((x, labels))
+        ds = tf.data.Dataset.from_generator(generate, output_signature=signature).unbatch()
         return _finish(ds, batching).prefetch(tf.data.AUTOTUNE)
 
     return input_fn
 
 
-def _as_model_array(array: np.ndarray, tensor: TensorInfo) -> np.ndarray:
+def example_dtype(tensor: TensorInfo) -> Any:
+    """The dtype a tf.Example feature for ``tensor`` parses to (tf.Example lists hold
+    bytes, int64 or float32 values): cast to the tensor's own dtype after parsing."""
+    kind = tf.as_dtype(model_dtype(tensor))
+    if kind == tf.string:
+        return tf.string
+    return tf.int64 if kind.is_integer or kind == tf.bool else tf.float32
+
+
+def model_dtype(tensor: TensorInfo) -> str:
+    """The dtype a model input (or output) takes; Keras's ``string`` is numpy's bytes."""
+    return tensor.dtype or "float32"
+
+
+def model_example_shape(have: list[int], tensor: TensorInfo) -> list[int]:
     # A [batch, 1] tensor also takes a flat [n] array.
+    if not have and len(tensor.shape) == 2 and tensor.shape[1] == 1:
+        return [1]
+    return list(have)
+
+
+def model_array(array: np.ndarray, tensor: TensorInfo) -> np.ndarray:
+    """``array`` (a chunk of examples) as the tensor takes it: text is UTF-8 bytes for a
+    string input and parsed for a numeric one (a CSV column); numbers are cast."""
     if array.ndim == 1 and len(tensor.shape) == 2 and tensor.shape[1] == 1:
         array = array.reshape(-1, 1)
-    return array.astype(tensor.dtype or "float32", copy=False)
+    dtype = model_dtype(tensor)
+    if dtype == "string":
+        if array.dtype.kind == "U":
+            return np.char.encode(array, "utf-8")
+        if array.dtype.kind == "S":
+            return array
+        return array.astype(str).astype(bytes)  # a numeric CSV column read as text
+    if array.dtype.kind == "U":  # CSV text of a numeric column
+        array = array.astype(np.float64)
+    return array.astype(dtype, copy=False)
 
 
 def _tfrecord_input_fn(
@@ -114,7 +187,7 @@ def _tfrecord_input_fn(
     tensors = {t.name: t for t in [*inputs, *outputs]}
     spec = {
         name: tf.io.FixedLenFeature(
-            info.arrays[name][1:], tf.int64 if info.dtypes.get(name) == "int64" else tf.float32
+            info.arrays[name][1:], _EXAMPLE_KINDS.get(info.dtypes.get(name), tf.float32)
         )
         for name in [*tensors, *weights.values()]
     }

@@ -55,9 +55,11 @@ def _compile(model: Any, args: dict[str, Any]) -> None:
         optimizer = tf.keras.optimizers.deserialize(optimizer, use_legacy_optimizer=True)
     else:
         optimizer = tf.keras.optimizers.get(optimizer, use_legacy_optimizer=True)
-    for key in ("metrics", "weighted_metrics"):
-        if key in args:
-            args[key] = _objects(args[key], tf.keras.metrics.deserialize)
+    # Metrics stay serialized configs ({"class_name", "config"}), never objects: the
+    # conversion's clones (the first checkpoint's, then one per train and evaluate call)
+    # re-compile from the model's compile arguments, and compiling a metric object renames
+    # it in place with its output's prefix, so AUC(name="auc") on output d would reach
+    # evaluation as d_d_d_auc. A config is deserialized afresh by every compile: d_auc.
     if "loss" in args:
         args["loss"] = _objects(args["loss"], tf.keras.losses.deserialize)
     model.compile(optimizer=optimizer, **args)

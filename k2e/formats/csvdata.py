@@ -85,8 +85,10 @@ def _rows(path: Path, limits: ReadLimits) -> Iterator[tuple[int, list[str]]]:
 
 
 def inspect_csv(path: str | os.PathLike[str], limits: ReadLimits | None = None) -> CsvSummary:
-    """Columns, shapes and row count; refuses ragged rows and non-numeric values,
-    naming the line and the column, and files past ``limits`` (columns, field size)."""
+    """Columns, shapes, dtypes and row count; refuses ragged rows, naming the line, and files
+    past ``limits`` (columns, field size). A column is ``int64`` when every value is an
+    integer, ``float32`` when every value is a number, else ``string``; a vector's dtype is
+    its columns' widest."""
     path = Path(path)
     limits = limits or ReadLimits()
     try:
@@ -103,6 +105,7 @@ def inspect_csv(path: str | os.PathLike[str], limits: ReadLimits | None = None) 
         groups = group_columns(header)
         count = 0
         integral = [True] * len(header)
+        numeric = [True] * len(header)
         for line, row in rows:
             if not row:
                 continue
@@ -111,13 +114,13 @@ def inspect_csv(path: str | os.PathLike[str], limits: ReadLimits | None = None) 
                     f"CSV line {line} has {len(row)} fields; the header has {len(header)}"
                 )
             for position, value in enumerate(row):
+                if not numeric[position]:
+                    continue
                 try:
                     number = float(value)
                 except ValueError:
-                    raise InvalidUpload(
-                        f"CSV line {line}, column {header[position][:80]!r}: {value[:40]!r} "
-                        "is not a number"
-                    ) from None
+                    numeric[position] = integral[position] = False  # a text column
+                    continue
                 if not math.isfinite(number) or not number.is_integer():
                     integral[position] = False
             count += 1
@@ -142,20 +145,59 @@ def inspect_csv(path: str | os.PathLike[str], limits: ReadLimits | None = None) 
                 len(positions),
             ]
         )
-        dtypes[name] = "int64" if all(integral[p] for p in positions) else "float32"
+        if not all(numeric[p] for p in positions):
+            dtypes[name] = "string"
+        elif all(integral[p] for p in positions):
+            dtypes[name] = "int64"
+        else:
+            dtypes[name] = "float32"
     return CsvSummary(count, arrays, dtypes, groups)
+
+
+def iter_csv_chunks(
+    path: str | os.PathLike[str],
+    summary: CsvSummary,
+    limits: ReadLimits | None = None,
+    rows: int = 1024,
+) -> Iterator[dict[str, np.ndarray]]:
+    """The CSV's arrays as text (``str`` arrays shaped as ``summary`` says), ``rows``
+    examples at a time, in order: the reader turns each into the dtype its model input
+    takes. Streams the file, so a CSV of any size is held a chunk at a time."""
+    limits = limits or ReadLimits()
+    columns = summary.columns
+    scalar = {name: len(shape) == 1 for name, shape in summary.arrays.items()}
+    table: list[list[str]] = []
+
+    def chunk() -> dict[str, np.ndarray]:
+        text = np.array(table, dtype=str).reshape(len(table), -1)
+        return {
+            name: text[:, positions[0]] if scalar[name] else text[:, positions]
+            for name, positions in columns.items()
+        }
+
+    lines = _rows(Path(path), limits)
+    next(lines, None)  # the header
+    for _, row in lines:
+        if not row:
+            continue
+        table.append(row)
+        if len(table) == rows:
+            yield chunk()
+            table = []
+    if table:
+        yield chunk()
 
 
 def load_csv_arrays(
     path: str | os.PathLike[str], limits: ReadLimits | None = None
 ) -> dict[str, np.ndarray]:
-    """The whole CSV as arrays (float32), shaped as :func:`inspect_csv` reports (which
-    refuses it first if it passes ``limits``)."""
+    """The whole CSV as arrays (numeric columns float32, text columns ``str``), shaped as
+    :func:`inspect_csv` reports (which refuses it first if it passes ``limits``)."""
     summary = inspect_csv(path, limits)
-    table = np.loadtxt(path, delimiter=",", skiprows=1, dtype="float32", ndmin=2)
+    chunks = list(iter_csv_chunks(path, summary, limits))
     return {
-        name: table[:, positions[0]] if len(shape) == 1 else table[:, positions]
-        for (name, positions), shape in zip(
-            summary.columns.items(), summary.arrays.values(), strict=True
+        name: np.concatenate([c[name] for c in chunks]).astype(
+            str if summary.dtypes[name] == "string" else np.float32
         )
+        for name in summary.arrays
     }

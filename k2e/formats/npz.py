@@ -3,6 +3,7 @@
 import math
 import os
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
 
@@ -114,3 +115,68 @@ def load_npz_arrays(
             return {name: npz[name] for name in npz.files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise InvalidUpload(f"cannot load the .npz file: {exc}") from exc
+
+
+# Bytes read per array and chunk: large enough that reading is not per-example Python
+# work, small enough that a worker holds a few MiB of a dataset of any size.
+CHUNK_BYTES = 4 * 1024 * 1024
+
+
+def iter_npz_chunks(
+    path: str | os.PathLike[str], names: list[str], chunk_bytes: int = CHUNK_BYTES
+) -> Iterator[dict[str, np.ndarray]]:
+    """The named arrays of an ``.npz`` file, a run of examples at a time, in order.
+
+    Each member is read sequentially through the zip (stored or deflated alike), so a file
+    of any size streams with a few MiB held; the caller checked the file with
+    :func:`inspect_npz` first. Only a Fortran-ordered member (``np.save`` of a transposed
+    array) is read whole, since its examples are not contiguous.
+    """
+    with zipfile.ZipFile(path) as archive:
+        readers = [_MemberReader(archive, name) for name in names]
+        try:
+            total = max(1, sum(r.example_bytes for r in readers))
+            rows = max(1, chunk_bytes // total)
+            while True:
+                chunk = {r.name: r.read(rows) for r in readers}
+                if not len(next(iter(chunk.values()))):
+                    return
+                yield chunk
+        finally:
+            for reader in readers:
+                reader.close()
+
+
+class _MemberReader:
+    """Reads one ``.npy`` member of an open zip, ``rows`` examples at a time."""
+
+    def __init__(self, archive: zipfile.ZipFile, name: str) -> None:
+        self.name = name
+        self.member = archive.open(f"{name}.npy")
+        version = npy_format.read_magic(self.member)
+        if version == (1, 0):
+            shape, fortran, self.dtype = npy_format.read_array_header_1_0(self.member)
+        else:
+            shape, fortran, self.dtype = npy_format.read_array_header_2_0(self.member)
+        self.example_shape = tuple(shape[1:])
+        self.example_bytes = math.prod(self.example_shape) * self.dtype.itemsize
+        self.left = shape[0]
+        self.whole: np.ndarray | None = None
+        if fortran and len(shape) > 1:
+            data = self.member.read(math.prod(shape) * self.dtype.itemsize)
+            array = np.frombuffer(data, self.dtype).reshape(shape, order="F")
+            self.whole = np.ascontiguousarray(array)
+
+    def read(self, rows: int) -> np.ndarray:
+        rows = min(rows, self.left)
+        self.left -= rows
+        if self.whole is not None:
+            done = len(self.whole) - self.left
+            return self.whole[done - rows : done]
+        data = self.member.read(rows * self.example_bytes)
+        if len(data) != rows * self.example_bytes:
+            raise InvalidUpload(f"array '{self.name}' ends early: the file changed or is cut")
+        return np.frombuffer(data, self.dtype).reshape(rows, *self.example_shape)
+
+    def close(self) -> None:
+        self.member.close()

@@ -13,6 +13,7 @@ from k2e.errors import FieldError, InvalidSpec, InvalidUpload, NotFound
 from k2e.schemas import ConvertRequest, DatasetInfo, TensorInfo
 from k2e.settings import Settings
 from k2e.spec import rules
+from k2e.spec.dtypes import check_dtype
 from k2e.storage import Storage
 from k2e.vetting.configs import VetPolicy, vet_model_config
 from k2e.vetting.inspection import H5Summary
@@ -33,6 +34,8 @@ class ResolvedModel:
     path: Path | None  # the model file (HDF5 or .keras), for keras_model_path
     # The file's compile arguments with plain metric names (see inspection.plain_compile_args).
     compile_args: dict[str, Any] | None = None
+    # The upload's classes that custom_objects must map (H5Summary.custom_names).
+    custom_names: tuple[str, ...] = ()
 
 
 def resolve_model(
@@ -75,7 +78,12 @@ def resolve_model(
     stored = None if reinspect else _stored_inspection(spec.keras_model_path, storage)
     if stored is not None:
         return ResolvedModel(
-            stored.summary, stored.compiled, stored.metric_names, path, stored.compile_args
+            stored.summary,
+            stored.compiled,
+            stored.metric_names,
+            path,
+            stored.compile_args,
+            tuple(stored.custom_names),
         )
     fmt = "keras" if path.suffix.lower() == ".keras" else "h5"
     try:
@@ -132,6 +140,9 @@ def check_spec(
         raise InvalidSpec(msg, [FieldError(loc_model, msg)])
     if not model.compiled:
         raise InvalidSpec(rules.NOT_COMPILED, [FieldError(loc_model, rules.NOT_COMPILED)])
+    if model.summary.unconvertible:
+        layer_errors = [FieldError(loc_model, why) for why in model.summary.unconvertible]
+        raise InvalidSpec(layer_errors[0].msg, layer_errors)
 
     errors: list[FieldError] = []
     known = registry(settings.plugins)
@@ -142,6 +153,16 @@ def check_spec(
                     ("custom_objects", name),
                     f"{target!r} is not in the server's custom-object registry "
                     f"(GET /custom-objects lists {sorted(known)})",
+                )
+            )
+    for name in model.custom_names:
+        if name not in (spec.custom_objects or {}):
+            errors.append(
+                FieldError(
+                    ("custom_objects",),
+                    f"the model uses class {name!r}, which is neither a Keras built-in nor in "
+                    "the server's custom-object registry: map it in custom_objects to a name "
+                    f"GET /custom-objects lists ({sorted(known)})",
                 )
             )
     if spec.checkpoint_format == "checkpoint" and not model.summary.is_graph_network:
@@ -265,9 +286,9 @@ def _check_array(loc: tuple[str, ...], info: DatasetInfo, tensor: TensorInfo) ->
                 f"the dataset has no array {tensor.name!r}; it has {sorted(info.arrays)}",
             )
         ]
-    dtype = info.dtypes.get(tensor.name, "float32")
-    if not _numeric(dtype):
-        return [FieldError((*loc, tensor.name), f"{tensor.name!r} has non-numeric dtype {dtype}")]
+    dtype_error = check_dtype(info, tensor)
+    if dtype_error is not None:
+        return [FieldError((*loc, tensor.name), dtype_error)]
     have = list(info.arrays[tensor.name][1:])
     want = list(tensor.shape[1:])
     if tensor.shape == [None]:
@@ -286,7 +307,3 @@ def _check_array(loc: tuple[str, ...], info: DatasetInfo, tensor: TensorInfo) ->
             )
         ]
     return []
-
-
-def _numeric(dtype: str) -> bool:
-    return dtype.startswith(("float", "int", "uint", "bool"))

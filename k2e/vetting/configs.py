@@ -47,19 +47,41 @@ _FILE_KEYS = frozenset(
         "path",
     }
 )
+# Feature columns a DenseFeatures layer may hold: their configs are data (keys, sizes,
+# boundaries, inline vocabulary lists) that tf.feature_column deserializes by class name.
+# Left out: VocabularyFileCategoricalColumn (it opens a file), SharedEmbeddingColumn and the
+# sequence columns (not deserializable by a DenseFeatures layer).
+_FEATURE_COLUMNS = frozenset(
+    "NumericColumn BucketizedColumn CrossedColumn EmbeddingColumn HashedCategoricalColumn "
+    "IdentityCategoricalColumn IndicatorColumn VocabularyListCategoricalColumn "
+    "WeightedCategoricalColumn".split()
+)
 _URL = re.compile(r"^\s*(?:[A-Za-z][A-Za-z0-9+.-]*://|file:)")
+
+
+# A class name a spec may map with custom_objects: a plain (registered) name, nothing more.
+_PLAIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.>-]{0,199}$")
 
 
 @dataclass(frozen=True)
 class VetPolicy:
-    """What a config may name beyond the Keras built-ins."""
+    """What a config may name beyond the Keras built-ins.
+
+    With ``defer_custom`` (an upload, before any spec names its ``custom_objects``), a class
+    that is neither a built-in nor a registry name is not refused but listed
+    (``vet_model_config`` returns it): a spec that uses the model must map it to a registry
+    entry (k2e.spec.checks), the same rule as for a model given by path or inline.
+    """
 
     custom_names: frozenset[str] = frozenset()
     allow_lambda: bool = False
+    defer_custom: bool = False
 
     @classmethod
-    def of(cls, custom_names: Iterable[str], allow_lambda: bool = False) -> "VetPolicy":
-        return cls(frozenset(custom_names), allow_lambda)
+    def of(
+        cls, custom_names: Iterable[str], allow_lambda: bool = False, defer_custom: bool = False
+    ) -> "VetPolicy":
+        return cls(frozenset(custom_names), allow_lambda, defer_custom)
 
 
 @dataclass(frozen=True)
@@ -89,13 +111,16 @@ def keras_builtins() -> KerasBuiltins:
     )
 
 
-def vet_model_config(config: Any, policy: VetPolicy, what: str = "model_config") -> None:
+def vet_model_config(config: Any, policy: VetPolicy, what: str = "model_config") -> list[str]:
     """Raise InvalidUpload naming the first object of ``config`` that could run untrusted code.
 
     Also vets compile configs (``training_config``, ``compile_config``): the worker
-    deserializes their optimizer, losses and metrics the same way.
+    deserializes their optimizer, losses and metrics the same way. Returns the class names
+    left for a spec's ``custom_objects`` to map (``policy.defer_custom``), sorted.
     """
-    _Vetter(policy, what).walk(config, (), 0)
+    vetter = _Vetter(policy, what)
+    vetter.walk(config, (), 0)
+    return sorted(vetter.deferred)
 
 
 def _label(node: dict[str, Any], key: str | None) -> str:
@@ -116,8 +141,18 @@ class _Vetter:
         self.policy = policy
         self.what = what
         self.builtins = keras_builtins()
-        self.custom = policy.custom_names
+        self.custom_names = policy.custom_names
         self.functions = self.builtins.functions | self.builtins.activations
+        self.deferred: set[str] = set()
+
+    def custom(self, name: Any) -> bool:
+        """A registry (or mapped) name; or, deferring, a plain name a spec must map."""
+        if name in self.custom_names:
+            return True
+        if self.policy.defer_custom and isinstance(name, str) and _PLAIN_NAME.match(name):
+            self.deferred.add(name)
+            return True
+        return False
 
     def refuse(self, path: tuple[str, ...], why: str) -> InvalidUpload:
         where = " › ".join(path) if path else "top level"
@@ -159,14 +194,21 @@ class _Vetter:
             raise self.refuse(
                 path, f"{key} {value[:200]!r} is a URL; a model config may not reference one"
             )
+        if key == "normalizer_fn" and value not in self.custom_names:
+            # tf.feature_column looks the name up among its own module's globals.
+            raise self.refuse(
+                path,
+                f"normalizer_fn {value[:200]!r} is code a feature column would call; only "
+                "names of the server's custom-object registry are allowed",
+            )
         if key in _ACTIVATION_KEYS:
-            if value not in self.builtins.activations and value not in self.custom:
+            if value not in self.builtins.activations and value not in self.custom_names:
                 raise self.refuse(
                     path,
                     f"{key} {value!r} is neither a Keras activation nor in the server's "
                     "custom-object registry",
                 )
-        elif key == "fn" and value not in self.functions and value not in self.custom:
+        elif key == "fn" and value not in self.functions and value not in self.custom_names:
             raise self.refuse(
                 path, f"fn {value!r} is neither a Keras loss or metric function nor registered"
             )
@@ -189,7 +231,9 @@ class _Vetter:
             return
         if cls == "function":
             fn = node.get("config")
-            if not isinstance(fn, str) or (fn not in self.functions and fn not in self.custom):
+            if not isinstance(fn, str) or (
+                fn not in self.functions and fn not in self.custom_names
+            ):
                 raise self.refuse(
                     path,
                     f"function {fn!r} (module {node.get('module')!r}) is neither a Keras "
@@ -217,9 +261,17 @@ class _Vetter:
         elif cls in ("InstanceMethod", "InstanceProperty"):
             if cfg.get("attr_name") not in known.tensor_attributes:
                 raise self.refuse(path, f"uses tensor attribute {cfg.get('attr_name')!r}")
+        elif cls == "VocabularyFileCategoricalColumn":
+            raise self.refuse(
+                path,
+                "a vocabulary-file column opens a file on the server; use "
+                "categorical_column_with_vocabulary_list (an inline vocabulary)",
+            )
+        elif cls in _FEATURE_COLUMNS:
+            return
         elif cls.startswith("__") and cls not in _DATA_MARKERS:
             raise self.refuse(path, f"unknown serialization marker {cls!r}")
-        elif cls not in known.classes and cls not in self.custom and cls not in _DATA_MARKERS:
+        elif cls not in known.classes and cls not in _DATA_MARKERS and not self.custom(cls):
             raise self.refuse(
                 path,
                 f"class {cls!r} is neither a Keras built-in nor in the server's custom-object "
@@ -236,7 +288,7 @@ class _Vetter:
             registered is not None
             and registered != cls
             and registered not in self.builtins.classes
-            and registered not in self.custom
+            and not self.custom(registered)
         ):
             raise self.refuse(
                 path,
@@ -256,7 +308,8 @@ class _Vetter:
             return  # Keras searches its own built-in functions by this name
         # Keras looks custom names up before importing `module`.
         lookup = node.get("config") if cls == "function" else registered
-        if lookup not in self.custom:
+        allowed = lookup in self.custom_names if cls == "function" else self.custom(lookup)
+        if not allowed:
             raise self.refuse(
                 path,
                 f"refers to module {module!r}, outside Keras and TensorFlow: loading it "

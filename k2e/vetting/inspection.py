@@ -33,6 +33,9 @@ class H5Summary(BaseModel):
     # plain_compile_args(training_config): what the worker compiles a loaded model with.
     compile_args: dict[str, Any] | None = None
     format: str = "h5"  # or "keras" (a Keras v3 archive; training_config is its compile_config)
+    # Classes neither Keras's nor the registry's, left for a spec's custom_objects to map
+    # (an upload's inspection defers them: VetPolicy.defer_custom).
+    custom_names: list[str] = []
 
 
 def _attr_json(attrs: Any, key: str) -> dict[str, Any] | None:
@@ -75,9 +78,9 @@ def inspect_h5(path: str | os.PathLike[str], policy: VetPolicy | None = None) ->
             "HDF5 file has no `model_config` attribute: not a Keras model "
             "(a file from save_weights holds weights only)"
         )
-    vet_model_config(config, policy, "model_config")
+    custom_names = vet_model_config(config, policy, "model_config")
     if training_config is not None:
-        vet_model_config(training_config, policy, "training_config")
+        custom_names += vet_model_config(training_config, policy, "training_config")
     try:
         summary = parse_model_config(config)
         output_names = [o.name for o in summary.outputs]
@@ -97,4 +100,5 @@ def inspect_h5(path: str | os.PathLike[str], policy: VetPolicy | None = None) ->
         metric_names=metric_names,
         keras_version=version if isinstance(version, str) else None,
         compile_args=args,
+        custom_names=sorted(set(custom_names)),
     )

@@ -110,7 +110,7 @@ def inspect_keras(path: str | os.PathLike[str], policy: VetPolicy | None = None)
             config = _read_json(archive, members[CONFIG])
             metadata = _read_json(archive, members[METADATA]) if METADATA in members else {}
             # The config and its compile_config are vetted before anything else is read.
-            vet_model_config(config, policy, CONFIG)
+            custom_names = vet_model_config(config, policy, CONFIG)
             with archive.open(members[WEIGHTS]) as member, h5py.File(member, "r") as h5:
                 vet_h5_structure(h5, members[WEIGHTS].file_size, WEIGHTS)
     except InvalidUpload:
@@ -135,4 +135,5 @@ def inspect_keras(path: str | os.PathLike[str], policy: VetPolicy | None = None)
         keras_version=version if isinstance(version, str) else None,
         compile_args=args,
         format="keras",
+        custom_names=custom_names,
     )

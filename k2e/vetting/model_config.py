@@ -33,6 +33,8 @@ class ModelSummary(BaseModel):
     # The model's parameters as far as its config tells (count_params below): a lower
     # bound, None for summaries stored before it was counted.
     param_count: int | None = None
+    # Layers model_to_estimator cannot convert, each with why (see unconvertible_layers).
+    unconvertible: list[str] = []
 
 
 def spec_error(message: str) -> InvalidSpec:
@@ -237,6 +239,34 @@ def _sequential(layers: list[dict[str, Any]]) -> tuple[list[TensorInfo], list[Te
     return [info], [output], count
 
 
+def unconvertible_layers(layers: list[dict[str, Any]]) -> list[str]:
+    """Layers whose config is fine but that ``model_to_estimator`` fails on, measured on
+    TF 2.15.1: its graph-mode clone of a ``TextVectorization`` reads the vocabulary size
+    from the eager lookup table ("Attempting to capture an EagerTensor"), and a
+    ``StringLookup``/``IntegerLookup`` that encodes (``output_mode`` other than ``int``)
+    fails to compare its vocabulary size while being rebuilt."""
+    found = []
+    for layer in layers:
+        cls, cfg = layer.get("class_name"), layer.get("config")
+        if not isinstance(cfg, dict):
+            continue
+        name = f"layer {_layer_name(layer)!r} ({cls})"
+        if cls == "TextVectorization":
+            found.append(
+                f"{name}: model_to_estimator cannot clone a TextVectorization layer (TF 2.15); "
+                "split and look up the text before the model, or use StringLookup"
+            )
+        elif cls in ("StringLookup", "IntegerLookup") and cfg.get("output_mode", "int") != "int":
+            found.append(
+                f"{name}: model_to_estimator cannot clone a {cls} with output_mode "
+                f"{cfg.get('output_mode')!r} (TF 2.15); use output_mode 'int' followed by a "
+                "CategoryEncoding layer"
+            )
+        elif cls in ("Functional", "Sequential", "Model") and isinstance(cfg.get("layers"), list):
+            found += unconvertible_layers(cfg["layers"])
+    return found
+
+
 def parse_model_config(config: dict[str, Any]) -> ModelSummary:
     """Summarise a ``model.to_json()`` config; raises InvalidSpec when it is malformed."""
     try:
@@ -264,6 +294,7 @@ def parse_model_config(config: dict[str, Any]) -> ModelSummary:
             layer_classes=classes,
             is_graph_network=True,
             param_count=count,
+            unconvertible=unconvertible_layers(layers),
         )
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise spec_error(f"malformed Keras model config ({type(exc).__name__}: {exc})") from exc

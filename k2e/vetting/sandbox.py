@@ -107,10 +107,15 @@ class SandboxLimits:
         )
 
 
-def policy_for(settings: "Settings", mapped_names: Iterable[str] = ()) -> VetPolicy:
+def policy_for(
+    settings: "Settings", mapped_names: Iterable[str] = (), defer_custom: bool = False
+) -> VetPolicy:
     """Registry names (plus config names a spec maps to registry entries), and Lambda
-    layers only if the operator allows them."""
-    return VetPolicy.of({*registry(settings.plugins), *mapped_names}, settings.allow_lambda)
+    layers only if the operator allows them; ``defer_custom`` for an upload, whose other
+    class names a spec must map (VetPolicy)."""
+    return VetPolicy.of(
+        {*registry(settings.plugins), *mapped_names}, settings.allow_lambda, defer_custom
+    )
 
 
 def _has_signature(path: Path, fmt: str) -> bool:
@@ -141,6 +146,7 @@ def inspect_model_file(path: Path, fmt: str, policy: VetPolicy, limits: SandboxL
         "format": fmt,
         "custom_names": sorted(policy.custom_names),
         "allow_lambda": policy.allow_lambda,
+        "defer_custom": policy.defer_custom,
     }
     return H5Summary.model_validate(_run(request, limits))
 
@@ -443,7 +449,11 @@ def main() -> int:
                 "dtypes": found.dtypes,
             }
         else:
-            policy = VetPolicy.of(request["custom_names"], bool(request["allow_lambda"]))
+            policy = VetPolicy.of(
+                request["custom_names"],
+                bool(request["allow_lambda"]),
+                bool(request.get("defer_custom")),
+            )
             inspect = inspect_keras if request["format"] == "keras" else inspect_h5
             summary = inspect(request["path"], policy).model_dump(mode="json")
         answer = {"ok": True, "summary": summary}

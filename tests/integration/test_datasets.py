@@ -149,7 +149,7 @@ def test_zero_weights_on_one_output_are_applied(
     ("name", "content", "text"),
     [
         ("bad.csv", b"input_a_0,dense_2\n1,2\n3\n", "line 3 has 1 fields"),
-        ("bad.csv", b"x,y\n1,abc\n", "column 'y'"),
+        ("bad.csv", b"x,y\n1,2,3\n", "line 2 has 3 fields"),
         ("bad.csv", b"", "empty"),
         ("bad.tfrecord", b"\x10\x00\x00\x00\x00\x00\x00\x00junk", "record 0"),
         ("bad.npz", b"PK\x03\x04 not really", "zip"),

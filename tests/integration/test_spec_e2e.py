@@ -121,3 +121,55 @@ def test_default_checkpoint_format_is_object_based(client, worker, seed_data, tm
     keys = _checkpoint_keys(client, job, tmp_path / "ckpt")
     assert "_CHECKPOINTABLE_OBJECT_GRAPH" in keys
     assert client.get(f"/jobs/{job['id']}/savedmodel").status_code == 404
+
+
+class Clip6(tf.keras.layers.Layer):
+    """The documentation's relu6 under another class name: custom_objects maps it."""
+
+    def call(self, inputs):
+        return tf.minimum(tf.maximum(inputs, 0.0), 6.0)
+
+
+def test_a_custom_class_under_another_name_is_mapped_alike_on_every_path(
+    client, worker, tmp_path
+) -> None:
+    inputs = tf.keras.Input((4,), name="x")
+    hidden = Clip6(name="clip")(tf.keras.layers.Dense(8, name="hidden")(inputs))
+    model = tf.keras.Model(inputs, tf.keras.layers.Dense(1, name="y")(hidden))
+    model.compile(optimizer="sgd", loss="mse")
+    with tf.keras.utils.custom_object_scope({"Clip6": Clip6}):
+        model.save(tmp_path / "clip.h5", save_format="h5")
+    content = (tmp_path / "clip.h5").read_bytes()
+    arrays = {"x": tf.random.normal((64, 4), seed=2).numpy(), "y": tf.ones((64, 1)).numpy()}
+    npz = models.npz_bytes(arrays)
+    spec = {"custom_objects": {"Clip6": "relu6"}, "train": {"max_steps": 10, "batch_size": 16}}
+
+    # Uploaded first (POST /models), then referenced.
+    response = client.post("/models", files={"file": ("clip.h5", content)})
+    assert response.status_code == 201, response.text
+    assert response.json()["custom_names"] == ["Clip6"]
+    data = _upload(client, "/datasets", "c.npz", npz)
+    referenced = {**spec, "keras_model_path": response.json()["id"]}
+    referenced["train"] = {**spec["train"], "dataset": data}
+    assert _run(client, referenced)["progress"]["global_step"] == 10
+    unmapped = {k: v for k, v in referenced.items() if k != "custom_objects"}
+    response = client.post("/convert", json=unmapped)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"] == ["custom_objects"]
+    assert "'Clip6'" in response.json()["errors"][0]["msg"]
+
+    # One multipart request with the files: the same rule.
+    answers = [
+        client.post(
+            "/convert",
+            data={"spec": json.dumps(body)},
+            files={"model": ("clip.h5", content), "train_data": ("c.npz", npz)},
+        )
+        for body in (spec, {"train": spec["train"]})
+    ]
+    assert [a.status_code for a in answers] == [202, 422], answers[1].text
+    assert answers[1].json()["errors"][0]["loc"] == ["custom_objects"]
+    assert "'Clip6'" in answers[1].json()["errors"][0]["msg"]
+    job = wait_for_job(client, answers[0].json()["id"])
+    assert job["status"] == "succeeded", job["error"]
+    assert job["progress"]["global_step"] == 10

@@ -1,7 +1,8 @@
 """A job's memory bound and cancels in every phase, with real worker processes.
 
 The datasets here are compressed ``.npz`` files of zeros: a few hundred kilobytes to
-upload, gigabytes once a worker loads them, which is how a job outgrows its worker.
+upload, gigabytes of examples once read. The worker streams them, so a job outgrows its
+worker by what it asks to hold: a shuffle buffer of up to K2E_MAX_SHUFFLE_BUFFER examples.
 """
 
 import io
@@ -38,11 +39,14 @@ def big_npz(rows: int) -> bytes:
     return buffer.getvalue()
 
 
-def submit_on(env: Env, dataset: str, max_steps: int = 20, **extra: object) -> dict:
+def submit_on(
+    env: Env, dataset: str, max_steps: int = 20, shuffle_buffer: int = 10_000, **extra: object
+) -> dict:
+    train = {"dataset": dataset, "max_steps": max_steps, "batch_size": 64}
     spec = {
         "keras_model_path": env.model,
         "config": {"save_checkpoints_steps": 200, "log_step_count_steps": 10},
-        "train": {"dataset": dataset, "max_steps": max_steps, "batch_size": 64},
+        "train": {**train, "shuffle_buffer": shuffle_buffer},
         **extra,
     }
     response = env.client.post("/convert", json=spec)
@@ -84,25 +88,47 @@ def wait_status(env: Env, job_id: str, statuses: tuple[str, ...], timeout: float
     raise AssertionError(f"job {job_id} never became {statuses}: {env.job(job_id)}")
 
 
+WIDE = 256  # floats per example of the hungry job's data: ~1.3 KB in a shuffle buffer
+
+
+def wide_model_and_data(env: Env, rows: int) -> tuple[str, str]:
+    x = tf.keras.Input((WIDE,), name="x")
+    model = tf.keras.Model(x, tf.keras.layers.Dense(1, name="y")(x))
+    model.compile(optimizer="sgd", loss="mse")
+    h5 = models.save_h5(model, env.root / "wide.h5")
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, x=np.zeros((rows, WIDE), "float32"), y=np.zeros(rows, "float32"))
+    return (
+        env._upload("/models", "wide.h5", h5.read_bytes()),
+        env._upload("/datasets", "wide.npz", buffer.getvalue()),
+    )
+
+
 @pytest.mark.parametrize(
-    "rows",
+    "shuffle_buffer",
     [
-        # ~0.3 GB of arrays past the bound: the job is interrupted while loading, the
-        # worker process lives on.
-        2_000_000,
-        # ~2 GB past it, within a second or two: past 1.25 times the bound the watchdog
-        # records out_of_memory and kills the process (as for an allocation in C++);
-        # Celery's pool replaces it and the redelivered task finds the job ended.
-        6_000_000,
+        # ~1.1 GB of examples held: past the bound, the job is stopped while its first
+        # step fills the buffer (or, on a loaded machine, killed as below).
+        850_000,
+        # ~1.3 GB, within seconds: past 1.25 times the bound the watchdog records
+        # out_of_memory and kills the process (as for an allocation in C++); Celery's
+        # pool replaces it and the redelivered task finds the job ended.
+        1_000_000,
     ],
 )
 def test_job_past_its_memory_bound_ends_out_of_memory_and_worker_takes_next(
-    env: Env, rows: int
+    env: Env, shuffle_buffer: int
 ) -> None:
-    big = env._upload("/datasets", "big.npz", big_npz(rows))
+    model, big = wide_model_and_data(env, 1_000_000)
     env.settings = env.settings.model_copy(update={"job_memory_bytes": SMALL_BOUND})
     worker = env.worker()
-    hungry = submit_on(env, big)
+    spec = {
+        "keras_model_path": model,
+        "train": {"dataset": big, "max_steps": 20, "shuffle_buffer": shuffle_buffer},
+    }
+    response = env.client.post("/convert", json=spec)
+    assert response.status_code == 202, response.text
+    hungry = response.json()
     small = env.submit(max_steps=30)
     started = time.monotonic()
     ended = wait_for_job(env.client, hungry["id"], timeout=240)
@@ -123,11 +149,11 @@ def test_job_past_its_memory_bound_ends_out_of_memory_and_worker_takes_next(
     print(f"the job was {path}; bound {SMALL_BOUND} bytes; peaks seen {peak}")
 
 
-def test_cancel_while_loading_a_large_dataset_ends_cancelled(env: Env) -> None:
-    # ~1.8 GB once loaded; larger than a graph constant may be (the old DecodeError).
+def test_cancel_while_filling_a_large_shuffle_buffer_ends_cancelled(env: Env) -> None:
+    # 12M rows (~1.8 GB, streamed); the first step waits for 1M examples to shuffle.
     big = env._upload("/datasets", "huge.npz", big_npz(12_000_000))
     worker = env.worker()
-    job = submit_on(env, big)
+    job = submit_on(env, big, shuffle_buffer=1_000_000)
     wait_status(env, job["id"], ("running",))
     time.sleep(0.5)
     asked = time.monotonic()

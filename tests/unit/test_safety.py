@@ -159,12 +159,6 @@ CORPUS: list[tuple[str, str, Callable[[dict[str, Path], Path], bytes], str]] = [
     ("plugin-filter", "m.h5", lambda f, t: _seed_with(f, t, _plugin_filter), "HDF5 filter 307"),
     ("lambda", "m.h5", lambda f, t: f["lambda_h5"].read_bytes(), "layer 'doubled' (Lambda)"),
     (
-        "unknown-class",
-        "m.h5",
-        lambda f, t: _with_config(f, t, _unknown_class),
-        "class 'EvilLayer' is neither a Keras built-in",
-    ),
-    (
         "function-ref",
         "m.h5",
         lambda f, t: _with_config(f, t, _function_ref),
@@ -345,11 +339,22 @@ def test_an_inline_model_is_vetted_at_convert(client: TestClient, files: dict[st
     assert client.get("/jobs").json()["items"] == []
 
 
-def test_custom_classes_must_be_registry_names_at_upload_or_mapped_at_convert(
+def test_custom_classes_must_be_mapped_at_convert_on_every_path(
     client: TestClient, settings: Settings, files: dict[str, Path]
 ) -> None:
     content = files["myclip_h5"].read_bytes()
-    _refused(client.post("/models", files={"file": ("c.h5", content)}), "class 'MyClip'")
+    # An upload keeps a class it cannot name yet, and says a spec must map it.
+    response = client.post("/models", files={"file": ("c.h5", content)})
+    assert response.status_code == 201, response.text
+    assert response.json()["custom_names"] == ["MyClip"]
+    # ... and a job that does not map it is refused, naming it; nothing is queued.
+    spec = {"keras_model_path": response.json()["id"], "train": {"dataset": "x", "max_steps": 1}}
+    body = _refused(client.post("/convert", json=spec), "class 'MyClip'")
+    assert body["errors"][0]["loc"] == ["custom_objects"]
+    assert client.get("/jobs").json()["items"] == []
+    evil = _with_config(files, settings.data_dir, _unknown_class)
+    response = client.post("/models", files={"file": ("e.h5", evil)})
+    assert response.json()["custom_names"] == ["EvilLayer"]
     (admin_files(settings.storage_root) / "clip.h5").write_bytes(content)
     storage = Storage(settings.storage_root).for_tenant("default")
     spec = {"keras_model_path": "clip.h5", "train": {"dataset": "x", "max_steps": 1}}

@@ -1,5 +1,6 @@
 """What every command shares: the consoles and the client built from the global options."""
 
+import os
 from dataclasses import dataclass, field
 
 import typer
@@ -15,12 +16,21 @@ EXIT_REJECTED = 2
 EXIT_DETACHED = 130
 
 
+def _console(stderr: bool = False) -> Console:
+    """A console for a person; piped, it keeps whole lines (rich would cut tables at 80
+    columns) unless COLUMNS says otherwise."""
+    console = Console(stderr=stderr)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(stderr=stderr, width=200)
+    return console
+
+
 @dataclass
 class CliState:
     url: str | None = None
     api_key: str | None = None
-    out: Console = field(default_factory=Console)
-    err: Console = field(default_factory=lambda: Console(stderr=True))
+    out: Console = field(default_factory=_console)
+    err: Console = field(default_factory=lambda: _console(stderr=True))
 
     def config(self) -> ClientConfig:
         return resolve_config(self.url, self.api_key)

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from k2e.catalog import Catalog, recorded_sha256
 from k2e.errors import K2EError
 from k2e.jobs.dispatch import Dispatcher
 from k2e.jobs.leases import JobLeases
@@ -80,6 +81,7 @@ class JobRunner:
         self.settings = settings
         self.store = JobLeases(settings.sqlalchemy_url)
         self.storage = Storage(settings.storage_root)
+        self.catalog = Catalog(self.store.engine)
         self.dispatcher = Dispatcher(
             self.store.engine, TaskSender(settings), settings.tenant_inflight_jobs
         )
@@ -200,7 +202,11 @@ class JobRunner:
             files = self._files(job)
             # Defence in depth: the files are checked again before TensorFlow sees them.
             # Only the job's tenant's uploads resolve: its storage is the tenant's folder.
-            resolved = check_spec(spec, files.storage, self.settings)
+            # An upload whose bytes match the job store's sha256 keeps its stored inspection.
+            digest = recorded_sha256(
+                self.catalog, spec.keras_model_path, job.tenant or DEFAULT_TENANT
+            )
+            resolved = check_spec(spec, files.storage, self.settings, recorded_sha256=digest)
             return self._train_evaluate_export(job, owner, spec, resolved, control, files)
         except JobInterrupted:
             control.disarm()

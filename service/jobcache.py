@@ -41,6 +41,13 @@ class JobCache:
             raise NotFound(f"no job with id {job_id!r}")
         return body
 
+    def fresh(self, job_id: str) -> tuple[str | None, bytes] | None:
+        """The job's tenant and JSON if in memory and fresh, else None (no store read)."""
+        entry = self._entries.get(job_id)
+        if entry is None or entry[2] <= time.monotonic():
+            return None
+        return entry[0], entry[1]
+
     async def _read(self, store: JobStore, job_id: str) -> tuple[str | None, bytes]:
         entry = self._entries.get(job_id)
         if entry is not None and entry[2] > time.monotonic():

@@ -10,6 +10,7 @@ from k2e.settings import Settings, get_settings
 from k2e.tenancy.models import DEFAULT_TENANT
 from service.auth import KeyCache
 from service.backend import Backend
+from service.fastpath import JobReadFastPath
 from service.jobcache import JobCache
 from service.openapi import add_request_schemas
 from service.problems import add_exception_handlers
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.key_cache = KeyCache(settings.key_cache_s)
     app.state.job_cache = JobCache(settings.job_cache_s, settings.live_job_cache_s)
     add_exception_handlers(app)
+    app.add_middleware(JobReadFastPath)
     for module in (health, uploads, convert, jobs, tenants):
         app.include_router(module.router)
     add_request_schemas(app, {"ConvertRequest": ConvertRequest})

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from bench import api_load
-from bench.stack import Stack, stop_process
+from bench.stack import AUTH_HEADER, Stack, stop_process
 from k2e.vetting.sandbox import SandboxLimits, inspect_model_file, policy_for
 from launcher.embedded_redis import free_port
 
@@ -68,7 +68,9 @@ def api_variants(stack: Stack, job_id: str, connections: int) -> dict[str, Any]:
     try:
         stack.wait_for_http(f"http://127.0.0.1:{port}", process, "probe-api.log")
         paths = [p.replace("{id}", job_id) for p in PROBE_PATHS]
-        answer = api_load.load(port, paths, process.pid, connections, seconds=2.0, rounds=3)
+        answer = api_load.load(
+            port, paths, process.pid, connections, seconds=2.0, rounds=3, headers=(AUTH_HEADER,)
+        )
     finally:
         stop_process(process)
     return {

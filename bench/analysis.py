@@ -369,13 +369,13 @@ def _downloads(r: dict[str, Any]) -> list[str]:
         f"loopback, alternating with it: {_list(d['mb_s']['sendfile'])} MB/s (medians "
         f"{tar:.0f} and {sendfile:.0f}). Both read by the same raw-socket client. The tar "
         "has a Content-Length and no compressor: each member's header, then its file in "
-        "2 MB reads on a worker thread (never on the event loop), each handed to "
+        "1 MB reads on a reader thread (never on the event loop), each handed to "
         "uvicorn's transport. uvicorn 0.54 offers neither the ASGI `http.response.pathsend` "
         "nor the zerocopy extension, and uvloop has no `loop.sendfile`, so no zero-copy "
         "path exists in this server stack: the gap to sendfile is the copies from the "
         "page cache into Python and from Python into the socket, on one core. "
         f"{c['downloads']} downloads at once: {c['aggregate_mb_s']:.0f} MB/s in all, the "
-        f"API's RSS grew {c['growth'] / MB:.1f} MB (each response holds about two 2 MB "
+        f"API's RSS grew {c['growth'] / MB:.1f} MB (each response holds about two 1 MB "
         "reads: the one being written and the next).",
         "",
     ]

@@ -6,22 +6,25 @@ page cache and the socket but large reads; and the contract's default tar.gz, th
 tar bytes through a stored (level 0) gzip stream.
 """
 
+import asyncio
 import os
 import tarfile
 import zlib
 from collections.abc import AsyncIterator, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from anyio import to_thread
-
 CHUNK = 1024 * 1024
-# Plain tar reads: large enough that the per-read costs (a thread hop, the ASGI
-# message, the server's write) are small against the copy; small enough that eight
-# concurrent downloads keep the API's memory growth well under 50 MB (bench/downloads.py).
-TAR_CHUNK = 2 * 1024 * 1024
+# Plain tar reads: 1 MB, as the gzip stream's. 2 MB reads were no faster within this
+# machine's noise and eight concurrent downloads then grew the API by ~60 MB (1 MB: ~35 MB;
+# bench/downloads.py): each response holds about two reads at a time.
+TAR_CHUNK = CHUNK
 COMPRESS_LEVEL = 0
+# A few threads of their own for file reads: cheaper per read than anyio's pool, and few
+# threads mean few malloc arenas holding freed read buffers (the API's memory).
+_READERS = ThreadPoolExecutor(4, thread_name_prefix="k2e-archive-read")
 _BLOCK = tarfile.BLOCKSIZE
 _END = b"\0" * (2 * _BLOCK)
 
@@ -84,15 +87,22 @@ class TarPlan:
     async def stream(self, chunk: int = TAR_CHUNK) -> AsyncIterator[bytes]:
         """The plain tar for an ASGI response: file reads on a worker thread, never on
         the event loop; closes the files at the end or when the client goes away."""
+        loop = asyncio.get_running_loop()
         try:
             for member in self._members:
                 left = member.size
                 first = min(chunk, left)
-                data = await to_thread.run_sync(_read, member.file, first) if first else b""
+                data = (
+                    await loop.run_in_executor(_READERS, _read, member.file, first)
+                    if first
+                    else b""
+                )
                 left -= len(data)
                 yield member.header + data  # one message for a small file
                 while left:
-                    data = await to_thread.run_sync(_read, member.file, min(chunk, left))
+                    data = await loop.run_in_executor(
+                        _READERS, _read, member.file, min(chunk, left)
+                    )
                     left -= len(data)
                     yield data
                 if _padding(member.size):

@@ -7,6 +7,7 @@ bench/RESULTS.md and bench/results.json.
 """
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -201,6 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stack.start()
         run(args, stack, results)
+    except BaseException as exc:
+        # A long run's finished parts are kept (bench/out) before the error goes up.
+        results["runtime_s"] = time.perf_counter() - started
+        results["error"] = repr(exc)
+        OUT.joinpath("partial-results.json").write_text(json.dumps(results, indent=1) + "\n")
+        print(f"failed; the parts done so far are in {OUT / 'partial-results.json'}")
+        raise
     finally:
         stack.stop()
         if not args.keep:

@@ -165,6 +165,23 @@ def worker_prefix_s(worker_log: Path, job_id: str) -> float | None:
     return None
 
 
+STORED_INSPECTION = "stored inspection kept"  # k2e.spec.checks, when the sha256 matches
+
+
+def worker_inspected(worker_log: Path, job_id: str) -> bool | None:
+    """Whether the worker inspected the job's model in the sandbox (False: it kept the
+    inspection stored at upload); None when the job's lines are not in the log."""
+    started = False
+    for line in worker_log.read_text(errors="replace").splitlines():
+        if not started:
+            started = f"job {job_id}: attempt" in line
+        elif STORED_INSPECTION in line:
+            return False
+        elif ESTIMATOR_CREATED in line:
+            return True
+    return None
+
+
 def _log_time(line: str) -> datetime | None:
     match = _STAMP.match(line)
     return datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S,%f") if match else None
@@ -237,6 +254,7 @@ def measure(http: httpx.Client, stack: Stack, assets: Assets, workdir: Path, rou
         helper.close()
     for result in runs["c"]:
         result["prefix_s"] = worker_prefix_s(logs / "worker.log", result["job_id"])
+        result["worker_inspected"] = worker_inspected(logs / "worker.log", result["job_id"])
     return {**summarize(runs), "hook_probe": hook_probe}
 
 
@@ -288,6 +306,7 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             for case in ("a", "c")
         },
         "worker_prefix_s": statistics.median(prefixes) if prefixes else None,
+        "worker_inspected": any(r.get("worker_inspected") for r in runs["c"]),
         "a_phases_s": {
             phase: statistics.median(r[phase] for r in runs["a"])
             for phase in ("model_s", "build_s", "train_s", "eval_s", "export_s")

@@ -24,7 +24,7 @@ MAX_ENTRIES = 10_000
 
 
 class JobCache:
-    def __init__(self, ttl_s: float, live_ttl_s: float = 0.2, readers: int = 4) -> None:
+    def __init__(self, ttl_s: float, live_ttl_s: float = 0.05, readers: int = 4) -> None:
         self.ttl_s = ttl_s
         self.live_ttl_s = live_ttl_s
         self._entries: dict[str, tuple[str | None, bytes, float]] = {}

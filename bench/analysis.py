@@ -3,7 +3,7 @@
 import statistics
 from typing import Any
 
-from bench.e2e import POLL_S, POLL_TRAINING_S
+from bench.e2e import FAST_ETA_S, POLL_S, POLL_TRAINING_S
 
 MB = 1024 * 1024
 
@@ -73,7 +73,8 @@ def _e2e(r: dict[str, Any]) -> list[str]:
         f"{parts['worker_minus_a_s']:.2f} s | k2e (the row above) + TensorFlow's run-to-run "
         "noise |",
         f"| polling lag (GET every {POLL_TRAINING_S} s while training, every {POLL_S} s "
-        f"after the last step) | {parts['lag_s']:.2f} s | the bench |",
+        f"near the end: the last progress step or an ETA under {FAST_ETA_S} s) | "
+        f"{parts['lag_s']:.2f} s | the bench |",
         "",
         "TensorFlow's work is the same in (a) and (c): same model, RunConfig, input "
         "pipeline, evaluation and export. (a)'s phases: Keras model "

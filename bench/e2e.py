@@ -34,6 +34,7 @@ WARMUP_STEPS = 200
 # 2-core machine (the API and the client take CPU that TensorFlow's threads want).
 POLL_TRAINING_S = 0.5
 POLL_S = 0.05
+FAST_ETA_S = 0.6  # one slow poll and a bit: the switch comes before training ends
 
 
 @dataclass
@@ -124,14 +125,18 @@ def k2e_run(http: httpx.Client, spec: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     job = rest.submit(http, spec)
     accepted = time.perf_counter()
-    # Progress arrives every log_step_count_steps: the last report before the end.
+    # Progress arrives every log_step_count_steps, but at most every
+    # K2E_PROGRESS_MIN_INTERVAL_S: the report at max_steps - 100 may never come. Poll fast
+    # from that step, or once the job's own ETA says training ends within FAST_ETA_S.
     last_report = spec["train"]["max_steps"] - RUN_CONFIG["log_step_count_steps"]
-    rest.wait_until(
-        http,
-        job["id"],
-        interval=POLL_TRAINING_S,
-        until=lambda j: j["progress"]["global_step"] >= last_report,
-    )
+
+    def near_the_end(j: dict[str, Any]) -> bool:
+        eta = j["progress"].get("eta_s")
+        return j["progress"]["global_step"] >= last_report or (
+            eta is not None and eta <= FAST_ETA_S
+        )
+
+    rest.wait_until(http, job["id"], interval=POLL_TRAINING_S, until=near_the_end)
     job, seen = rest.wait_until(http, job["id"], interval=POLL_S)
     rest.require_success(job)
     metrics = http.get(f"/jobs/{job['id']}/metrics").json()["runs"]

@@ -14,7 +14,8 @@ import httpx
 from sqlalchemy import func, select
 
 from bench import api_load, pickup
-from bench.stack import Stack
+from bench.stack import AUTH_HEADER, Stack
+from k2e.jobs.leases import JobLeases
 from k2e.jobs.store import JobStore, NewJob
 from k2e.schemas import JobStatus
 from k2e.tables import jobs
@@ -30,7 +31,7 @@ def job_count(store: JobStore) -> int:
 
 def fill(stack: Stack, template: dict[str, Any], total: int) -> int:
     """Add finished filler jobs until the store holds ``total`` jobs; returns how many."""
-    store = stack.store()
+    store = JobLeases(stack.settings.sqlalchemy_url)  # the worker's side: start, finish
     added = 0
     curve = template["metrics"]["train"]
     for _ in range(max(0, total - job_count(store))):
@@ -68,6 +69,7 @@ def measure_level(
         rounds=2,
         max_requests=2000,
         warmup=0.5,
+        headers=(AUTH_HEADER,),
     )
     picked = pickup.measure(http, model_id, dataset_id, jobs_n)
     return {

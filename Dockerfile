@@ -44,7 +44,7 @@ EXPOSE 8000
 # slim has no curl: probe /healthz with the standard library.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
-CMD ["python", "-m", "uvicorn", "service.main:create_app", "--factory", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["python", "-m", "uvicorn", "service.main:create_app", "--factory", "--host", "0.0.0.0", "--port", "8000", "--no-access-log", "--timeout-graceful-shutdown", "3"]
 
 # ---------------------------------------------------------------------------
 FROM ${GPU_BASE} AS worker-gpu

@@ -3,14 +3,14 @@
 import statistics
 from typing import Any
 
-from bench.e2e import POLL_S, POLL_TRAINING_S
+from bench.e2e import FAST_ETA_S, POLL_S, POLL_TRAINING_S
 
 MB = 1024 * 1024
 
 
 def analysis(r: dict[str, Any]) -> list[str]:
     lines = ["## Where the time goes (k2e's part, TensorFlow's part, fixes)", ""]
-    for part in (_e2e, _throughput, _api, _memory):
+    for part in (_e2e, _throughput, _api, _memory, _downloads, _fairness):
         lines += part(r)
     return lines
 
@@ -32,7 +32,11 @@ def _e2e(r: dict[str, Any]) -> list[str]:
     post = parts["post_s"]
     api_inspects = post >= sandbox / 2
     worker_extra = (prefix - phases["build_s"]) if prefix is not None else None
-    worker_inspects = worker_extra is not None and worker_extra >= sandbox / 2
+    # The worker's log says whether it inspected the file again (bench/e2e.py); results
+    # from before that line existed fall back to the time it took.
+    worker_inspects = e.get(
+        "worker_inspected", worker_extra is not None and worker_extra >= sandbox / 2
+    )
     inspections = int(api_inspects) + int(worker_inspects)
     post_whose = (
         f"k2e: it includes a sandbox inspection of the HDF5 (one inspection: {sandbox:.2f} s "
@@ -69,7 +73,8 @@ def _e2e(r: dict[str, Any]) -> list[str]:
         f"{parts['worker_minus_a_s']:.2f} s | k2e (the row above) + TensorFlow's run-to-run "
         "noise |",
         f"| polling lag (GET every {POLL_TRAINING_S} s while training, every {POLL_S} s "
-        f"after the last step) | {parts['lag_s']:.2f} s | the bench |",
+        f"near the end: the last progress step or an ETA under {FAST_ETA_S} s) | "
+        f"{parts['lag_s']:.2f} s | the bench |",
         "",
         "TensorFlow's work is the same in (a) and (c): same model, RunConfig, input "
         "pipeline, evaluation and export. (a)'s phases: Keras model "
@@ -97,6 +102,17 @@ def _e2e(r: dict[str, Any]) -> list[str]:
             "`worker/training.py` → `k2e/spec/checks.py::resolve_model`), checking the file's "
             "sha256 against `info.json` if the storage volume is not trusted; or a pre-forked "
             "sandbox (imports done once, one fork per file).",
+            "",
+        ]
+    if not worker_inspects:
+        lines += [
+            "The worker no longer inspects the upload in a sandbox child: a model whose "
+            "sha256 still matches the one the job store recorded at POST /models keeps the "
+            "inspection stored then, its configs vetted again in-process "
+            f"(`k2e/vetting/stored.py`; a sandbox inspection would take {sandbox:.2f} s). "
+            "The worker's time before the Estimator exists is then k2e loading and "
+            "compiling the HDF5 (the direct run builds the model in code; measured in-"
+            "process, the two take the same time) and TensorFlow's model_to_estimator.",
             "",
         ]
     if worker_extra is not None and worker_inspects and worker_extra - sandbox > 0.1:
@@ -235,8 +251,8 @@ def _api(r: dict[str, Any]) -> list[str]:
     lines = [
         "### 4. API throughput",
         "",
-        "The API runs as `make run` and the Dockerfile start it: one uvicorn process with "
-        f"its defaults (here: {_http_stack(r)}; access log on). It used "
+        "The API runs as `make run` and the Dockerfile start it: one uvicorn process "
+        f"({_http_stack(r)}, no access log), every request with an API key. It used "
         f"{jobs['server_cores']:.2f} cores during the /jobs/{{id}} phases and "
         f"{health['server_cores']:.2f} during /healthz. One process is bound to one core by "
         "the GIL, so req/s is the inverse of its CPU time per request"
@@ -282,23 +298,19 @@ def _api(r: dict[str, Any]) -> list[str]:
         "",
         f"Per request, on the server's one core: the framework (FastAPI + Starlette + "
         f"uvicorn, an empty `async def` route) takes {us_floor:.0f} µs ({floor:.0f} req/s), "
-        f"{reach} k2e's GET /jobs/{{id}} takes {us_mine:.0f} µs ({mine:.0f} req/s in the "
-        f"probe process), so {us_mine - us_floor:.0f} µs are k2e's route itself. The store "
-        f"read is most of it: `JobStore.get` costs {store['jobstore_get_us']:.0f} µs per "
-        f"call in the bench process (SQLAlchemy Core, then building the `Job`), the bare "
-        f"row from the `sqlite3` module {store['sqlite3_row_us']:.0f} µs; validating and "
-        "serializing the `Job` for the response is the rest. The sync, async-deps and async "
-        "variants show what the route's declaration changes; several threads inside "
-        "SQLite at once is the worst case (a separate py-spy profile of the async-deps "
-        "variant had 42% of its busy samples inside `sqlite3`'s `fetchone`/`do_execute`).",
-        "",
-        f"Fix (service/routes/jobs.py, none of it TensorFlow): a finished job never changes, "
-        f"so its JSON can be cached in the API process and served as bytes; the "
-        f"`jobs-cached` variant does that and reached {cached:.0f} req/s"
-        + (" (past the target)" if cached >= 1500 else "")
-        + ". GET /jobs/{id} of a queued or running job still reads the store (and a cache "
-        "must be dropped for a job that is deleted or re-run). Beyond one core: more "
-        "uvicorn processes. Measurement 4 found "
+        f"{reach} k2e's GET /jobs/{{id}} took {us_mine:.0f} µs ({mine:.0f} req/s in the "
+        "probe process). Once the caller's key (service/auth.py's key cache, bounded by "
+        "`K2E_KEY_CACHE_S`, the revocation delay) and the job's JSON (service/jobcache.py) "
+        "are both in memory, `service/fastpath.py` answers the request before the "
+        "framework: two dictionary reads and the bytes, the same status, body and headers "
+        "as the route, which is why it can run faster than /healthz (which goes through "
+        "FastAPI). The bench's load asks for one job with one key, so after the first "
+        "request every one takes that path; a load spread over many jobs pays one store "
+        f"read per job per `K2E_JOB_CACHE_S` (`JobStore.get`: "
+        f"{store['jobstore_get_us']:.0f} µs per call in the bench process, the bare row "
+        f"from the `sqlite3` module {store['sqlite3_row_us']:.0f} µs). The variants "
+        f"(sync, async deps, a cached JSON at {cached:.0f} req/s) show what the route's "
+        "declaration costs inside the framework. Measurement 4 found "
         f"{jobs['rps']:.0f} req/s for the route that the probe process served at "
         f"{mine:.0f} (load average {r['loadavg'].get('api', 0):.2f} and "
         f"{r['loadavg'].get('probes', 0):.2f} when the two parts started): on this shared "
@@ -341,12 +353,58 @@ def _memory(r: dict[str, Any]) -> list[str]:
             "the ASGI server's writes). Even the level-0 compressor alone runs at "
             f"{z['0'] / d['disk_mb_s']:.2f} of a page-cache read here: 0.5 x a page-cache "
             "read is out of reach for a Python HTTP stream on this machine; against a read "
-            "from a real disk it would not be. Options beyond that are outside the Python "
-            "process (a reverse proxy serving the file, or `sendfile` of an uncompressed "
-            "tar).",
+            "from a real disk it would not be. The plain tar (`?format=tar`, 5b below) "
+            "skips the compressor and its CRC.",
             "",
         ]
     return [*lines, "Memory stays flat during both transfers: both stream in 1 MB chunks.", ""]
+
+
+def _downloads(r: dict[str, Any]) -> list[str]:
+    if "downloads" not in r:
+        return []
+    d = r["downloads"]
+    c = d["concurrent"]
+    tar, sendfile = d["median_mb_s"]["tar"], d["median_mb_s"]["sendfile"]
+    return [
+        "### 5b. Plain-tar downloads",
+        "",
+        f"GET /jobs/{{id}}/checkpoints/{{step}}?format=tar of the {d['size_bytes'] / MB:.0f} MB "
+        f"checkpoint: {_list(d['mb_s']['tar'])} MB/s; `os.sendfile` of the same file over "
+        f"loopback, alternating with it: {_list(d['mb_s']['sendfile'])} MB/s (medians "
+        f"{tar:.0f} and {sendfile:.0f}). Both read by the same raw-socket client. The tar "
+        "has a Content-Length and no compressor: each member's header, then its file in "
+        "1 MB reads on a reader thread (never on the event loop), each handed to "
+        "uvicorn's transport. uvicorn 0.54 offers neither the ASGI `http.response.pathsend` "
+        "nor the zerocopy extension, and uvloop has no `loop.sendfile`, so no zero-copy "
+        "path exists in this server stack: the gap to sendfile is the copies from the "
+        "page cache into Python and from Python into the socket, on one core. "
+        f"{c['downloads']} downloads at once: {c['aggregate_mb_s']:.0f} MB/s in all, the "
+        f"API's RSS grew {c['growth'] / MB:.1f} MB (each response holds about two 1 MB "
+        "reads: the one being written and the next).",
+        "",
+    ]
+
+
+def _fairness(r: dict[str, Any]) -> list[str]:
+    if "fairness" not in r:
+        return []
+    f = r["fairness"]
+    burst_s = f["burst_job_s_p50"]
+    took = f" (a burst job ran {burst_s:.2f} s, median)" if burst_s else ""
+    return [
+        "### 7. Submit → running behind another tenant's burst",
+        "",
+        f"Tenant `burst` queued {f['burst_jobs']} one-step jobs through POST /convert; then "
+        f"the admin's tenant submitted {f['samples']} one-step jobs, one at a time. The "
+        f"rule (k2e/jobs/dispatch.py) keeps at most K = {f['inflight_limit']} of a "
+        "tenant's jobs in the broker or running, so a new job of another tenant waits for "
+        f"at most K of the burst's. Burst jobs that started between each job's "
+        f"`created_at` and its `started_at`: {f['burst_started_ahead']}; burst jobs still "
+        f"waiting at each: {f['burst_waiting_at_each']}; `started_at - created_at`: "
+        f"{_list(f['raw_wait_ms'])} ms{took}.",
+        "",
+    ]
 
 
 def _e2e_runs(r: dict[str, Any]) -> list[str]:

@@ -57,3 +57,16 @@ def require_success(job: dict[str, Any]) -> dict[str, Any]:
     if job["status"] != "succeeded":
         raise RuntimeError(f"job {job['id']} {job['status']}: {job.get('error')}")
     return job
+
+
+def end_event(client: httpx.Client, job_id: str, clock: Callable[[], float] = time.time) -> float:
+    """Follow GET /jobs/{id}/events until its `end` event; ``clock()`` when it arrived."""
+    with client.stream("GET", f"/jobs/{job_id}/events", timeout=600) as response:
+        response.raise_for_status()
+        event = ""
+        for line in response.iter_lines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif not line and event == "end":
+                return clock()
+    raise RuntimeError(f"job {job_id}: the stream closed without `end`")

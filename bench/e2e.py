@@ -3,8 +3,9 @@
 (a) bench/direct.py's ``run`` in a warm, long-lived helper process (TensorFlow imported,
     one warm-up run done); (b) the same as a cold ``python bench/direct.py`` subprocess,
     import included; (c) the same workload through k2e: POST /convert, then poll
-    GET /jobs/{id} until it succeeded, with a warm worker (one warm-up job done).
-Rounds alternate the order (a b c, b c a, c a b, ...) so drift hits every case alike.
+    GET /jobs/{id} until it succeeded, with a warm worker (one warm-up job done); (d) the
+    same as (c), followed through GET /jobs/{id}/events until its `end` event.
+Rounds rotate the order (a b c d, b c d a, ...) so drift hits every case alike.
 Throughput compares the TensorBoard ``global_step/sec`` series of (c) (served by
 GET /jobs/{id}/metrics) with the same series of (a)'s model_dir, read by the same parser.
 """
@@ -34,6 +35,7 @@ WARMUP_STEPS = 200
 # 2-core machine (the API and the client take CPU that TensorFlow's threads want).
 POLL_TRAINING_S = 0.5
 POLL_S = 0.05
+FAST_ETA_S = 0.6  # one slow poll and a bit: the switch comes before training ends
 
 
 @dataclass
@@ -124,14 +126,18 @@ def k2e_run(http: httpx.Client, spec: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     job = rest.submit(http, spec)
     accepted = time.perf_counter()
-    # Progress arrives every log_step_count_steps: the last report before the end.
+    # Progress arrives every log_step_count_steps, but at most every
+    # K2E_PROGRESS_MIN_INTERVAL_S: the report at max_steps - 100 may never come. Poll fast
+    # from that step, or once the job's own ETA says training ends within FAST_ETA_S.
     last_report = spec["train"]["max_steps"] - RUN_CONFIG["log_step_count_steps"]
-    rest.wait_until(
-        http,
-        job["id"],
-        interval=POLL_TRAINING_S,
-        until=lambda j: j["progress"]["global_step"] >= last_report,
-    )
+
+    def near_the_end(j: dict[str, Any]) -> bool:
+        eta = j["progress"].get("eta_s")
+        return j["progress"]["global_step"] >= last_report or (
+            eta is not None and eta <= FAST_ETA_S
+        )
+
+    rest.wait_until(http, job["id"], interval=POLL_TRAINING_S, until=near_the_end)
     job, seen = rest.wait_until(http, job["id"], interval=POLL_S)
     rest.require_success(job)
     metrics = http.get(f"/jobs/{job['id']}/metrics").json()["runs"]
@@ -145,6 +151,16 @@ def k2e_run(http: httpx.Client, spec: dict[str, Any]) -> dict[str, Any]:
         "steps_per_sec": _median_rate(metrics.get("train", {})),
         "progress_steps_per_sec": job["progress"].get("steps_per_sec"),
     }
+
+
+def k2e_stream_run(http: httpx.Client, spec: dict[str, Any]) -> dict[str, Any]:
+    """Submit and follow the job's event stream until `end`: the wall time a client of
+    GET /jobs/{id}/events sees (no polling lag)."""
+    started = time.perf_counter()
+    job = rest.submit(http, spec)
+    ended = rest.end_event(http, job["id"], clock=time.perf_counter)
+    rest.require_success(rest.get_job(http, job["id"]))
+    return {"job_id": job["id"], "wall_s": ended - started}
 
 
 # Celery's log lines start with "[2026-11-26 05:14:28,587: INFO/ForkPoolWorker-1]".
@@ -162,6 +178,23 @@ def worker_prefix_s(worker_log: Path, job_id: str) -> float | None:
         elif started is not None and ESTIMATOR_CREATED in line:
             created = _log_time(line)
             return None if created is None else (created - started).total_seconds()
+    return None
+
+
+STORED_INSPECTION = "stored inspection kept"  # k2e.spec.checks, when the sha256 matches
+
+
+def worker_inspected(worker_log: Path, job_id: str) -> bool | None:
+    """Whether the worker inspected the job's model in the sandbox (False: it kept the
+    inspection stored at upload); None when the job's lines are not in the log."""
+    started = False
+    for line in worker_log.read_text(errors="replace").splitlines():
+        if not started:
+            started = f"job {job_id}: attempt" in line
+        elif STORED_INSPECTION in line:
+            return False
+        elif ESTIMATOR_CREATED in line:
+            return True
     return None
 
 
@@ -206,17 +239,17 @@ class CpuMeter:
 
 
 def measure(http: httpx.Client, stack: Stack, assets: Assets, workdir: Path, rounds: int) -> dict:
-    """``rounds`` rounds of (a), (b), (c), rotating the order each round."""
+    """``rounds`` rounds of (a), (b), (c), (d), rotating the order each round."""
     logs = stack.logs
     spec = convert_spec(assets.model_id, assets.dataset_id, STEPS)
     helper = WarmHelper(logs / "direct-warm.log")
     try:
         helper.run(workdir / "warmup-a", assets.npz, WARMUP_STEPS)
         k2e_run(http, convert_spec(assets.model_id, assets.dataset_id, WARMUP_STEPS))
-        runs: dict[str, list[dict[str, Any]]] = {"a": [], "b": [], "c": []}
-        order = ["a", "b", "c"]
+        runs: dict[str, list[dict[str, Any]]] = {"a": [], "b": [], "c": [], "d": []}
+        order = ["a", "b", "c", "d"]
         for i in range(rounds):
-            for case in order[i % 3 :] + order[: i % 3]:
+            for case in order[i % 4 :] + order[: i % 4]:
                 model_dir = workdir / f"round{i}-{case}"
                 if case == "a":
                     with CpuMeter(helper.process.pid) as cpu:
@@ -224,9 +257,11 @@ def measure(http: httpx.Client, stack: Stack, assets: Assets, workdir: Path, rou
                     result["steps_per_sec"] = direct_rate(model_dir)
                 elif case == "b":
                     result = cold_run(model_dir, assets.npz, STEPS, logs / "direct-cold.log")
-                else:
+                elif case == "c":
                     with CpuMeter(stack.worker_pool_pid()) as cpu:
                         result = k2e_run(http, spec)
+                else:
+                    result = k2e_stream_run(http, spec)
                 if case in ("a", "c"):
                     result["cpu_s"], result["train_thread_cpu_s"] = cpu.total, cpu.busiest
                 result["round"] = i
@@ -237,6 +272,7 @@ def measure(http: httpx.Client, stack: Stack, assets: Assets, workdir: Path, rou
         helper.close()
     for result in runs["c"]:
         result["prefix_s"] = worker_prefix_s(logs / "worker.log", result["job_id"])
+        result["worker_inspected"] = worker_inspected(logs / "worker.log", result["job_id"])
     return {**summarize(runs), "hook_probe": hook_probe}
 
 
@@ -288,6 +324,9 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             for case in ("a", "c")
         },
         "worker_prefix_s": statistics.median(prefixes) if prefixes else None,
+        "worker_inspected": any(r.get("worker_inspected") for r in runs["c"]),
+        # (d): the same job followed through GET /jobs/{id}/events until `end`.
+        "events": {"median_s": median["d"], "ratio_c_a": median["d"] / median["a"]},
         "a_phases_s": {
             phase: statistics.median(r[phase] for r in runs["a"])
             for phase in ("model_s", "build_s", "train_s", "eval_s", "export_s")

@@ -35,25 +35,12 @@ from bench.workload import convert_spec
 OUT = ROOT / "bench" / "out"
 
 
-def _end_received(http: httpx.Client, job_id: str) -> float:
-    """Subscribe and read until `end`; the time.time() it arrived."""
-    with http.stream("GET", f"/jobs/{job_id}/events", timeout=600) as response:
-        response.raise_for_status()
-        event = ""
-        for line in response.iter_lines():
-            if line.startswith("event:"):
-                event = line.split(":", 1)[1].strip()
-            elif not line and event == "end":
-                return time.time()
-    raise RuntimeError(f"job {job_id}: the stream closed without `end`")
-
-
 def end_latency(http: httpx.Client, model_id: str, dataset_id: str, jobs: int) -> dict[str, Any]:
     spec = convert_spec(model_id, dataset_id, steps=200, evaluate=False, export=False)
     latencies_ms = []
     for _ in range(jobs):
         job_id = rest.submit(http, spec)["id"]
-        received = _end_received(http, job_id)
+        received = rest.end_event(http, job_id)
         job = rest.require_success(rest.get_job(http, job_id))
         finished = datetime.fromisoformat(job["finished_at"]).timestamp()
         latencies_ms.append((received - finished) * 1000)

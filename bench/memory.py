@@ -23,6 +23,8 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from bench.stack import Stack, read_rss_bytes
+from k2e.jobs.store import NewJob
+from k2e.tenancy.models import DEFAULT_TENANT
 
 MB = 1024 * 1024
 CHUNK = 64 * MB
@@ -87,6 +89,16 @@ def write_big_checkpoint(model_dir: Path, target_bytes: int, step: int = 1) -> P
     return data
 
 
+def checkpoint_job(stack: Stack, size: int) -> tuple[str, Path]:
+    """A job record of the admin's tenant whose model_dir holds a ``size``-byte checkpoint
+    at step 1; returns the job id and the checkpoint's data file."""
+    job_id = str(uuid.uuid4())
+    new = NewJob(job_id, DEFAULT_TENANT, {"note": "bench download"}, "cpu", f"jobs/{job_id}", 1)
+    stack.store().create(new)
+    model_dir = stack.storage().for_tenant(DEFAULT_TENANT).job_model_dir(job_id)
+    return job_id, write_big_checkpoint(model_dir, size)
+
+
 def disk_read_seconds(path: Path) -> float:
     started = time.perf_counter()
     with path.open("rb", buffering=0) as f:
@@ -142,10 +154,7 @@ def measure(stack: Stack, http: httpx.Client, workdir: Path, size: int) -> dict[
     }
     npz.unlink()
 
-    job_id = str(uuid.uuid4())
-    model_dir = stack.storage().job_model_dir(job_id)
-    stack.store().create(job_id, {"note": "bench download"}, "cpu", str(model_dir), 1)
-    data = write_big_checkpoint(model_dir, size)
+    job_id, data = checkpoint_job(stack, size)
     disk_read_seconds(data)  # warm the page cache, as the download will find it
     disk_s = disk_read_seconds(data)
     payload = data.stat().st_size

@@ -7,16 +7,17 @@ import time
 from typing import Any
 
 from bench import api_load
-from bench.stack import Stack, stop_process
+from bench.stack import AUTH_HEADER, Stack, stop_process
+from k2e.tenancy.models import DEFAULT_TENANT
 from k2e.vetting.sandbox import SandboxLimits, inspect_model_file, policy_for
 from launcher.embedded_redis import free_port
 
 
 def sandbox_seconds(stack: Stack, model_id: str, runs: int = 5) -> dict[str, float]:
-    """One inspection of the uploaded HDF5 in k2e's sandbox child process, as both
-    POST /convert and the worker (before training) run it."""
+    """One inspection of the uploaded HDF5 in k2e's sandbox child process, as POST /models
+    runs it (and, before they reused the stored inspection, POST /convert and the worker)."""
     settings = stack.settings
-    path = stack.storage().model_file(model_id)
+    path = stack.storage().for_tenant(DEFAULT_TENANT).model_file(model_id)
     times = []
     for _ in range(runs):
         started = time.perf_counter()
@@ -68,7 +69,9 @@ def api_variants(stack: Stack, job_id: str, connections: int) -> dict[str, Any]:
     try:
         stack.wait_for_http(f"http://127.0.0.1:{port}", process, "probe-api.log")
         paths = [p.replace("{id}", job_id) for p in PROBE_PATHS]
-        answer = api_load.load(port, paths, process.pid, connections, seconds=2.0, rounds=3)
+        answer = api_load.load(
+            port, paths, process.pid, connections, seconds=2.0, rounds=3, headers=(AUTH_HEADER,)
+        )
     finally:
         stop_process(process)
     return {

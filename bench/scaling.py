@@ -14,10 +14,12 @@ import httpx
 from sqlalchemy import func, select
 
 from bench import api_load, pickup
-from bench.stack import Stack
-from k2e.jobs.store import JobStore
+from bench.stack import AUTH_HEADER, Stack
+from k2e.jobs.leases import JobLeases
+from k2e.jobs.store import JobStore, NewJob
 from k2e.schemas import JobStatus
 from k2e.tables import jobs
+from k2e.tenancy.models import DEFAULT_TENANT
 
 FLAT_RATIO = 1.5
 
@@ -29,15 +31,15 @@ def job_count(store: JobStore) -> int:
 
 def fill(stack: Stack, template: dict[str, Any], total: int) -> int:
     """Add finished filler jobs until the store holds ``total`` jobs; returns how many."""
-    store = stack.store()
-    storage = stack.storage()
+    store = JobLeases(stack.settings.sqlalchemy_url)  # the worker's side: start, finish
     added = 0
     curve = template["metrics"]["train"]
     for _ in range(max(0, total - job_count(store))):
         job_id = str(uuid.uuid4())
-        model_dir = storage.job_model_dir(job_id)
         max_steps = template["progress"]["max_steps"]
-        store.create(job_id, template["spec"], "cpu", str(model_dir), max_steps)
+        store.create(
+            NewJob(job_id, DEFAULT_TENANT, template["spec"], "cpu", f"jobs/{job_id}", max_steps)
+        )
         owner = f"bench-filler:{job_id[:8]}"
         store.start(job_id, owner, lease_s=60)
         store.record_progress(job_id, owner, template["progress"], curve)
@@ -67,6 +69,7 @@ def measure_level(
         rounds=2,
         max_requests=2000,
         warmup=0.5,
+        headers=(AUTH_HEADER,),
     )
     picked = pickup.measure(http, model_id, dataset_id, jobs_n)
     return {

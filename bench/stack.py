@@ -19,6 +19,9 @@ from launcher.stack import api_command, worker_command
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER_READY = "worker process ready: TensorFlow loaded"
+# The API provisions this admin key (K2E_ADMIN_KEY): every figure runs with authentication on.
+ADMIN_KEY = "k2e_bench-admin-key-0123456789abcdef"
+AUTH_HEADER = f"Authorization: Bearer {ADMIN_KEY}"
 
 
 def read_rss_bytes(pid: int) -> int:
@@ -87,6 +90,7 @@ class Stack:
         return dict(
             os.environ,
             K2E_DATA_DIR=str(self.data_dir),
+            K2E_ADMIN_KEY=ADMIN_KEY,
             REDIS_URL=self.redis.url,
             DATABASE_URL=settings.sqlalchemy_url,
             PYTHONUNBUFFERED="1",

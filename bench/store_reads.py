@@ -67,7 +67,13 @@ def _insert_job(url: str, status: str) -> str:
 
 
 def measure(
-    store: str, code: Path, headers: tuple[str, ...], seconds: float, cache: bool = True
+    store: str,
+    code: Path,
+    headers: tuple[str, ...],
+    seconds: float,
+    cache: bool = True,
+    access_log: bool = False,
+    admin_key: str | None = None,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="k2e-store-reads-") as scratch:
         data = Path(scratch)
@@ -80,9 +86,13 @@ def measure(
             REDIS_URL="redis://127.0.0.1:1/0",  # reads never reach the broker
             PYTHONPATH=str(code),
         )
+        if admin_key is not None:
+            env["K2E_ADMIN_KEY"] = admin_key
         if not cache:  # every read a query: the worst case, many distinct jobs
             env.update(K2E_JOB_CACHE_S="0", K2E_LIVE_JOB_CACHE_S="0")
         argv = api_command("127.0.0.1", port)
+        if access_log:  # uvicorn's default, before k2e turned it off
+            argv = [a for a in argv if a != "--no-access-log"]
         with (data / "api.log").open("wb") as log:
             api = subprocess.Popen(argv, cwd=code, env=env, stdout=log, stderr=subprocess.STDOUT)
             try:
@@ -116,6 +126,8 @@ def measure(
     return {
         "store": store,
         "cache": cache,
+        "access_log": access_log,
+        "server_cores": {p: round(x["server_cores"], 2) for p, x in paths.items()},
         "healthz_rps": round(health["rps"]),
         "job_rps": round(job["rps"]),
         "ratio": round(job["rps"] / health["rps"], 3),
@@ -126,6 +138,14 @@ def measure(
     }
 
 
+def postgres_available() -> bool:
+    try:
+        create_engine(POSTGRES).connect().close()
+    except Exception:
+        return False
+    return True
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--code", type=Path, default=ROOT, help="the checkout whose API runs")
@@ -133,9 +153,17 @@ def main() -> int:
     parser.add_argument("--header", action="append", default=[])
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--no-cache", action="store_true", help="K2E_*JOB_CACHE_S=0")
+    parser.add_argument("--access-log", action="store_true", help="uvicorn's access log on")
     args = parser.parse_args()
     rows = [
-        measure(store, args.code.resolve(), tuple(args.header), args.seconds, not args.no_cache)
+        measure(
+            store,
+            args.code.resolve(),
+            tuple(args.header),
+            args.seconds,
+            not args.no_cache,
+            args.access_log,
+        )
         for store in args.store or ["sqlite", "postgres"]
     ]
     print(json.dumps({"code": str(args.code), "rows": rows}, indent=1))

@@ -100,3 +100,15 @@ def decode_cursor(cursor: str) -> int:
             [FieldError(("query", "cursor"), "not a cursor k2e issued")],
         )
     return min(int(cursor), _MAX_SEQ + 1)
+
+
+def recorded_sha256(catalog: Catalog, model_ref: str | None, tenant: str) -> str | None:
+    """The sha256 POST /models recorded for ``model_ref`` (a model id of ``tenant``), or
+    None (a path, another tenant's id, an unknown one): the worker then inspects the file."""
+    if model_ref is None:
+        return None
+    try:
+        value = catalog.info("model", model_ref, tenant).get("sha256")
+    except NotFound:
+        return None
+    return value if isinstance(value, str) and value else None

@@ -128,9 +128,11 @@ class Settings(BaseSettings):
     predict_timeout_s: float = Field(default=30.0, gt=0, le=600)
 
     # Seconds an API process serves a job's JSON from memory (GET /jobs/{id}): an ended
-    # job's, and a queued or running one's (service/jobcache.py).
+    # job's, and a queued or running one's (service/jobcache.py). The live one bounds how
+    # late a polling client sees a job end; at 0.05 s a job read by any number of clients
+    # costs the store at most 20 reads a second.
     job_cache_s: float = Field(default=5.0, ge=0, le=3600)
-    live_job_cache_s: float = Field(default=0.2, ge=0, le=5)
+    live_job_cache_s: float = Field(default=0.05, ge=0, le=5)
     # GET /jobs/{id}/events: how often a stream reads the store when Redis pub/sub is
     # unavailable, and the idle time after which it sends a keep-alive comment.
     events_poll_s: float = Field(default=0.5, gt=0, le=10)

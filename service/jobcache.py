@@ -24,7 +24,7 @@ MAX_ENTRIES = 10_000
 
 
 class JobCache:
-    def __init__(self, ttl_s: float, live_ttl_s: float = 0.2, readers: int = 4) -> None:
+    def __init__(self, ttl_s: float, live_ttl_s: float = 0.05, readers: int = 4) -> None:
         self.ttl_s = ttl_s
         self.live_ttl_s = live_ttl_s
         self._entries: dict[str, tuple[str | None, bytes, float]] = {}
@@ -40,6 +40,13 @@ class JobCache:
         if tenant is not None and owner != tenant:
             raise NotFound(f"no job with id {job_id!r}")
         return body
+
+    def fresh(self, job_id: str) -> tuple[str | None, bytes] | None:
+        """The job's tenant and JSON if in memory and fresh, else None (no store read)."""
+        entry = self._entries.get(job_id)
+        if entry is None or entry[2] <= time.monotonic():
+            return None
+        return entry[0], entry[1]
 
     async def _read(self, store: JobStore, job_id: str) -> tuple[str | None, bytes]:
         entry = self._entries.get(job_id)

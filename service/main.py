@@ -11,6 +11,7 @@ from k2e.tenancy.models import DEFAULT_TENANT
 from service.auth import KeyCache, SessionCache
 from service.backend import Backend
 from service.events import EventBroker
+from service.fastpath import JobReadFastPath
 from service.jobcache import JobCache
 from service.openapi import add_request_schemas
 from service.problems import add_exception_handlers
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         backend.store, settings.redis_url, settings.events_poll_s, settings.events_keepalive_s
     )
     add_exception_handlers(app)
+    app.add_middleware(JobReadFastPath)
     for module in (health, uploads, convert, jobs, predict, events, tenants, ui):
         app.include_router(module.router)
     add_request_schemas(app, {"ConvertRequest": ConvertRequest, "PredictRequest": PredictRequest})

@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from k2e.catalog import Catalog, recorded_sha256
 from k2e.errors import InvalidSpec, K2EError
 from k2e.jobs.dispatch import Dispatcher
 from k2e.jobs.events import notifier_for
@@ -33,6 +34,7 @@ class JobRunner:
         self.settings = settings
         self.store = JobLeases(settings.sqlalchemy_url, notifier_for(settings.redis_url))
         self.storage = Storage(settings.storage_root)
+        self.catalog = Catalog(self.store.engine)
         self.dispatcher = Dispatcher(
             self.store.engine, TaskSender(settings), settings.tenant_inflight_jobs
         )
@@ -215,7 +217,9 @@ class JobRunner:
     ) -> RunResult:
         # Defence in depth: the files are checked again before TensorFlow sees them.
         # Only the job's tenant's uploads resolve: its storage is the tenant's folder.
-        resolved = check_spec(spec, files.storage, self.settings)
+        # An upload whose bytes match the job store's sha256 keeps its stored inspection.
+        digest = recorded_sha256(self.catalog, spec.keras_model_path, job.tenant or DEFAULT_TENANT)
+        resolved = check_spec(spec, files.storage, self.settings, recorded_sha256=digest)
         phases = JobPhases(self.store, self.settings, job, owner, spec, resolved, control, files)
         if spec.warm_start_from is not None and job.warm_start_from is not None:
             phases.warm_start_checkpoint = _start_checkpoint(files, job.warm_start_from)

@@ -4,6 +4,7 @@ The API runs this on every submission; the worker runs it again before it loads
 anything (defence in depth). Everything here reads files with h5py/numpy only.
 """
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,10 @@ from k2e.vetting.inspection import H5Summary
 from k2e.vetting.metric_names import compiled_metric_names
 from k2e.vetting.model_config import ModelSummary, parse_model_config
 from k2e.vetting.sandbox import SandboxLimits, inspect_model_file
+from k2e.vetting.stored import verified_inspection
 
 _MODEL_ID_LEN = 32
+log = logging.getLogger("k2e.spec")
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ def resolve_model(
     storage: Storage,
     settings: Settings,
     reinspect: bool = True,
+    recorded_sha256: str | None = None,
 ) -> ResolvedModel:
     """The spec's model, vetted (k2e.vetting.configs) before anything could load it.
 
@@ -50,7 +54,9 @@ def resolve_model(
     config may use the names ``custom_objects`` maps to registry entries. ``settings``
     give the plugin manifests, ``allow_lambda`` and the sandbox limits. Without
     ``reinspect``, a model uploaded through POST /models is described by the inspection
-    stored at upload (it passed a stricter vetting then: registry names only).
+    stored at upload (it passed a stricter vetting then: registry names only). With
+    ``reinspect`` and the upload's ``recorded_sha256`` (the job store's record), the stored
+    inspection is used if the file still has that digest (k2e.vetting.stored).
     """
     known = registry(settings.plugins)
     mapped = [name for name, target in (spec.custom_objects or {}).items() if target in known]
@@ -76,6 +82,14 @@ def resolve_model(
     assert spec.keras_model_path is not None
     path = model_path(spec.keras_model_path, storage)
     stored = None if reinspect else _stored_inspection(spec.keras_model_path, storage)
+    if reinspect and recorded_sha256 is not None and _is_model_id(spec.keras_model_path):
+        kept = storage.model_summary(spec.keras_model_path)
+        stored = verified_inspection(path, kept, recorded_sha256, policy)
+        if stored is not None:  # bench/e2e.py reads this line from the worker's log
+            log.info(
+                "model %s: its sha256 matches the upload's, stored inspection kept",
+                path.parent.name,
+            )
     if stored is not None:
         return ResolvedModel(
             stored.summary,
@@ -93,8 +107,12 @@ def resolve_model(
     return ResolvedModel(h5.summary, h5.compiled, h5.metric_names, path, h5.compile_args)
 
 
+def _is_model_id(value: str) -> bool:
+    return len(value) == _MODEL_ID_LEN and value.isalnum()
+
+
 def _stored_inspection(value: str, storage: Storage) -> H5Summary | None:
-    if len(value) != _MODEL_ID_LEN or not value.isalnum():
+    if not _is_model_id(value):
         return None
     data = storage.model_summary(value)
     return H5Summary.model_validate(data) if data is not None else None
@@ -103,7 +121,7 @@ def _stored_inspection(value: str, storage: Storage) -> H5Summary | None:
 def model_path(value: str, storage: Storage) -> Path:
     """A model id from POST /models, or a file under the storage root."""
     loc = ("keras_model_path",)
-    if len(value) == _MODEL_ID_LEN and value.isalnum():
+    if _is_model_id(value):
         try:
             return storage.model_file(value)
         except NotFound as exc:
@@ -119,17 +137,23 @@ def model_path(value: str, storage: Storage) -> Path:
 
 
 def check_spec(
-    spec: ConvertRequest, storage: Storage, settings: Settings, reinspect: bool = True
+    spec: ConvertRequest,
+    storage: Storage,
+    settings: Settings,
+    reinspect: bool = True,
+    recorded_sha256: str | None = None,
 ) -> ResolvedModel:
     """Every rule that needs the model or the datasets; raises InvalidSpec listing all.
 
     The API passes ``reinspect=False`` (uploads were inspected when they arrived); the
-    worker inspects every file again before loading it.
+    worker checks every file again before loading it: an upload whose bytes still match
+    ``recorded_sha256`` (the job store's record) by its stored inspection, re-vetted, any
+    other file in the sandbox.
     """
     limits = check_spec_limits(spec, settings)
     if limits:
         raise InvalidSpec(limits[0].msg, limits)
-    model = resolve_model(spec, storage, settings, reinspect)
+    model = resolve_model(spec, storage, settings, reinspect, recorded_sha256)
     loc_model = ("keras_model",) if spec.keras_model is not None else ("keras_model_path",)
     params = model.summary.param_count
     if params is not None and params > settings.max_model_params:

@@ -2,15 +2,15 @@
 model_dir. A member sees its tenant's jobs only; another tenant's id is not found."""
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from k2e.formats.tfevents import read_scalars
 from k2e.schemas import CheckpointInfo, Job, JobLog, JobPage, JobScalars, JobStatus
 from service import jobs
-from service.archive import tar_gz_stream, tree_members
+from service.archive import TarPlan, tar_gz_stream, tree_members
 from service.auth import CallerDep, current_caller, list_scope, scope
 from service.deps import BackendDep
 from service.params import Cursor, JobId, Limit, TenantFilter
@@ -18,9 +18,21 @@ from service.problems import problems
 
 router = APIRouter(tags=["jobs"], dependencies=[Depends(current_caller)], responses=problems(401))
 
-_GZIP: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"application/gzip": {}}, "description": "a tar.gz archive"}
+_ARCHIVE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"application/gzip": {}, "application/x-tar": {}},
+        "description": "a tar.gz archive (the default), or the same tar uncompressed",
+    }
 }
+TAR = "application/x-tar"
+ArchiveFormat = Annotated[
+    Literal["tar.gz", "tar"] | None,
+    Query(
+        description="`tar.gz` (the default) or `tar`: the same members uncompressed, sent "
+        f"with a Content-Length at the server's full speed; `Accept: {TAR}` also asks for it",
+    ),
+]
+AcceptHeader = Annotated[str | None, Header(include_in_schema=False)]
 _MAX_SEQ = 2**31 - 1
 
 
@@ -73,24 +85,43 @@ def delete_job(job_id: JobId, backend: BackendDep, caller: CallerDep, request: R
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-def _download(members: list[tuple[Path, str]], filename: str) -> StreamingResponse:
+def _download(
+    members: list[tuple[Path, str]], name: str, fmt: str | None, accept: str | None
+) -> StreamingResponse:
+    plan = TarPlan(members)
+    if fmt == "tar" or (fmt is None and accept is not None and TAR in accept):
+        return StreamingResponse(
+            plan.stream(),
+            media_type=TAR,
+            headers={
+                "Content-Disposition": f'attachment; filename="{name}.tar"',
+                "Content-Length": str(plan.length),
+            },
+        )
     return StreamingResponse(
-        tar_gz_stream(members),
+        tar_gz_stream(plan),
         media_type="application/gzip",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        headers={"Content-Disposition": f'attachment; filename="{name}.tar.gz"'},
     )
 
 
 @router.get(
     "/jobs/{job_id}/savedmodel",
-    responses={**_GZIP, **problems(404)},
+    responses={**_ARCHIVE, **problems(404, 422)},
     response_class=StreamingResponse,
-    summary="The newest export as tar.gz in the TF Serving layout",
+    summary="The newest export as tar.gz (or `?format=tar`) in the TF Serving layout",
     operation_id="downloadSavedModel",
 )
-def download_savedmodel(job_id: JobId, backend: BackendDep, caller: CallerDep) -> StreamingResponse:
+def download_savedmodel(
+    job_id: JobId,
+    backend: BackendDep,
+    caller: CallerDep,
+    format: ArchiveFormat = None,
+    accept: AcceptHeader = None,
+) -> StreamingResponse:
     export = jobs.latest_export(backend, job_id, caller)
-    return _download(tree_members(export, export.name), f"{job_id}-savedmodel-{export.name}.tar.gz")
+    name = f"{job_id}-savedmodel-{export.name}"
+    return _download(tree_members(export, export.name), name, format, accept)
 
 
 @router.get(
@@ -105,16 +136,21 @@ def list_checkpoints(job_id: JobId, backend: BackendDep, caller: CallerDep) -> l
 
 @router.get(
     "/jobs/{job_id}/checkpoints/{step}",
-    responses={**_GZIP, **problems(404)},
+    responses={**_ARCHIVE, **problems(404, 422)},
     response_class=StreamingResponse,
-    summary="One checkpoint's files as tar.gz",
+    summary="One checkpoint's files as tar.gz (or `?format=tar`)",
     operation_id="downloadCheckpoint",
 )
 def download_checkpoint(
-    job_id: JobId, step: int, backend: BackendDep, caller: CallerDep
+    job_id: JobId,
+    step: int,
+    backend: BackendDep,
+    caller: CallerDep,
+    format: ArchiveFormat = None,
+    accept: AcceptHeader = None,
 ) -> StreamingResponse:
     files = jobs.checkpoint_files(backend, job_id, step, caller)
-    return _download([(f, f.name) for f in files], f"{job_id}-ckpt-{step}.tar.gz")
+    return _download([(f, f.name) for f in files], f"{job_id}-ckpt-{step}", format, accept)
 
 
 @router.get(

@@ -5,6 +5,7 @@ keeps serving; a good `.keras` upload trains end to end."""
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from k2e.jobs.queueing import TaskSender
@@ -159,3 +160,33 @@ def test_a_keras_archive_converts_and_trains_with_the_documented_names(
     assert {"acc_1", "acc_2", "loss", "global_step"} <= set(job["metrics"]["eval"])
     listing = client.get(f"/jobs/{job['id']}/savedmodel")
     assert listing.status_code == 200
+
+
+def test_a_model_file_swapped_after_upload_is_inspected_again_by_the_worker(
+    client, worker, settings, lambda_h5, marker, tmp_path
+) -> None:
+    """The worker keeps an upload's stored inspection only for the bytes it describes: a
+    file changed on the storage volume behind k2e's back goes through the sandbox again."""
+    inputs = tf.keras.Input((16,), name="input_a")
+    good = tf.keras.Model(inputs, tf.keras.layers.Dense(3, name="out")(inputs))
+    good.compile(optimizer="sgd", loss="mse")
+    h5 = models.save_h5(good, tmp_path / "good.h5")
+    upload = client.post("/models", files={"file": ("good.h5", h5.read_bytes())})
+    assert upload.status_code == 201, upload.text
+    model_id = upload.json()["id"]
+    arrays = {"input_a": np.zeros((32, 16), "float32"), "out": np.zeros((32, 3), "float32")}
+    data = client.post("/datasets", files={"file": ("d.npz", models.npz_bytes(arrays))})
+    assert data.status_code == 201, data.text
+    (admin_files(settings.storage_root) / "models" / model_id / "model.h5").write_bytes(lambda_h5)
+    spec = {
+        "keras_model_path": model_id,
+        "train": {"dataset": data.json()["id"], "max_steps": 5, "batch_size": 16},
+        "export": False,
+    }
+    response = client.post("/convert", json=spec)  # the API answers from the stored inspection
+    assert response.status_code == 202, response.text
+    job = wait_for_job(client, response.json()["id"], timeout=120)
+    assert job["status"] == "failed", job
+    assert job["error"]["type"] == "InvalidSpec"
+    assert "layer 'pwn' (Lambda)" in job["error"]["message"]
+    assert not marker.exists()

@@ -28,7 +28,7 @@ import httpx
 
 from bench import client as rest
 from bench import e2e
-from bench.stack import ROOT, Stack
+from bench.stack import ROOT, Stack, read_cpu_seconds
 from bench.stats import percentiles
 from bench.workload import convert_spec
 
@@ -54,12 +54,22 @@ class Subscribers:
     def __init__(self, base_url: str, headers: dict[str, str], job_id: str, count: int) -> None:
         self.events = [0] * count
         self.ended = 0
+        self.cpu_s = 0.0  # the subscribers' own CPU (their thread), for attribution
         self._args = (base_url, headers, job_id, count)
         self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
         self._thread.start()
 
     async def _main(self) -> None:
         base_url, headers, job_id, count = self._args
+        started = time.thread_time()
+        try:
+            await self._streams(base_url, headers, job_id, count)
+        finally:
+            self.cpu_s = time.thread_time() - started
+
+    async def _streams(
+        self, base_url: str, headers: dict[str, str], job_id: str, count: int
+    ) -> None:
         limits = httpx.Limits(max_connections=count + 5)
         async with httpx.AsyncClient(
             base_url=base_url, headers=headers, timeout=600, limits=limits
@@ -84,25 +94,41 @@ def _steps_per_sec(http: httpx.Client, job_id: str) -> float:
 
 
 def throughput(
-    http: httpx.Client, model_id: str, dataset_id: str, rounds: int, subscribers: int
+    http: httpx.Client,
+    model_id: str,
+    dataset_id: str,
+    rounds: int,
+    subscribers: int,
+    api_pid: int | None = None,
 ) -> dict[str, Any]:
     spec = convert_spec(model_id, dataset_id, evaluate=False, export=False)
     runs: dict[str, list[float]] = {"none": [], "subscribed": []}
+    # Where the CPU went while each job ran: the API process's, and the subscribers' own
+    # (they share the machine's cores with the worker).
+    cpu: dict[str, list[dict[str, float]]] = {"none": [], "subscribed": []}
     delivered = []
     for r in range(rounds):
         order = ("none", "subscribed") if r % 2 == 0 else ("subscribed", "none")
         for case in order:
+            api_cpu = read_cpu_seconds(api_pid) if api_pid else 0.0
             job_id = rest.submit(http, spec)["id"]
             watchers = None
             if case == "subscribed":
                 headers = dict(http.headers)
                 watchers = Subscribers(str(http.base_url), headers, job_id, subscribers)
-            rest.require_success(rest.wait_until(http, job_id, interval=0.5)[0])
+            job = rest.require_success(rest.wait_until(http, job_id, interval=0.5)[0])
+            used = {
+                "job_s": e2e._seconds_between(job["started_at"], job["finished_at"]),
+                "api_cpu_s": (read_cpu_seconds(api_pid) - api_cpu) if api_pid else 0.0,
+                "subscribers_cpu_s": 0.0,
+            }
             if watchers is not None:
                 watchers.join()
                 if watchers.ended != subscribers:
                     raise RuntimeError(f"{watchers.ended}/{subscribers} subscribers saw `end`")
                 delivered.append(min(watchers.events))
+                used["subscribers_cpu_s"] = watchers.cpu_s
+            cpu[case].append(used)
             runs[case].append(_steps_per_sec(http, job_id))
             time.sleep(0.5)
     median = {case: statistics.median(values) for case, values in runs.items()}
@@ -113,6 +139,11 @@ def throughput(
         "median": median,
         "ratio": median["subscribed"] / median["none"],
         "events_per_subscriber_min": delivered,
+        "cpu": cpu,
+        "cpu_median": {
+            case: {k: statistics.median(u[k] for u in used) for k in used[0]}
+            for case, used in cpu.items()
+        },
     }
 
 
@@ -123,10 +154,11 @@ def measure(
     jobs: int = 20,
     rounds: int = 3,
     subscribers: int = 50,
+    api_pid: int | None = None,
 ) -> dict[str, Any]:
     return {
         "end": end_latency(http, model_id, dataset_id, jobs),
-        "throughput": throughput(http, model_id, dataset_id, rounds, subscribers),
+        "throughput": throughput(http, model_id, dataset_id, rounds, subscribers, api_pid),
     }
 
 
@@ -152,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.jobs,
                     args.rounds,
                     args.subscribers,
+                    api_pid=stack.api.pid if stack.api else None,
                 )
             }
     finally:

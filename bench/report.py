@@ -199,6 +199,19 @@ def rows(r: dict[str, Any]) -> list[Row]:
                 tp["ratio"] >= 0.97,
             ),
         ]
+        if "cpu_median" in tp:  # where the CPU went while the jobs ran (medians)
+            none, sub = tp["cpu_median"]["none"], tp["cpu_median"]["subscribed"]
+            out.append(
+                Row(
+                    "7",
+                    "the same: CPU while the job ran, API process / the subscribers' client",
+                    f"{sub['api_cpu_s']:.2f} s / {sub['subscribers_cpu_s']:.2f} s over "
+                    f"{sub['job_s']:.2f} s (none: API {none['api_cpu_s']:.2f} s over "
+                    f"{none['job_s']:.2f} s)",
+                    "",
+                    None,
+                )
+            )
     return out
 
 

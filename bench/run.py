@@ -115,7 +115,12 @@ def run(args: argparse.Namespace, stack: Stack, results: dict[str, Any]) -> None
         if "events" in parts:
             progress.part("events")
             results["events"] = events.measure(
-                http, assets.model_id, assets.dataset_id, args.event_jobs, args.event_rounds
+                http,
+                assets.model_id,
+                assets.dataset_id,
+                args.event_jobs,
+                args.event_rounds,
+                api_pid=stack.api.pid,
             )
 
         if "api" in parts:

@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     # job that does not stop within job_stop_grace_s of a cancel or of that bound is
     # interrupted (and, over the memory bound, its worker process replaced).
     job_memory_bytes: int = Field(default=8 * 1024**3, ge=64 * 1024**2)
+    # Training data (npz, CSV) whose decoded arrays take at most this many bytes is kept in
+    # the worker's memory after its first pass, so later epochs do not read the file again;
+    # larger data streams from the file every epoch (worker/inputs.py). 0 turns this off.
+    dataset_cache_bytes: int = Field(default=256 * 1024**2, ge=0)
     job_memory_sample_s: float = Field(default=0.25, gt=0)
     job_stop_grace_s: float = Field(default=5.0, gt=0)
 

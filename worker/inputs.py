@@ -28,6 +28,7 @@ class Batching:
     shuffle_buffer: int = 10_000
     shuffle_seed: int | None = None
     drop_remainder: bool = False
+    cache_bytes: int = 0  # training data up to this size is kept in memory after one pass
 
 
 def input_fn_for(
@@ -73,6 +74,24 @@ def weight_names(names: list[str], outputs: list[str]) -> dict[str, str]:
         if f"{SAMPLE_WEIGHTS}.{output}" in names:
             found[output] = f"{SAMPLE_WEIGHTS}.{output}"
     return found
+
+
+def decoded_bytes(info: DatasetInfo, names: list[str]) -> int:
+    """About the bytes ``names``' arrays take once read (shapes and dtypes as inspected);
+    text counts numpy's fixed width, or 64 bytes a value for CSV's variable-length text."""
+    total = 0
+    for name in names:
+        elements = int(np.prod(info.arrays.get(name, []), dtype=np.int64))
+        total += elements * _item_bytes(info.dtypes.get(name, "float64"))
+    return total
+
+
+def _item_bytes(dtype_name: str) -> int:
+    try:
+        dtype = np.dtype(dtype_name)
+    except TypeError:  # "string": CSV text
+        return 64
+    return dtype.itemsize or (64 if dtype.kind in "US" else 8)
 
 
 def _finish(ds: Any, batching: Batching) -> Any:
@@ -128,9 +147,16 @@ def _chunked_input_fn(
         for chunk in read_chunks(names):
             yield structure(chunk)
 
+    # Small training data is kept in memory after its first pass: a repeat would otherwise
+    # call the generator (and read the file, under the GIL) once per epoch. The cache holds
+    # the chunks, not single examples, so its overhead stays small.
+    cache = batching.training and decoded_bytes(info, names) <= batching.cache_bytes
+
     def input_fn() -> Any:
-        ds = tf.data.Dataset.from_generator(generate, output_signature=signature).unbatch()
-        return _finish(ds, batching).prefetch(tf.data.AUTOTUNE)
+        ds = tf.data.Dataset.from_generator(generate, output_signature=signature)
+        if cache:
+            ds = ds.cache()
+        return _finish(ds.unbatch(), batching).prefetch(tf.data.AUTOTUNE)
 
     return input_fn
 

@@ -118,6 +118,7 @@ class JobPhases:
             shuffle_buffer=train.shuffle_buffer,
             shuffle_seed=train.shuffle_seed,
             drop_remainder=train.drop_remainder,
+            cache_bytes=self.settings.dataset_cache_bytes,
         )
         train_input = self._input_fn(train.dataset, batching)
         self._enter("training")

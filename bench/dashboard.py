@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import insert
 
 from bench import report
-from bench.stack import ROOT, Stack
+from bench.stack import ADMIN_KEY, ROOT, Stack
 from k2e.tables import jobs
 
 BENCH = ROOT / "bench"
@@ -183,7 +183,7 @@ def main() -> int:
     try:
         stack.start(worker=False)
         job_id = fill(stack, args.jobs)
-        key = stack.settings.admin_key_file.read_text().strip()
+        key = ADMIN_KEY  # the key the bench stack provisions (K2E_ADMIN_KEY)
         results = measure(stack.url, key, job_id, args.rounds)
     finally:
         stack.stop()

@@ -181,6 +181,28 @@ def worker_prefix_s(worker_log: Path, job_id: str) -> float | None:
     return None
 
 
+# The worker logs "job <id>: <phase>" as each phase starts (worker/phases.py).
+PHASES = ("training", "evaluating", "exporting", "verifying the export")
+
+
+def worker_phases_s(worker_log: Path, job_id: str) -> dict[str, float]:
+    """Seconds from each phase's line to the next phase's (the last: to "succeeded")."""
+    marks: list[tuple[str, datetime]] = []
+    for line in worker_log.read_text(errors="replace").splitlines():
+        stamp = _log_time(line) if job_id in line else None
+        if stamp is None:
+            continue
+        for phase in PHASES:
+            if line.rstrip().endswith(f"job {job_id}: {phase}"):
+                marks.append((phase, stamp))
+        if f"job {job_id} succeeded" in line:
+            marks.append(("succeeded", stamp))
+    return {
+        phase: (after - at).total_seconds()
+        for (phase, at), (_, after) in zip(marks, marks[1:], strict=False)
+    }
+
+
 STORED_INSPECTION = "stored inspection kept"  # k2e.spec.checks, when the sha256 matches
 
 
@@ -273,6 +295,7 @@ def measure(http: httpx.Client, stack: Stack, assets: Assets, workdir: Path, rou
     for result in runs["c"]:
         result["prefix_s"] = worker_prefix_s(logs / "worker.log", result["job_id"])
         result["worker_inspected"] = worker_inspected(logs / "worker.log", result["job_id"])
+        result["phases_s"] = worker_phases_s(logs / "worker.log", result["job_id"])
     return {**summarize(runs), "hook_probe": hook_probe}
 
 
@@ -327,6 +350,11 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         "worker_inspected": any(r.get("worker_inspected") for r in runs["c"]),
         # (d): the same job followed through GET /jobs/{id}/events until `end`.
         "events": {"median_s": median["d"], "ratio_c_a": median["d"] / median["a"]},
+        "c_phases_s": {
+            phase: statistics.median(r["phases_s"][phase] for r in runs["c"])
+            for phase in PHASES
+            if all(phase in r.get("phases_s", {}) for r in runs["c"])
+        },
         "a_phases_s": {
             phase: statistics.median(r[phase] for r in runs["a"])
             for phase in ("model_s", "build_s", "train_s", "eval_s", "export_s")

@@ -7,17 +7,14 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
 from k2e.settings import Settings
-from launcher.embedded_redis import free_port
-from launcher.stack import api_command
+from tests.api_process import running_api
 from tests.auth import TEST_ADMIN_KEY
 from tests.integration.conftest import ROOT, WorkerProcess, worker_env
 
@@ -34,34 +31,10 @@ SUBMITTED = re.compile(r"submitted job (\S+)")
 def api_url(
     settings: Settings, worker: WorkerProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    log_path = tmp_path_factory.mktemp("cli-api") / "api.log"
-    port = free_port()
     env = worker_env(settings)
     env["K2E_ADMIN_KEY"] = TEST_ADMIN_KEY
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            api_command("127.0.0.1", port), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{url}/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("the API did not start:\n" + log_path.read_text())
-                time.sleep(0.1)
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    with running_api(env, tmp_path_factory.mktemp("cli-api") / "api.log") as (url, _):
+        yield url
 
 
 @pytest.fixture(scope="module")

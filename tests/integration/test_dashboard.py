@@ -10,7 +10,6 @@ Playwright's Python API; never a browser Playwright downloads.
 """
 
 import os
-import subprocess
 import tarfile
 import time
 from collections.abc import Iterator
@@ -23,8 +22,7 @@ import pytest
 
 from examples.seed_data import SEED_METRIC_NAMES_MAP, seed_multi_io_data
 from k2e.settings import Settings
-from launcher.embedded_redis import free_port
-from launcher.stack import api_command
+from tests.api_process import running_api
 from tests.auth import ADMIN
 from tests.integration.conftest import ROOT, WorkerProcess, worker_env
 
@@ -49,32 +47,9 @@ def api(
     settings: Settings, worker: WorkerProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """The API as ``make run`` starts it, on the worker's store and broker."""
-    port = free_port()
     log_path = tmp_path_factory.mktemp("dashboard-api") / "api.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            api_command("127.0.0.1", port),
-            cwd=ROOT,
-            env=worker_env(settings),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{base}/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("the API did not start:\n" + log_path.read_text())
-                time.sleep(0.1)
-            yield base
-        finally:
-            process.terminate()
-            process.wait(10)
+    with running_api(worker_env(settings), log_path) as (base, _):
+        yield base
 
 
 def _member_key(base: str, tenant: str) -> str:

@@ -1,7 +1,6 @@
 """GET /jobs/{id}/events against a real API process (uvicorn, as `make run` starts it), the
 session's real worker and Redis: what a subscribed, a reconnecting and a late client see."""
 
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -12,10 +11,9 @@ import httpx
 import pytest
 
 from k2e.settings import Settings
-from launcher.embedded_redis import free_port
-from launcher.stack import api_command
+from tests.api_process import running_api
 from tests.auth import ADMIN, bearer, new_tenant
-from tests.integration.conftest import ROOT, worker_env
+from tests.integration.conftest import worker_env
 from tests.integration.sse import Event, read_events
 
 tf = pytest.importorskip("tensorflow")
@@ -30,34 +28,8 @@ STATUSES = {"queued", "running", "cancelling", "succeeded", "failed", "cancelled
 @pytest.fixture(scope="module")
 def api_url(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A uvicorn API process on the session worker's store and Redis."""
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("api") / "api.log"
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            api_command("127.0.0.1", port),
-            cwd=ROOT,
-            env=worker_env(settings),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("the API did not start:\n" + log_path.read_text()[-3000:])
-        time.sleep(0.1)
-    yield url
-    process.terminate()
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    with running_api(worker_env(settings), tmp_path_factory.mktemp("api") / "api.log") as (url, _):
+        yield url
 
 
 @pytest.fixture(scope="module")

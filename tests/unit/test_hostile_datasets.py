@@ -32,9 +32,9 @@ from k2e.formats.limits import ReadLimits
 from k2e.formats.npz import inspect_npz, load_npz_arrays
 from k2e.formats.tfrecord import masked_crc
 from k2e.settings import Settings
-from launcher.embedded_redis import EmbeddedRedis, free_port
-from launcher.stack import api_command
+from launcher.embedded_redis import EmbeddedRedis
 from service.main import create_app
+from tests.api_process import running_api
 from tests.auth import ADMIN, TEST_ADMIN_KEY, admin_client
 from tests.fuzzing import assert_problem, mutated_bytes
 
@@ -245,7 +245,6 @@ def api(
     tmp_path_factory: pytest.TempPathFactory, redis_server: EmbeddedRedis
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     root = tmp_path_factory.mktemp("hostile-api")
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "K2E_DATABASE_URL")}
     env.update(
         K2E_DATA_DIR=str(root / "data"),
@@ -253,31 +252,8 @@ def api(
         K2E_ADMIN_KEY=TEST_ADMIN_KEY,
         PYTHONUNBUFFERED="1",
     )
-    log = (root / "api.log").open("wb")
-    process = subprocess.Popen(
-        api_command("127.0.0.1", port), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("the API did not start:\n" + (root / "api.log").read_text())
-            time.sleep(0.1)
-        yield base, process
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+    with running_api(env, root / "api.log") as running:
+        yield running
 
 
 def _post(base: str, name: str, content: bytes) -> tuple[httpx.Response, float]:

@@ -6,7 +6,6 @@ constants, past protobuf's 2 GB limit. It prints the worker's RSS before and dur
 training.
 """
 
-import time
 import zipfile
 from pathlib import Path
 
@@ -16,15 +15,12 @@ from numpy.lib import format as npy_format
 
 from service.main import create_app
 from tests.auth import admin_client
-from tests.integration.conftest import wait_for_job
-from tests.integration.test_large_tfrecord import _pool_children, _rss_mb
 
 tf = pytest.importorskip("tensorflow")
-from tests import models  # noqa: E402  (needs TensorFlow)
+from tests.integration.wide_job import WIDTH, train_wide  # noqa: E402  (needs TensorFlow)
 
 pytestmark = [pytest.mark.integration, pytest.mark.large]
 
-WIDTH = 1024  # float32 per input: 8 KiB per example
 EXAMPLES = 270_000  # 2.06 GiB of inputs
 
 
@@ -58,36 +54,7 @@ def test_a_2gb_npz_trains_with_bounded_worker_memory(settings, worker, tmp_path)
         assert info["num_examples"] == EXAMPLES
         data.unlink()
 
-        a = tf.keras.Input((WIDTH,), name="a")
-        b = tf.keras.Input((WIDTH,), name="b")
-        hidden = tf.keras.layers.Dense(16, activation="relu", name="h")(
-            tf.keras.layers.concatenate([a, b], name="ab")
-        )
-        model = tf.keras.Model([a, b], tf.keras.layers.Dense(1, name="y")(hidden))
-        model.compile(optimizer="adam", loss="mse")
-        h5 = models.save_h5(model, tmp_path / "wide.h5")
-        files = {"file": ("wide.h5", h5.read_bytes())}
-        model_id = client.post("/models", files=files).json()["id"]
-
-        child = _pool_children(worker.process.pid)[0]
-        before = _rss_mb(child)
-        spec = {
-            "keras_model_path": model_id,
-            "config": {"log_step_count_steps": 50},
-            "train": {
-                "dataset": info["id"],
-                "max_steps": 1200,
-                "batch_size": 256,
-                "shuffle": True,
-                "shuffle_buffer": 1024,
-            },
-        }
-        job_id = client.post("/convert", json=spec).json()["id"]
-        peak = before
-        while client.get(f"/jobs/{job_id}").json()["status"] in ("queued", "running"):
-            peak = max(peak, _rss_mb(child))
-            time.sleep(0.2)
-        job = wait_for_job(client, job_id)
+        job, before, peak = train_wide(client, worker.process.pid, info["id"], tmp_path, 1200, 50)
     growth = peak - before
     print(
         f"\nnpz {size / 2**30:.2f} GiB, {EXAMPLES} examples; worker RSS {before:.0f} MB before, "

@@ -4,33 +4,17 @@ Not part of `make test` (it writes and uploads a gigabyte): run with
 `make test-large`. It prints the worker's RSS before and during training.
 """
 
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.integration.conftest import wait_for_job
-
 tf = pytest.importorskip("tensorflow")
-from tests import models  # noqa: E402  (needs TensorFlow)
+from tests.integration.wide_job import WIDTH, train_wide  # noqa: E402  (needs TensorFlow)
 
 pytestmark = [pytest.mark.integration, pytest.mark.large]
 
 TARGET_BYTES = 1 << 30
-WIDTH = 1024  # floats per input: ~8 KB per example, ~130k examples
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _pool_children(pid: int) -> list[int]:
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [int(c) for c in children]
 
 
 def _write(path: Path) -> int:
@@ -62,35 +46,7 @@ def test_a_1gb_tfrecord_trains_with_bounded_worker_memory(client, worker, tmp_pa
     info = response.json()
     assert info["num_examples"] == n
 
-    a = tf.keras.Input((WIDTH,), name="a")
-    b = tf.keras.Input((WIDTH,), name="b")
-    hidden = tf.keras.layers.Dense(16, activation="relu", name="h")(
-        tf.keras.layers.concatenate([a, b], name="ab")
-    )
-    model = tf.keras.Model([a, b], tf.keras.layers.Dense(1, name="y")(hidden))
-    model.compile(optimizer="adam", loss="mse")
-    h5 = models.save_h5(model, tmp_path / "wide.h5")
-    model_id = client.post("/models", files={"file": ("wide.h5", h5.read_bytes())}).json()["id"]
-
-    child = _pool_children(worker.process.pid)[0]
-    before = _rss_mb(child)
-    spec = {
-        "keras_model_path": model_id,
-        "config": {"log_step_count_steps": 20},
-        "train": {
-            "dataset": info["id"],
-            "max_steps": 400,
-            "batch_size": 256,
-            "shuffle": True,
-            "shuffle_buffer": 1024,
-        },
-    }
-    job_id = client.post("/convert", json=spec).json()["id"]
-    peak = before
-    while client.get(f"/jobs/{job_id}").json()["status"] in ("queued", "running"):
-        peak = max(peak, _rss_mb(child))
-        time.sleep(0.2)
-    job = wait_for_job(client, job_id)
+    job, before, peak = train_wide(client, worker.process.pid, info["id"], tmp_path, 400, 20)
     growth = peak - before
     print(
         f"\nTFRecord {size / 2**30:.2f} GiB, {n} examples; worker RSS {before:.0f} MB before, "

@@ -11,6 +11,8 @@ from tests import models  # noqa: E402  (needs TensorFlow)
 
 pytestmark = pytest.mark.integration
 
+MAX_STEPS = 10_000
+
 
 def _upload(client, path: str, name: str, content: bytes) -> str:
     response = client.post(path, files={"file": (name, content)})
@@ -29,7 +31,9 @@ def test_progress_rises_while_running_and_logs_can_be_followed(client, worker, t
             "dense_3_categorical_accuracy": "acc_2",
         },
         "config": {"log_step_count_steps": 100, "save_summary_steps": 100},
-        "train": {"dataset": data, "max_steps": 4000, "batch_size": 64},
+        # Progress is written at most every K2E_PROGRESS_MIN_INTERVAL_S (0.25 s): the run
+        # must last a few seconds for the curve to gather ten points on a fast worker.
+        "train": {"dataset": data, "max_steps": MAX_STEPS, "batch_size": 64},
         "eval": {"dataset": data},
     }
     job_id = client.post("/convert", json=spec).json()["id"]
@@ -40,7 +44,7 @@ def test_progress_rises_while_running_and_logs_can_be_followed(client, worker, t
         job = client.get(f"/jobs/{job_id}").json()
         if job["status"] == "running" and job["progress"]["global_step"] > 0:
             steps.append(job["progress"]["global_step"])
-            assert job["progress"]["max_steps"] == 4000
+            assert job["progress"]["max_steps"] == MAX_STEPS
         page = client.get(f"/jobs/{job_id}/logs", params={"since": since}).json()
         assert all(item["seq"] > since for item in page["items"])
         lines += page["items"]
@@ -71,7 +75,7 @@ def test_progress_rises_while_running_and_logs_can_be_followed(client, worker, t
     assert "global_step/sec" in scalars["train"]
     assert scalars["train"]["global_step/sec"][-1]["step"] > 0
     assert {"acc_1", "acc_2", "loss"} <= set(scalars["eval"])
-    assert scalars["eval"]["acc_1"][-1]["step"] == 4000
+    assert scalars["eval"]["acc_1"][-1]["step"] == MAX_STEPS
 
 
 def test_unknown_jobs_have_no_logs_or_metrics(client) -> None:

@@ -31,9 +31,10 @@ def _phase_rows(e: dict[str, Any]) -> list[str]:
         "exporting": ("export", "TensorFlow's export to a staging folder"),
         "verifying the export": (
             None,
-            "k2e: the export loaded in a fresh graph and compared with the Estimator's own "
-            "predictions on up to 256 examples, then TF Serving warm-up requests written; "
-            "(a) does neither",
+            "k2e: the export loaded once in a fresh graph, each signature run on up to 256 "
+            "evaluation examples and compared with the predictions the Estimator made for "
+            "them while evaluating (worker/reference.py: no separate predict), then TF "
+            "Serving warm-up requests written; (a) does neither",
         ),
     }
     out = []

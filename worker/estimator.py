@@ -10,6 +10,7 @@ from k2e.settings import Settings
 from k2e.spec.checks import ResolvedModel
 from worker import export
 from worker.models import build_keras_model
+from worker.reference import with_evaluation_reference
 from worker.tfrt import tf
 
 # Where model_to_estimator saves the Keras model's own weights (both checkpoint formats;
@@ -94,13 +95,18 @@ def build_estimator(
         metric_names_map=spec.metric_names_map,
         export_outputs=export.export_output_classes(spec.export_outputs),
     )
+    # The converted model_fn, wrapped so that an evaluation can hand its predictions to
+    # the export's verification (worker/reference.py), in an Estimator of the same config
+    # that warm-starts as model_to_estimator's does (from the Keras weights it saved; the
+    # attribute is the Estimator's own record of them, tensorflow-estimator 2.15.0), or
+    # from the checkpoint a fine-tuning job starts from.
+    warm_start = estimator._warm_start_settings
     if warm_start_checkpoint is not None:
-        estimator = tf.estimator.Estimator(
-            model_fn=estimator.model_fn,
-            config=estimator.config,
-            warm_start_from=tf.estimator.WarmStartSettings(
-                ckpt_to_initialize_from=warm_start_checkpoint
-            ),
-        )
-        return JobEstimator(estimator, warm_start_checkpoint)
-    return JobEstimator(estimator, str(model_dir / KERAS_CHECKPOINT))
+        warm_start = tf.estimator.WarmStartSettings(ckpt_to_initialize_from=warm_start_checkpoint)
+    wrapped = tf.estimator.Estimator(
+        model_fn=with_evaluation_reference(estimator.model_fn),
+        config=estimator.config,
+        warm_start_from=warm_start,
+    )
+    start = warm_start_checkpoint or str(model_dir / KERAS_CHECKPOINT)
+    return JobEstimator(wrapped, start)

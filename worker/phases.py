@@ -22,18 +22,19 @@ from k2e.storage import Storage
 from worker import custom_objects, export
 from worker.estimator import JobEstimator, build_estimator
 from worker.hooks import LossCurve, ProgressHook, StopHook
-from worker.inputs import Batching, input_fn_for
+from worker.inputs import Batching, first_features, input_fn_for
 from worker.lease import RunControl
+from worker.reference import Reference, ReferenceHook
 from worker.signatures import loaded
 from worker.tfrt import tf
 from worker.verify import (
     MAX_EXAMPLES,
     ExamplesFrom,
     ExportMismatch,
+    check_signatures,
     estimator_predictions,
     first_examples,
     generated_examples,
-    verify_export,
 )
 from worker.warmup import write_warmup
 
@@ -69,6 +70,8 @@ class JobPhases:
     control: RunControl
     files: JobFiles
     warm_start_checkpoint: str | None = None
+    # The evaluated checkpoint, and its evaluation's examples and predictions.
+    _reference: tuple[str, Reference] | None = field(default=None, init=False)
 
     @property
     def inputs(self) -> list[TensorInfo]:
@@ -134,13 +137,17 @@ class JobPhases:
         eval_input = self._input_fn(ev.dataset, Batching(ev.batch_size, training=False))
         self._enter("evaluating")
         # Without training, the uploaded weights (global_step 0) or a reused model_dir's.
+        checkpoint = built.weights_checkpoint()
+        reference = ReferenceHook(self.inputs, MAX_EXAMPLES)
         metrics = built.estimator.evaluate(
             eval_input,
             steps=ev.steps,
-            hooks=[StopHook(self.control)],
-            checkpoint_path=built.weights_checkpoint(),
+            hooks=[StopHook(self.control), reference],
+            checkpoint_path=checkpoint,
         )
         self.control.check()
+        if reference.reference is not None:
+            self._reference = (checkpoint, reference.reference)
         return {k: float(np.asarray(v).item()) for k, v in metrics.items()}
 
     def export(self, built: JobEstimator) -> None:
@@ -161,14 +168,20 @@ class JobPhases:
         checkpoint = built.weights_checkpoint()
         written = export.export_to_staging(built.estimator, model_dir, receiver, checkpoint)
         self._enter("verifying the export")
-        features, source = self._examples()
-        predictions = estimator_predictions(built.estimator, features, checkpoint)
-        check = verify_export(
-            written, features, predictions, self.settings.export_tolerance, source
-        )
-        if not check.verified:
-            raise ExportMismatch(check, self.settings.export_tolerance)
-        with loaded(written) as (_session, signatures):
+        if self._reference is not None and self._reference[0] == checkpoint:
+            # The evaluation's own predictions from this checkpoint (worker/reference.py).
+            features, predictions = self._reference[1].features, self._reference[1].predictions
+            source: ExamplesFrom = "eval"
+        else:
+            features, source = self._examples()
+            predictions = estimator_predictions(built.estimator, features, checkpoint)
+        # One load of the export for both its check and its TF Serving warm-up requests.
+        with loaded(written) as (session, signatures):
+            check = check_signatures(
+                session, signatures, features, predictions, self.settings.export_tolerance, source
+            )
+            if not check.verified:
+                raise ExportMismatch(check, self.settings.export_tolerance)
             check.warmup_requests = write_warmup(written, signatures, features)
         self.control.check()
         path = export.publish(written, model_dir)
@@ -187,8 +200,14 @@ class JobPhases:
         generated ones when the job has none."""
         for section, source in ((self.spec.eval, "eval"), (self.spec.train, "train")):
             if section is not None:
-                input_fn = self._input_fn(section.dataset, Batching(MAX_EXAMPLES, training=False))
                 examples_from: ExamplesFrom = "eval" if source == "eval" else "train"
+                storage = self.files.storage
+                info = storage.dataset_info(section.dataset)
+                path = storage.dataset_file(section.dataset)
+                read = first_features(info, path, self.inputs, MAX_EXAMPLES)
+                if read is not None:
+                    return read, examples_from
+                input_fn = self._input_fn(section.dataset, Batching(MAX_EXAMPLES, training=False))
                 return first_examples(input_fn, self.inputs), examples_from
         return generated_examples(self.inputs), "generated"
 

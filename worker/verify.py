@@ -103,26 +103,40 @@ def verify_export(
     """Run every signature of the SavedModel at ``path`` on ``features`` and compare each
     output that has a counterpart in ``predictions``. A signature that cannot run, or an
     output of another shape, fails the check (difference ``inf``)."""
+    with loaded(path) as (session, signatures):
+        return check_signatures(
+            session, signatures, features, predictions, tolerance, examples_from
+        )
+
+
+def check_signatures(
+    session: Any,
+    signatures: Mapping[str, Any],
+    features: Mapping[str, np.ndarray],
+    predictions: Mapping[str, np.ndarray],
+    tolerance: float,
+    examples_from: ExamplesFrom,
+) -> ExportCheck:
+    """:func:`verify_export` on a SavedModel already loaded (``signatures.loaded``)."""
     worst = 0.0
     compared = []
-    with loaded(path) as (session, signatures):
-        for name, signature in sorted(signatures.items()):
-            expected = expected_outputs(name, signature, predictions)
-            try:
-                got = run_signature(session, signature, signature_inputs(signature, features))
-            except (KeyError, ValueError, tf.errors.OpError):
+    for name, signature in sorted(signatures.items()):
+        expected = expected_outputs(name, signature, predictions)
+        try:
+            got = run_signature(session, signature, signature_inputs(signature, features))
+        except (KeyError, ValueError, tf.errors.OpError):
+            worst = float("inf")
+            continue
+        for key, want in expected.items():
+            have = np.asarray(got[key])
+            want = np.asarray(want)
+            if have.size != want.size:
                 worst = float("inf")
                 continue
-            for key, want in expected.items():
-                have = np.asarray(got[key])
-                want = np.asarray(want)
-                if have.size != want.size:
-                    worst = float("inf")
-                    continue
-                diff = np.abs(have.reshape(want.shape).astype("float64") - want.astype("float64"))
-                worst = max(worst, float(diff.max(initial=0.0)))
-            if expected:
-                compared.append(name)
+            diff = np.abs(have.reshape(want.shape).astype("float64") - want.astype("float64"))
+            worst = max(worst, float(diff.max(initial=0.0)))
+        if expected:
+            compared.append(name)
     if not compared:
         worst = float("inf")  # nothing was checked: not verified
     n = len(next(iter(features.values()))) if features else 0

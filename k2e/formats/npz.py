@@ -135,8 +135,7 @@ def iter_npz_chunks(
     with zipfile.ZipFile(path) as archive:
         readers = [_MemberReader(archive, name) for name in names]
         try:
-            total = max(1, sum(r.example_bytes for r in readers))
-            rows = max(1, chunk_bytes // total)
+            rows = chunk_rows(sum(r.example_bytes for r in readers), chunk_bytes)
             while True:
                 chunk = {r.name: r.read(rows) for r in readers}
                 if not len(next(iter(chunk.values()))):
@@ -145,6 +144,12 @@ def iter_npz_chunks(
         finally:
             for reader in readers:
                 reader.close()
+
+
+def chunk_rows(example_bytes: int, chunk_bytes: int = CHUNK_BYTES) -> int:
+    """Examples per chunk of :func:`iter_npz_chunks`, for examples of ``example_bytes``
+    (all the arrays read together)."""
+    return max(1, chunk_bytes // max(1, example_bytes))
 
 
 class _MemberReader:

@@ -66,3 +66,40 @@ def test_data_above_the_bound_is_not_cached(tmp_path: Path) -> None:
     info, path = _dataset(tmp_path)
     _, ops = _batches(info, path, cache_bytes=decoded_bytes(info, ["x", "y"]) - 1, steps=1)
     assert not {"CacheDatasetV2", "CacheDataset"} & ops
+
+
+def _source(count: int, opened: list[int]):
+    from worker.inputs import ChunkSource
+
+    def chunks():
+        opened.append(1)
+        for i in range(3):  # three chunks of two examples: 0 1 | 2 3 | 4 5
+            yield {"x": np.array([[2.0 * i], [2.0 * i + 1]], "float32")}
+
+    specs = [tf.TensorSpec([None, 1], tf.float32)]
+    return ChunkSource(chunks, count, specs, lambda chunk: [chunk["x"]])
+
+
+def _rows(arrays: list[np.ndarray]) -> list[float]:
+    return arrays[0].reshape(-1).tolist()
+
+
+def test_chunks_are_read_in_order_from_one_opening() -> None:
+    opened: list[int] = []
+    source = _source(3, opened)
+    assert [_rows(source.read(np.int64(i))) for i in range(3)] == [[0, 1], [2, 3], [4, 5]]
+    assert len(opened) == 1
+    assert _rows(source.read(0)) == [0, 1]  # a new pass reopens the file
+    assert len(opened) == 2
+
+
+def test_out_of_order_indices_and_wrong_counts_lose_nothing() -> None:
+    opened: list[int] = []
+    source = _source(3, opened)
+    assert _rows(source.read(2)) == [4, 5]
+    assert _rows(source.read(1)) == [2, 3]
+    short = _source(2, [])  # too few chunks counted: the last index takes the rest
+    assert _rows(short.read(0)) + _rows(short.read(1)) == [0, 1, 2, 3, 4, 5]
+    long = _source(4, [])  # too many: the index past the end has no examples
+    assert [_rows(long.read(i)) for i in range(4)] == [[0, 1], [2, 3], [4, 5], []]
+    assert long.read(3)[0].shape == (0, 1)

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from bench import client as rest
-from bench.stack import ROOT, Stack, read_thread_cpu_seconds
+from bench.stack import ROOT, Stack, read_cpu_seconds, read_thread_cpu_seconds
 from bench.workload import RUN_CONFIG, STEPS, convert_spec, seed_multi_io_data, write_npz
 from k2e.formats.tfevents import read_scalars
 
@@ -260,6 +260,17 @@ class CpuMeter:
         self.total, self.busiest = sum(used), max(used, default=0.0)
 
 
+def _others_cpu(stack: Stack) -> dict[str, float]:
+    """CPU seconds so far of the stack's other processes: the API, the Celery main
+    process (the pool process runs the job) and Redis."""
+    pids = {
+        "api": stack.api.pid if stack.api else None,
+        "celery_main": stack.worker.pid if stack.worker else None,
+        "redis": stack.redis.process.pid if stack.redis.process else None,
+    }
+    return {name: read_cpu_seconds(pid) for name, pid in pids.items() if pid is not None}
+
+
 def measure(http: httpx.Client, stack: Stack, assets: Assets, workdir: Path, rounds: int) -> dict:
     """``rounds`` rounds of (a), (b), (c), (d), rotating the order each round."""
     logs = stack.logs
@@ -273,6 +284,7 @@ def measure(http: httpx.Client, stack: Stack, assets: Assets, workdir: Path, rou
         for i in range(rounds):
             for case in order[i % 4 :] + order[: i % 4]:
                 model_dir = workdir / f"round{i}-{case}"
+                others = _others_cpu(stack)
                 if case == "a":
                     with CpuMeter(helper.process.pid) as cpu:
                         result = helper.run(model_dir, assets.npz, STEPS)
@@ -286,6 +298,8 @@ def measure(http: httpx.Client, stack: Stack, assets: Assets, workdir: Path, rou
                     result = k2e_stream_run(http, spec)
                 if case in ("a", "c"):
                     result["cpu_s"], result["train_thread_cpu_s"] = cpu.total, cpu.busiest
+                    after = _others_cpu(stack)
+                    result["others_cpu_s"] = {k: after[k] - others[k] for k in others}
                 result["round"] = i
                 runs[case].append(result)
                 print(f"  e2e round {i} ({case}): {result['wall_s']:.2f} s", flush=True)
@@ -343,6 +357,13 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             case: {
                 key: statistics.median(r[key] for r in runs[case])
                 for key in ("cpu_s", "train_thread_cpu_s")
+            }
+            for case in ("a", "c")
+        },
+        "others_cpu_s": {
+            case: {
+                name: statistics.median(r["others_cpu_s"][name] for r in runs[case])
+                for name in runs[case][0]["others_cpu_s"]
             }
             for case in ("a", "c")
         },

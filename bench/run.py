@@ -53,12 +53,12 @@ PARTS = (
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes; results in bench/out")
-    parser.add_argument("--rounds", type=int, help="end-to-end rounds (default 5)")
+    parser.add_argument("--rounds", type=int, help="end-to-end rounds (default 7)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch data folder")
     parser.add_argument("--only", action="append", choices=PARTS, help="run this part (repeat)")
     args = parser.parse_args(argv)
     quick = args.quick
-    args.rounds = args.rounds or (1 if quick else 5)
+    args.rounds = args.rounds or (1 if quick else 7)
     args.pickup_jobs = 5 if quick else 50
     args.scaling_jobs = 3 if quick else 20
     args.scaling_levels = (100, 150) if quick else (100, 1000)

@@ -57,12 +57,12 @@ class Timer(tf.compat.v1.train.SessionRunHook):
         now = (time.perf_counter(), time.thread_time())
         if self.steps == SKIP:
             self.start = now
-        self.end = now
+        self.last = now
 
     def rates(self) -> tuple[float, float]:
         assert self.start is not None
         steps = self.steps - SKIP
-        return steps / (self.end[0] - self.start[0]), (self.end[1] - self.start[1]) / steps
+        return steps / (self.last[0] - self.start[0]), (self.last[1] - self.start[1]) / steps
 
 
 class Buffer(logging.Handler):

@@ -9,6 +9,7 @@ thread of the bench process that answers one GET with a fixed header and then
 HTTP server on this machine.
 """
 
+import contextlib
 import os
 import selectors
 import socket
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.memory import RssSampler, checkpoint_job
-from bench.stack import AUTH_HEADER, Stack, read_rss_bytes
+from bench.stack import AUTH_HEADER, Stack, read_cpu_seconds, read_rss_bytes
 
 MB = 1024 * 1024
 BUFFER = 4 * MB
@@ -60,7 +61,8 @@ def fetch(port: int, path: str, headers: tuple[str, ...] = ()) -> tuple[int, flo
 
 
 class SendfileServer:
-    """Answers each GET with a header and ``os.sendfile`` of one file, until closed."""
+    """Answers each GET with a header and ``os.sendfile`` of one file, until closed; one
+    thread per connection, so that concurrent downloads are served at once."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -70,26 +72,29 @@ class SendfileServer:
         self._thread.start()
 
     def _serve(self) -> None:
-        size = self.path.stat().st_size
         while True:
             try:
                 conn, _ = self.listener.accept()
             except OSError:
                 return
-            with conn, self.path.open("rb") as f:
-                request = b""
-                while b"\r\n\r\n" not in request:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    request += chunk
-                conn.sendall(
-                    f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n"
-                    "Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n".encode()
-                )
-                sent = 0
-                while sent < size:
-                    sent += os.sendfile(conn.fileno(), f.fileno(), sent, size - sent)
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        size = self.path.stat().st_size
+        with conn, self.path.open("rb") as f:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                request += chunk
+            conn.sendall(
+                f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n"
+                "Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n".encode()
+            )
+            sent = 0
+            while sent < size:
+                sent += os.sendfile(conn.fileno(), f.fileno(), sent, size - sent)
 
     def close(self) -> None:
         self.listener.close()
@@ -116,6 +121,10 @@ def measure(stack: Stack, size: int, rounds: int = 3) -> dict[str, Any]:
                 if received < payload:
                     raise RuntimeError(f"{case}: {received} of {payload} bytes")
                 speeds[case].append(payload / MB / seconds)
+        # The same CONCURRENT downloads at once from the API, then from the sendfile
+        # server: the second is this machine's ceiling for the first.
+        together = concurrent(stack.port, path, payload, pid, (AUTH_HEADER,))
+        together["sendfile"] = concurrent(server.port, "/", payload, None)
     finally:
         server.close()
     medians = {case: statistics.median(v) for case, v in speeds.items()}
@@ -124,24 +133,31 @@ def measure(stack: Stack, size: int, rounds: int = 3) -> dict[str, Any]:
         "mb_s": speeds,
         "median_mb_s": medians,
         "ratio_to_sendfile": medians["tar"] / medians["sendfile"],
-        "concurrent": concurrent(stack.port, path, payload, pid),
+        "concurrent": together,
     }
 
 
-def concurrent(port: int, path: str, payload: int, pid: int) -> dict[str, Any]:
-    """CONCURRENT downloads of ``path`` at once: aggregate speed and the API's RSS growth.
+def concurrent(
+    port: int, path: str, payload: int, pid: int | None, headers: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """CONCURRENT downloads of ``path`` at once: aggregate speed and, with ``pid``, the
+    server's RSS growth.
 
     One client thread drives every socket (non-blocking, ``selectors``): threads of one
-    Python process would contend for its GIL and measure the client, not the API."""
+    Python process would contend for its GIL and measure the client, not the server."""
+    extra = "".join(f"{h}\r\n" for h in headers)
     request = (
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{AUTH_HEADER}\r\nConnection: close\r\n\r\n"
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Connection: close\r\n\r\n"
     ).encode()
     buffer = memoryview(bytearray(BUFFER))
-    before = read_rss_bytes(pid)
+    before = read_rss_bytes(pid) if pid is not None else 0
+    server_cpu = read_cpu_seconds(pid) if pid is not None else 0.0
+    client_cpu = time.thread_time()
     started = time.perf_counter()
     received: dict[socket.socket, int] = {}
     finished: dict[socket.socket, float] = {}
-    with RssSampler(pid) as sampler, selectors.DefaultSelector() as selector:
+    sampling = RssSampler(pid) if pid is not None else contextlib.nullcontext(None)
+    with sampling as sampler, selectors.DefaultSelector() as selector:
         for _ in range(CONCURRENT):
             sock = socket.create_connection(("127.0.0.1", port))
             sock.sendall(request)
@@ -159,6 +175,8 @@ def concurrent(port: int, path: str, payload: int, pid: int) -> dict[str, Any]:
                 selector.unregister(sock)
                 sock.close()
     elapsed = time.perf_counter() - started
+    client_cpu = time.thread_time() - client_cpu
+    server_cpu = read_cpu_seconds(pid) - server_cpu if pid is not None else None
     # Each response: a few hundred bytes of headers, then the tar (payload plus headers).
     short = [n for n in received.values() if n < payload]
     if short:
@@ -168,7 +186,11 @@ def concurrent(port: int, path: str, payload: int, pid: int) -> dict[str, Any]:
         "seconds": elapsed,
         "aggregate_mb_s": CONCURRENT * payload / MB / elapsed,
         "slowest_s": max(finished.values()),
+        # Cores used meanwhile: the server (the API; None for the sendfile thread, which
+        # shares the bench's process) and this client thread, which reads every byte.
+        "server_cores": server_cpu / elapsed if server_cpu is not None else None,
+        "client_cores": client_cpu / elapsed,
         "rss_before": before,
-        "rss_peak": sampler.peak,
-        "growth": sampler.peak - before,
+        "rss_peak": sampler.peak if sampler else None,
+        "growth": sampler.peak - before if sampler else None,
     }

@@ -310,6 +310,8 @@ def measure(http: httpx.Client, stack: Stack, assets: Assets, workdir: Path, rou
         result["prefix_s"] = worker_prefix_s(logs / "worker.log", result["job_id"])
         result["worker_inspected"] = worker_inspected(logs / "worker.log", result["job_id"])
         result["phases_s"] = worker_phases_s(logs / "worker.log", result["job_id"])
+    for result in runs["d"]:
+        result["phases_s"] = worker_phases_s(logs / "worker.log", result["job_id"])
     return {**summarize(runs), "hook_probe": hook_probe}
 
 
@@ -370,7 +372,18 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         "worker_prefix_s": statistics.median(prefixes) if prefixes else None,
         "worker_inspected": any(r.get("worker_inspected") for r in runs["c"]),
         # (d): the same job followed through GET /jobs/{id}/events until `end`.
-        "events": {"median_s": median["d"], "ratio_c_a": median["d"] / median["a"]},
+        "events": {
+            "median_s": median["d"],
+            "ratio_c_a": median["d"] / median["a"],
+            "paired_ratio_d_a": statistics.median(
+                d["wall_s"] / a["wall_s"] for a, d in zip(runs["a"], runs["d"], strict=True)
+            ),
+            "phases_s": {
+                phase: statistics.median(r["phases_s"][phase] for r in runs["d"])
+                for phase in PHASES
+                if all(phase in r.get("phases_s", {}) for r in runs["d"])
+            },
+        },
         "c_phases_s": {
             phase: statistics.median(r["phases_s"][phase] for r in runs["c"])
             for phase in PHASES

@@ -272,6 +272,21 @@ def _download_rows(r: dict[str, Any]) -> list[Row]:
             "≥ 1024 MB/s",
             c["aggregate_mb_s"] >= 1024,
         ),
+        *(
+            [
+                Row(
+                    "5b",
+                    f"the same {c['downloads']} at once from the `os.sendfile` server "
+                    "(this machine's ceiling for the row above)",
+                    f"{c['sendfile']['aggregate_mb_s']:.0f} MB/s; ratio "
+                    f"{c['aggregate_mb_s'] / c['sendfile']['aggregate_mb_s']:.2f}",
+                    "",
+                    None,
+                )
+            ]
+            if "sendfile" in c
+            else []
+        ),
         Row(
             "5b",
             f"API RSS growth during the {c['downloads']} downloads",

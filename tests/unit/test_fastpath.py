@@ -16,7 +16,13 @@ from tests.auth import ADMIN, bearer, new_tenant
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory, redis_server) -> Settings:
-    return Settings(data_dir=tmp_path_factory.mktemp("k2e-fastpath"), redis_url=redis_server.url)
+    # The jobs here are queued (live): with the default 0.05 s, whether a read comes from
+    # memory would depend on how fast this machine runs the requests between two reads.
+    return Settings(
+        data_dir=tmp_path_factory.mktemp("k2e-fastpath"),
+        redis_url=redis_server.url,
+        live_job_cache_s=5,
+    )
 
 
 @pytest.fixture(scope="module")

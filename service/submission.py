@@ -22,12 +22,10 @@ from k2e.jobs.store import JobStore, NewJob
 from k2e.schemas import ConvertRequest, Job
 from k2e.spec.checks import check_spec
 from k2e.spec.numbers import may_hold_unusable, unusable_numbers
-from k2e.storage import Storage
+from k2e.storage import Storage, is_upload_id
 from service.backend import Backend
 from service.multipart import ReceivedFile
 from service.uploads import delete_upload, sha256_of, store_dataset, store_model
-
-_UPLOAD_ID_LEN = 32
 
 
 class Replayed(Exception):
@@ -288,7 +286,7 @@ def submit(
         idempotency_key=idempotency_key,
         request_hash=body_hash,
         dir_lock=f"{tenant}:{name}" if name is not None else None,
-        uploads=upload_ids(spec),
+        uploads=upload_ids(spec, storage),
     )
     # The record exists before the task is sent: a worker never sees an unknown job.
     try:
@@ -308,14 +306,30 @@ def submit(
     return store.get(job_id)
 
 
-def upload_ids(spec: ConvertRequest) -> tuple[str, ...]:
-    """The ids of the uploads a spec uses (what DELETE /models|/datasets checks)."""
+def upload_ids(spec: ConvertRequest, storage: Storage) -> tuple[str, ...]:
+    """The ids of the uploads a spec uses (what DELETE /models|/datasets checks): a model
+    named by a path into its upload folder (``models/<id>/model.h5``) counts as its id."""
     ids = [spec.train.dataset] if spec.train else []
     ids += [spec.eval.dataset] if spec.eval else []
     path = spec.keras_model_path
-    if path is not None and len(path) == _UPLOAD_ID_LEN and path.isalnum():
+    if path is not None and is_upload_id(path):
         ids.append(path)
+    elif path is not None:
+        model_id = _model_under(storage, path)
+        ids += [model_id] if model_id is not None else []
     return tuple(dict.fromkeys(ids))
+
+
+def _model_under(storage: Storage, path: str) -> str | None:
+    """The upload whose folder ``path`` (checked by check_spec) leads into, through any
+    `.`, repeated `/` or symlink."""
+    models = (storage.root / "models").resolve()
+    try:
+        relative = storage.resolve_under_root(path, "keras_model_path").relative_to(models)
+    except (ValueError, InvalidSpec, OSError):
+        return None
+    first = relative.parts[0] if relative.parts else ""
+    return first if is_upload_id(first) else None
 
 
 def inject_uploads(raw: dict[str, Any], ids: dict[str, str]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ with their location, for POST /convert (JSON and multipart ``spec``) and predict
 """
 
 import json
+import math
 import os
 import threading
 from collections.abc import Iterator
@@ -15,8 +16,10 @@ from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from k2e.errors import InvalidSpec
+from k2e.schemas import ConvertRequest
 from k2e.settings import Settings
 from service.main import create_app
 from service.submission import json_depth, parse_json
@@ -184,3 +187,18 @@ def test_a_hostile_body_of_the_limit_is_refused_while_healthz_answers(tmp_path, 
         assert len(answers) == 1
         assert answers[0].status_code == 422, answers[0].text
         assert "not valid JSON" in answers[0].json()["detail"]
+
+
+def test_the_schema_itself_takes_finite_floats_only() -> None:
+    # What the worker validates a stored spec with, whatever the API let through.
+    spec = json.loads(_spec_text())
+    spec["keras_model"]["compile"]["loss_weights"] = [math.inf]
+    with pytest.raises(ValidationError) as refused:
+        ConvertRequest.model_validate(spec)
+    assert refused.value.errors()[0]["loc"] == (
+        "keras_model",
+        "compile",
+        "loss_weights",
+        "list[float]",
+        0,
+    )

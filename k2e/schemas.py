@@ -17,9 +17,10 @@ from k2e.spec import rules
 
 
 class _Request(BaseModel):
-    """Request bodies refuse unknown fields: a typo must not be silently ignored."""
+    """Request bodies refuse unknown fields: a typo must not be silently ignored. A float
+    field takes finite numbers only (JSON's 1e400 reads as infinity)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 # What the job store's columns and TensorFlow hold: timeout_s is an INTEGER column (int32),

@@ -22,14 +22,20 @@ from pydantic import BaseModel
 from k2e.errors import InvalidSpec, NotFound
 from k2e.schemas import CheckpointInfo, DatasetInfo, ModelInfo
 
-_ID = re.compile(r"^[0-9a-f]{32}$")
-_CKPT_INDEX = re.compile(r"^model\.ckpt-(\d+)\.index$")
+# Matched whole (fullmatch): `$` also matches before a final newline.
+_ID = re.compile(r"[0-9a-f]{32}")
+_CKPT_INDEX = re.compile(r"model\.ckpt-([0-9]+)\.index")
 EXPORT_DIR = "export"
 EXPORT_STAGING_DIR = "export-staging"
 
 
 def new_id() -> str:
     return uuid.uuid4().hex
+
+
+def is_upload_id(value: str) -> bool:
+    """``value`` has the form of a model or dataset id k2e issues (32 hex digits)."""
+    return _ID.fullmatch(value) is not None
 
 
 class Storage:
@@ -136,7 +142,7 @@ class Storage:
         return self.dataset_folder(dataset_id) / f"data.{info.format}"
 
     def _entry(self, kind: str, entry_id: str) -> Path:
-        if not _ID.match(entry_id):
+        if not _ID.fullmatch(entry_id):
             raise NotFound(f"no {kind[:-1]} with id {entry_id!r}")
         return self.root / kind / entry_id
 
@@ -181,7 +187,7 @@ class Storage:
             return []
         found = []
         for path in model_dir.iterdir():
-            match = _CKPT_INDEX.match(path.name)
+            match = _CKPT_INDEX.fullmatch(path.name)
             if match:
                 found.append(CheckpointInfo(step=int(match[1]), name=f"model.ckpt-{match[1]}"))
         return sorted(found, key=lambda c: c.step)

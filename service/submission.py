@@ -7,7 +7,6 @@ the broker when the fairness rule allows. A refused submission keeps nothing.
 
 import hashlib
 import json
-import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,17 +16,23 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from k2e.catalog import Kind
-from k2e.errors import Conflict, FieldError, InvalidSpec, QuotaExceeded, Unavailable
+from k2e.errors import (
+    Conflict,
+    FieldError,
+    InvalidSpec,
+    K2EError,
+    QuotaExceeded,
+    Unavailable,
+)
 from k2e.jobs.queueing import queue_for
 from k2e.jobs.store import JobStore, NewJob
 from k2e.schemas import ConvertRequest, Job
 from k2e.spec.checks import check_spec
-from k2e.storage import Storage
+from k2e.spec.numbers import may_hold_unusable, unusable_numbers
+from k2e.storage import Storage, is_upload_id
 from service.backend import Backend
 from service.multipart import ReceivedFile
 from service.uploads import delete_upload, sha256_of, store_dataset, store_model
-
-_UPLOAD_ID_LEN = 32
 
 
 class Replayed(Exception):
@@ -38,36 +43,81 @@ class Replayed(Exception):
         self.job = job
 
 
-# A JSON string, escapes included: what the depth scan skips (brackets inside strings).
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
-_OPENERS = np.frombuffer(b"[{", np.uint8)
-_CLOSERS = np.frombuffer(b"]}", np.uint8)
+_QUOTE, _BACKSLASH, _OPEN_ARRAY, _OPEN_OBJECT, _CLOSE_ARRAY, _CLOSE_OBJECT = b'"\\[{]}'
+# Bytes scanned at once: bounds the scan's arrays (a few bytes per body byte) whatever
+# the body's size.
+_SCAN_CHUNK = 1 << 18
 
 
 def json_depth(data: bytes) -> int:
     """How deep ``data``'s arrays and objects nest, counted without parsing (so a body
-    nested too deep for ``json.loads``'s recursion is refused before it is parsed)."""
-    bare = np.frombuffer(_JSON_STRING.sub(b'""', data), np.uint8)
-    step = np.isin(bare, _OPENERS).astype(np.int64) - np.isin(bare, _CLOSERS).astype(np.int64)
-    return int(np.cumsum(step).max(initial=0))
+    nested too deep for ``json.loads``'s recursion is refused before it is parsed).
+
+    Linear in ``len(data)`` by construction: a few vectorised passes per chunk, no
+    backtracking. A quote is escaped when an odd run of backslashes precedes it; a byte
+    is inside a string when an odd number of unescaped quotes comes at or before it.
+    Exact for UTF-8 (no byte of a multi-byte character is ASCII); on a body that is not
+    JSON the count is of its prefix up to the first error, where ``json.loads`` stops.
+    """
+    depth = deepest = 0
+    quotes = 0  # unescaped quotes so far: odd = inside a string
+    backslashes = 0  # the run of backslashes that ends the previous chunk
+    for start in range(0, len(data), _SCAN_CHUNK):
+        chunk = np.frombuffer(data, np.uint8, min(_SCAN_CHUNK, len(data) - start), start)
+        index = np.arange(len(chunk), dtype=np.int64)
+        slash = chunk == _BACKSLASH
+        # The last byte at or before each position that is not a backslash (-1: none).
+        last_other = np.maximum.accumulate(np.where(slash, -1, index))
+        run = np.where(last_other >= 0, index - last_other, index + 1 + backslashes)
+        at = np.flatnonzero(chunk == _QUOTE)
+        before = np.where(at > 0, run[np.maximum(at - 1, 0)], backslashes)
+        unescaped = np.zeros(len(chunk), np.int64)
+        unescaped[at[before % 2 == 0]] = 1
+        inside = (np.cumsum(unescaped) + quotes) % 2 == 1
+        step = (chunk == _OPEN_ARRAY).astype(np.int64) + (chunk == _OPEN_OBJECT)
+        step -= (chunk == _CLOSE_ARRAY).astype(np.int64) + (chunk == _CLOSE_OBJECT)
+        step[inside] = 0
+        levels = np.cumsum(step) + depth
+        deepest = max(deepest, int(levels.max()))
+        depth = int(levels[-1])
+        quotes = (quotes + int(unescaped.sum())) % 2
+        backslashes = int(run[-1]) if slash[-1] else 0
+    return deepest
 
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def parse_json(text: str | bytes, what: str, max_depth: int = 64) -> Any:
-    """Parse a JSON body: nested at most ``max_depth`` deep (422 beyond, before parsing),
-    without NaN or Infinity (which JSON does not have)."""
-    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+def parse_json(
+    text: str | bytes, what: str, max_depth: int = 64, error: type[K2EError] = InvalidSpec
+) -> Any:
+    """Parse a JSON body: UTF-8 (RFC 8259), nested at most ``max_depth`` deep (422 beyond,
+    before parsing), without NaN or Infinity (which JSON does not have) and without numbers
+    k2e cannot use (k2e.spec.numbers: ``1e400``, integers beyond int64), each named by its
+    location in the body. Refusals raise ``error`` (a spec's: InvalidSpec)."""
+    if isinstance(text, str):
+        data = text.encode("utf-8", "surrogatepass")
+    else:
+        data = text
+        try:
+            # Only UTF-8 keeps every ASCII byte (quotes, brackets) out of other
+            # characters, which the depth scan relies on.
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise error(f"{what} is not UTF-8: {exc}") from None
     depth = json_depth(data)
     if depth > max_depth:
         msg = f"{what} nests arrays and objects {depth} deep; the limit is {max_depth}"
-        raise InvalidSpec(msg, [FieldError((), msg)])
+        raise error(msg, [FieldError((), msg)])
     try:
-        return json.loads(data, parse_constant=_no_constant)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise InvalidSpec(f"{what} is not valid JSON: {exc}") from None
+        parsed = json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        raise error(f"{what} is not valid JSON: {exc}") from None
+    unusable = unusable_numbers(parsed) if may_hold_unusable(text) else []
+    if unusable:
+        raise error(unusable[0].msg, unusable)
+    return parsed
 
 
 def parse_spec(raw: Any) -> ConvertRequest:
@@ -245,7 +295,7 @@ def submit(
         idempotency_key=idempotency_key,
         request_hash=body_hash,
         dir_lock=f"{tenant}:{name}" if name is not None else None,
-        uploads=upload_ids(spec),
+        uploads=upload_ids(spec, storage),
     )
     # The record exists before the task is sent: a worker never sees an unknown job.
     try:
@@ -265,14 +315,30 @@ def submit(
     return store.get(job_id)
 
 
-def upload_ids(spec: ConvertRequest) -> tuple[str, ...]:
-    """The ids of the uploads a spec uses (what DELETE /models|/datasets checks)."""
+def upload_ids(spec: ConvertRequest, storage: Storage) -> tuple[str, ...]:
+    """The ids of the uploads a spec uses (what DELETE /models|/datasets checks): a model
+    named by a path into its upload folder (``models/<id>/model.h5``) counts as its id."""
     ids = [spec.train.dataset] if spec.train else []
     ids += [spec.eval.dataset] if spec.eval else []
     path = spec.keras_model_path
-    if path is not None and len(path) == _UPLOAD_ID_LEN and path.isalnum():
+    if path is not None and is_upload_id(path):
         ids.append(path)
+    elif path is not None:
+        model_id = model_under(storage, path)
+        ids += [model_id] if model_id is not None else []
     return tuple(dict.fromkeys(ids))
+
+
+def model_under(storage: Storage, path: str) -> str | None:
+    """The upload whose folder ``path`` (checked by check_spec) leads into, through any
+    `.`, repeated `/` or symlink."""
+    models = (storage.root / "models").resolve()
+    try:
+        relative = storage.resolve_under_root(path, "keras_model_path").relative_to(models)
+    except (ValueError, InvalidSpec, OSError):
+        return None
+    first = relative.parts[0] if relative.parts else ""
+    return first if is_upload_id(first) else None
 
 
 def inject_uploads(raw: dict[str, Any], ids: dict[str, str]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from k2e.formats.limits import ReadLimits
 
 # A vector's index has at most 9 digits and no leading zero; any other numeric suffix
 # (a huge one included) is just part of a scalar column's name.
-_VECTOR = re.compile(r"^(?P<name>.+)_(?P<index>0|[1-9]\d{0,8})$")
+_VECTOR = re.compile(r"(?P<name>.+)_(?P<index>0|[1-9][0-9]{0,8})")
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ def group_columns(header: list[str]) -> dict[str, list[int]]:
     for position, column in enumerate(header):
         if not column:
             raise InvalidUpload(f"column {position + 1} of the CSV header is empty")
-        match = _VECTOR.match(column)
+        match = _VECTOR.fullmatch(column)
         if match and column not in ("sample_weights",):
             vectors.setdefault(match["name"], {})[int(match["index"])] = position
         else:

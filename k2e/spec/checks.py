@@ -15,7 +15,7 @@ from k2e.schemas import ConvertRequest, DatasetInfo, TensorInfo
 from k2e.settings import Settings
 from k2e.spec import rules
 from k2e.spec.dtypes import check_dtype
-from k2e.storage import Storage
+from k2e.storage import Storage, is_upload_id
 from k2e.vetting.configs import VetPolicy, vet_model_config
 from k2e.vetting.inspection import H5Summary
 from k2e.vetting.metric_names import compiled_metric_names
@@ -23,7 +23,6 @@ from k2e.vetting.model_config import ModelSummary, parse_model_config
 from k2e.vetting.sandbox import SandboxLimits, inspect_model_file
 from k2e.vetting.stored import verified_inspection
 
-_MODEL_ID_LEN = 32
 log = logging.getLogger("k2e.spec")
 
 
@@ -108,7 +107,7 @@ def resolve_model(
 
 
 def _is_model_id(value: str) -> bool:
-    return len(value) == _MODEL_ID_LEN and value.isalnum()
+    return is_upload_id(value)
 
 
 def _stored_inspection(value: str, storage: Storage) -> H5Summary | None:
@@ -128,9 +127,13 @@ def model_path(value: str, storage: Storage) -> Path:
             raise InvalidSpec(exc.detail, [FieldError(loc, exc.detail)]) from exc
     try:
         path = storage.resolve_under_root(value, "keras_model_path")
+        found = path.is_file()
     except InvalidSpec as exc:
         raise InvalidSpec(exc.detail, [FieldError(loc, exc.detail)]) from exc
-    if not path.is_file():
+    except OSError as exc:  # e.g. ENAMETOOLONG under a storage root deeper than usual
+        msg = f"`keras_model_path` cannot be opened: {exc.strerror}"
+        raise InvalidSpec(msg, [FieldError(loc, msg)]) from None
+    if not found:
         msg = f"no model id or file {value!r} under the storage root"
         raise InvalidSpec(msg, [FieldError(loc, msg)])
     return path

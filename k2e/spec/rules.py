@@ -21,8 +21,14 @@ NOT_COMPILED = (
 )
 CHECKPOINT_FORMATS = ("checkpoint", "saver")
 CHECKPOINT_TRIGGER_BOTH = "`save_checkpoints_steps` and `save_checkpoints_secs` cannot be both set."
+# A path a spec names: what every file system takes (NAME_MAX is 255 bytes), with room
+# for the storage root before it (PATH_MAX 4096).
+MAX_PATH_CHARS = 1024
+MAX_PATH_COMPONENT_BYTES = 255
+MAX_PATH_COMPONENTS = 32
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# Matched whole (fullmatch): `$` also matches before a final newline.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
@@ -49,10 +55,30 @@ def check_model_path_form(path: str) -> None:
         )
     if path.startswith("/") or ".." in path.split("/") or "\\" in path or "\x00" in path:
         raise ValueError("`keras_model_path` must be relative to the storage root, without `..`")
+    check_path_size(path, "keras_model_path")
+
+
+def check_path_size(path: str, field: str) -> None:
+    """A path's length, its components' lengths and their count: within what a file
+    system takes (longer ones fail in the OS with ENAMETOOLONG)."""
+    if len(path) > MAX_PATH_CHARS:
+        raise ValueError(f"`{field}` is {len(path)} characters long; at most {MAX_PATH_CHARS}")
+    components = path.split("/")
+    if len(components) > MAX_PATH_COMPONENTS:
+        raise ValueError(
+            f"`{field}` has {len(components)} components; at most {MAX_PATH_COMPONENTS}"
+        )
+    for component in components:
+        size = len(component.encode("utf-8", "surrogatepass"))
+        if size > MAX_PATH_COMPONENT_BYTES:
+            raise ValueError(
+                f"`{field}` has a component of {size} bytes ({component[:40]!r}...); at most "
+                f"{MAX_PATH_COMPONENT_BYTES} bytes (UTF-8) each"
+            )
 
 
 def check_model_dir_name(name: str) -> None:
-    if not _SAFE_NAME.match(name) or name in {".", ".."}:
+    if not _SAFE_NAME.fullmatch(name) or name in {".", ".."}:
         raise ValueError(
             "`model_dir` must be a plain folder name: letters, digits, '.', '_' or '-', "
             "at most 128 characters"

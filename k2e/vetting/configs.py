@@ -14,6 +14,7 @@ string anywhere may be a URL. Inline vocabularies (lists) stay allowed.
 """
 
 import json
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -60,7 +61,7 @@ _URL = re.compile(r"^\s*(?:[A-Za-z][A-Za-z0-9+.-]*://|file:)")
 
 
 # A class name a spec may map with custom_objects: a plain (registered) name, nothing more.
-_PLAIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.>-]{0,199}$")
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.>-]{0,199}")
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,7 @@ class _Vetter:
         """A registry (or mapped) name; or, deferring, a plain name a spec must map."""
         if name in self.custom_names:
             return True
-        if self.policy.defer_custom and isinstance(name, str) and _PLAIN_NAME.match(name):
+        if self.policy.defer_custom and isinstance(name, str) and _PLAIN_NAME.fullmatch(name):
             self.deferred.add(name)
             return True
         return False
@@ -165,6 +166,11 @@ class _Vetter:
             for item in node:
                 self.walk(item, path, depth + 1, key)
             return
+        if isinstance(node, float) and not math.isfinite(node):
+            # Keras writes float("inf") as `Infinity`, and JSON's 1e400 reads as one; neither
+            # is a value k2e passes on (a spec's, or a file's config, alike).
+            where = (*path, key) if key is not None else path
+            raise self.refuse(where, f"{key or 'a value'} is {node}; only finite numbers are taken")
         if not isinstance(node, dict):
             return
         if "class_name" in node:

@@ -28,7 +28,7 @@ from launcher.embedded_redis import free_port
 from service.main import create_app
 from tests.api_process import running_api
 from tests.auth import ADMIN, TEST_ADMIN_KEY, admin_client, bearer
-from tests.conftest import postgres_url
+from tests.fresh_schema import fresh_postgres_schema
 
 PROBLEM = "application/problem+json"
 
@@ -45,21 +45,8 @@ def seed_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def pg_schema() -> Iterator[str]:
     """A URL of the machine's PostgreSQL whose tables live in a fresh schema."""
-    admin = sqlalchemy.create_engine(postgres_url())
-    try:
-        admin.connect().close()
-    except Exception as exc:  # pragma: no cover - depends on the machine
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"PostgreSQL not reachable: {exc}")
-    schema = f"k2e_quota_{uuid.uuid4().hex[:10]}"
-    with admin.begin() as conn:
-        conn.execute(sqlalchemy.text(f"CREATE SCHEMA {schema}"))
-    separator = "&" if "?" in postgres_url() else "?"
-    yield f"{postgres_url()}{separator}options=-csearch_path%3D{schema}"
-    with admin.begin() as conn:
-        conn.execute(sqlalchemy.text(f"DROP SCHEMA {schema} CASCADE"))
-    admin.dispose()
+    with fresh_postgres_schema("k2e_quota") as url:
+        yield url
 
 
 @pytest.fixture(

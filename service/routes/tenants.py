@@ -4,6 +4,7 @@ import re
 import shutil
 
 from fastapi import APIRouter, Depends, Request, Response, status
+from starlette.convertors import Convertor, register_url_convertor
 
 from k2e.errors import Conflict, NotFound
 from k2e.tenancy.models import (
@@ -17,6 +18,22 @@ from k2e.tenancy.models import (
 from service.auth import AdminDep, CallerDep, KeyCache, SessionCache, current_caller
 from service.deps import BackendDep
 from service.problems import problems
+
+
+class TenantNameConvertor(Convertor[str]):
+    """A tenant's name in a path, but not "me": /tenants/me is the caller's own tenant
+    (GET), never a tenant named "me" to delete."""
+
+    regex = r"(?!me$)[a-z0-9][a-z0-9_-]{0,62}"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("tenant_name", TenantNameConvertor())
 
 router = APIRouter(
     tags=["tenants"], dependencies=[Depends(current_caller)], responses=problems(401, 403)
@@ -74,7 +91,7 @@ def create_key(
 
 
 @router.delete(
-    "/tenants/{name}",
+    "/tenants/{name:tenant_name}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     responses=problems(404, 409),

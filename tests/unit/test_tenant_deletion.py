@@ -179,6 +179,8 @@ def test_the_calling_keys_own_tenant_unknown_names_and_members(api: TestClient) 
     # An admin key of another tenant may not delete its own tenant either.
     name, admin_key, _ = _tenant(api, role="admin")
     _problem(api.delete(f"/tenants/{name}", headers=bearer(admin_key)), 409)
+    # /tenants/me is the caller's own tenant (GET), not a tenant named "me" to delete.
+    assert _problem(api.delete("/tenants/me"), 405)
     for unknown in ("no-such-tenant", "UPPER", "..", "a" * 70):
         _problem(api.delete(f"/tenants/{unknown}"), 404)
     other, member_key, _ = _tenant(api)

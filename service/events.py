@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -175,14 +175,33 @@ def sse(event_id: int, event: str, data: str) -> bytes:
 
 
 KEEP_ALIVE = b": keep-alive\n\n"
+# The last thing a stream sends when its caller is no longer signed in (a comment: clients
+# ignore it; a reconnect then answers 401).
+SIGNED_OUT = b": closed: the API key or session is no longer valid\n\n"
 
 
 async def event_stream(
-    broker: EventBroker, job_id: str, after: int, clean: Callable[[str], str]
+    broker: EventBroker,
+    job_id: str,
+    after: int,
+    clean: Callable[[str], str],
+    authorized: Callable[[], Awaitable[bool]] | None = None,
+    recheck_s: float = 5.0,
 ) -> AsyncIterator[bytes]:
     """The SSE body: the job's events with id > ``after``, history then live, ending with
     ``end`` (the job's final JSON). ``clean`` rewrites status and log messages for the
-    caller (no server paths for members)."""
+    caller (no server paths for members). ``authorized`` is asked again every
+    ``recheck_s``: once it says no (the key was revoked, the session ended), the stream
+    closes, however long the job still runs."""
+    loop = asyncio.get_running_loop()
+    recheck_at = loop.time() + recheck_s
+
+    async def caller_gone() -> bool:
+        nonlocal recheck_at
+        if authorized is None or loop.time() < recheck_at:
+            return False
+        recheck_at = loop.time() + recheck_s
+        return not await authorized()
 
     def render(row: Row, end_body: bytes | None) -> bytes:
         if row["kind"] == END:
@@ -193,6 +212,9 @@ async def event_stream(
     async with broker.follow(job_id) as queue:
         last = after
         while True:  # the history, a page at a time
+            if await caller_gone():
+                yield SIGNED_OUT
+                return
             rows = await broker.run(broker.store.stream_events, job_id, last, PAGE)
             for row in rows:
                 body = await broker.job_body(job_id) if row["kind"] == END else None
@@ -205,12 +227,20 @@ async def event_stream(
         end = await broker.run(broker.store.end_event, job_id)
         if end is not None and end <= last:
             return  # resumed after the end: nothing more will come
+        keepalive_at = loop.time() + broker.keepalive_s
         while True:
+            if await caller_gone():
+                yield SIGNED_OUT
+                return
+            wait = min(keepalive_at, recheck_at if authorized is not None else keepalive_at)
             try:
-                batch = await asyncio.wait_for(queue.get(), broker.keepalive_s)
+                batch = await asyncio.wait_for(queue.get(), max(0.0, wait - loop.time()))
             except TimeoutError:
-                yield KEEP_ALIVE
+                if loop.time() >= keepalive_at:
+                    keepalive_at = loop.time() + broker.keepalive_s
+                    yield KEEP_ALIVE
                 continue
+            keepalive_at = loop.time() + broker.keepalive_s
             for row in batch.rows:
                 if row["seq"] <= last:
                     continue

@@ -69,8 +69,9 @@ async def job_events(
     # A stream outlives its request's authentication: it checks again as it goes and
     # closes once the key is revoked or the dashboard session has ended.
     recheck_s = max(backend.settings.key_cache_s, _MIN_RECHECK_S)
+    show = jobs.member_view(backend) if not caller.is_admin else (lambda job: job)
     stream = event_stream(
-        broker, job_id, after or 0, clean, caller_check(request, caller), recheck_s
+        broker, job_id, after or 0, clean, show, caller_check(request, caller), recheck_s
     )
     return StreamingResponse(
         stream,

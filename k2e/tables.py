@@ -1,4 +1,5 @@
-"""The store's tables (SQLAlchemy Core): jobs and their events, tenants, API keys, uploads."""
+"""The store's tables (SQLAlchemy Core): jobs and their events, tenants, API keys, uploads,
+sessions, and the server's own secrets."""
 
 from sqlalchemy import (
     JSON,
@@ -121,4 +122,12 @@ sessions = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True)),
+)
+
+server_secrets = Table(
+    "k2e_secrets",
+    metadata,
+    # Keys every API process shares: "cursor" signs and encrypts list cursors (k2e.cursors).
+    Column("name", String(32), primary_key=True),
+    Column("value", String(128), nullable=False),
 )

@@ -17,7 +17,7 @@ from sqlalchemy import delete, exists, func, insert, literal, select, text, upda
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 
-from k2e.catalog import decode_cursor
+from k2e.cursors import CursorCodec
 from k2e.db import aware, create_schema, make_engine, utcnow
 from k2e.errors import Conflict, NotFound
 from k2e.jobs.events import END, STREAM_ONLY, EventNotifier
@@ -58,6 +58,7 @@ class JobStore:
     def __init__(self, url: str, notifier: EventNotifier | None = None) -> None:
         self.engine = make_engine(url)
         self.notifier = notifier
+        self.cursors = CursorCodec(self.engine)
 
     def _notify(self, job_id: str) -> None:
         if self.notifier is not None:
@@ -234,11 +235,13 @@ class JobStore:
         if tenant is not None:
             query = query.where(jobs.c.tenant == tenant)
         if cursor is not None:
-            query = query.where(jobs.c.seq < decode_cursor(cursor))
+            query = query.where(jobs.c.seq < self.cursors.decode("jobs", tenant, cursor))
         with self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
         items = [to_job(r) for r in rows[:limit]]
-        next_cursor = str(rows[limit - 1]["seq"]) if len(rows) > limit else None
+        next_cursor = None
+        if len(rows) > limit:
+            next_cursor = self.cursors.encode("jobs", tenant, rows[limit - 1]["seq"])
         return JobPage(items=items, next_cursor=next_cursor)
 
     def active_count(self, tenant: str) -> int:

@@ -102,6 +102,7 @@ def _as_is(message: str) -> str:
 
 def job_log(backend: Backend, job_id: str, since: int, limit: int, caller: Caller) -> JobLog:
     job = backend.store.get(job_id, scope(caller))  # 404 for unknown and other tenants' jobs
+    since = backend.store.resume_point(job_id, since)  # `since` from before: translated
     items = [JobEvent(**e) for e in backend.store.events(job_id, since, limit)]
     clean = message_filter(backend, job, caller)
     items = [item.model_copy(update={"message": clean(item.message)}) for item in items]

@@ -64,14 +64,16 @@ async def job_events(
     broker: EventBroker = request.app.state.event_broker
     # Unknown ids and other tenants' jobs are 404 before the stream starts.
     job = await broker.run(backend.store.get, job_id, scope(caller))
-    after = last_event_id_header if last_event_id_header is not None else last_event_id
+    sent = last_event_id_header if last_event_id_header is not None else last_event_id
+    # Ids are numbers within the job; one from before that (a larger one) is translated.
+    after = await broker.run(backend.store.resume_point, job_id, sent or 0)
     clean = jobs.message_filter(backend, job, caller)
     # A stream outlives its request's authentication: it checks again as it goes and
     # closes once the key is revoked or the dashboard session has ended.
     recheck_s = max(backend.settings.key_cache_s, _MIN_RECHECK_S)
     show = jobs.member_view(backend) if not caller.is_admin else (lambda job: job)
     stream = event_stream(
-        broker, job_id, after or 0, clean, show, caller_check(request, caller), recheck_s
+        broker, job_id, after, clean, show, caller_check(request, caller), recheck_s
     )
     return StreamingResponse(
         stream,

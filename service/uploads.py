@@ -21,6 +21,7 @@ from k2e.vetting.sandbox import (
     inspect_model_file,
     policy_for,
 )
+from k2e.vetting.selfcheck import sandbox_check
 from service.backend import Backend
 from service.multipart import ReceivedFile, receive_multipart
 
@@ -70,6 +71,13 @@ def format_of(received: ReceivedFile, suffixes: dict[str, str]) -> str:
     return fmt
 
 
+def require_sandbox(backend: Backend) -> None:
+    """503 saying what is wrong when the API's start-up check found that no upload can be
+    inspected on this server (k2e.vetting.selfcheck), rather than a 422 blaming the file."""
+    limits = SandboxLimits.from_settings(backend.settings)
+    sandbox_check(backend.storage.base / "tmp", limits).require()
+
+
 def store_model(received: ReceivedFile, backend: Backend, tenant: str) -> ModelInfo:
     """Inspect an uploaded model (HDF5 or ``.keras``) and keep it; a refused file is removed.
 
@@ -79,6 +87,7 @@ def store_model(received: ReceivedFile, backend: Backend, tenant: str) -> ModelI
     settings, storage = backend.settings, backend.storage.for_tenant(tenant)
     fmt = format_of(received, MODEL_SUFFIXES)
     try:
+        require_sandbox(backend)
         summary = inspect_model_file(
             received.path,
             fmt,
@@ -117,6 +126,7 @@ def store_dataset(received: ReceivedFile, backend: Backend, tenant: str) -> Data
     settings, storage = backend.settings, backend.storage.for_tenant(tenant)
     fmt = format_of(received, DATASET_SUFFIXES)
     try:
+        require_sandbox(backend)
         summary = inspect_dataset_file(
             received.path,
             fmt,

@@ -227,6 +227,18 @@ def check_custom_objects(
                     f"entry of that kind (GET /custom-objects: {fits or 'none'})",
                 )
             )
+    for name, uses in model.custom_uses.items():
+        entry = known.get(name)
+        if name not in mapping and entry is not None and misfits(entry.kind, uses):
+            wrong = misfits(entry.kind, uses)
+            errors.append(
+                FieldError(
+                    ("custom_objects",),
+                    f"the model uses the registry name {name!r} as {_a(USE_NAMES[wrong[0]])}, "
+                    f"but it is {_a(entry.kind)}: map {name!r} in custom_objects to an entry "
+                    "of that kind",
+                )
+            )
     for name in model.custom_names:
         if name not in mapping:
             used = [USE_NAMES[u] for u in model.custom_uses.get(name, []) if u in USE_NAMES]

@@ -104,7 +104,10 @@ def test_a_job_feeds_a_feature_column_input_with_its_data_shape() -> None:
     ]
     fed = fed_inputs(inputs, {"cp": None}, {"cp": [64], "x": [64, 3]})
     assert [t.shape for t in fed] == [[None], [None, 3]]
-    assert fed_inputs(inputs, {"cp": None}, None)[0].shape == [None, 1]
+    # Data of the Input's shape, and no data, keep the Input's shape (as before).
+    assert fed_inputs(inputs, {"cp": None}, {"cp": [64, 4]})[0].shape == [None, 4]
+    assert fed_inputs(inputs, {"cp": None}, None)[0].shape == [None, 4]
+    assert fed_inputs(inputs, {"cp": 1}, None)[0].shape == [None, 1]
 
 
 def _dense_model(activation: Any) -> dict[str, Any]:

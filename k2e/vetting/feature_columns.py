@@ -67,7 +67,7 @@ def column_inputs(layers: list[dict[str, Any]], input_names: dict[str, str]) -> 
         for node in layer.get("inbound_nodes") or []:
             refs = node.items() if isinstance(node, dict) else [(None, r) for r in _flat(node)]
             for key, ref in refs:
-                if not _is_ref(ref) or ref[0] not in input_names:
+                if not is_tensor_ref(ref) or ref[0] not in input_names:
                     continue
                 consumers.setdefault(ref[0], set()).add(str(cls))
                 if cls == "DenseFeatures" and key in columns:
@@ -80,7 +80,8 @@ def column_inputs(layers: list[dict[str, Any]], input_names: dict[str, str]) -> 
     return found
 
 
-def _is_ref(x: Any) -> bool:
+def is_tensor_ref(x: Any) -> bool:
+    """A ``[layer_name, node_index, tensor_index(, kwargs)]`` tensor reference in a config."""
     return (
         isinstance(x, list | tuple)
         and len(x) >= 3
@@ -90,7 +91,7 @@ def _is_ref(x: Any) -> bool:
 
 
 def _flat(node: Any) -> list[Any]:
-    if _is_ref(node):
+    if is_tensor_ref(node):
         return [node]
     if isinstance(node, dict):
         return [r for v in node.values() for r in _flat(v)]

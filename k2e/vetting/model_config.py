@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict
 
 from k2e.errors import FieldError, InvalidSpec
 from k2e.schemas import TensorInfo
-from k2e.vetting.feature_columns import ColumnReads, column_inputs
+from k2e.vetting.feature_columns import ColumnReads, column_inputs, is_tensor_ref
 
 Shape = list[int | None] | None  # None: even the rank is unknown
 
@@ -45,19 +45,9 @@ def spec_error(message: str) -> InvalidSpec:
     return InvalidSpec(message, [FieldError(("keras_model", "config"), message)])
 
 
-def _is_ref(x: Any) -> bool:
-    """A ``[layer_name, node_index, tensor_index(, kwargs)]`` tensor reference."""
-    return (
-        isinstance(x, list | tuple)
-        and len(x) >= 3
-        and isinstance(x[0], str)
-        and all(isinstance(i, int) for i in x[1:3])
-    )
-
-
 def _refs(struct: Any) -> list[list[Any]]:
     """Flatten nested references in ``tf.nest`` order (dicts by sorted key)."""
-    if _is_ref(struct):
+    if is_tensor_ref(struct):
         return [struct]
     if isinstance(struct, dict):
         return [r for key in sorted(struct) for r in _refs(struct[key])]

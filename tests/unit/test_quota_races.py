@@ -34,15 +34,6 @@ PROBLEM = "application/problem+json"
 
 
 @pytest.fixture(scope="module")
-def seed_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    from tests.models import npz_bytes, save_h5, seed_multi_io_data, seed_multi_io_model
-
-    folder = tmp_path_factory.mktemp("seed")
-    h5 = save_h5(seed_multi_io_model(), folder / "seed.h5").read_bytes()
-    return {"model": h5, "data": npz_bytes(seed_multi_io_data(64))}
-
-
-@pytest.fixture(scope="module")
 def pg_schema() -> Iterator[str]:
     """A URL of the machine's PostgreSQL whose tables live in a fresh schema."""
     with fresh_postgres_schema("k2e_quota") as url:

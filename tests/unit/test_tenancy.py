@@ -28,16 +28,6 @@ from tests.conftest import postgres_url
 PROBLEM = "application/problem+json"
 
 
-@pytest.fixture(scope="module")
-def seed_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    """The seed model as HDF5 and data for it, built once."""
-    from tests.models import npz_bytes, save_h5, seed_multi_io_data, seed_multi_io_model
-
-    folder = tmp_path_factory.mktemp("seed")
-    h5 = save_h5(seed_multi_io_model(), folder / "seed.h5").read_bytes()
-    return {"model": h5, "data": npz_bytes(seed_multi_io_data(64))}
-
-
 def _store_url(kind: str, tmp_path: Path) -> str | None:
     if kind == "sqlite":
         return None

@@ -24,15 +24,6 @@ ROOT = Path(__file__).resolve().parents[2]
 PROBLEM = "application/problem+json"
 
 
-@pytest.fixture(scope="module")
-def seed_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    from tests.models import npz_bytes, save_h5, seed_multi_io_data, seed_multi_io_model
-
-    folder = tmp_path_factory.mktemp("seed")
-    h5 = save_h5(seed_multi_io_model(), folder / "seed.h5").read_bytes()
-    return {"model": h5, "data": npz_bytes(seed_multi_io_data(64))}
-
-
 @pytest.fixture(
     scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 )

@@ -15,6 +15,7 @@ from k2e.db import utcnow
 from k2e.errors import Conflict, FieldError, InvalidSpec, NotFound
 from k2e.schemas import DatasetInfo, JobStatus, ModelInfo
 from k2e.tables import jobs, uploads
+from k2e.tenancy.quota import lock_tenant, release_bytes
 
 Kind = Literal["model", "dataset"]
 MAX_PAGE = 200
@@ -27,8 +28,15 @@ class Catalog:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def add(self, kind: Kind, tenant: str, info: ModelInfo | DatasetInfo) -> None:
+    def add(
+        self, kind: Kind, tenant: str, info: ModelInfo | DatasetInfo, reservation: int | None = None
+    ) -> None:
+        """Keep an upload; its row takes over the bytes ``reservation`` held (in the same
+        transaction, so they are never counted twice or not at all)."""
         with self.engine.begin() as conn:
+            if reservation is not None:
+                lock_tenant(conn, tenant)  # NotFound once the tenant is deleted
+                release_bytes(conn, reservation)
             conn.execute(
                 insert(uploads).values(
                     id=info.id,

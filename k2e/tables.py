@@ -1,4 +1,5 @@
-"""The store's tables (SQLAlchemy Core): jobs and their events, tenants, API keys, uploads."""
+"""The store's tables (SQLAlchemy Core): jobs and their events, tenants, API keys, uploads
+and the quota reservations of uploads in progress."""
 
 from sqlalchemy import (
     JSON,
@@ -121,4 +122,15 @@ sessions = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True)),
+)
+
+upload_reservations = Table(
+    "k2e_upload_reservations",
+    metadata,
+    # Bytes an upload holds against its tenant's quota from the moment its size is known
+    # until it is kept (its k2e_uploads row replaces this one) or refused (deleted).
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("tenant", String(64), nullable=False, index=True),
+    Column("bytes", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
 )

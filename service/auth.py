@@ -80,6 +80,12 @@ class SessionCache:
     def forget(self, digest: str) -> None:
         self._entries.pop(digest, None)
 
+    def forget_keys(self, key_ids: set[str]) -> None:
+        """Forget the sessions opened with these keys (their tenant was deleted)."""
+        for digest, (session, _) in list(self._entries.items()):
+            if session is not None and session.caller.key_id in key_ids:
+                self._entries.pop(digest, None)
+
 
 async def current_session(request: Request) -> Session | None:
     """The live session the request's cookie names, or None."""

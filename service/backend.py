@@ -47,9 +47,11 @@ class Backend:
         )
 
     def upload_limit(self, tenant: str) -> tuple[int, str]:
-        """Bytes an upload may take now, and what sets that limit (for the 413)."""
+        """Bytes an upload may take now, and what sets that limit (for the 413). Uploads
+        running at once may each receive this much: each then reserves its size before it
+        is kept (``TenantStore.reserve_bytes``), and those that no longer fit get a 413."""
         quota = self.tenants.quotas(tenant).max_bytes
-        left = max(0, quota - self.tenants.usage(tenant).bytes)
+        left = max(0, quota - self.tenants.bytes_in_use(tenant))
         if left < self.settings.max_upload_bytes:
             return left, f"the tenant's storage quota ({quota} bytes, {left} left)"
         limit = self.settings.max_upload_bytes

@@ -23,6 +23,7 @@ from k2e.schemas import ConvertRequest, Job
 from k2e.spec.checks import check_spec
 from k2e.spec.numbers import may_hold_unusable, unusable_numbers
 from k2e.storage import Storage, is_upload_id
+from k2e.tenancy.quota import JobQuotaReached
 from service.backend import Backend
 from service.multipart import ReceivedFile
 from service.uploads import delete_upload, sha256_of, store_dataset, store_model
@@ -174,15 +175,20 @@ def tenant_key(tenant: str, idempotency_key: str | None) -> str | None:
 
 
 def check_job_quota(backend: Backend, tenant: str) -> None:
-    """429 (with Retry-After) when the tenant has its most jobs queued and running."""
+    """429 (with Retry-After) when the tenant has its most jobs queued and running: the
+    early answer, before any file is kept. ``submit`` takes the slot atomically."""
     limit = backend.tenants.quotas(tenant).max_active_jobs
     active = backend.store.active_count(tenant)
     if active >= limit:
-        raise QuotaExceeded(
-            f"the tenant has {active} jobs queued or running, its quota (max_active_jobs "
-            f"{limit}); submit again when one has ended",
-            backend.settings.quota_retry_after_s,
-        )
+        raise job_quota_exceeded(backend, active, limit)
+
+
+def job_quota_exceeded(backend: Backend, active: int, limit: int) -> QuotaExceeded:
+    return QuotaExceeded(
+        f"the tenant has {active} jobs queued or running, its quota (max_active_jobs "
+        f"{limit}); submit again when one has ended",
+        backend.settings.quota_retry_after_s,
+    )
 
 
 def plan_model_dir(spec: ConvertRequest, storage: Storage, job_id: str) -> tuple[Path, str | None]:
@@ -289,8 +295,15 @@ def submit(
         uploads=upload_ids(spec, storage),
     )
     # The record exists before the task is sent: a worker never sees an unknown job.
+    limit = backend.tenants.quotas(tenant).max_active_jobs
     try:
-        store.create(new)
+        store.create(new, max_active=limit)
+    except JobQuotaReached as reached:
+        # A request with the same key that got in first answers this one too.
+        existing = replay(store, idempotency_key, body_hash or "")
+        if existing is not None:
+            raise Replayed(existing) from None
+        raise job_quota_exceeded(backend, reached.active, reached.limit) from None
     except Conflict:
         # Two requests raced with one key: the first one's job answers both.
         existing = replay(store, idempotency_key, body_hash or "")

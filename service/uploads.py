@@ -5,6 +5,8 @@ A refused file is removed; a kept one is moved into place with its info.json las
 
 import hashlib
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from fastapi import Request
@@ -25,6 +27,8 @@ from service.backend import Backend
 from service.multipart import ReceivedFile, receive_multipart
 
 MODEL_SUFFIXES = {".h5": "h5", ".hdf5": "h5", ".keras": "keras"}
+# The name of the kept file in an upload's folder, before its format's suffix.
+FILE_NAME: dict[Kind, str] = {"model": "model", "dataset": "data"}
 DATASET_SUFFIXES = {
     ".npz": "npz",
     ".csv": "csv",
@@ -76,32 +80,39 @@ def store_model(received: ReceivedFile, backend: Backend, tenant: str) -> ModelI
     The file is vetted and inspected in a child process with resource limits (k2e.vetting.sandbox):
     a hostile file is refused (422) and cannot take the API down.
     """
-    settings, storage = backend.settings, backend.storage.for_tenant(tenant)
+    settings = backend.settings
     fmt = format_of(received, MODEL_SUFFIXES)
     try:
-        summary = inspect_model_file(
-            received.path,
-            fmt,
-            policy_for(settings, defer_custom=True),
-            SandboxLimits.from_settings(settings),
-        )
-        info = ModelInfo(
-            id=new_id(),
-            format=fmt,
-            inputs=summary.summary.inputs,
-            outputs=summary.summary.outputs,
-            compiled=summary.compiled,
-            metric_names=summary.metric_names,
-            sha256=sha256_of(received.path),
-            size=received.size,
-            model_class=summary.summary.model_class,
-            custom_names=summary.custom_names,
-        )
-        # The whole inspection, so that POST /convert need not inspect the file again.
-        storage.write_summary(info.id, summary.model_dump(mode="json"))
-        storage.save_entry("models", info.id, received.path, f"model.{fmt}", info)
-        backend.catalog.add("model", tenant, info)
-        return info
+        with held_quota(received, backend, tenant) as reservation:
+            summary = inspect_model_file(
+                received.path,
+                fmt,
+                policy_for(settings, defer_custom=True),
+                SandboxLimits.from_settings(settings),
+            )
+            info = ModelInfo(
+                id=new_id(),
+                format=fmt,
+                inputs=summary.summary.inputs,
+                outputs=summary.summary.outputs,
+                compiled=summary.compiled,
+                metric_names=summary.metric_names,
+                sha256=sha256_of(received.path),
+                size=received.size,
+                model_class=summary.summary.model_class,
+                custom_names=summary.custom_names,
+            )
+            # The whole inspection, so that POST /convert need not inspect the file again.
+            keep(
+                backend,
+                tenant,
+                "model",
+                info,
+                received,
+                reservation,
+                summary.model_dump(mode="json"),
+            )
+            return info
     finally:
         received.path.unlink(missing_ok=True)
 
@@ -114,29 +125,66 @@ def store_dataset(received: ReceivedFile, backend: Backend, tenant: str) -> Data
     child's CPU, memory and time limits, so a file that lies about its sizes is a 422 and
     the API's memory stays flat.
     """
-    settings, storage = backend.settings, backend.storage.for_tenant(tenant)
+    settings = backend.settings
     fmt = format_of(received, DATASET_SUFFIXES)
     try:
-        summary = inspect_dataset_file(
-            received.path,
-            fmt,
-            ReadLimits.from_settings(settings),
-            SandboxLimits.from_settings(settings),
-        )
-        info = DatasetInfo(
-            id=new_id(),
-            format=fmt,
-            num_examples=summary.num_examples,
-            arrays=summary.arrays,
-            dtypes=summary.dtypes,
-            sha256=sha256_of(received.path),
-            size=received.size,
-        )
-        storage.save_entry("datasets", info.id, received.path, f"data.{fmt}", info)
-        backend.catalog.add("dataset", tenant, info)
-        return info
+        with held_quota(received, backend, tenant) as reservation:
+            summary = inspect_dataset_file(
+                received.path,
+                fmt,
+                ReadLimits.from_settings(settings),
+                SandboxLimits.from_settings(settings),
+            )
+            info = DatasetInfo(
+                id=new_id(),
+                format=fmt,
+                num_examples=summary.num_examples,
+                arrays=summary.arrays,
+                dtypes=summary.dtypes,
+                sha256=sha256_of(received.path),
+                size=received.size,
+            )
+            keep(backend, tenant, "dataset", info, received, reservation)
+            return info
     finally:
         received.path.unlink(missing_ok=True)
+
+
+@contextmanager
+def held_quota(received: ReceivedFile, backend: Backend, tenant: str) -> Iterator[int]:
+    """The file's bytes held against the tenant's storage quota while it is inspected
+    (413 when they do not fit, however many uploads race); given back if it is refused.
+    Keeping the file (``keep``) turns the reservation into the upload's own row."""
+    reservation = backend.tenants.reserve_bytes(tenant, received.size, received.field)
+    try:
+        yield reservation
+    except BaseException:
+        backend.tenants.release_bytes(reservation)
+        raise
+
+
+def keep(
+    backend: Backend,
+    tenant: str,
+    kind: Kind,
+    info: ModelInfo | DatasetInfo,
+    received: ReceivedFile,
+    reservation: int,
+    summary: dict | None = None,
+) -> None:
+    """Move an inspected file into place and record it; if that fails, none of it stays."""
+    storage = backend.storage.for_tenant(tenant)
+    folder = storage.root / f"{kind}s" / info.id
+    try:
+        if summary is not None:
+            storage.write_summary(info.id, summary)
+        storage.save_entry(
+            f"{kind}s", info.id, received.path, f"{FILE_NAME[kind]}.{info.format}", info
+        )
+        backend.catalog.add(kind, tenant, info, reservation)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def delete_upload(kind: Kind, upload_id: str, backend: Backend, tenant: str | None) -> None:

@@ -59,6 +59,21 @@ def list_tenants(ctx: typer.Context, as_json: JsonOption = False) -> None:
         st.out.print(tenants_table(tenants))
 
 
+@tenants_app.command("delete")
+def delete_tenant(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The tenant to delete.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a tenant: its keys, uploads, jobs and files (none may be queued or running)."""
+    st = state(ctx)
+    if not yes:
+        typer.confirm(f"Delete tenant {name!r} with its keys, uploads, jobs and files?", abort=True)
+    with st.client() as client:
+        client.delete_tenant(name)
+    st.out.print(f"deleted tenant {name}")
+
+
 @keys_app.command("create")
 def create_key(
     ctx: typer.Context,

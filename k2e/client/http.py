@@ -277,6 +277,11 @@ class Client:
             ApiKeyCreated, "POST", f"/tenants/{tenant}/keys", json={"name": name, "role": role}
         )
 
+    def delete_tenant(self, name: str) -> None:
+        """Delete a tenant with its keys, uploads, jobs and files (none may be queued or
+        running; the calling key's own tenant cannot be deleted)."""
+        self.session.request("DELETE", f"/tenants/{name}")
+
     def list_keys(self) -> list[ApiKey]:
         return self.session.get_list(ApiKey, "/keys")
 

@@ -25,6 +25,7 @@ from k2e.jobs.rows import BY_ID, BY_ID_AND_TENANT, TERMINAL_VALUES, add_event, t
 from k2e.schemas import Job, JobPage, JobStatus
 from k2e.tables import events, jobs
 from k2e.tenancy.models import DEFAULT_TENANT
+from k2e.tenancy.quota import hold_job_slot
 
 MAX_PAGE = 200
 ACTIVE_VALUES = [JobStatus.queued.value, JobStatus.running.value, JobStatus.cancelling.value]
@@ -98,15 +99,19 @@ class JobStore:
 
     # writes from the API -------------------------------------------------
 
-    def create(self, new: NewJob) -> Job:
+    def create(self, new: NewJob, max_active: int | None = None) -> Job:
         """Record a queued job (not yet handed to the broker: see k2e.jobs.dispatch).
 
-        Raises Conflict when the idempotency key is taken or another active job holds
-        the named model_dir (naming that job).
+        With ``max_active``, the tenant's active jobs are counted and the job recorded
+        under its tenant's lock: JobQuotaReached when it has that many already, however
+        many requests race. Raises Conflict when the idempotency key is taken or another
+        active job holds the named model_dir (naming that job).
         """
         now = utcnow()
         try:
             with self.engine.begin() as conn:
+                if max_active is not None:
+                    hold_job_slot(conn, new.tenant, max_active)
                 conn.execute(
                     insert(jobs).values(
                         id=new.id,

@@ -9,7 +9,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 Role = Literal["admin", "member"]
 DEFAULT_TENANT = "default"
 # Tenant names appear in folder names and in lock keys: a plain lowercase name.
-TenantName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+TENANT_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+TenantName = Annotated[str, Field(pattern=TENANT_NAME_PATTERN)]
 
 
 @dataclass(frozen=True)

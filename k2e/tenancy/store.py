@@ -1,4 +1,4 @@
-"""Tenants and API keys in the store, and what each tenant uses.
+"""Tenants and API keys in the store, what each tenant uses, and deleting a tenant.
 
 The first start with no key in the store creates an admin key (``bootstrap``); every
 other key is made by an admin through the API. Only a key's hash is kept.
@@ -10,15 +10,15 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from k2e.db import aware, utcnow
 from k2e.errors import Conflict, NotFound
 from k2e.schemas import JobStatus
-from k2e.tables import api_keys, jobs, tenants, uploads
-from k2e.tenancy import keys
+from k2e.tables import api_keys, events, jobs, sessions, tenants, upload_reservations, uploads
+from k2e.tenancy import keys, quota
 from k2e.tenancy.models import (
     DEFAULT_TENANT,
     ApiKey,
@@ -114,6 +114,46 @@ class TenantStore:
             upload_bytes=int(upload_bytes),
             model_dir_bytes=int(dir_bytes),
         )
+
+    def bytes_in_use(self, tenant: str) -> int:
+        """What the storage quota counts now: usage plus uploads being inspected."""
+        with self.engine.connect() as conn:
+            return quota.bytes_in_use(conn, tenant, utcnow())
+
+    def reserve_bytes(self, tenant: str, size: int, field: str) -> int:
+        """Hold ``size`` bytes of the tenant's storage quota for an upload being inspected
+        (UploadTooLarge when they do not fit); ``Catalog.add`` or ``release_bytes`` ends it."""
+        return quota.reserve_bytes(self.engine, tenant, size, self.quotas(tenant).max_bytes, field)
+
+    def release_bytes(self, reservation: int) -> None:
+        with self.engine.begin() as conn:
+            quota.release_bytes(conn, reservation)
+
+    def delete_tenant(self, name: str) -> list[str]:
+        """Forget a tenant and every row it owns (keys and their sessions, uploads, jobs
+        and their events); returns its keys' ids. Conflict while it has a job queued or
+        running. Its files are the caller's to remove."""
+        with self.engine.begin() as conn:
+            quota.lock_tenant(conn, name)  # NotFound; and no upload or job starts meanwhile
+            active = quota.active_jobs(conn, name)
+            if active:
+                raise Conflict(
+                    f"tenant {name!r} has {active} jobs queued or running: cancel them and "
+                    "wait for them to end before deleting it"
+                )
+            key_ids = list(
+                conn.execute(select(api_keys.c.id).where(api_keys.c.tenant == name)).scalars()
+            )
+            its_jobs = select(jobs.c.id).where(jobs.c.tenant == name)
+            conn.execute(delete(sessions).where(sessions.c.key_id.in_(key_ids)))
+            conn.execute(delete(api_keys).where(api_keys.c.tenant == name))
+            conn.execute(delete(events).where(events.c.job_id.in_(its_jobs)))
+            conn.execute(delete(jobs).where(jobs.c.tenant == name))
+            conn.execute(delete(uploads).where(uploads.c.tenant == name))
+            conn.execute(delete(upload_reservations).where(upload_reservations.c.tenant == name))
+            conn.execute(delete(tenants).where(tenants.c.name == name))
+        log.info("deleted tenant %s and its %d keys", name, len(key_ids))
+        return key_ids
 
     # keys ----------------------------------------------------------------
 

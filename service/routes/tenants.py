@@ -1,11 +1,39 @@
 """Tenants and API keys: admin routes, and every caller's own tenant (``/tenants/me``)."""
 
-from fastapi import APIRouter, Depends, Request, Response, status
+import re
+import shutil
 
-from k2e.tenancy.models import ApiKey, ApiKeyCreated, KeyCreate, Tenant, TenantCreate
-from service.auth import AdminDep, CallerDep, KeyCache, current_caller
+from fastapi import APIRouter, Depends, Request, Response, status
+from starlette.convertors import Convertor, register_url_convertor
+
+from k2e.errors import Conflict, NotFound
+from k2e.tenancy.models import (
+    TENANT_NAME_PATTERN,
+    ApiKey,
+    ApiKeyCreated,
+    KeyCreate,
+    Tenant,
+    TenantCreate,
+)
+from service.auth import AdminDep, CallerDep, KeyCache, SessionCache, current_caller
 from service.deps import BackendDep
 from service.problems import problems
+
+
+class TenantNameConvertor(Convertor[str]):
+    """A tenant's name in a path, but not "me": /tenants/me is the caller's own tenant
+    (GET), never a tenant named "me" to delete."""
+
+    regex = r"(?!me$)[a-z0-9][a-z0-9_-]{0,62}"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("tenant_name", TenantNameConvertor())
 
 router = APIRouter(
     tags=["tenants"], dependencies=[Depends(current_caller)], responses=problems(401, 403)
@@ -54,8 +82,44 @@ def my_tenant(backend: BackendDep, caller: CallerDep) -> Tenant:
     summary="Create an API key for a tenant; the secret is shown in this answer only (admin)",
     operation_id="createKey",
 )
-def create_key(name: str, body: KeyCreate, backend: BackendDep, _: AdminDep) -> ApiKeyCreated:
+def create_key(
+    name: str, body: KeyCreate, response: Response, backend: BackendDep, _: AdminDep
+) -> ApiKeyCreated:
+    # The answer carries the key's secret: no cache may keep it.
+    response.headers["Cache-Control"] = "no-store"
     return backend.tenants.create_key(name[:64], body.name, body.role)
+
+
+@router.delete(
+    "/tenants/{name:tenant_name}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=problems(404, 409),
+    summary="Delete a tenant with its keys, uploads, jobs and files (admin)",
+    operation_id="deleteTenant",
+)
+def delete_tenant(name: str, request: Request, backend: BackendDep, caller: AdminDep) -> Response:
+    """Removes the tenant's keys (their dashboard sessions end), its uploads, jobs, logs
+    and events, and its folder of files. 409 while it has a job queued or running (cancel
+    them and wait for them to end), and for the calling key's own tenant."""
+    if not re.fullmatch(TENANT_NAME_PATTERN, name):
+        raise NotFound(f"no tenant named {name[:64]!r}")
+    if name == caller.tenant:
+        raise Conflict(
+            f"tenant {name!r} is the calling key's own: delete it with an admin key of "
+            "another tenant"
+        )
+    key_ids = backend.tenants.delete_tenant(name)
+    # Its keys and their dashboard sessions stop working here at once (elsewhere within
+    # key_cache_s, as a revoked key does).
+    key_cache: KeyCache = request.app.state.key_cache
+    session_cache: SessionCache = request.app.state.session_cache
+    for key_id in key_ids:
+        key_cache.forget_key(key_id)
+    session_cache.forget_keys(set(key_ids))
+    # The rows are gone first: no upload or job of the tenant can start while this runs.
+    shutil.rmtree(backend.storage.base / "tenants" / name, ignore_errors=True)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get(

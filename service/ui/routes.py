@@ -43,6 +43,8 @@ PAGE_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-cache",
 }
+# On every answer that carries a session's CSRF token.
+NO_STORE = {"Cache-Control": "no-store"}
 PAGES = ("", "/", "/jobs", "/models", "/datasets", "/submit", "/signin")
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -86,7 +88,9 @@ def _shell(
         data += b'<script type="application/json" id="k2e-job">'
         data += job.replace(b"<", b"\\u003c") + b"</script>"
     body = SHELL.replace(b"<!--k2e:data-->", data)
-    return HTMLResponse(body, status_code=status_code, headers=PAGE_HEADERS)
+    # A signed-in page carries the session's CSRF token (and the job): never stored.
+    headers = PAGE_HEADERS if session is None else {**PAGE_HEADERS, **NO_STORE}
+    return HTMLResponse(body, status_code=status_code, headers=headers)
 
 
 async def _page(request: Request) -> HTMLResponse:
@@ -127,7 +131,9 @@ async def sign_in(body: SignIn, request: Request, backend: BackendDep) -> Respon
     if caller is None:
         raise Unauthenticated("the API key is not valid (unknown, mistyped or revoked)")
     opened = await run_in_threadpool(backend.sessions.open, caller)
-    response = Response(_info(opened.session).model_dump_json(), media_type="application/json")
+    response = Response(
+        _info(opened.session).model_dump_json(), media_type="application/json", headers=NO_STORE
+    )
     response.set_cookie(
         SESSION_COOKIE,
         opened.token,
@@ -141,11 +147,12 @@ async def sign_in(body: SignIn, request: Request, backend: BackendDep) -> Respon
 
 
 @router.get("/session", response_model=SessionInfo)
-async def who_am_i(request: Request) -> SessionInfo:
+async def who_am_i(request: Request, response: Response) -> SessionInfo:
     """The signed-in session, with the CSRF token its state-changing requests send."""
     session = await current_session(request)
     session_caller(request, session)
     assert session is not None
+    response.headers.update(NO_STORE)
     return _info(session)
 
 

@@ -73,7 +73,7 @@ def _api_routes(routes: list) -> Iterator[APIRoute]:
 def _routes(app) -> list[tuple[str, str]]:
     # The dashboard's own routes (pages, sign-in) are tested in test_dashboard_sessions.py.
     found = [
-        (method, route.path)
+        (method, route.path_format)
         for route in _api_routes(app.routes)
         for method in sorted(route.methods)
         if not route.path.startswith("/ui")

@@ -6,27 +6,26 @@ this table is what lists, ownership and quota usage read.
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from sqlalchemy import Engine, delete, insert, select
 
+from k2e.cursors import CursorCodec
 from k2e.db import utcnow
-from k2e.errors import Conflict, FieldError, InvalidSpec, NotFound
+from k2e.errors import Conflict, NotFound
 from k2e.schemas import DatasetInfo, JobStatus, ModelInfo
 from k2e.tables import jobs, uploads
 from k2e.tenancy.quota import lock_tenant, release_bytes
 
 Kind = Literal["model", "dataset"]
 MAX_PAGE = 200
-_CURSOR = re.compile(r"[0-9]{1,18}")
-_MAX_SEQ = 2**31 - 1
 ACTIVE = (JobStatus.queued.value, JobStatus.running.value, JobStatus.cancelling.value)
 
 
 class Catalog:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.cursors = CursorCodec(engine)
 
     def add(
         self, kind: Kind, tenant: str, info: ModelInfo | DatasetInfo, reservation: int | None = None
@@ -80,10 +79,12 @@ class Catalog:
         if tenant is not None:
             query = query.where(uploads.c.tenant == tenant)
         if cursor is not None:
-            query = query.where(uploads.c.seq < decode_cursor(cursor))
+            query = query.where(uploads.c.seq < self.cursors.decode(kind, tenant, cursor))
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
-        next_cursor = str(rows[limit - 1].seq) if len(rows) > limit else None
+        next_cursor = None
+        if len(rows) > limit:
+            next_cursor = self.cursors.encode(kind, tenant, rows[limit - 1].seq)
         return [row.info for row in rows[:limit]], next_cursor
 
     def remove(self, kind: Kind, upload_id: str, tenant: str | None) -> None:
@@ -98,16 +99,6 @@ class Catalog:
             if user is not None:
                 raise Conflict(f"{kind} {upload_id} is used by job {user}, which has not ended")
             conn.execute(delete(uploads).where(uploads.c.id == upload_id))
-
-
-def decode_cursor(cursor: str) -> int:
-    """A ``next_cursor`` k2e issued: decimal digits. One past every row means the end."""
-    if not _CURSOR.fullmatch(cursor):
-        raise InvalidSpec(
-            "`cursor` must be a `next_cursor` value from a previous page",
-            [FieldError(("query", "cursor"), "not a cursor k2e issued")],
-        )
-    return min(int(cursor), _MAX_SEQ + 1)
 
 
 def recorded_sha256(catalog: Catalog, model_ref: str | None, tenant: str) -> str | None:

@@ -1,5 +1,5 @@
-"""The store's tables (SQLAlchemy Core): jobs and their events, tenants, API keys, uploads
-and the quota reservations of uploads in progress."""
+"""The store's tables (SQLAlchemy Core): jobs and their events, tenants, API keys, uploads,
+the quota reservations of uploads in progress, sessions, and the server's own secrets."""
 
 from sqlalchemy import (
     JSON,
@@ -56,13 +56,20 @@ jobs = Table(
     Column("uploads", String(200)),
     # Bytes the job's model_dir holds, measured when the job ends (quota usage).
     Column("disk_bytes", BigInteger),
+    # The number of the job's newest event (k2e_job_events.num): the row a writer updates
+    # to number its events also orders them, one writer at a time per job.
+    Column("events_num", Integer),
 )
 
 events = Table(
     "k2e_job_events",
     metadata,
+    # Counts every job's events: never shown (it would count other tenants' activity).
     Column("seq", Integer, primary_key=True, autoincrement=True),
     Column("job_id", String(64), nullable=False, index=True),
+    # The event's number within its job, 1, 2, ...: its id on the stream, its `seq` in the
+    # log. NULL only in rows older than it, until the store's schema upkeep numbers them.
+    Column("num", Integer),
     Column("at", DateTime(timezone=True), nullable=False),
     # A status name, "log", or what only GET /jobs/{id}/events shows: "progress", "loss",
     # "eval" and "end" (written with a job's terminal status; the stream closes after it).
@@ -133,4 +140,12 @@ upload_reservations = Table(
     Column("tenant", String(64), nullable=False, index=True),
     Column("bytes", BigInteger, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+server_secrets = Table(
+    "k2e_secrets",
+    metadata,
+    # Keys every API process shares: "cursor" signs and encrypts list cursors (k2e.cursors).
+    Column("name", String(32), primary_key=True),
+    Column("value", String(128), nullable=False),
 )

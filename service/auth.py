@@ -14,7 +14,8 @@ process's cache at once, and from every other process's within ``key_cache_s``.
 import hashlib
 import hmac
 import time
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
@@ -92,11 +93,15 @@ async def current_session(request: Request) -> Session | None:
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
         return None
-    cache: SessionCache = request.app.state.session_cache
+    return await _session_of(request.app.state, token)
+
+
+async def _session_of(state: Any, token: str) -> Session | None:
+    cache: SessionCache = state.session_cache
     digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
     known, session = cache.get(digest)
     if not known:
-        sessions: SessionStore = request.app.state.backend.sessions
+        sessions: SessionStore = state.backend.sessions
         session = await run_in_threadpool(sessions.resolve, token)
         cache.put(digest, session)
     if session is not None and session.expires_at.timestamp() <= time.time():
@@ -127,18 +132,45 @@ async def current_caller(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
     if credentials is None or credentials.scheme.lower() != "bearer":
+        request.state.credential = None
         return session_caller(request, await current_session(request))
-    key = credentials.credentials
-    cache: KeyCache = request.app.state.key_cache
-    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-    known, caller = cache.get(digest)
-    if not known:
-        tenants: TenantStore = request.app.state.backend.tenants
-        caller = await run_in_threadpool(tenants.authenticate, key)
-        cache.put(digest, caller)
+    request.state.credential = credentials.credentials
+    caller = await _key_caller(request.app.state, credentials.credentials)
     if caller is None:
         raise Unauthenticated("the API key is not valid (unknown, mistyped or revoked)")
     return caller
+
+
+async def _key_caller(state: Any, key: str) -> Caller | None:
+    cache: KeyCache = state.key_cache
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+    known, caller = cache.get(digest)
+    if not known:
+        tenants: TenantStore = state.backend.tenants
+        caller = await run_in_threadpool(tenants.authenticate, key)
+        cache.put(digest, caller)
+    return caller
+
+
+def caller_check(request: Request, caller: Caller) -> Callable[[], Awaitable[bool]]:
+    """For a long-lived response (an event stream): a check, to call again and again, of
+    whether the credential the request came with (its key, or its session cookie) still
+    stands for ``caller``. It reads through the same caches as a request does, so a
+    revoked key or an ended session fails it within ``key_cache_s`` (at once in the
+    process that revoked it, once that process's cache entry is gone)."""
+    state = request.app.state
+    key: str | None = getattr(request.state, "credential", None)  # set by current_caller
+    token = request.cookies.get(SESSION_COOKIE, "")
+
+    async def still_valid() -> bool:
+        if key is not None:
+            now = await _key_caller(state, key)
+        else:
+            session = await _session_of(state, token) if token else None
+            now = session.caller if session is not None else None
+        return now == caller
+
+    return still_valid
 
 
 async def admin_caller(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 
 from k2e.jobs.events import END, channel, payload
 from k2e.jobs.store import JobStore
+from k2e.schemas import Job
 
 log = logging.getLogger("k2e.api.events")
 T = TypeVar("T")
@@ -37,10 +38,10 @@ RESUBSCRIBE_S = 5.0
 
 @dataclass(frozen=True)
 class Batch:
-    """New rows of a job, oldest first; ``end_body``: the job's JSON when they end it."""
+    """New rows of a job, oldest first; ``end_job``: the job when they end it."""
 
     rows: list[Row]
-    end_body: bytes | None
+    end_job: Job | None
 
 
 class EventBroker:
@@ -61,10 +62,9 @@ class EventBroker:
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._readers, fn, *args)
 
-    async def job_body(self, job_id: str) -> bytes:
-        """The job's JSON as GET /jobs/{id} serves it, read now (never a cached copy)."""
-        job = await self.run(self.store.get, job_id)
-        return job.model_dump_json().encode()
+    async def job(self, job_id: str) -> Job:
+        """The job, read now (never a cached copy)."""
+        return await self.run(self.store.get, job_id)
 
     @contextlib.asynccontextmanager
     async def follow(self, job_id: str) -> AsyncIterator["asyncio.Queue[Batch]"]:
@@ -128,14 +128,14 @@ class JobFeed:
                 if not rows:
                     continue
                 cursor = rows[-1]["seq"]
-                body = None
+                ended = None
                 if any(row["kind"] == END for row in rows):
                     try:
-                        body = await broker.job_body(self.job_id)
+                        ended = await broker.job(self.job_id)
                     except Exception:  # deleted meanwhile: a stream then reads it itself
                         log.warning("job %s: reading the ended job failed", self.job_id)
                 for queue in self.queues:
-                    queue.put_nowait(Batch(rows, body))
+                    queue.put_nowait(Batch(rows, ended))
         finally:
             if pubsub is not None:
                 with contextlib.suppress(Exception):
@@ -175,47 +175,78 @@ def sse(event_id: int, event: str, data: str) -> bytes:
 
 
 KEEP_ALIVE = b": keep-alive\n\n"
+# The last thing a stream sends when its caller is no longer signed in (a comment: clients
+# ignore it; a reconnect then answers 401).
+SIGNED_OUT = b": closed: the API key or session is no longer valid\n\n"
 
 
 async def event_stream(
-    broker: EventBroker, job_id: str, after: int, clean: Callable[[str], str]
+    broker: EventBroker,
+    job_id: str,
+    after: int,
+    clean: Callable[[str], str],
+    show: Callable[[Job], Job] = lambda job: job,
+    authorized: Callable[[], Awaitable[bool]] | None = None,
+    recheck_s: float = 5.0,
 ) -> AsyncIterator[bytes]:
     """The SSE body: the job's events with id > ``after``, history then live, ending with
     ``end`` (the job's final JSON). ``clean`` rewrites status and log messages for the
-    caller (no server paths for members)."""
+    caller, ``show`` the job (no tracebacks or server paths for members). ``authorized``
+    is asked again every ``recheck_s``: once it says no (the key was revoked, the session
+    ended), the stream closes, however long the job still runs."""
+    loop = asyncio.get_running_loop()
+    recheck_at = loop.time() + recheck_s
 
-    def render(row: Row, end_body: bytes | None) -> bytes:
+    async def caller_gone() -> bool:
+        nonlocal recheck_at
+        if authorized is None or loop.time() < recheck_at:
+            return False
+        recheck_at = loop.time() + recheck_s
+        return not await authorized()
+
+    def render(row: Row, ended: Job | None) -> bytes:
         if row["kind"] == END:
-            return sse(row["seq"], END, (end_body or b"{}").decode())
+            return sse(row["seq"], END, show(ended).model_dump_json() if ended else "{}")
         name, data = payload(row["kind"], row["at"], clean(row["message"]), row["data"])
         return sse(row["seq"], name, json.dumps(data, separators=(",", ":")))
 
     async with broker.follow(job_id) as queue:
         last = after
         while True:  # the history, a page at a time
+            if await caller_gone():
+                yield SIGNED_OUT
+                return
             rows = await broker.run(broker.store.stream_events, job_id, last, PAGE)
             for row in rows:
-                body = await broker.job_body(job_id) if row["kind"] == END else None
-                yield render(row, body)
+                ended = await broker.job(job_id) if row["kind"] == END else None
+                yield render(row, ended)
                 last = row["seq"]
-                if body is not None:
+                if ended is not None:
                     return
             if len(rows) < PAGE:
                 break
         end = await broker.run(broker.store.end_event, job_id)
         if end is not None and end <= last:
             return  # resumed after the end: nothing more will come
+        keepalive_at = loop.time() + broker.keepalive_s
         while True:
+            if await caller_gone():
+                yield SIGNED_OUT
+                return
+            wait = min(keepalive_at, recheck_at if authorized is not None else keepalive_at)
             try:
-                batch = await asyncio.wait_for(queue.get(), broker.keepalive_s)
+                batch = await asyncio.wait_for(queue.get(), max(0.0, wait - loop.time()))
             except TimeoutError:
-                yield KEEP_ALIVE
+                if loop.time() >= keepalive_at:
+                    keepalive_at = loop.time() + broker.keepalive_s
+                    yield KEEP_ALIVE
                 continue
+            keepalive_at = loop.time() + broker.keepalive_s
             for row in batch.rows:
                 if row["seq"] <= last:
                     continue
                 if row["kind"] == END:
-                    yield render(row, batch.end_body or await broker.job_body(job_id))
+                    yield render(row, batch.end_job or await broker.job(job_id))
                     return
                 yield render(row, None)
                 last = row["seq"]

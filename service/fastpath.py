@@ -5,9 +5,10 @@ key in service/auth.py's KeyCache, the job's JSON in service/jobcache.py's JobCa
 the framework around it (routing, dependency resolution, the response object) cost
 most of its time per request (bench/RESULTS.md, measurement 4). This ASGI middleware
 answers the request itself when the key is cached as valid and the job's JSON is
-fresh and the caller may see it: the same status, body and headers as the route.
-Anything else (no key, an unknown or revoked one, a job not in memory, another
-tenant's job, a query string) goes on to the route, which answers as it always did.
+fresh in the caller's scope (service/jobcache.py): the same status, body and headers
+as the route. Anything else (no key, an unknown or revoked one, a job not in memory in
+that scope, which another tenant's job never is, a query string) goes on to the route,
+which answers as it always did.
 """
 
 import hashlib
@@ -51,12 +52,8 @@ def _cached_answer(scope: Scope) -> bytes | None:
     if not known or caller is None:
         return None
     jobs: JobCache = state.job_cache
-    entry = jobs.fresh(job_id)
-    if entry is None:
-        return None
-    owner, body = entry
-    tenant = caller_scope(caller)
-    return body if tenant is None or owner == tenant else None
+    # Looked up in the caller's own scope: another tenant's job is never found here.
+    return jobs.fresh(caller_scope(caller), job_id)
 
 
 def _bearer_key(scope: Scope) -> str | None:

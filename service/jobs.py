@@ -1,6 +1,5 @@
 """The work behind the job routes: a job's files, deletion, and what its log shows."""
 
-import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -8,12 +7,10 @@ from pathlib import Path
 from k2e.errors import Conflict, NotFound, Unavailable
 from k2e.schemas import CheckpointInfo, Job, JobEvent, JobLog
 from k2e.storage import Storage
-from k2e.tenancy.models import Caller
+from k2e.tenancy.models import DEFAULT_TENANT, Caller
 from service.auth import scope
 from service.backend import Backend
-
-# "started by host:pid:nonce": members see "started" (no host or pid in their answers).
-_OWNER = re.compile(r"^started by \S+")
+from service.redaction import member_text
 
 
 def model_dir_of(backend: Backend, job_id: str, caller: Caller) -> tuple[Job, Path]:
@@ -66,18 +63,37 @@ def delete_job(backend: Backend, job_id: str, caller: Caller) -> None:
 
 def message_filter(backend: Backend, job: Job, caller: Caller) -> Callable[[str], str]:
     """How the caller sees the job's status and log messages. TensorFlow's own lines name
-    the model_dir in full: members see it relative to their tenant's folder, and no other
-    server path (nor the host and pid of the worker that started the job)."""
+    the model_dir in full: members see it relative to their tenant's folder, no other
+    server path, no traceback (service/redaction.py), nor the host and pid of the worker
+    that started the job. Admins see them as written."""
     if caller.is_admin:
         return _as_is
-    tenant_root = str(backend.storage.for_tenant(job.tenant or caller.tenant).root) + "/"
-    base = str(backend.storage.base) + "/"
+    roots = _roots(backend, job.tenant or caller.tenant)
+    return lambda message: member_text(message, roots)
 
-    def clean(message: str) -> str:
-        message = _OWNER.sub("started", message)
-        return message.replace(tenant_root, "").replace(base, "")
 
-    return clean
+def _roots(backend: Backend, tenant: str) -> tuple[str, ...]:
+    base = backend.storage.base
+    return (f"{Storage(base, tenant).root}/", f"{base}/")
+
+
+def member_view(backend: Backend) -> Callable[[Job], Job]:
+    """The job as a member sees it: its error's type, message and reason, the message
+    without traceback or server paths (as message_filter shows its log)."""
+
+    def view(job: Job) -> Job:
+        if job.error is None:
+            return job
+        roots = _roots(backend, job.tenant or DEFAULT_TENANT)
+        error = job.error.model_copy(update={"message": member_text(job.error.message, roots)})
+        return job.model_copy(update={"error": error})
+
+    return view
+
+
+def shown(backend: Backend, caller: Caller, job: Job) -> Job:
+    """The job as ``caller`` sees it."""
+    return job if caller.is_admin else member_view(backend)(job)
 
 
 def _as_is(message: str) -> str:
@@ -86,6 +102,7 @@ def _as_is(message: str) -> str:
 
 def job_log(backend: Backend, job_id: str, since: int, limit: int, caller: Caller) -> JobLog:
     job = backend.store.get(job_id, scope(caller))  # 404 for unknown and other tenants' jobs
+    since = backend.store.resume_point(job_id, since)  # `since` from before: translated
     items = [JobEvent(**e) for e in backend.store.events(job_id, since, limit)]
     clean = message_filter(backend, job, caller)
     items = [item.model_copy(update={"message": clean(item.message)}) for item in items]

@@ -13,6 +13,7 @@ from service.backend import Backend
 from service.events import EventBroker
 from service.fastpath import JobReadFastPath
 from service.jobcache import JobCache
+from service.jobs import member_view
 from service.openapi import add_request_schemas
 from service.problems import add_exception_handlers
 from service.routes import convert, events, health, jobs, predict, tenants, uploads
@@ -41,7 +42,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.backend = backend
     app.state.key_cache = KeyCache(settings.key_cache_s)
     app.state.session_cache = SessionCache(settings.key_cache_s)
-    app.state.job_cache = JobCache(settings.job_cache_s, settings.live_job_cache_s)
+    app.state.job_cache = JobCache(
+        settings.job_cache_s, settings.live_job_cache_s, member_view=member_view(backend)
+    )
     app.state.event_broker = EventBroker(
         backend.store, settings.redis_url, settings.events_poll_s, settings.events_keepalive_s
     )

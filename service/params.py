@@ -38,13 +38,12 @@ async def dataset_id(dataset_id: str) -> str:
 
 JobId = Annotated[str, Depends(_job_id)]
 
-# A cursor is the `seq` of the last item on a page, as decimal digits; a larger one than
-# any row means the end of the list.
+# A cursor is opaque (k2e.cursors): URL-safe base64, valid for the list it came from only.
 Cursor = Annotated[
     str | None,
     Query(
-        pattern=r"^[0-9]{1,18}$",
-        description="`next_cursor` of the previous page (opaque; decimal digits)",
+        pattern=r"^[A-Za-z0-9_-]{1,200}$",
+        description="`next_cursor` of the previous page of the same list (opaque)",
     ),
 ]
 Limit = Annotated[int, Query(ge=1, le=200)]

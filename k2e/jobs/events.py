@@ -1,11 +1,11 @@
 """A job's event stream: what each stored event row shows on GET /jobs/{id}/events, and
 the notice a writer publishes after each commit so that listeners read at once.
 
-Every event is a row of ``k2e_job_events`` (its ``seq`` is the event's id), written in
-the same transaction as the change it reports; the store is the history a late or
-reconnecting client reads. The notice on Redis pub/sub (one channel per job) carries
-nothing but the job id: it only says "read again". A lost notice delays a listener
-until its next poll; it never loses an event.
+Every event is a row of ``k2e_job_events`` (its ``num``, 1, 2, ... within the job, is the
+event's id), written in the same transaction as the change it reports; the store is the
+history a late or reconnecting client reads. The notice on Redis pub/sub (one channel
+per job) carries nothing but the job id: it only says "read again". A lost notice delays
+a listener until its next poll; it never loses an event.
 """
 
 from __future__ import annotations

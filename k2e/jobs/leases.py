@@ -17,7 +17,7 @@ from sqlalchemy import func, insert, or_, select, update
 from k2e.db import utcnow
 from k2e.errors import NotFound
 from k2e.jobs.events import EVAL, LOSS, PROGRESS
-from k2e.jobs.rows import add_event, to_job
+from k2e.jobs.rows import add_event, number_events, to_job
 from k2e.jobs.store import JobStore
 from k2e.schemas import TERMINAL_STATUSES, Job, JobError, JobStatus
 from k2e.tables import events, jobs
@@ -214,9 +214,15 @@ class JobLeases(JobStore):
             return
         now = utcnow()
         with self.engine.begin() as conn:
+            first = number_events(conn, job_id, len(messages))
+            if first is None:
+                return
             conn.execute(
                 insert(events),
-                [{"job_id": job_id, "at": now, "kind": "log", "message": m} for m in messages],
+                [
+                    {"job_id": job_id, "num": first + i, "at": now, "kind": "log", "message": m}
+                    for i, m in enumerate(messages)
+                ],
             )
         self._notify(job_id)
 

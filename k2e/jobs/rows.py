@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection, RowMapping
 
 from k2e.db import aware, utcnow
@@ -17,6 +17,22 @@ BY_ID_AND_TENANT = BY_ID.where(jobs.c.tenant == bindparam("tenant"))
 TERMINAL_VALUES = [s.value for s in TERMINAL_STATUSES]
 
 
+def number_events(conn: Connection, job_id: str, count: int) -> int | None:
+    """Numbers for ``count`` new events of the job: returns the first (the others follow
+    it); None when the job is gone. Taking them updates the job's row, which a concurrent
+    writer of the same job then waits for until this transaction ends: numbers are given
+    in the order their events become visible."""
+    # Rows older than events_num count the events they have (the upkeep numbers those).
+    older = select(func.count()).where(events.c.job_id == jobs.c.id).scalar_subquery()
+    last = conn.execute(
+        update(jobs)
+        .where(jobs.c.id == job_id)
+        .values(events_num=func.coalesce(jobs.c.events_num, older) + count)
+        .returning(jobs.c.events_num)
+    ).scalar_one_or_none()
+    return None if last is None else int(last) - count + 1
+
+
 def add_event(
     conn: Connection, job_id: str, kind: str, message: str = "", data: Any = None
 ) -> None:
@@ -24,11 +40,17 @@ def add_event(
     only the stream shows (k2e.jobs.events). A terminal status is followed by the job's
     "end" event, in the same transaction: every way a job ends comes through here."""
     now = utcnow()
+    ends = kind in TERMINAL_VALUES
+    num = number_events(conn, job_id, 2 if ends else 1)
+    if num is None:
+        return  # the job is gone: nobody can read its events
     conn.execute(
-        insert(events).values(job_id=job_id, at=now, kind=kind, message=message, data=data)
+        insert(events).values(job_id=job_id, num=num, at=now, kind=kind, message=message, data=data)
     )
-    if kind in TERMINAL_VALUES:
-        conn.execute(insert(events).values(job_id=job_id, at=now, kind="end", message=""))
+    if ends:
+        conn.execute(
+            insert(events).values(job_id=job_id, num=num + 1, at=now, kind="end", message="")
+        )
 
 
 def to_job(row: RowMapping) -> Job:

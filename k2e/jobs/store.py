@@ -13,11 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, exists, func, insert, literal, select, text, update
-from sqlalchemy.engine import RowMapping
+from sqlalchemy import delete, exists, func, insert, literal, or_, select, text, update
+from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import IntegrityError
 
-from k2e.catalog import decode_cursor
+from k2e.cursors import CursorCodec
 from k2e.db import aware, create_schema, make_engine, utcnow
 from k2e.errors import Conflict, NotFound
 from k2e.jobs.events import END, STREAM_ONLY, EventNotifier
@@ -28,6 +28,7 @@ from k2e.tenancy.models import DEFAULT_TENANT
 from k2e.tenancy.quota import hold_job_slot
 
 MAX_PAGE = 200
+MAX_ROW = 2**31 - 1
 ACTIVE_VALUES = [JobStatus.queued.value, JobStatus.running.value, JobStatus.cancelling.value]
 
 
@@ -59,6 +60,7 @@ class JobStore:
     def __init__(self, url: str, notifier: EventNotifier | None = None) -> None:
         self.engine = make_engine(url)
         self.notifier = notifier
+        self.cursors = CursorCodec(self.engine)
 
     def _notify(self, job_id: str) -> None:
         if self.notifier is not None:
@@ -82,6 +84,7 @@ class JobStore:
                     ),
                 )
             )
+            _number_old_events(conn)
             # Rows from before tenancy: the default tenant's, already handed to the broker.
             conn.execute(update(jobs).where(jobs.c.tenant.is_(None)).values(tenant=DEFAULT_TENANT))
             conn.execute(
@@ -131,6 +134,7 @@ class JobStore:
                         request_hash=new.request_hash,
                         dir_lock=new.dir_lock,
                         uploads=" ".join(new.uploads),
+                        events_num=0,
                     )
                 )
                 add_event(conn, new.id, JobStatus.queued.value, f"queued on {new.queue}")
@@ -239,11 +243,13 @@ class JobStore:
         if tenant is not None:
             query = query.where(jobs.c.tenant == tenant)
         if cursor is not None:
-            query = query.where(jobs.c.seq < decode_cursor(cursor))
+            query = query.where(jobs.c.seq < self.cursors.decode("jobs", tenant, cursor))
         with self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
         items = [to_job(r) for r in rows[:limit]]
-        next_cursor = str(rows[limit - 1]["seq"]) if len(rows) > limit else None
+        next_cursor = None
+        if len(rows) > limit:
+            next_cursor = self.cursors.encode("jobs", tenant, rows[limit - 1]["seq"])
         return JobPage(items=items, next_cursor=next_cursor)
 
     def active_count(self, tenant: str) -> int:
@@ -267,29 +273,39 @@ class JobStore:
                 ).scalar_one()
             )
 
+    # A job's events are numbered 1, 2, ... within the job (``num``): that number is the
+    # ``seq`` of its log and the id of its stream's events, so neither counts other jobs'.
+
     def events(self, job_id: str, since: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
         """The job's transitions and log lines after event ``since``, oldest first."""
         query = (
-            select(events)
-            .where(events.c.job_id == job_id, events.c.seq > since)
+            select(events.c.num, events.c.at, events.c.kind, events.c.message)
+            .where(events.c.job_id == job_id, events.c.num > since)
             .where(events.c.kind.not_in(STREAM_ONLY))
-            .order_by(events.c.seq)
+            .order_by(events.c.num)
             .limit(limit)
         )
         with self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
         return [
-            {"seq": r["seq"], "at": aware(r["at"]), "kind": r["kind"], "message": r["message"]}
+            {"seq": r["num"], "at": aware(r["at"]), "kind": r["kind"], "message": r["message"]}
             for r in rows
         ]
 
     def stream_events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
-        """Every event of the job after ``after`` (progress, loss, eval, end included),
-        oldest first: seq, at, kind, message, data."""
+        """Every event of the job after number ``after`` (progress, loss, eval, end
+        included), oldest first: seq (the event's number in the job), at, kind, message,
+        data."""
         query = (
-            select(events.c.seq, events.c.at, events.c.kind, events.c.message, events.c.data)
-            .where(events.c.job_id == job_id, events.c.seq > after)
-            .order_by(events.c.seq)
+            select(
+                events.c.num.label("seq"),
+                events.c.at,
+                events.c.kind,
+                events.c.message,
+                events.c.data,
+            )
+            .where(events.c.job_id == job_id, events.c.num > after)
+            .order_by(events.c.num)
             .limit(limit)
         )
         with self.engine.connect() as conn:
@@ -297,19 +313,62 @@ class JobStore:
         return [{**row, "at": aware(row["at"])} for row in rows]
 
     def end_event(self, job_id: str) -> int | None:
-        """The id of the job's "end" event; None while it has not ended."""
-        query = select(func.min(events.c.seq)).where(
+        """The number of the job's "end" event; None while it has not ended."""
+        query = select(func.min(events.c.num)).where(
             events.c.job_id == job_id, events.c.kind == END
         )
         with self.engine.connect() as conn:
-            seq = conn.execute(query).scalar_one()
-        return None if seq is None else int(seq)
+            num = conn.execute(query).scalar_one()
+        return None if num is None else int(num)
 
     def last_event(self, job_id: str) -> int:
-        """The id of the job's newest event (0 when it has none)."""
-        query = select(func.max(events.c.seq)).where(events.c.job_id == job_id)
+        """The number of the job's newest event (0 when it has none)."""
+        query = select(func.max(events.c.num)).where(events.c.job_id == job_id)
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one() or 0)
 
+    def resume_point(self, job_id: str, after: int) -> int:
+        """The event number to resume after, given the ``Last-Event-ID`` or ``since`` a
+        client sent. Before events were numbered per job, ids counted every job's events
+        (``seq``): an id past the job's newest number is such an id, and stands for the
+        job's events up to it."""
+        if after <= 0:
+            return 0
+        last = self.last_event(job_id)
+        if after <= last:
+            return after
+        # `seq` is a 32-bit column: a larger id is past every row.
+        up_to = min(after, MAX_ROW)
+        query = select(func.count()).where(events.c.job_id == job_id, events.c.seq <= up_to)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
     def export_path(self, job_id: str) -> str | None:
         return self._row(job_id)["export_path"]
+
+
+def _number_old_events(conn: Connection) -> None:
+    """Number the events written before events were numbered per job (in the order they
+    were written), and record each such job's newest number."""
+    old = select(events.c.job_id).where(events.c.num.is_(None)).distinct()
+    if conn.execute(old.limit(1)).first() is None:
+        return
+    ordinal = (
+        select(
+            events.c.seq.label("s"),
+            func.row_number().over(partition_by=events.c.job_id, order_by=events.c.seq).label("n"),
+        )
+        .where(events.c.job_id.in_(old))
+        .subquery()
+    )
+    conn.execute(
+        update(events)
+        .where(events.c.seq == ordinal.c.s, events.c.num.is_(None))
+        .values(num=ordinal.c.n)
+    )
+    newest = select(func.max(events.c.num)).where(events.c.job_id == jobs.c.id).scalar_subquery()
+    conn.execute(
+        update(jobs)
+        .where(or_(jobs.c.events_num.is_(None), jobs.c.events_num < newest))
+        .values(events_num=newest)
+    )

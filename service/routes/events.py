@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from service import jobs
-from service.auth import CallerDep, current_caller, scope
+from service.auth import CallerDep, caller_check, current_caller, scope
 from service.deps import BackendDep
 from service.events import EventBroker, event_stream
 from service.params import JobId
@@ -15,6 +15,9 @@ from service.problems import problems
 router = APIRouter(tags=["jobs"], dependencies=[Depends(current_caller)], responses=problems(401))
 
 _MAX_ID = 2**63 - 1
+# A stream asks whether its caller is still signed in every key_cache_s, and no more often
+# than this (key_cache_s may be 0: no caching).
+_MIN_RECHECK_S = 1.0
 _SSE: dict[int | str, dict[str, Any]] = {
     200: {
         "content": {"text/event-stream": {"schema": {"type": "string"}}},
@@ -61,10 +64,19 @@ async def job_events(
     broker: EventBroker = request.app.state.event_broker
     # Unknown ids and other tenants' jobs are 404 before the stream starts.
     job = await broker.run(backend.store.get, job_id, scope(caller))
-    after = last_event_id_header if last_event_id_header is not None else last_event_id
+    sent = last_event_id_header if last_event_id_header is not None else last_event_id
+    # Ids are numbers within the job; one from before that (a larger one) is translated.
+    after = await broker.run(backend.store.resume_point, job_id, sent or 0)
     clean = jobs.message_filter(backend, job, caller)
+    # A stream outlives its request's authentication: it checks again as it goes and
+    # closes once the key is revoked or the dashboard session has ended.
+    recheck_s = max(backend.settings.key_cache_s, _MIN_RECHECK_S)
+    show = jobs.member_view(backend) if not caller.is_admin else (lambda job: job)
+    stream = event_stream(
+        broker, job_id, after, clean, show, caller_check(request, caller), recheck_s
+    )
     return StreamingResponse(
-        event_stream(broker, job_id, after or 0, clean),
+        stream,
         media_type="text/event-stream",
         # No caching, and no buffering by a reverse proxy (nginx honours this header).
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},

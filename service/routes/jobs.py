@@ -45,7 +45,8 @@ def list_jobs(
     cursor: Cursor = None,
     tenant: TenantFilter = None,
 ) -> JobPage:
-    return backend.store.list_jobs(status_, limit, cursor, list_scope(caller, tenant))
+    page = backend.store.list_jobs(status_, limit, cursor, list_scope(caller, tenant))
+    return page.model_copy(update={"items": [jobs.shown(backend, caller, j) for j in page.items]})
 
 
 @router.get("/jobs/{job_id}", response_model=Job, responses=problems(404), operation_id="getJob")
@@ -68,7 +69,7 @@ async def get_job(
 def cancel_job(job_id: JobId, backend: BackendDep, caller: CallerDep, request: Request) -> Job:
     job = jobs.cancel_job(backend, job_id, caller)
     request.app.state.job_cache.forget(job_id)
-    return job
+    return jobs.shown(backend, caller, job)
 
 
 @router.delete(

@@ -115,3 +115,37 @@ def test_a_deleted_job_is_not_served_from_memory(client: TestClient, settings: S
     assert client.get(f"/jobs/{job_id}", headers=ADMIN).json() == ended.json()
     assert client.delete(f"/jobs/{job_id}", headers=ADMIN).status_code == 204
     assert client.get(f"/jobs/{job_id}", headers=ADMIN).status_code == 404
+
+
+def test_another_tenants_job_takes_the_path_of_an_unknown_id(
+    client: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Held in memory for its owner or not, another tenant's job is looked up as an unknown
+    id is: the same store query (with the member's tenant), the same 404. An answer from
+    memory would be measurably faster, telling that the job exists
+    (bench/tenant_probe.py measures both)."""
+    owner = f"fp-{uuid.uuid4().hex[:8]}"
+    owner_key = new_tenant(client, owner)
+    prober = f"fp-{uuid.uuid4().hex[:8]}"
+    prober_key = new_tenant(client, prober)
+    job_id = _job(settings, owner)
+    store = client.app.state.backend.store  # type: ignore[attr-defined]
+    reads: list[tuple[object, ...]] = []
+    real_get = store.get
+
+    def recording_get(*args: object) -> object:
+        reads.append(args)
+        return real_get(*args)
+
+    monkeypatch.setattr(store, "get", recording_get)
+    for _ in range(2):  # the owner's reads: the job is now held in memory
+        assert client.get(f"/jobs/{job_id}", headers=bearer(owner_key)).status_code == 200
+    assert len(reads) == 1
+    unknown_id = str(uuid.uuid4())
+    answers = []
+    for probe in (job_id, unknown_id, job_id):
+        reads.clear()
+        answer = client.get(f"/jobs/{probe}", headers=bearer(prober_key))
+        answers.append((answer.status_code, answer.json()["detail"].replace(probe, "ID")))
+        assert reads == [(probe, prober)], "one store read, scoped to the prober's tenant"
+    assert answers == [(404, "no job with id 'ID'")] * 3

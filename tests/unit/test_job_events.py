@@ -162,3 +162,65 @@ def test_rows_from_old_kinds_have_no_payload_surprises(store: JobLeases) -> None
     row = store.stream_events(job_id)[-1]
     assert row["data"] is None
     assert row["at"].tzinfo is not None
+
+
+def test_events_are_numbered_within_their_job(store: JobLeases) -> None:
+    """Ids count the job's own events only: another job's writes in between (another
+    tenant's, say) leave no gap that would tell of them."""
+    first, second = _running_job(store), _running_job(store)
+    for n in range(3):
+        store.log_many(first, [f"a{n}", f"b{n}"])
+        store.log_many(second, [f"c{n}"])
+    store.finish(first, JobStatus.succeeded, "w")
+    for job_id, count in ((first, 2 + 6 + 2), (second, 2 + 3)):
+        rows = store.stream_events(job_id)
+        assert [row["seq"] for row in rows] == list(range(1, count + 1))
+        assert store.last_event(job_id) == count
+    assert store.end_event(first) == 10
+    assert [e["seq"] for e in store.events(first)] == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert [e["message"] for e in store.events(first, since=7)] == ["b2", "succeeded"]
+    assert store.resume_point(first, 4) == 4
+
+
+def test_events_from_before_the_numbering_are_numbered_and_old_ids_still_resume(
+    store: JobLeases,
+) -> None:
+    first, second = _running_job(store), _running_job(store)
+    with store.engine.begin() as conn:  # as an older k2e left them: global seq only
+        conn.execute(events.delete())
+        conn.execute(update(jobs).values(events_num=None))
+        at = store.get(first).created_at
+        # Other jobs' events came before: ids far larger than these jobs' counts (and clear of
+        # the numbers PostgreSQL's sequence hands out to the rows written later).
+        seq = 2_000_000_000
+        for n in range(4):
+            for job_id in (first, second):
+                seq += 1
+                conn.execute(
+                    insert(events).values(seq=seq, job_id=job_id, at=at, kind="log", message=f"{n}")
+                )
+        old_ids = {
+            job_id: [
+                row.seq
+                for row in conn.execute(
+                    sqlalchemy.select(events.c.seq)
+                    .where(events.c.job_id == job_id)
+                    .order_by(events.c.seq)
+                )
+            ]
+            for job_id in (first, second)
+        }
+    store.create_schema()
+    store.create_schema()  # numbers once
+    for job_id in (first, second):
+        assert [(r["seq"], r["message"]) for r in store.stream_events(job_id)] == [
+            (1, "0"),
+            (2, "1"),
+            (3, "2"),
+            (4, "3"),
+        ]
+        # A Last-Event-ID (or since) a client kept from before: the same place.
+        assert [store.resume_point(job_id, old) for old in old_ids[job_id]] == [1, 2, 3, 4]
+        assert store.resume_point(job_id, 2**63 - 1) == 4
+    store.log_many(second, ["new"])
+    assert store.stream_events(second, after=4)[0]["seq"] == 5

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy
 
-from k2e.errors import Conflict, InvalidSpec, NotFound
+from k2e.errors import Conflict, InvalidInput, NotFound
 from k2e.jobs.leases import JobLeases
 from k2e.jobs.store import NewJob
 from k2e.schemas import JobStatus
@@ -83,8 +83,10 @@ def test_list_filters_by_status(store: JobLeases) -> None:
 
 
 def test_bad_cursor_is_refused(store: JobLeases) -> None:
-    with pytest.raises(InvalidSpec):
+    with pytest.raises(InvalidInput):
         store.list_jobs(cursor="abc")
+    with pytest.raises(InvalidInput):  # an older k2e's cursor: a row number
+        store.list_jobs(cursor="12")
 
 
 def test_start_takes_the_lease_and_a_live_lease_keeps_others_out(store: JobLeases) -> None:

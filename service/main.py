@@ -8,6 +8,8 @@ from fastapi import FastAPI
 from k2e.schemas import ConvertRequest, PredictRequest
 from k2e.settings import Settings, get_settings
 from k2e.tenancy.models import DEFAULT_TENANT
+from k2e.vetting.sandbox import SandboxLimits
+from k2e.vetting.selfcheck import sandbox_check
 from service.auth import KeyCache, SessionCache
 from service.backend import Backend
 from service.events import EventBroker
@@ -39,6 +41,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.info("removed %d upload files left by an earlier crash", stale)
     bootstrap_admin_key(backend)
     backend.storage.for_tenant(DEFAULT_TENANT)
+    # In the background: /readyz and uploads wait for it, the rest of the API does not.
+    sandbox_check(backend.storage.base / "tmp", SandboxLimits.from_settings(settings))
     app.state.backend = backend
     app.state.key_cache = KeyCache(settings.key_cache_s)
     app.state.session_cache = SessionCache(settings.key_cache_s)

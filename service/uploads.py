@@ -23,6 +23,7 @@ from k2e.vetting.sandbox import (
     inspect_model_file,
     policy_for,
 )
+from k2e.vetting.selfcheck import sandbox_check
 from service.backend import Backend
 from service.multipart import ReceivedFile, receive_multipart
 
@@ -74,6 +75,13 @@ def format_of(received: ReceivedFile, suffixes: dict[str, str]) -> str:
     return fmt
 
 
+def require_sandbox(backend: Backend) -> None:
+    """503 saying what is wrong when the API's start-up check found that no upload can be
+    inspected on this server (k2e.vetting.selfcheck), rather than a 422 blaming the file."""
+    limits = SandboxLimits.from_settings(backend.settings)
+    sandbox_check(backend.storage.base / "tmp", limits).require()
+
+
 def store_model(received: ReceivedFile, backend: Backend, tenant: str) -> ModelInfo:
     """Inspect an uploaded model (HDF5 or ``.keras``) and keep it; a refused file is removed.
 
@@ -83,6 +91,7 @@ def store_model(received: ReceivedFile, backend: Backend, tenant: str) -> ModelI
     settings = backend.settings
     fmt = format_of(received, MODEL_SUFFIXES)
     try:
+        require_sandbox(backend)
         with held_quota(received, backend, tenant) as reservation:
             summary = inspect_model_file(
                 received.path,
@@ -128,6 +137,7 @@ def store_dataset(received: ReceivedFile, backend: Backend, tenant: str) -> Data
     settings = backend.settings
     fmt = format_of(received, DATASET_SUFFIXES)
     try:
+        require_sandbox(backend)
         with held_quota(received, backend, tenant) as reservation:
             summary = inspect_dataset_file(
                 received.path,

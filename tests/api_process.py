@@ -10,18 +10,36 @@ import httpx
 
 from launcher.embedded_redis import free_port
 from launcher.stack import api_command
+from tests.processes import die_with_the_suite, stop_group
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @contextmanager
-def running_api(env: dict[str, str], log_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    """Start uvicorn on a free port with ``env``, wait until /healthz answers, yield its
-    base URL and process; stop it (killed if it lingers) on the way out."""
+def running_api(
+    env: dict[str, str],
+    log_path: Path,
+    prefix: tuple[str, ...] = (),
+    cwd: Path = ROOT,
+    python: str | None = None,
+    args: tuple[str, ...] = (),
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Start uvicorn on a free port with ``env`` (``python`` for this interpreter, the
+    command after ``prefix``, ``args`` after it, in ``cwd``), wait until /healthz answers,
+    yield its base URL and process; stop it and its process group on the way out, whatever
+    happened."""
     port = free_port()
+    command = [*api_command("127.0.0.1", port), *args]
+    if python is not None:
+        command[0] = python
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            api_command("127.0.0.1", port), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            die_with_the_suite([*prefix, *command]),
+            cwd=cwd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -37,9 +55,4 @@ def running_api(env: dict[str, str], log_path: Path) -> Iterator[tuple[str, subp
             time.sleep(0.1)
         yield base, process
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_group(process)

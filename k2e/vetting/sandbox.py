@@ -24,6 +24,9 @@ parent logs once):
   tenant's uploads and models), the SQLite file's folder and /tmp are covered by empty
   read-only tmpfs mounts; the child reads the upload alone, bind-mounted at
   ``/tmp/<name>`` from a descriptor opened before the folders were covered;
+- what it reads, once confined: the upload alone. It loads its modules and data first
+  and then refuses any other import or open (k2e.vetting.sealing): as ``nobody`` it could
+  not read a private folder holding k2e or its venv;
 - privileges, when the child runs as root: it then becomes ``nobody`` (uid/gid 65534,
   no supplementary groups) before reading, so it cannot read root's 0600 files nor
   undo the mounts. Without a mount namespace (a container without CAP_SYS_ADMIN) it
@@ -52,10 +55,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from k2e.custom_objects import registry
-from k2e.errors import InvalidUpload
+from k2e.errors import InvalidUpload, Unavailable
 from k2e.formats.limits import ReadLimits
 from k2e.vetting.configs import VetPolicy
 from k2e.vetting.inspection import H5Summary
+from k2e.vetting.sealing import Seal, prepare
 
 if TYPE_CHECKING:  # the child never needs pydantic-settings: it starts faster without
     from k2e.settings import Settings
@@ -73,7 +77,9 @@ _SLOTS = threading.BoundedSemaphore(max(2, os.cpu_count() or 2))
 
 DATASET_FORMATS = ("npz", "csv", "tfrecord")
 _CONFINED = "k2e-sandbox: confined: "
+_LATE = "k2e-sandbox: needed after confinement: "
 _confinement_logged: set[str] = set()
+_faults_logged: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -242,8 +248,12 @@ def _outcome(done: subprocess.CompletedProcess[bytes], limits: SandboxLimits) ->
     started = bool(lines) and lines[0] == READY
     stderr = done.stderr.decode("utf-8", "replace")[-2000:]
     if not started and done.returncode != 0:
+        last = stderr.strip().splitlines()[-1:] or ["no output"]
         log.error("inspection sandbox failed to start (exit %s): %s", done.returncode, stderr)
-        raise RuntimeError(f"the inspection sandbox failed to start (exit {done.returncode})")
+        raise Unavailable(
+            f"the inspection sandbox failed to start (exit {done.returncode}): {last[0]}; "
+            "no upload can be inspected until an operator fixes this"
+        )
     answer: dict[str, Any] | None = None
     if len(lines) >= 2:
         try:
@@ -254,6 +264,8 @@ def _outcome(done: subprocess.CompletedProcess[bytes], limits: SandboxLimits) ->
         if answer.get("ok"):
             summary: dict[str, Any] = answer["summary"]
             return summary
+        if answer.get("fault"):
+            raise Unavailable(sandbox_fault(str(answer["fault"])))
         raise InvalidUpload(str(answer.get("detail")))
     if done.returncode < 0:
         name = signal.Signals(-done.returncode).name
@@ -265,6 +277,21 @@ def _outcome(done: subprocess.CompletedProcess[bytes], limits: SandboxLimits) ->
         raise InvalidUpload(f"the file reader crashed ({name}) while inspecting the file; refused")
     log.warning("inspection sandbox exited %s: %s", done.returncode, stderr)
     raise InvalidUpload(f"the file could not be inspected (the reader exited {done.returncode})")
+
+
+def sandbox_fault(needed: str) -> str:
+    """The answer for an inspection its child could not finish for want of something
+    besides the upload: the server's fault, told as such (logged once)."""
+    detail = (
+        f"the inspection sandbox cannot work on this server: once confined (user nobody "
+        f"when the API runs as root) its child could not load {needed}; the file was not "
+        "judged. k2e loads what the child needs before confining it, so this is a k2e "
+        "defect or a changed installation: an operator must look at the API's log"
+    )
+    if needed not in _faults_logged:
+        _faults_logged.add(needed)
+        log.error("%s", detail)
+    return detail
 
 
 def _limit(cpu_seconds: int, memory_bytes: int) -> None:
@@ -409,15 +436,7 @@ def _probe(probe: dict[str, Any]) -> dict[str, Any]:
 def main() -> int:
     """The child: read the request on stdin, apply the limits, inspect, answer in JSON."""
     request = json.loads(sys.stdin.buffer.read())
-    # Codecs the readers look up lazily (zip member names are cp437), loaded while the
-    # Python installation is still readable: a child that became `nobody` may not be.
-    import encodings.ascii
-    import encodings.cp437
-    import encodings.idna
-    import encodings.latin_1
-    import encodings.utf_8_sig  # noqa: F401
-    import socket  # noqa: F401  (the probe's)
-
+    prepare()
     from k2e.formats.csvdata import inspect_csv
     from k2e.formats.examples import inspect_tfrecord
     from k2e.formats.npz import inspect_npz
@@ -426,6 +445,9 @@ def main() -> int:
 
     request["path"], confined = confine(request["path"], list(request.get("hidden", [])))
     print(_CONFINED + ", ".join(confined), file=sys.stderr, flush=True)
+    seal = Seal()
+    if "probe" not in request:  # the probe tries to read what it must not
+        seal.close([request["path"]])
     _limit(int(request["cpu_seconds"]), int(request["memory_bytes"]))
     print(READY, flush=True)
     if "probe" in request:
@@ -467,6 +489,11 @@ def main() -> int:
     except Exception as exc:  # the file's fault: it is the only input
         answer = {"ok": False, "detail": f"the file could not be read ({type(exc).__name__})"}
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+    fault = seal.fault()
+    if fault is not None:
+        print(f"{_LATE}{fault}", file=sys.stderr, flush=True)
+        if not answer["ok"]:  # not the file's fault: the server's
+            answer = {"ok": False, "fault": fault}
     print(json.dumps(answer), flush=True)
     return 0
 

@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 from k2e.errors import Unavailable
 from service.deps import BackendDep
 from service.problems import problem, problems
+from service.uploads import require_sandbox
 
 router = APIRouter(tags=["health"])
 
@@ -18,13 +19,17 @@ async def healthz() -> dict[str, str]:
 
 @router.get(
     "/readyz",
-    summary="200 when the broker and the job store answer",
+    summary="200 when the broker and the job store answer and uploads can be inspected",
     responses=problems(503),
     operation_id="readyz",
 )
 async def readyz(backend: BackendDep) -> JSONResponse:
     checks = {}
-    for name, check in (("job_store", backend.store.ping), ("broker", backend.sender.ping)):
+    for name, check in (
+        ("job_store", backend.store.ping),
+        ("broker", backend.sender.ping),
+        ("inspection_sandbox", lambda: require_sandbox(backend)),
+    ):
         try:
             await run_in_threadpool(check)
             checks[name] = "ok"

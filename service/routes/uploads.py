@@ -44,7 +44,7 @@ def _upload_routes(
         status_code=status.HTTP_201_CREATED,
         response_model=info,
         openapi_extra=request_body(files=["file"]),
-        responses=problems(413, 422),
+        responses=problems(413, 422, 503),
         summary=f"Upload {what}",
         operation_id=f"upload{title}",
     )

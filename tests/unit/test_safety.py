@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from k2e.errors import InvalidSpec, InvalidUpload
+from k2e.errors import InvalidSpec, InvalidUpload, Unavailable
 from k2e.schemas import ConvertRequest
 from k2e.settings import Settings
 from k2e.spec.checks import resolve_model
@@ -317,7 +317,7 @@ def test_a_child_that_dies_while_reading_blames_the_file(returncode: int, match:
 
 def test_a_child_that_dies_before_reading_is_a_server_error() -> None:
     done = subprocess.CompletedProcess([], 1, b"", b"ModuleNotFoundError: k2e")
-    with pytest.raises(RuntimeError, match="failed to start"):
+    with pytest.raises(Unavailable, match="failed to start.*ModuleNotFoundError"):
         _outcome(done, SandboxLimits())
 
 

@@ -185,9 +185,9 @@ class JobPhases:
             check.warmup_requests = write_warmup(written, signatures, features)
         self.control.check()
         path = export.publish(written, model_dir)
-        self.store.record_export(
-            self.job.id, self.owner, self.files.storage.relative(path), check.model_dump()
-        )
+        relative = self.files.storage.relative(path)
+        if not self.store.record_export(self.job.id, self.owner, relative, check.model_dump()):
+            self.control.lease_lost.set()  # another attempt owns the job now
 
     def _enter(self, phase: str) -> None:
         """Each phase starts with a stop check and says so in the job's logs."""

@@ -149,15 +149,20 @@ class JobLeases(JobStore):
 
     def record_export(
         self, job_id: str, owner: str, path: str, check: dict[str, Any] | None = None
-    ) -> None:
+    ) -> bool:
+        """Record the published export and its check; False (nothing written, no event)
+        when ``owner`` no longer holds the lease."""
         with self.engine.begin() as conn:
-            conn.execute(
+            result = conn.execute(
                 update(jobs)
                 .where(jobs.c.id == job_id, jobs.c.lease_owner == owner)
                 .values(export_path=path, export_check=check)
             )
+            if result.rowcount != 1:
+                return False
             add_event(conn, job_id, "log", f"exported {path}")
         self._notify(job_id)
+        return True
 
     def finish(
         self,

@@ -2,8 +2,9 @@
 cookie that expires, ends on sign-out or when its key is revoked, and needs the session's
 CSRF token on state-changing requests; the pages and their static files."""
 
+import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -12,6 +13,7 @@ from sqlalchemy import update
 from k2e.db import utcnow
 from k2e.settings import Settings
 from k2e.tables import sessions
+from k2e.tenancy.sessions import SessionStore
 from service.main import create_app
 from tests.auth import TEST_ADMIN_KEY, admin_client, new_tenant
 
@@ -127,3 +129,54 @@ def test_a_job_page_of_another_tenant_is_a_404(world: dict, tmp_path) -> None:
     owner, _ = _sign_in(world["app"], TEST_ADMIN_KEY)
     assert owner.get(f"/ui/jobs/{job_id}").status_code == 200
     assert owner.get(f"/jobs/{job_id}").json()["id"] == job_id
+
+
+def test_a_session_lives_for_the_configured_lifetime_and_no_longer(world: dict) -> None:
+    """SessionStore: a session expires ``ttl_s`` after sign-in; once past, the store no
+    longer resolves it (and sign-in sweeps it away)."""
+    engine = world["app"].state.backend.store.engine
+    tenants = world["app"].state.backend.tenants
+    caller = tenants.authenticate(world["member"])
+    store = SessionStore(engine, ttl_s=0.5)
+    before = utcnow()
+    opened = store.open(caller)
+    lifetime = opened.session.expires_at - before
+    assert timedelta(seconds=0.5) <= lifetime < timedelta(seconds=1.5)
+    resolved = store.resolve(opened.token)
+    assert resolved is not None
+    assert resolved.caller == caller
+    time.sleep(0.7)
+    assert store.resolve(opened.token) is None
+
+
+def test_sign_in_sets_the_lifetime_and_a_cached_session_ends_on_time(
+    tmp_path, redis_server
+) -> None:
+    """The cookie's Max-Age and the session's expires_at are K2E_SESSION_TTL_S; a session
+    an API process holds in its cache (key_cache_s) is refused once it has expired."""
+    settings = Settings(
+        data_dir=tmp_path,
+        redis_url=redis_server.url,
+        admin_key=TEST_ADMIN_KEY,
+        key_cache_s=60,
+        session_ttl_s=120,
+    )
+    app = create_app(settings)
+    with admin_client(app) as admin:
+        member = new_tenant(admin, "tick")
+        asked = utcnow()
+        response = TestClient(app).post("/ui/session", json={"key": member})
+        assert response.status_code == 200, response.text
+        assert "Max-Age=120" in response.headers["set-cookie"]
+        expires = datetime.fromisoformat(response.json()["expires_at"])
+        assert timedelta(seconds=120) <= expires - asked < timedelta(seconds=130)
+        # The same sign-in with a short-lived session store: cached after its first use,
+        # refused after its expiry although the cache still holds it.
+        app.state.backend.sessions.ttl = timedelta(seconds=1)
+        short, _ = _sign_in(app, member)
+        assert short.get("/jobs").status_code == 200
+        assert short.get("/jobs").status_code == 200  # from the cache
+        time.sleep(1.3)
+        refused = short.get("/jobs")
+        assert refused.status_code == 401
+        assert "expired" in refused.json()["detail"]

@@ -10,7 +10,7 @@ import sqlalchemy
 from k2e.errors import Conflict, InvalidInput, NotFound
 from k2e.jobs.leases import JobLeases
 from k2e.jobs.store import NewJob
-from k2e.schemas import JobStatus
+from k2e.schemas import ExportCheck, JobStatus
 from k2e.tables import events, jobs
 from tests.conftest import postgres_url
 
@@ -117,6 +117,28 @@ def test_an_expired_lease_lets_the_next_attempt_in_and_fences_the_old_owner(
     assert store.finish(job_id, JobStatus.succeeded, "w1") is None
     assert store.get(job_id).status is JobStatus.running
     assert store.renew_lease(job_id, "w2", 30) == "running"
+
+
+def test_an_export_is_recorded_only_by_the_worker_holding_the_lease(store: JobLeases) -> None:
+    """record_export is fenced like record_progress: a worker whose lease went to another
+    attempt records no export path, no check and no "exported" line."""
+    job_id = _create(store)
+    store.start(job_id, "w1", 0.05)
+    time.sleep(0.2)
+    assert store.requeue_expired(job_id)
+    assert store.start(job_id, "w2", 30) is not None
+    check = ExportCheck(
+        verified=True, examples=4, max_abs_diff=0.0, examples_from="eval", signatures=["s"]
+    ).model_dump()
+    assert store.record_export(job_id, "w1", f"jobs/{job_id}/export/1", check) is False
+    assert store.export_path(job_id) is None
+    assert store.get(job_id).export is None
+    assert not [e for e in store.events(job_id) if e["message"].startswith("exported")]
+    assert store.record_export(job_id, "w2", f"jobs/{job_id}/export/2", check) is True
+    assert store.export_path(job_id) == f"jobs/{job_id}/export/2"
+    assert store.get(job_id).export == ExportCheck.model_validate(check)
+    exported = [e["message"] for e in store.events(job_id) if e["message"].startswith("exported")]
+    assert exported == [f"exported jobs/{job_id}/export/2"]
 
 
 def test_start_counts_attempts_and_refuses_finished_jobs(store: JobLeases) -> None:

@@ -64,6 +64,28 @@ class InlineModel(_Request):
     compile: CompileSpec | None = None
 
 
+# Thread pools a job may ask TensorFlow for (0: TensorFlow chooses).
+MAX_SESSION_THREADS = 256
+
+
+class GPUOptionsSpec(_Request):
+    """The ``tf.compat.v1.GPUOptions`` fields a user sets."""
+
+    allow_growth: bool | None = None
+    per_process_gpu_memory_fraction: Annotated[float, Field(gt=0, le=1)] | None = None
+
+
+class SessionConfigSpec(_Request):
+    """The ``tf.compat.v1.ConfigProto`` fields a user sets (``RunConfig.session_config``);
+    any other field is refused, naming it."""
+
+    allow_soft_placement: bool | None = None
+    log_device_placement: bool | None = None
+    inter_op_parallelism_threads: Annotated[int, Field(ge=0, le=MAX_SESSION_THREADS)] | None = None
+    intra_op_parallelism_threads: Annotated[int, Field(ge=0, le=MAX_SESSION_THREADS)] | None = None
+    gpu_options: GPUOptionsSpec | None = None
+
+
 class RunConfigSpec(_Request):
     """The ``tf.estimator.RunConfig`` fields a user sets."""
 
@@ -76,6 +98,7 @@ class RunConfigSpec(_Request):
     log_step_count_steps: PositiveInt = 100
     model_dir: ModelDirName | None = None
     train_distribute: Literal["mirrored"] | None = None
+    session_config: SessionConfigSpec | None = None
 
     @model_validator(mode="after")
     def _one_checkpoint_trigger(self) -> "RunConfigSpec":

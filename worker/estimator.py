@@ -1,9 +1,12 @@
 """The job's Estimator: ``model_to_estimator`` with the spec's parameters, and the
 checkpoint the job's weights are in before (or without) training."""
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from google.protobuf import text_format
 
 from k2e.schemas import ConvertRequest
 from k2e.settings import Settings
@@ -17,6 +20,7 @@ from worker.tfrt import tf
 # the Estimator warm-starts from it). Measured on estimator 2.15.0: exporting or
 # evaluating with this checkpoint_path gives the uploaded model's predictions exactly.
 KERAS_CHECKPOINT = Path("keras") / "keras_model.ckpt"
+log = logging.getLogger("k2e.worker")
 
 
 @dataclass
@@ -58,12 +62,32 @@ def run_config(spec: ConvertRequest, model_dir: Path) -> Any:
             kwargs["save_checkpoints_secs"] = cfg.save_checkpoints_secs
         if cfg.train_distribute == "mirrored":
             kwargs["train_distribute"] = tf.distribute.MirroredStrategy()
-    if spec.accelerator == "gpu":
-        # Let several processes share a GPU node: take memory as needed, not all of it.
-        kwargs["session_config"] = tf.compat.v1.ConfigProto(
-            gpu_options=tf.compat.v1.GPUOptions(allow_growth=True), allow_soft_placement=True
-        )
+    session = session_config(spec)
+    if session is not None:
+        kwargs["session_config"] = session
+        # One line, read back by clients (and tests) from the job's log.
+        log.info("session_config: %s", text_format.MessageToString(session, as_one_line=True))
     return tf.estimator.RunConfig(**kwargs)
+
+
+def session_config(spec: ConvertRequest) -> Any:
+    """The ConfigProto of the job's sessions: on a GPU, k2e's defaults (take memory as
+    needed, not all of it, so that several processes share a node; soft placement), then
+    the fields the spec's ``config.session_config`` sets; None for TensorFlow's default."""
+    asked = spec.config.session_config if spec.config is not None else None
+    if spec.accelerator != "gpu" and asked is None:
+        return None
+    proto = tf.compat.v1.ConfigProto()
+    if spec.accelerator == "gpu":
+        proto.allow_soft_placement = True
+        proto.gpu_options.allow_growth = True
+    if asked is not None:
+        for name, value in asked.model_dump(exclude_none=True, exclude={"gpu_options"}).items():
+            setattr(proto, name, value)
+        if asked.gpu_options is not None:
+            for name, value in asked.gpu_options.model_dump(exclude_none=True).items():
+                setattr(proto.gpu_options, name, value)
+    return proto
 
 
 def build_estimator(
@@ -85,7 +109,7 @@ def build_estimator(
     the optimizer's slots start afresh in the job's own model_dir.
     """
     keras_model = build_keras_model(
-        spec, resolved.path, resolved.compile_args, settings.allow_lambda
+        spec, resolved.path, resolved.compile_args, settings.allow_lambda, set(objects)
     )
     estimator = tf.keras.estimator.model_to_estimator(
         keras_model=keras_model,

@@ -1,8 +1,11 @@
 """Builds a fresh, compiled Keras model for one job."""
 
 import json
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
+
+import h5py
 
 from k2e.schemas import ConvertRequest
 from worker.tfrt import tf
@@ -13,6 +16,7 @@ def build_keras_model(
     h5_path: Path | None,
     h5_compile_args: dict[str, Any] | None,
     allow_lambda: bool = False,
+    custom_names: Collection[str] = (),
 ) -> Any:
     """A new model object per job: the Estimator's conversion invalidates earlier ones.
 
@@ -32,10 +36,11 @@ def build_keras_model(
     safe = not allow_lambda
     with SafeModeScope(safe):
         if spec.keras_model is not None:
-            model = tf.keras.models.model_from_json(json.dumps(spec.keras_model.config))
+            config = plain_function_refs(spec.keras_model.config, custom_names)
+            model = tf.keras.models.model_from_json(json.dumps(config))
         else:
             assert h5_path is not None
-            model = tf.keras.models.load_model(str(h5_path), compile=False, safe_mode=safe)
+            model = _load(h5_path, safe, custom_names)
     if spec.keras_model is not None:
         compile_args = spec.keras_model.compile
         assert compile_args is not None, "the API refuses uncompiled models"
@@ -44,6 +49,38 @@ def build_keras_model(
     assert h5_compile_args is not None
     _compile(model, h5_compile_args)
     return model
+
+
+def _load(path: Path, safe: bool, custom_names: Collection[str]) -> Any:
+    """A model file, loaded by Keras; an HDF5 file whose config refers to a custom function
+    the way Keras 2.15 saves one is built from its config rewritten (plain_function_refs),
+    then given the file's weights."""
+    if path.suffix.lower() != ".keras" and custom_names:
+        with h5py.File(path, "r") as h5:
+            raw = h5.attrs.get("model_config")
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        config = json.loads(text) if isinstance(text, str) else None
+        fixed = plain_function_refs(config, custom_names)
+        if config is not None and fixed != config:
+            model = tf.keras.models.model_from_json(json.dumps(fixed))
+            model.load_weights(str(path))
+            return model
+    return tf.keras.models.load_model(str(path), compile=False, safe_mode=safe)
+
+
+def plain_function_refs(config: Any, custom_names: Collection[str]) -> Any:
+    """``config`` with each reference to a custom function (``{"class_name": "function",
+    "config": name}``, how Keras 2.15 serializes ``activation=custom_relu`` in HDF5 and
+    ``to_json``) replaced by the plain name. Keras 2.15 cannot read its own form back
+    ("Unknown activation function: 'function'", even with the function in
+    ``custom_objects``); the plain name it resolves through ``custom_objects``."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "function" and config.get("config") in custom_names:
+            return config["config"]
+        return {k: plain_function_refs(v, custom_names) for k, v in config.items()}
+    if isinstance(config, list):
+        return [plain_function_refs(v, custom_names) for v in config]
+    return config
 
 
 def _compile(model: Any, args: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ from k2e.schemas import (
 from k2e.settings import Settings
 from k2e.spec.checks import ResolvedModel
 from k2e.storage import Storage
+from k2e.vetting.feature_columns import fed_inputs
 from worker import custom_objects, export
 from worker.estimator import JobEstimator, build_estimator
 from worker.hooks import LossCurve, ProgressHook, StopHook
@@ -75,7 +76,14 @@ class JobPhases:
 
     @property
     def inputs(self) -> list[TensorInfo]:
-        return self.resolved.summary.inputs
+        """The model's inputs as the job feeds them: an input only feature columns read
+        takes the shape of the job's data (k2e.vetting.feature_columns)."""
+        summary = self.resolved.summary
+        if not summary.column_inputs:
+            return summary.inputs
+        section = self.spec.train or self.spec.eval
+        arrays = self.files.storage.dataset_info(section.dataset).arrays if section else None
+        return fed_inputs(summary.inputs, summary.column_inputs, arrays)
 
     @property
     def outputs(self) -> list[TensorInfo]:
@@ -85,6 +93,15 @@ class JobPhases:
         """Every phase; ``stopped(step)`` is the result of a job that must stop."""
         control = self.control
         self._enter("building the model")
+        cfg = self.spec.config
+        if self.spec.model_dir and cfg and cfg.model_dir and cfg.model_dir != self.spec.model_dir:
+            log.info(
+                "job %s: model_dir %r wins over config.model_dir %r, as model_to_estimator's "
+                "documentation says (the library itself raises when both are set and differ)",
+                self.job.id,
+                self.spec.model_dir,
+                cfg.model_dir,
+            )
         tf.keras.backend.clear_session()
         self.files.model_dir.mkdir(parents=True, exist_ok=True)
         objects = custom_objects.resolve(self.spec.custom_objects, self.settings.plugins)

@@ -5,11 +5,11 @@ anything (defence in depth). Everything here reads files with h5py/numpy only.
 """
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from k2e.custom_objects import registry
+from k2e.custom_objects import USE_NAMES, misfits, registry
 from k2e.errors import FieldError, InvalidSpec, InvalidUpload, NotFound
 from k2e.schemas import ConvertRequest, DatasetInfo, TensorInfo
 from k2e.settings import Settings
@@ -17,7 +17,8 @@ from k2e.spec import rules
 from k2e.spec.dtypes import check_dtype
 from k2e.storage import Storage, is_upload_id
 from k2e.vetting.configs import VetPolicy, vet_model_config
-from k2e.vetting.inspection import H5Summary
+from k2e.vetting.feature_columns import column_shape_error
+from k2e.vetting.inspection import H5Summary, sorted_uses
 from k2e.vetting.metric_names import compiled_metric_names
 from k2e.vetting.model_config import ModelSummary, parse_model_config
 from k2e.vetting.sandbox import SandboxLimits, inspect_model_file
@@ -38,6 +39,9 @@ class ResolvedModel:
     compile_args: dict[str, Any] | None = None
     # The upload's classes that custom_objects must map (H5Summary.custom_names).
     custom_names: tuple[str, ...] = ()
+    # How the model uses the names Keras resolves through custom_objects first
+    # (H5Summary.custom_uses); empty for an inspection stored before it was recorded.
+    custom_uses: dict[str, list[str]] = field(default_factory=dict)
 
 
 def resolve_model(
@@ -64,9 +68,10 @@ def resolve_model(
         compile_args = spec.keras_model.compile
         parts = [("config", spec.keras_model.config)]
         parts += [("compile", compile_args.model_dump())] if compile_args is not None else []
+        uses: dict[str, set[str]] = {}
         for part, value in parts:
             try:
-                vet_model_config(value, policy, f"keras_model.{part}")
+                vet_model_config(value, policy, f"keras_model.{part}", uses)
             except InvalidUpload as exc:
                 loc = ("keras_model", part)
                 raise InvalidSpec(exc.detail, [FieldError(loc, exc.detail)]) from exc
@@ -76,7 +81,9 @@ def resolve_model(
             if compile_args
             else []
         )
-        return ResolvedModel(summary, compile_args is not None, names, None, None)
+        return ResolvedModel(
+            summary, compile_args is not None, names, None, None, (), sorted_uses(uses)
+        )
 
     assert spec.keras_model_path is not None
     path = model_path(spec.keras_model_path, storage)
@@ -97,13 +104,16 @@ def resolve_model(
             path,
             stored.compile_args,
             tuple(stored.custom_names),
+            stored.custom_uses,
         )
     fmt = "keras" if path.suffix.lower() == ".keras" else "h5"
     try:
         h5 = inspect_model_file(path, fmt, policy, SandboxLimits.from_settings(settings))
     except InvalidUpload as exc:
         raise InvalidSpec(exc.detail, [FieldError(("keras_model_path",), exc.detail)]) from exc
-    return ResolvedModel(h5.summary, h5.compiled, h5.metric_names, path, h5.compile_args)
+    return ResolvedModel(
+        h5.summary, h5.compiled, h5.metric_names, path, h5.compile_args, (), h5.custom_uses
+    )
 
 
 def _is_model_id(value: str) -> bool:
@@ -171,27 +181,8 @@ def check_spec(
         layer_errors = [FieldError(loc_model, why) for why in model.summary.unconvertible]
         raise InvalidSpec(layer_errors[0].msg, layer_errors)
 
-    errors: list[FieldError] = []
-    known = registry(settings.plugins)
-    for name, target in (spec.custom_objects or {}).items():
-        if target not in known:
-            errors.append(
-                FieldError(
-                    ("custom_objects", name),
-                    f"{target!r} is not in the server's custom-object registry "
-                    f"(GET /custom-objects lists {sorted(known)})",
-                )
-            )
-    for name in model.custom_names:
-        if name not in (spec.custom_objects or {}):
-            errors.append(
-                FieldError(
-                    ("custom_objects",),
-                    f"the model uses class {name!r}, which is neither a Keras built-in nor in "
-                    "the server's custom-object registry: map it in custom_objects to a name "
-                    f"GET /custom-objects lists ({sorted(known)})",
-                )
-            )
+    errors: list[FieldError] = check_custom_objects(spec, model, settings)
+    errors += check_shared_names(loc_model, model.summary)
     if spec.checkpoint_format == "checkpoint" and not model.summary.is_graph_network:
         msg = "Object-based checkpoints are currently not supported with subclassed models."
         errors.append(FieldError(("checkpoint_format",), msg))
@@ -206,6 +197,56 @@ def check_spec(
     if errors:
         raise InvalidSpec(errors[0].msg, errors)
     return model
+
+
+def check_custom_objects(
+    spec: ConvertRequest, model: ResolvedModel, settings: Settings
+) -> list[FieldError]:
+    """Each mapping names a registry entry of the kind the model uses the name as (a layer
+    class where the model builds a layer, an activation function where it activates, ...),
+    and every name the model left for custom_objects is mapped."""
+    errors = []
+    known = registry(settings.plugins)
+    mapping = spec.custom_objects or {}
+    for name, target in mapping.items():
+        entry = known.get(target)
+        if entry is None:
+            errors.append(
+                FieldError(
+                    ("custom_objects", name),
+                    f"{target!r} is not in the server's custom-object registry "
+                    f"(GET /custom-objects lists {sorted(known)})",
+                )
+            )
+            continue
+        wrong = misfits(entry.kind, model.custom_uses.get(name, []))
+        if wrong:
+            fits = sorted(n for n, e in known.items() if not misfits(e.kind, wrong))
+            errors.append(
+                FieldError(
+                    ("custom_objects", name),
+                    f"the model uses {name!r} as {_a(USE_NAMES[wrong[0]])}, but {target!r} is "
+                    f"{_a(entry.kind)} in the server's custom-object registry: map it to an "
+                    f"entry of that kind (GET /custom-objects: {fits or 'none'})",
+                )
+            )
+    for name in model.custom_names:
+        if name not in mapping:
+            used = [USE_NAMES[u] for u in model.custom_uses.get(name, []) if u in USE_NAMES]
+            what = " and ".join(used) if used else "class"
+            errors.append(
+                FieldError(
+                    ("custom_objects",),
+                    f"the model uses {what} {name!r}, which is neither a Keras built-in nor in "
+                    "the server's custom-object registry: map it in custom_objects to a name "
+                    f"GET /custom-objects lists ({sorted(known)})",
+                )
+            )
+    return errors
+
+
+def _a(noun: str) -> str:
+    return ("an " if noun[0] in "aeiou" else "a ") + noun
 
 
 def _above(loc: tuple[str, ...], value: int | None, limit: int, setting: str) -> list[FieldError]:
@@ -286,7 +327,12 @@ def check_dataset(
     except NotFound as exc:
         return [FieldError(loc, exc.detail)]
     errors = []
-    for tensor in [*model.inputs, *model.outputs]:
+    for tensor in model.inputs:
+        if tensor.name in model.column_inputs:
+            errors += _check_column_array(loc, info, tensor, model.column_inputs[tensor.name])
+        else:
+            errors += _check_array(loc, info, tensor)
+    for tensor in model.outputs:
         errors += _check_array(loc, info, tensor)
     outputs = [o.name for o in model.outputs]
     for name in info.arrays:
@@ -303,6 +349,36 @@ def check_dataset(
                 FieldError((*loc, name), f"{name!r} names no output of the model {outputs}")
             )
     return errors
+
+
+def check_shared_names(loc: tuple[str, ...], model: ModelSummary) -> list[FieldError]:
+    """An output named like an input (a model that passes its input through): the library
+    evaluates one on (features, labels) pairs, but k2e keys both by name."""
+    shared = sorted({t.name for t in model.inputs} & {t.name for t in model.outputs})
+    return [
+        FieldError(
+            loc,
+            f"the model's output {name!r} has the name of its input {name!r} (it passes the "
+            "input through): k2e keys features, labels and the export's tensors by name (a "
+            "dataset holds one array per name), so they would collide; give the output a name "
+            "of its own",
+        )
+        for name in shared
+    ]
+
+
+def _check_column_array(
+    loc: tuple[str, ...], info: DatasetInfo, tensor: TensorInfo, reads: int | None
+) -> list[FieldError]:
+    """An input only feature columns read: checked against what they read
+    (k2e.vetting.feature_columns), not against the Input's shape."""
+    if tensor.name not in info.arrays:
+        return _check_array(loc, info, tensor)
+    dtype_error = check_dtype(info, tensor)
+    if dtype_error is not None:
+        return [FieldError((*loc, tensor.name), dtype_error)]
+    why = column_shape_error(tensor.name, info.arrays[tensor.name][1:], tensor.shape[1:], reads)
+    return [FieldError((*loc, tensor.name), why)] if why is not None else []
 
 
 def _check_array(loc: tuple[str, ...], info: DatasetInfo, tensor: TensorInfo) -> list[FieldError]:

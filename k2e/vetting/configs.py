@@ -58,6 +58,9 @@ _FEATURE_COLUMNS = frozenset(
     "WeightedCategoricalColumn".split()
 )
 _URL = re.compile(r"^\s*(?:[A-Za-z][A-Za-z0-9+.-]*://|file:)")
+# Keys whose value names a loss (compile arguments, training_config): a string, or strings in a
+# list or in a dict keyed by output.
+_LOSS_KEYS = frozenset({"loss"})
 
 
 # A class name a spec may map with custom_objects: a plain (registered) name, nothing more.
@@ -112,16 +115,48 @@ def keras_builtins() -> KerasBuiltins:
     )
 
 
-def vet_model_config(config: Any, policy: VetPolicy, what: str = "model_config") -> list[str]:
+def vet_model_config(
+    config: Any,
+    policy: VetPolicy,
+    what: str = "model_config",
+    uses: dict[str, set[str]] | None = None,
+) -> list[str]:
     """Raise InvalidUpload naming the first object of ``config`` that could run untrusted code.
 
     Also vets compile configs (``training_config``, ``compile_config``): the worker
-    deserializes their optimizer, losses and metrics the same way. Returns the class names
-    left for a spec's ``custom_objects`` to map (``policy.defer_custom``), sorted.
+    deserializes their optimizer, losses and metrics the same way. Returns the class and
+    function names left for a spec's ``custom_objects`` to map (``policy.defer_custom``),
+    sorted. ``uses``, when given, gets each name Keras would resolve through
+    ``custom_objects`` with how the config uses it (``use_kind``): a mapping must be of that
+    kind (k2e.spec.checks).
     """
     vetter = _Vetter(policy, what)
     vetter.walk(config, (), 0)
+    if uses is not None:
+        for name, kinds in vetter.uses.items():
+            uses.setdefault(name, set()).update(kinds)
     return sorted(vetter.deferred)
+
+
+def use_kind(key: str | None) -> str:
+    """How a config uses the object found under ``key``: the kind of registry entry
+    (k2e.custom_objects.KINDS) a name there must be mapped to."""
+    if key is None or key in _LAYER_KEYS:
+        return "layer"
+    if key in _ACTIVATION_KEYS:
+        return "activation"
+    if key in _LOSS_KEYS:
+        return "loss"
+    if key in ("metrics", "weighted_metrics"):
+        return "metric"
+    if key == "fn":  # a loss or metric wrapper's function: fn(y_true, y_pred)
+        return "function"
+    if key in ("optimizer", "optimizer_config"):
+        return "optimizer"
+    for suffix in ("initializer", "regularizer", "constraint"):
+        if key == suffix or key.endswith("_" + suffix):
+            return suffix
+    return "object"
 
 
 def _label(node: dict[str, Any], key: str | None) -> str:
@@ -145,6 +180,12 @@ class _Vetter:
         self.custom_names = policy.custom_names
         self.functions = self.builtins.functions | self.builtins.activations
         self.deferred: set[str] = set()
+        # Every name Keras resolves (custom_objects first), with how it is used.
+        self.uses: dict[str, set[str]] = {}
+
+    def use(self, name: Any, key: str | None) -> None:
+        if isinstance(name, str):
+            self.uses.setdefault(name, set()).add(use_kind(key))
 
     def custom(self, name: Any) -> bool:
         """A registry (or mapped) name; or, deferring, a plain name a spec must map."""
@@ -175,10 +216,12 @@ class _Vetter:
             return
         if "class_name" in node:
             path = (*path, _label(node, key))
-            self.check_object(node, path)
+            self.check_object(node, path, key)
         elif node.get("function_type") == "lambda" and not self.policy.allow_lambda:
             raise self.refuse(path, f"a Python lambda (marshalled bytecode); {ALLOW_LAMBDA_HINT}")
         for child_key, value in node.items():
+            if child_key in _LOSS_KEYS and "class_name" not in node:
+                self.check_losses(value, path)
             if isinstance(value, str):
                 self.check_string(child_key, value, path)
             elif child_key == "config":
@@ -208,18 +251,41 @@ class _Vetter:
                 "names of the server's custom-object registry are allowed",
             )
         if key in _ACTIVATION_KEYS:
-            if value not in self.builtins.activations and value not in self.custom_names:
+            self.use(value, key)
+            if value not in self.builtins.activations and not self.custom(value):
                 raise self.refuse(
                     path,
                     f"{key} {value!r} is neither a Keras activation nor in the server's "
                     "custom-object registry",
                 )
-        elif key == "fn" and value not in self.functions and value not in self.custom_names:
-            raise self.refuse(
-                path, f"fn {value!r} is neither a Keras loss or metric function nor registered"
-            )
+        elif key == "fn":
+            self.use(value, key)
+            if value not in self.functions and not self.custom(value):
+                raise self.refuse(
+                    path, f"fn {value!r} is neither a Keras loss or metric function nor registered"
+                )
 
-    def check_object(self, node: dict[str, Any], path: tuple[str, ...]) -> None:
+    def check_losses(self, value: Any, path: tuple[str, ...]) -> None:
+        """Loss names (``"mse"``, ``["mse", "mae"]``, ``{"out": "mse"}``): Keras resolves
+        each as a loss function or class, through ``custom_objects`` first."""
+        if isinstance(value, str):
+            names = [value]
+        elif isinstance(value, dict) and "class_name" not in value:
+            names = [v for v in value.values() if isinstance(v, str)]
+        elif isinstance(value, list):
+            names = [v for v in value if isinstance(v, str)]
+        else:
+            return
+        for name in names:
+            self.use(name, "loss")
+            if name not in self.builtins.classes and not self.custom(name):
+                raise self.refuse(
+                    path,
+                    f"loss {name[:200]!r} is neither a Keras loss nor in the server's "
+                    "custom-object registry",
+                )
+
+    def check_object(self, node: dict[str, Any], path: tuple[str, ...], key: str | None) -> None:
         cls, cfg = node["class_name"], node.get("config")
         cfg = cfg if isinstance(cfg, dict) else {}
         known = self.builtins
@@ -237,9 +303,8 @@ class _Vetter:
             return
         if cls == "function":
             fn = node.get("config")
-            if not isinstance(fn, str) or (
-                fn not in self.functions and fn not in self.custom_names
-            ):
+            self.use(fn, key)
+            if not isinstance(fn, str) or (fn not in self.functions and not self.custom(fn)):
                 raise self.refuse(
                     path,
                     f"function {fn!r} (module {node.get('module')!r}) is neither a Keras "
@@ -277,7 +342,12 @@ class _Vetter:
             return
         elif cls.startswith("__") and cls not in _DATA_MARKERS:
             raise self.refuse(path, f"unknown serialization marker {cls!r}")
-        elif cls not in known.classes and cls not in _DATA_MARKERS and not self.custom(cls):
+        elif cls not in _DATA_MARKERS:
+            self.check_class(cls, key, path)
+
+    def check_class(self, cls: str, key: str | None, path: tuple[str, ...]) -> None:
+        self.use(cls, key)
+        if cls not in self.builtins.classes and not self.custom(cls):
             raise self.refuse(
                 path,
                 f"class {cls!r} is neither a Keras built-in nor in the server's custom-object "

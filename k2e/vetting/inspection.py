@@ -36,6 +36,13 @@ class H5Summary(BaseModel):
     # Classes neither Keras's nor the registry's, left for a spec's custom_objects to map
     # (an upload's inspection defers them: VetPolicy.defer_custom).
     custom_names: list[str] = []
+    # Names Keras resolves through custom_objects first, each with how the model uses them
+    # (k2e.vetting.configs.use_kind): a spec's mapping of the name must be of that kind.
+    custom_uses: dict[str, list[str]] = {}
+
+
+def sorted_uses(uses: dict[str, set[str]]) -> dict[str, list[str]]:
+    return {name: sorted(kinds) for name, kinds in sorted(uses.items())}
 
 
 def _attr_json(attrs: Any, key: str) -> dict[str, Any] | None:
@@ -78,9 +85,10 @@ def inspect_h5(path: str | os.PathLike[str], policy: VetPolicy | None = None) ->
             "HDF5 file has no `model_config` attribute: not a Keras model "
             "(a file from save_weights holds weights only)"
         )
-    custom_names = vet_model_config(config, policy, "model_config")
+    uses: dict[str, set[str]] = {}
+    custom_names = vet_model_config(config, policy, "model_config", uses)
     if training_config is not None:
-        custom_names += vet_model_config(training_config, policy, "training_config")
+        custom_names += vet_model_config(training_config, policy, "training_config", uses)
     try:
         summary = parse_model_config(config)
         output_names = [o.name for o in summary.outputs]
@@ -101,4 +109,5 @@ def inspect_h5(path: str | os.PathLike[str], policy: VetPolicy | None = None) ->
         keras_version=version if isinstance(version, str) else None,
         compile_args=args,
         custom_names=sorted(set(custom_names)),
+        custom_uses=sorted_uses(uses),
     )

@@ -17,7 +17,7 @@ from k2e.custom_objects import registry
 from k2e.errors import InvalidSpec, InvalidUpload
 from k2e.vetting.configs import VetPolicy, vet_model_config
 from k2e.vetting.h5structure import vet_h5_structure
-from k2e.vetting.inspection import H5Summary
+from k2e.vetting.inspection import H5Summary, sorted_uses
 from k2e.vetting.metric_names import compiled_metric_names
 from k2e.vetting.model_config import parse_model_config
 
@@ -110,7 +110,8 @@ def inspect_keras(path: str | os.PathLike[str], policy: VetPolicy | None = None)
             config = _read_json(archive, members[CONFIG])
             metadata = _read_json(archive, members[METADATA]) if METADATA in members else {}
             # The config and its compile_config are vetted before anything else is read.
-            custom_names = vet_model_config(config, policy, CONFIG)
+            uses: dict[str, set[str]] = {}
+            custom_names = vet_model_config(config, policy, CONFIG, uses)
             with archive.open(members[WEIGHTS]) as member, h5py.File(member, "r") as h5:
                 vet_h5_structure(h5, members[WEIGHTS].file_size, WEIGHTS)
     except InvalidUpload:
@@ -136,4 +137,5 @@ def inspect_keras(path: str | os.PathLike[str], policy: VetPolicy | None = None)
         compile_args=args,
         format="keras",
         custom_names=custom_names,
+        custom_uses=sorted_uses(uses),
     )

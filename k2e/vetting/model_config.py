@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict
 
 from k2e.errors import FieldError, InvalidSpec
 from k2e.schemas import TensorInfo
+from k2e.vetting.feature_columns import ColumnReads, column_inputs
 
 Shape = list[int | None] | None  # None: even the rank is unknown
 
@@ -35,6 +36,9 @@ class ModelSummary(BaseModel):
     param_count: int | None = None
     # Layers model_to_estimator cannot convert, each with why (see unconvertible_layers).
     unconvertible: list[str] = []
+    # Inputs that feed only DenseFeatures layers: what their feature columns read of each
+    # example (k2e.vetting.feature_columns); the Input's shape does not constrain them.
+    column_inputs: ColumnReads = {}
 
 
 def spec_error(message: str) -> InvalidSpec:
@@ -273,11 +277,18 @@ def parse_model_config(config: dict[str, Any]) -> ModelSummary:
         model_class, cfg = config["class_name"], config.get("config")
         # Keras < 2.2 wrote a Sequential config as the bare list of layers.
         layers = cfg if isinstance(cfg, list) else (cfg or {}).get("layers")
+        columns: ColumnReads = {}
         if model_class == "Sequential" and isinstance(layers, list):
             inputs, outputs, count = _sequential(layers)
         elif isinstance(cfg, dict) and {"layers", "input_layers", "output_layers"} <= set(cfg):
             layers = cfg["layers"]
             inputs, outputs, count = _functional(cfg)
+            named = {
+                _layer_name(layer): _input_info(layer).name
+                for layer in layers
+                if layer.get("class_name") == "InputLayer"
+            }
+            columns = column_inputs(layers, named)
         else:  # A subclassed model: its graph is code, not config.
             return ModelSummary(
                 model_class=str(model_class),
@@ -295,6 +306,7 @@ def parse_model_config(config: dict[str, Any]) -> ModelSummary:
             is_graph_network=True,
             param_count=count,
             unconvertible=unconvertible_layers(layers),
+            column_inputs=columns,
         )
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise spec_error(f"malformed Keras model config ({type(exc).__name__}: {exc})") from exc

@@ -3,14 +3,17 @@
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from k2e.errors import Conflict, NotFound, Unavailable
-from k2e.schemas import CheckpointInfo, Job, JobEvent, JobLog
-from k2e.storage import Storage
+from k2e.errors import Conflict, K2EError, NotFound, Unavailable
+from k2e.schemas import CheckpointInfo, Job, JobEvent, JobLog, TensorInfo
+from k2e.storage import Storage, is_upload_id
 from k2e.tenancy.models import DEFAULT_TENANT, Caller
+from k2e.vetting.model_config import parse_model_config
 from service.auth import scope
 from service.backend import Backend
 from service.redaction import member_text
+from service.submission import model_under
 
 
 def model_dir_of(backend: Backend, job_id: str, caller: Caller) -> tuple[Job, Path]:
@@ -36,6 +39,28 @@ def latest_export_of(backend: Backend, job_id: str, caller: Caller) -> tuple[Job
     if export is None:
         raise Conflict(f"job {job_id} has no exported SavedModel yet (status {job.status.value})")
     return job, export
+
+
+def input_dtypes(backend: Backend, job: Job) -> dict[str, str]:
+    """The dtypes of the job's model's inputs, by input name, as inspection found them
+    (the uploaded model's record, or an inline model's config); empty when unknown (the
+    upload is gone, or the file was never uploaded)."""
+    spec, tenant = job.spec, job.tenant
+    inputs: list[Any] = []
+    try:
+        inline = spec.get("keras_model")
+        path = spec.get("keras_model_path")
+        if isinstance(inline, dict) and isinstance(inline.get("config"), dict):
+            inputs = parse_model_config(inline["config"]).inputs
+        elif isinstance(path, str) and tenant is not None:
+            storage = backend.storage.for_tenant(tenant)
+            model_id = path if is_upload_id(path) else model_under(storage, path)
+            if model_id is not None:
+                info = backend.catalog.info("model", model_id, tenant)
+                inputs = [TensorInfo.model_validate(entry) for entry in info["inputs"]]
+    except (K2EError, ValueError, KeyError, TypeError):
+        return {}
+    return {tensor.name: tensor.dtype for tensor in inputs}
 
 
 def checkpoints(backend: Backend, job_id: str, caller: Caller) -> list[CheckpointInfo]:

@@ -10,6 +10,7 @@ from k2e.settings import Settings, get_settings
 from k2e.tenancy.models import DEFAULT_TENANT
 from k2e.vetting.sandbox import SandboxLimits
 from k2e.vetting.selfcheck import sandbox_check
+from service.apidocs.routes import add_docs
 from service.auth import KeyCache, SessionCache
 from service.backend import Backend
 from service.events import EventBroker
@@ -31,6 +32,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="k2e",
         version="2.0.0",
         summary="Keras models in, TensorFlow Estimator training jobs out.",
+        # Served by service.apidocs from k2e's own files (FastAPI's load a CDN's); no ReDoc.
+        docs_url=None,
+        redoc_url=None,
     )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     backend = Backend.from_settings(settings)
@@ -56,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(JobReadFastPath)
     for module in (health, uploads, convert, jobs, predict, events, tenants, ui):
         app.include_router(module.router)
+    add_docs(app)
     add_request_schemas(app, {"ConvertRequest": ConvertRequest, "PredictRequest": PredictRequest})
     log.info(
         "k2e API: storage at %s, job store %s",

@@ -16,7 +16,14 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from k2e.catalog import Kind
-from k2e.errors import Conflict, FieldError, InvalidSpec, QuotaExceeded, Unavailable
+from k2e.errors import (
+    Conflict,
+    FieldError,
+    InvalidSpec,
+    K2EError,
+    QuotaExceeded,
+    Unavailable,
+)
 from k2e.jobs.queueing import queue_for
 from k2e.jobs.store import JobStore, NewJob
 from k2e.schemas import ConvertRequest, Job
@@ -83,11 +90,13 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def parse_json(text: str | bytes, what: str, max_depth: int = 64) -> Any:
+def parse_json(
+    text: str | bytes, what: str, max_depth: int = 64, error: type[K2EError] = InvalidSpec
+) -> Any:
     """Parse a JSON body: UTF-8 (RFC 8259), nested at most ``max_depth`` deep (422 beyond,
     before parsing), without NaN or Infinity (which JSON does not have) and without numbers
     k2e cannot use (k2e.spec.numbers: ``1e400``, integers beyond int64), each named by its
-    location in the body."""
+    location in the body. Refusals raise ``error`` (a spec's: InvalidSpec)."""
     if isinstance(text, str):
         data = text.encode("utf-8", "surrogatepass")
     else:
@@ -97,18 +106,18 @@ def parse_json(text: str | bytes, what: str, max_depth: int = 64) -> Any:
             # characters, which the depth scan relies on.
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise InvalidSpec(f"{what} is not UTF-8: {exc}") from None
+            raise error(f"{what} is not UTF-8: {exc}") from None
     depth = json_depth(data)
     if depth > max_depth:
         msg = f"{what} nests arrays and objects {depth} deep; the limit is {max_depth}"
-        raise InvalidSpec(msg, [FieldError((), msg)])
+        raise error(msg, [FieldError((), msg)])
     try:
         parsed = json.loads(text, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:
-        raise InvalidSpec(f"{what} is not valid JSON: {exc}") from None
+        raise error(f"{what} is not valid JSON: {exc}") from None
     unusable = unusable_numbers(parsed) if may_hold_unusable(text) else []
     if unusable:
-        raise InvalidSpec(unusable[0].msg, unusable)
+        raise error(unusable[0].msg, unusable)
     return parsed
 
 
@@ -328,12 +337,12 @@ def upload_ids(spec: ConvertRequest, storage: Storage) -> tuple[str, ...]:
     if path is not None and is_upload_id(path):
         ids.append(path)
     elif path is not None:
-        model_id = _model_under(storage, path)
+        model_id = model_under(storage, path)
         ids += [model_id] if model_id is not None else []
     return tuple(dict.fromkeys(ids))
 
 
-def _model_under(storage: Storage, path: str) -> str | None:
+def model_under(storage: Storage, path: str) -> str | None:
     """The upload whose folder ``path`` (checked by check_spec) leads into, through any
     `.`, repeated `/` or symlink."""
     models = (storage.root / "models").resolve()

@@ -66,10 +66,14 @@ def _columns(signature: Any, instances: list[Any]) -> dict[str, np.ndarray]:
         dtype = tf.as_dtype(info.dtype)
         try:
             value = np.asarray(columns[k], dtype=object if dtype == tf.string else dtype.name)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
+            # OverflowError: a number beyond the dtype (the API refuses the ones it can see).
             raise BadInstances(f"input {k!r} is not a {dtype.name} array: {exc}") from None
         if dtype == tf.string:
-            value = np.vectorize(_as_bytes, otypes=[object])(value)
+            try:
+                value = np.vectorize(_as_bytes, otypes=[object])(value)
+            except TypeError as exc:
+                raise BadInstances(f"input {k!r}: {exc}") from None
         want = [d.size for d in info.tensor_shape.dim]
         have = list(value.shape)
         fits = len(want) == len(have) and all(w in (-1, h) for w, h in zip(want, have, strict=True))
@@ -81,7 +85,10 @@ def _columns(signature: Any, instances: list[Any]) -> dict[str, np.ndarray]:
 
 
 def _as_bytes(value: Any) -> bytes:
-    return value.encode() if isinstance(value, str) else bytes(value)
+    # Never bytes(value) of a number: bytes(10**12) would allocate a terabyte of zeros.
+    if not isinstance(value, str):
+        raise TypeError(f"a string input takes strings; got {type(value).__name__}")
+    return value.encode()
 
 
 def _json_value(value: Any) -> Any:

@@ -6,6 +6,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from k2e.errors import Conflict, FieldError, InvalidInput
+from k2e.jobs.instances import check_instances
 from k2e.jobs.predictions import PredictionRequests
 from k2e.schemas import PredictRequest, PredictResponse
 from service import jobs
@@ -43,7 +44,9 @@ async def predict(
     # Another tenant's job is not found, whatever the body: checked first.
     job, _ = await run_in_threadpool(jobs.latest_export_of, backend, job_id, caller)
     data = await read_body(request, settings.predict_max_bytes, "K2E_PREDICT_MAX_BYTES")
-    raw = await run_in_threadpool(parse_json, data, "the request body", settings.max_json_depth)
+    raw = await run_in_threadpool(
+        parse_json, data, "the request body", settings.max_json_depth, InvalidInput
+    )
     try:
         body = PredictRequest.model_validate(raw)
     except ValidationError as exc:
@@ -55,6 +58,10 @@ async def predict(
             "(K2E_PREDICT_MAX_INSTANCES)"
         )
         raise InvalidInput(msg, [FieldError(("instances",), msg)])
+    dtypes = await run_in_threadpool(jobs.input_dtypes, backend, job)
+    unusable = await run_in_threadpool(check_instances, body.instances, dtypes)
+    if unusable:
+        raise InvalidInput(unusable[0].msg, unusable)
     if job.tenant is None:
         raise Conflict(f"job {job_id} belongs to no tenant")
     requests = PredictionRequests(settings, backend.sender.celery)

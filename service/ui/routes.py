@@ -117,9 +117,13 @@ async def job_page(job_id: JobId, request: Request, backend: BackendDep) -> HTML
 
 @router.get("/static/{name:path}")
 async def static_file(name: str) -> FileResponse:
-    path = (STATIC / name).resolve()
-    if not path.is_file() or not path.is_relative_to(STATIC) or name == "index.html":
-        raise NotFound(f"no dashboard file {name!r}")
+    try:
+        path = (STATIC / name).resolve()
+        found = path.is_file() and path.is_relative_to(STATIC) and name != "index.html"
+    except OSError:  # a name longer than the file system takes (ENAMETOOLONG)
+        found = False
+    if not found:
+        raise NotFound(f"no dashboard file {name[:200]!r}")
     headers = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
     return FileResponse(path, headers=headers)
 

@@ -156,3 +156,10 @@ def test_an_upload_whose_config_holds_infinity_or_nan_is_422(
     assert response.headers["content-type"] == PROBLEM
     assert words in response.json()["detail"]
     assert "only finite numbers" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("name", ["a" * 300, "a/" * 3000, "js/" + "b" * 256 + ".js"])
+def test_a_dashboard_file_name_beyond_what_a_file_system_takes_is_404(setup, name) -> None:
+    response = setup["client"].get(f"/ui/static/{name}")
+    assert response.status_code == 404, response.text
+    assert response.headers["content-type"] == PROBLEM

@@ -155,9 +155,9 @@ async def _key_caller(state: Any, key: str) -> Caller | None:
 def caller_check(request: Request, caller: Caller) -> Callable[[], Awaitable[bool]]:
     """For a long-lived response (an event stream): a check, to call again and again, of
     whether the credential the request came with (its key, or its session cookie) still
-    stands for ``caller``. It reads through the same caches as a request does, so a
-    revoked key or an ended session fails it within ``key_cache_s`` (at once in the
-    process that revoked it, once that process's cache entry is gone)."""
+    stands for ``caller``. It reads through the same caches as a request does: a key
+    revoked (or a session signed out) through this process fails the next check; through
+    another process, once this one's cache entry has expired (``key_cache_s``)."""
     state = request.app.state
     key: str | None = getattr(request.state, "credential", None)  # set by current_caller
     token = request.cookies.get(SESSION_COOKIE, "")

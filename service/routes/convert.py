@@ -9,6 +9,7 @@ from k2e.errors import InvalidSpec, InvalidUpload, UploadTooLarge
 from k2e.schemas import Job
 from service.auth import CallerDep, current_caller
 from service.deps import BackendDep
+from service.jobs import shown
 from service.multipart import receive_multipart
 from service.openapi import request_body
 from service.problems import problems
@@ -99,4 +100,5 @@ async def convert(
             "multipart/form-data"
         )
     response.headers["Location"] = f"/jobs/{job.id}"
-    return job
+    # An Idempotency-Key replay answers the job as it is now: maybe failed, with its error.
+    return shown(backend, caller, job)

@@ -18,6 +18,7 @@ from k2e.schemas import JobError, JobStatus
 from k2e.settings import Settings
 from k2e.storage import Storage
 from service.main import create_app
+from service.submission import request_hash, tenant_key
 from tests.auth import ADMIN, admin_client, bearer, new_tenant
 from worker.joblog import JobLogCapture
 
@@ -32,6 +33,9 @@ def world(tmp_path_factory: pytest.TempPathFactory, redis_server) -> Iterator[di
         yield {"client": client, "settings": settings, "member": member}
 
 
+REPLAYED_BODY = {"train": {"max_steps": 10}}
+
+
 def _failed_job(settings: Settings) -> tuple[str, str]:
     """A job failed as the worker fails one: the exception logged with its traceback
     (JobLogCapture, the worker's log capture) and its str() as the error message; this one
@@ -39,7 +43,20 @@ def _failed_job(settings: Settings) -> tuple[str, str]:
     Returns the job id and the storage path in the message."""
     store = JobLeases(settings.sqlalchemy_url)
     job_id = str(uuid.uuid4())
-    store.create(NewJob(job_id, TENANT, {}, "cpu", f"jobs/{job_id}", 10))
+    # Submitted with an Idempotency-Key ("again"), as POST /convert records one.
+    key, body_hash = tenant_key(TENANT, f"again-{job_id}"), request_hash(REPLAYED_BODY)
+    store.create(
+        NewJob(
+            job_id,
+            TENANT,
+            {},
+            "cpu",
+            f"jobs/{job_id}",
+            10,
+            idempotency_key=key,
+            request_hash=body_hash,
+        )
+    )
     assert store.start(job_id, "host:123:abc", 30) is not None
     path = Storage(settings.storage_root, TENANT).root / "jobs" / job_id / "model.ckpt-0.index"
     stack = "".join(traceback.format_stack())
@@ -59,8 +76,11 @@ def _failed_job(settings: Settings) -> tuple[str, str]:
     return job_id, str(path)
 
 
-def _texts(client: TestClient, job_id: str, headers: dict[str, str]) -> dict[str, str]:
-    """Everything the job shows the caller, by where it shows it."""
+def _texts(
+    client: TestClient, job_id: str, headers: dict[str, str], replay: bool = False
+) -> dict[str, str]:
+    """Everything the job shows the caller, by where it shows it (``replay``: also what
+    POST /convert answers when the job's Idempotency-Key comes again)."""
     job = client.get(f"/jobs/{job_id}", headers=headers)
     assert job.status_code == 200, job.text
     again = client.get(f"/jobs/{job_id}", headers=headers)  # from memory this time
@@ -69,12 +89,18 @@ def _texts(client: TestClient, job_id: str, headers: dict[str, str]) -> dict[str
     (in_list,) = [j for j in listed if j["id"] == job_id]
     log = client.get(f"/jobs/{job_id}/logs", headers=headers).json()["items"]
     stream = client.get(f"/jobs/{job_id}/events", headers=headers)
+    texts = {}
+    if replay:
+        again = {**headers, "Idempotency-Key": f"again-{job_id}"}
+        replayed = client.post("/convert", json=REPLAYED_BODY, headers=again)
+        assert replayed.status_code == 202, replayed.text
+        texts["replayed"] = json.dumps(replayed.json()["error"])
     events = [
         dict(line.split(": ", 1) for line in block.split("\n"))
         for block in stream.text.strip().split("\n\n")
     ]
     assert events[-1]["event"] == "end"
-    return {
+    return texts | {
         "error": json.dumps(job.json()["error"]),
         "list": json.dumps(in_list["error"]),
         "log": "\n".join(item["message"] for item in log),
@@ -86,7 +112,7 @@ def _texts(client: TestClient, job_id: str, headers: dict[str, str]) -> dict[str
 def test_a_member_sees_the_error_without_traceback_or_server_paths(world: dict) -> None:
     client, settings = world["client"], world["settings"]
     job_id, path = _failed_job(settings)
-    member = _texts(client, job_id, world["member"])
+    member = _texts(client, job_id, world["member"], replay=True)
     admin = _texts(client, job_id, ADMIN)
     here = str(Path(__file__).resolve())
     for where, text in member.items():

@@ -42,6 +42,8 @@ PROBLEM_JSON = "application/problem+json"
 #   each other: input names, metric names...); fuzzed ids never do.
 # - POST /models, POST /datasets: the upload must be a readable HDF5 / .npz file with a
 #   matching file name; fuzzed bytes are not.
+# - GET /jobs, /models, /datasets: a `cursor` must be one the server issued for that list
+#   (k2e.cursors: encrypted and authenticated); a fuzzed one never is.
 # Everything else (5xx, undocumented statuses, 400s...) still fails the check there.
 _CONTENT_CHECKED = {
     "positive_data_acceptance": {"expected-statuses": ["2XX", "404", "409", "413", "422"]}
@@ -60,6 +62,7 @@ CONFIG = SchemathesisConfig.from_dict(
         },
         "operations": [
             {"include-path": ["/convert", "/models", "/datasets"], "checks": _CONTENT_CHECKED},
+            {"include-path": "/jobs", "include-method": "GET", "checks": _CONTENT_CHECKED},
         ],
         # The spec declares the bearer scheme; every generated request signs with the
         # suite's admin key (negative cases may leave it out or break it: a 401 then).

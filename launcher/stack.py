@@ -10,6 +10,7 @@ started, killing one that has not exited STOP_GRACE_S seconds after SIGTERM.
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -69,6 +70,13 @@ def api_command(host: str, port: int) -> list[str]:
     ]
 
 
+def dies_with_us(command: list[str]) -> list[str]:
+    """``command``, given SIGTERM if the launcher dies without stopping it (kill -9):
+    Linux's parent-death signal, set by util-linux's setpriv where there is one."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--", *command] if setpriv else command
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = get_settings()
@@ -77,7 +85,7 @@ def main() -> int:
     env = dict(os.environ, K2E_DATA_DIR=str(data_dir))
     redis_server = None
     if not settings.redis_url:
-        redis_server = EmbeddedRedis(data_dir / "redis").start()
+        redis_server = EmbeddedRedis(data_dir / "redis", die_with_parent=True).start()
         env["REDIS_URL"] = redis_server.url
         log.info("embedded Redis on %s (data in %s)", redis_server.url, data_dir / "redis")
     queues = settings.worker_queues
@@ -88,9 +96,11 @@ def main() -> int:
 
     children = [
         # Each in a process group of its own: a kill reaches the worker's pool processes too.
-        subprocess.Popen(worker_command(queues), env=env, start_new_session=True),
+        subprocess.Popen(dies_with_us(worker_command(queues)), env=env, start_new_session=True),
         subprocess.Popen(
-            api_command(settings.api_host, settings.api_port), env=env, start_new_session=True
+            dies_with_us(api_command(settings.api_host, settings.api_port)),
+            env=env,
+            start_new_session=True,
         ),
     ]
     log.info(
@@ -141,7 +151,7 @@ def keep_redis_up(server: EmbeddedRedis) -> EmbeddedRedis:
     log.error("embedded Redis on port %d exited (%s); starting it again", server.port, code)
     for attempt in range(20):
         try:
-            return EmbeddedRedis(server.data_dir, port=server.port).start()
+            return EmbeddedRedis(server.data_dir, port=server.port, die_with_parent=True).start()
         except RuntimeError:
             log.warning("embedded Redis restart %d failed; retrying", attempt + 1)
             time.sleep(0.5)

@@ -23,12 +23,15 @@ from launcher.embedded_redis import EmbeddedRedis, free_port
 from launcher.stack import api_command
 from service.main import create_app
 from tests.auth import ADMIN, admin_client, admin_files
+from tests.conftest import fresh_postgres_database
 from tests.integration.conftest import ROOT, WorkerProcess, wait_for_job, worker_env
+from tests.processes import die_with_the_suite, stop_group
 
 tf = pytest.importorskip("tensorflow")
 from tests import models  # noqa: E402  (needs TensorFlow)
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# Each test once on SQLite and once on a fresh PostgreSQL database (docker compose's store).
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.stores("sqlite", "postgres")]
 
 FAST_RECOVERY = {"lease_s": 3.0, "heartbeat_s": 0.5, "reconcile_interval_s": 1.0}
 # TensorFlow's Saver, as captured into the job's logs: the checkpoint an attempt resumes from.
@@ -38,18 +41,27 @@ RESTORING = re.compile(r"Restoring parameters from (.+)-(\d+)\s*$")
 class Env:
     """One isolated deployment: Redis, data folder, API client, uploaded model and data."""
 
-    def __init__(self, root: Path, **tunables: float) -> None:
+    def __init__(self, root: Path, database_url: str | None, **tunables: float) -> None:
         self.root = root
-        self.redis = EmbeddedRedis(root / "redis", appendonly=True).start()
-        self.settings = Settings(data_dir=root / "data", redis_url=self.redis.url, **tunables)
+        self.redis = EmbeddedRedis(root / "redis", appendonly=True, die_with_parent=True).start()
+        self.settings = Settings(
+            data_dir=root / "data",
+            redis_url=self.redis.url,
+            database_url=database_url,
+            **tunables,
+        )
         self.workers: list[WorkerProcess] = []
         self._client_cm = admin_client(create_app(self.settings))
-        self.client = self._client_cm.__enter__()
-        h5 = models.save_h5(models.seed_multi_io_model(), root / "seed.h5")
-        self.model = self._upload("/models", "seed.h5", h5.read_bytes())
-        self.data = self._upload(
-            "/datasets", "d.npz", models.npz_bytes(models.seed_multi_io_data(n=512))
-        )
+        try:
+            self.client = self._client_cm.__enter__()
+            h5 = models.save_h5(models.seed_multi_io_model(), root / "seed.h5")
+            self.model = self._upload("/models", "seed.h5", h5.read_bytes())
+            self.data = self._upload(
+                "/datasets", "d.npz", models.npz_bytes(models.seed_multi_io_data(n=512))
+            )
+        except BaseException:
+            self.close()
+            raise
 
     def _upload(self, path: str, name: str, content: bytes) -> str:
         response = self.client.post(path, files={"file": (name, content)})
@@ -141,17 +153,33 @@ class Env:
         self.redis.process = None
 
     def close(self) -> None:
-        for process in self.workers:
-            process.stop()
-        self._client_cm.__exit__(None, None, None)
-        self.redis.stop()
+        """Stop every process this deployment started, whatever fails on the way."""
+        try:
+            for process in self.workers:
+                process.stop()
+            self._client_cm.__exit__(None, None, None)
+        finally:
+            self.redis.stop()
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    deployment = Env(tmp_path, **FAST_RECOVERY)
-    yield deployment
-    deployment.close()
+def database_url(store_backend: str) -> Iterator[str | None]:
+    """The job store of the test's deployment: None (SQLite in its data folder) or a
+    fresh PostgreSQL database."""
+    if store_backend == "sqlite":
+        yield None
+        return
+    with fresh_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+def env(tmp_path: Path, database_url: str | None) -> Iterator[Env]:
+    deployment = Env(tmp_path, database_url, **FAST_RECOVERY)
+    try:
+        yield deployment
+    finally:
+        deployment.close()
 
 
 def latest_checkpoint_step(model_dir: str) -> int:
@@ -204,8 +232,10 @@ def test_kill_9_mid_training_resumes_on_a_new_worker(env: Env, kill_at: int) -> 
     assert saved_before_kill <= resumed_from < 3000, (saved_before_kill, resumed_from)
 
 
-def test_a_poison_job_ends_failed_with_max_attempts(tmp_path: Path) -> None:
-    env = Env(tmp_path, max_attempts=1, **FAST_RECOVERY)
+def test_a_poison_job_ends_failed_with_max_attempts(
+    tmp_path: Path, database_url: str | None
+) -> None:
+    env = Env(tmp_path, database_url, max_attempts=1, **FAST_RECOVERY)
     try:
         first = env.worker()
         job = env.submit(max_steps=3000)
@@ -220,8 +250,10 @@ def test_a_poison_job_ends_failed_with_max_attempts(tmp_path: Path) -> None:
         env.close()
 
 
-def test_a_job_outliving_the_visibility_timeout_runs_once(tmp_path: Path) -> None:
-    env = Env(tmp_path, visibility_timeout_s=2, **FAST_RECOVERY)
+def test_a_job_outliving_the_visibility_timeout_runs_once(
+    tmp_path: Path, database_url: str | None
+) -> None:
+    env = Env(tmp_path, database_url, visibility_timeout_s=2, **FAST_RECOVERY)
     try:
         env.worker()
         env.worker()  # an idle second worker that would take a redelivered message
@@ -377,14 +409,18 @@ def test_api_restart_mid_job_loses_nothing(env: Env) -> None:
     env.worker()
     port = free_port()
 
+    started: list[subprocess.Popen[bytes]] = []
+
     def api() -> subprocess.Popen[bytes]:
         process = subprocess.Popen(
-            api_command("127.0.0.1", port),
+            die_with_the_suite(api_command("127.0.0.1", port)),
             cwd=ROOT,
             env=worker_env(env.settings),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
+        started.append(process)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -394,13 +430,13 @@ def test_api_restart_mid_job_loses_nothing(env: Env) -> None:
                 time.sleep(0.1)
         raise AssertionError("the API did not start")
 
-    first = api()
-    spec = {"keras_model_path": env.model, "train": {"dataset": env.data, "max_steps": 3000}}
-    job = httpx.post(f"http://127.0.0.1:{port}/convert", json=spec, headers=ADMIN).json()
-    first.kill()
-    first.wait()
-    second = api()
     try:
+        first = api()
+        spec = {"keras_model_path": env.model, "train": {"dataset": env.data, "max_steps": 3000}}
+        job = httpx.post(f"http://127.0.0.1:{port}/convert", json=spec, headers=ADMIN).json()
+        first.kill()
+        first.wait()
+        api()
         deadline = time.monotonic() + 300
         while True:
             final = httpx.get(f"http://127.0.0.1:{port}/jobs/{job['id']}", headers=ADMIN).json()
@@ -411,5 +447,5 @@ def test_api_restart_mid_job_loses_nothing(env: Env) -> None:
         assert final["status"] == "succeeded", final["error"]
         assert final["progress"]["global_step"] == 3000
     finally:
-        second.terminate()
-        second.wait()
+        for process in started:
+            stop_group(process)

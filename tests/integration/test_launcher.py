@@ -17,6 +17,7 @@ import redis
 from launcher.embedded_redis import free_port
 from tests.auth import ADMIN
 from tests.integration.conftest import ROOT
+from tests.processes import die_with_the_suite, stop_group
 
 tf = pytest.importorskip("tensorflow")
 from tests import models  # noqa: E402  (needs TensorFlow)
@@ -96,7 +97,12 @@ def test_make_run_restarts_its_redis_and_stops_within_a_bound(tmp_path: Path) ->
     log_path = tmp_path / "launcher.log"
     with log_path.open("wb") as log:
         launcher = subprocess.Popen(
-            [sys.executable, "-m", "launcher"], cwd=ROOT, env=env, stdout=log, stderr=log
+            die_with_the_suite([sys.executable, "-m", "launcher"]),
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
         )
     try:
         redis_port = int(
@@ -170,9 +176,13 @@ def test_make_run_restarts_its_redis_and_stops_within_a_bound(tmp_path: Path) ->
         print(f"SIGTERM stopped the stack ({len(stack)} processes) in {took:.1f} s")
         assert took < STOP_BOUND_S
     finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
+        # The launcher stops its stack on SIGTERM; whatever it left (its servers run in
+        # sessions of their own) is killed here.
+        leftovers = children_of(launcher.pid)
+        stop_group(launcher, grace_s=STOP_BOUND_S)
+        for pid in leftovers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
         for pid in children_of(launcher.pid):
             try:
                 os.kill(pid, signal.SIGKILL)

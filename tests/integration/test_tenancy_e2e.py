@@ -15,7 +15,8 @@ from tests.integration.conftest import wait_for_job
 tf = pytest.importorskip("tensorflow")
 from tests import models  # noqa: E402  (needs TensorFlow)
 
-pytestmark = pytest.mark.integration
+# Once on the session's SQLite stack, once on a PostgreSQL one (docker compose's store).
+pytestmark = [pytest.mark.integration, pytest.mark.stores("sqlite", "postgres")]
 
 
 def _upload(client: TestClient, key: str, path: str, name: str, content: bytes) -> str:

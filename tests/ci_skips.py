@@ -39,7 +39,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
-        reporter.ensure_newline()
+        reporter.write_line("")
         reporter.write_sep("=", f"CI: {len(_skipped)} skipped, which fails the run", red=True)
         for nodeid, reason in sorted(_skipped.items()):
             reporter.write_line(f"SKIPPED {nodeid}: {reason}")

@@ -33,7 +33,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         processes.kill_all(survivors)
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
-            reporter.ensure_newline()
+            reporter.write_line("")
             reporter.write_sep("=", f"{len(listed)} process(es) outlived their tests", red=True)
             for line in listed:
                 reporter.write_line(f"killed {line}")

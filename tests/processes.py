@@ -8,16 +8,18 @@ pytest had exited. So:
 - :func:`die_with_the_suite` prefixes a command so that the process gets SIGTERM if the
   pytest process dies without its fixtures' finalizers (a CI timeout's SIGKILL);
 - :func:`record_spawns` records every process the pytest process starts
-  (``subprocess.Popen``, whoever calls it: fixtures, launcher code, playwright), and
-  :func:`survivors` lists those, their process groups and sessions, and the suite's
-  descendants still alive: the session fails on them (tests/conftest.py).
+  (``subprocess.Popen``, whoever calls it: fixtures, launcher code, playwright) and marks
+  the environment they inherit; :func:`survivors` lists those, the marked processes and
+  the suite's descendants still alive: the session fails on them (tests/conftest.py).
 """
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -25,10 +27,15 @@ import psutil
 
 # pid -> the process's create_time (a pid reused by another process is not ours).
 _spawned: dict[int, float] = {}
+# In the environment of every process the suite starts (they pass os.environ on), so that
+# their descendants are found even once re-parented to init.
+SESSION_VARIABLE = "K2E_TEST_SESSION_MARK"
+_session = f"{os.getpid()}-{uuid.uuid4().hex}"
 
 
 def record_spawns() -> None:
-    """From now on, record each process this one starts."""
+    """From now on, record each process this one starts (and mark their environment)."""
+    os.environ[SESSION_VARIABLE] = _session
     popen_init: Callable[..., None] = subprocess.Popen.__init__
     if getattr(popen_init, "k2e_records", False):
         return
@@ -53,46 +60,53 @@ def die_with_the_suite(command: list[str]) -> list[str]:
 
 def stop_group(process: subprocess.Popen[Any], grace_s: float = 15) -> None:
     """Stop ``process`` and every process of its group (it must lead one:
-    ``start_new_session=True``): SIGTERM, SIGKILL after ``grace_s``; waits for it."""
+    ``start_new_session=True``): SIGTERM, SIGKILL after ``grace_s``; waits for it.
+
+    The group is signalled by its id only while its leader is not yet reaped (its pid, so
+    the group's id, cannot have been reused by then); members seen then are signalled by
+    identity afterwards (psutil checks a pid's start time before signalling it)."""
+    members: set[psutil.Process] = set()
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            break  # the whole group is gone
-        except PermissionError:
-            process.send_signal(sig)
+        if process.poll() is None:
+            members |= _members(process.pid)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, sig)
+        for member in members:
+            with contextlib.suppress(psutil.Error):
+                member.send_signal(sig)
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
-            if process.poll() is not None and not _group_alive(process.pid):
+            if process.poll() is not None and not any(_running(m) for m in members):
                 return
             time.sleep(0.05)
-    if process.poll() is None:
-        process.wait(10)
+    process.wait(10)
 
 
-def _group_alive(pgid: int) -> bool:
-    for proc in psutil.process_iter(["status"]):
-        try:
-            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
-                return True
-        except (ProcessLookupError, psutil.Error):
-            continue
-    return False
+def _members(pgid: int) -> set[psutil.Process]:
+    found = set()
+    for proc in psutil.process_iter():
+        with contextlib.suppress(ProcessLookupError, psutil.Error):
+            if proc.pid != pgid and os.getpgid(proc.pid) == pgid:
+                found.add(proc)
+    return found
 
 
-def _ours(proc: psutil.Process, me: int) -> bool:
+def _running(proc: psutil.Process) -> bool:
     try:
-        if proc.status() == psutil.STATUS_ZOMBIE or proc.pid == me:
-            return False
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _ours(proc: psutil.Process) -> bool:
+    """Started by this suite: a process it spawned (the same pid and start time: pids are
+    reused), or one that carries the session's mark in its environment (their children,
+    re-parented or not). Never another run's or another user's process."""
+    try:
         if _spawned.get(proc.pid) == proc.create_time():
             return True
-        # A spawned process's group or session (start_new_session) holds its children.
-        leaders = (os.getpgid(proc.pid), os.getsid(proc.pid))
-        return any(
-            leader in _spawned and leader != os.getpgid(me) and leader != os.getsid(me)
-            for leader in leaders
-        )
-    except (ProcessLookupError, psutil.Error):
+        return proc.environ().get(SESSION_VARIABLE) == _session
+    except (psutil.Error, OSError):
         return False
 
 
@@ -101,16 +115,9 @@ def survivors() -> list[psutil.Process]:
     me = os.getpid()
     found = {p.pid: p for p in psutil.Process(me).children(recursive=True)}
     for proc in psutil.process_iter():
-        if proc.pid not in found and _ours(proc, me):
+        if proc.pid not in found and proc.pid != me and _ours(proc):
             found[proc.pid] = proc
-    alive = []
-    for proc in found.values():
-        try:
-            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
-                alive.append(proc)
-        except psutil.Error:
-            continue
-    return alive
+    return [proc for proc in found.values() if _running(proc)]
 
 
 def describe(proc: psutil.Process) -> str:

@@ -74,6 +74,7 @@ class SandboxCheck:
         self.folder = folder
         self.limits = limits
         self._problem: str | None = None
+        self.inconclusive = False  # the sample could not be written: check again next time
         self._done = threading.Event()
         threading.Thread(target=self._run, name="k2e-sandbox-check", daemon=True).start()
 
@@ -95,6 +96,12 @@ class SandboxCheck:
         started = time.monotonic()
         try:
             write_sample_model(sample)
+        except OSError as exc:  # the folder went away (or is full): no verdict on the child
+            log.warning("inspection sandbox not checked: writing %s: %s", sample, exc)
+            self.inconclusive = True
+            self._done.set()
+            return
+        try:
             inspect_model_file(sample, "h5", VetPolicy.of(()), self.limits)
         except Unavailable as exc:
             self._problem = exc.detail
@@ -132,6 +139,6 @@ def sandbox_check(folder: Path, limits: SandboxLimits) -> SandboxCheck:
     reachable = _reachable_by_anyone(str(folder))
     key = (limits.cpu_seconds, limits.memory_bytes, limits.timeout_s, reachable)
     with _checks_lock:
-        if key not in _checks:
+        if key not in _checks or _checks[key].inconclusive:
             _checks[key] = SandboxCheck(folder, limits)
         return _checks[key]

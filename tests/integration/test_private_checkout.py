@@ -26,6 +26,7 @@ import pytest
 from k2e.vetting.selfcheck import write_sample_model
 from tests.api_process import running_api
 from tests.integration.conftest import ROOT
+from tests.processes import SESSION_VARIABLE
 from tests.unit.test_hostile_datasets import valid_csv, valid_tfrecord
 
 tf = pytest.importorskip("tensorflow")
@@ -88,6 +89,7 @@ def _in_the_checkout(clone: Path) -> tuple[tuple[str, ...], str]:
 
 def _env(clone: Path, redis_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("K2E_", "PYTHON"))}
+    env[SESSION_VARIABLE] = os.environ[SESSION_VARIABLE]  # the suite's mark (tests/processes)
     env.update(
         K2E_DATA_DIR=str(clone / "data"),
         K2E_ADMIN_KEY=os.environ["K2E_ADMIN_KEY"],

@@ -198,7 +198,8 @@ def test_the_reconciler_sends_a_queued_job_whose_message_was_lost(
     slow_beat: tuple[PhaseEnv, str],
 ) -> None:
     deployment, lost = slow_beat
-    done = wait_for_job(deployment.env.client, lost, timeout=240)
+    # Sent again at the worker's first reconcile round, a second after it started.
+    done = wait_for_job(deployment.env.client, lost, timeout=90)
     assert done["status"] == "succeeded", done["error"]
     assert done["attempts"] == 1
     [worker] = deployment.env.workers

@@ -3,6 +3,7 @@
 import functools
 import importlib
 import inspect
+from collections.abc import Iterable
 from typing import Any
 
 from k2e.custom_objects import registry
@@ -21,11 +22,16 @@ def relu6_activation(x: Any) -> Any:
     return tf.minimum(tf.maximum(x, 0.0), 6.0)
 
 
-def resolve(mapping: dict[str, str] | None, plugins: str = "") -> dict[str, Any]:
-    """Model-config name -> object, importing each registry entry's target."""
+def resolve(
+    mapping: dict[str, str] | None, plugins: str = "", used: Iterable[str] = ()
+) -> dict[str, Any]:
+    """Model-config name -> object, importing each registry entry's target: the spec's
+    mapping, and the registry names the model uses as they are (``used``: a layer saved
+    under its registry name, ``relu6``), which Keras finds only in the scope too."""
     known = registry(plugins)
     objects = {}
-    for config_name, registry_name in (mapping or {}).items():
+    implicit = {name: name for name in used if name in known}
+    for config_name, registry_name in {**implicit, **(mapping or {})}.items():
         module_name, _, attribute = known[registry_name].target.partition(":")
         target = getattr(importlib.import_module(module_name), attribute)
         objects[config_name] = _named(target, config_name)

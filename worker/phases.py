@@ -104,7 +104,9 @@ class JobPhases:
             )
         tf.keras.backend.clear_session()
         self.files.model_dir.mkdir(parents=True, exist_ok=True)
-        objects = custom_objects.resolve(self.spec.custom_objects, self.settings.plugins)
+        objects = custom_objects.resolve(
+            self.spec.custom_objects, self.settings.plugins, self.resolved.custom_uses
+        )
         with tf.keras.utils.custom_object_scope(objects):
             built = build_estimator(
                 self.spec,

@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from k2e.custom_objects import USE_NAMES, misfits, registry
+from k2e.custom_objects import registry
 from k2e.errors import FieldError, InvalidSpec, InvalidUpload, NotFound
 from k2e.schemas import ConvertRequest, DatasetInfo, TensorInfo
 from k2e.settings import Settings
 from k2e.spec import rules
+from k2e.spec.custom import check_custom_objects, check_shared_names
 from k2e.spec.dtypes import check_dtype
 from k2e.storage import Storage, is_upload_id
 from k2e.vetting.configs import VetPolicy, vet_model_config
@@ -181,7 +182,9 @@ def check_spec(
         layer_errors = [FieldError(loc_model, why) for why in model.summary.unconvertible]
         raise InvalidSpec(layer_errors[0].msg, layer_errors)
 
-    errors: list[FieldError] = check_custom_objects(spec, model, settings)
+    errors = check_custom_objects(
+        spec.custom_objects, model.custom_names, model.custom_uses, settings.plugins
+    )
     errors += check_shared_names(loc_model, model.summary)
     if spec.checkpoint_format == "checkpoint" and not model.summary.is_graph_network:
         msg = "Object-based checkpoints are currently not supported with subclassed models."
@@ -197,56 +200,6 @@ def check_spec(
     if errors:
         raise InvalidSpec(errors[0].msg, errors)
     return model
-
-
-def check_custom_objects(
-    spec: ConvertRequest, model: ResolvedModel, settings: Settings
-) -> list[FieldError]:
-    """Each mapping names a registry entry of the kind the model uses the name as (a layer
-    class where the model builds a layer, an activation function where it activates, ...),
-    and every name the model left for custom_objects is mapped."""
-    errors = []
-    known = registry(settings.plugins)
-    mapping = spec.custom_objects or {}
-    for name, target in mapping.items():
-        entry = known.get(target)
-        if entry is None:
-            errors.append(
-                FieldError(
-                    ("custom_objects", name),
-                    f"{target!r} is not in the server's custom-object registry "
-                    f"(GET /custom-objects lists {sorted(known)})",
-                )
-            )
-            continue
-        wrong = misfits(entry.kind, model.custom_uses.get(name, []))
-        if wrong:
-            fits = sorted(n for n, e in known.items() if not misfits(e.kind, wrong))
-            errors.append(
-                FieldError(
-                    ("custom_objects", name),
-                    f"the model uses {name!r} as {_a(USE_NAMES[wrong[0]])}, but {target!r} is "
-                    f"{_a(entry.kind)} in the server's custom-object registry: map it to an "
-                    f"entry of that kind (GET /custom-objects: {fits or 'none'})",
-                )
-            )
-    for name in model.custom_names:
-        if name not in mapping:
-            used = [USE_NAMES[u] for u in model.custom_uses.get(name, []) if u in USE_NAMES]
-            what = " and ".join(used) if used else "class"
-            errors.append(
-                FieldError(
-                    ("custom_objects",),
-                    f"the model uses {what} {name!r}, which is neither a Keras built-in nor in "
-                    "the server's custom-object registry: map it in custom_objects to a name "
-                    f"GET /custom-objects lists ({sorted(known)})",
-                )
-            )
-    return errors
-
-
-def _a(noun: str) -> str:
-    return ("an " if noun[0] in "aeiou" else "a ") + noun
 
 
 def _above(loc: tuple[str, ...], value: int | None, limit: int, setting: str) -> list[FieldError]:
@@ -349,22 +302,6 @@ def check_dataset(
                 FieldError((*loc, name), f"{name!r} names no output of the model {outputs}")
             )
     return errors
-
-
-def check_shared_names(loc: tuple[str, ...], model: ModelSummary) -> list[FieldError]:
-    """An output named like an input (a model that passes its input through): the library
-    evaluates one on (features, labels) pairs, but k2e keys both by name."""
-    shared = sorted({t.name for t in model.inputs} & {t.name for t in model.outputs})
-    return [
-        FieldError(
-            loc,
-            f"the model's output {name!r} has the name of its input {name!r} (it passes the "
-            "input through): k2e keys features, labels and the export's tensors by name (a "
-            "dataset holds one array per name), so they would collide; give the output a name "
-            "of its own",
-        )
-        for name in shared
-    ]
 
 
 def _check_column_array(

@@ -144,16 +144,33 @@ def column_example_shape(want: list[int | None], reads: int | None) -> list[int]
 def fed_inputs(
     inputs: list[TensorInfo], reads: ColumnReads, arrays: dict[str, list[int]] | None
 ) -> list[TensorInfo]:
-    """The model's inputs with the shapes a job feeds them: a feature-column input takes the
-    per-example shape of the job's data (``arrays``: a dataset's), or without data
-    column_example_shape; every other input keeps its Input's shape."""
+    """The model's inputs with the shapes a job feeds them. A feature-column input keeps
+    its Input's shape when the job's data (``arrays``: a dataset's) has it (or is the flat
+    form of a ``[batch, 1]`` input), or, without data, when its columns read that shape;
+    otherwise it takes the data's per-example shape (the library's scalar ids for an
+    ``Input((4,))``), or without data column_example_shape. Other inputs keep theirs."""
     fed = []
     for t in inputs:
-        if t.name in reads:
-            have = (arrays or {}).get(t.name)
-            example = have[1:] if have is not None else None
-            if example is None:
-                example = column_example_shape(t.shape[1:], reads[t.name])
+        want = t.shape[1:]
+        have = (arrays or {}).get(t.name)
+        if t.name in reads and have is not None and not _input_shaped(have[1:], want):
+            t = t.model_copy(update={"shape": [None, *have[1:]]})
+        elif t.name in reads and have is None and not _columns_read(want, reads[t.name]):
+            example = column_example_shape(want, reads[t.name])
             t = t.model_copy(update={"shape": [None, *example]})
         fed.append(t)
     return fed
+
+
+def _input_shaped(have: list[int], want: list[int | None]) -> bool:
+    if want == [1] and not have:
+        return True
+    if len(have) != len(want):
+        return False
+    return all(w is None or w == h for w, h in zip(want, have, strict=True))
+
+
+def _columns_read(want: list[int | None], reads: int | None) -> bool:
+    if reads is None:
+        return len(want) <= 1
+    return None not in want and prod(d for d in want if d is not None) == reads

@@ -30,6 +30,7 @@ from tests.integration.test_library_fidelity import (
     _activation_model,
     identity_columns_model,
 )
+from tests.integration.test_spec_e2e import relu6
 
 tf = pytest.importorskip("tensorflow")
 from tests import models  # noqa: E402  (needs TensorFlow)
@@ -76,7 +77,6 @@ def pool(client, tmp_path_factory) -> list[PoolModel]:
     into = tmp_path_factory.mktemp("spec-fuzz")
     seed = _datasets(client, models.seed_multi_io_data(n=48), into, "seed")
     dict_data = models.seed_dict_io_data(n=48)
-    dict_data = {k: v for k, v in dict_data.items() if not k.startswith("sample_weights")}
     rng = np.random.default_rng(3)
     columns = {name: rng.integers(0, np.size(np.unique(v)), 48) for name, v in FEATURES.items()}
     columns["y"] = rng.integers(0, 2, 48).astype("float32")
@@ -96,7 +96,27 @@ def pool(client, tmp_path_factory) -> list[PoolModel]:
             },
         }
     }
+    inputs = tf.keras.Input((4,), name="x")
+    hidden = relu6(name="clip")(tf.keras.layers.Dense(8, name="hidden")(inputs))
+    registry_layer = tf.keras.Model(inputs, tf.keras.layers.Dense(1, name="y")(hidden))
+    registry_layer.compile(optimizer="sgd", loss="mse", metrics=["mae"])
+    with tf.keras.utils.custom_object_scope({"relu6": relu6}):
+        registry_ref = h5(registry_layer, "relu6.h5")
+    activation_data = _datasets(client, activation, into, "activation")
+    inline_activation = {
+        "keras_model": {
+            "config": json.loads(_activation_model().to_json()),
+            "compile": {"optimizer": "adam", "loss": "mse"},
+        }
+    }
+    mapped = {"custom_relu": "relu6_activation"}
     return [
+        PoolModel(
+            "registry layer as saved (HDF5)", registry_ref, ("y",), ("mae",), activation_data
+        ),
+        PoolModel(
+            "custom activation (inline)", inline_activation, ("y",), (), activation_data, mapped
+        ),
         PoolModel(
             "seed multi-io (HDF5)",
             h5(models.seed_multi_io_model(), "seed.h5"),
@@ -124,8 +144,8 @@ def pool(client, tmp_path_factory) -> list[PoolModel]:
             h5(_activation_model(), "activation.h5"),
             ("y",),
             (),
-            _datasets(client, activation, into, "activation"),
-            {"custom_relu": "relu6_activation"},
+            activation_data,
+            mapped,
         ),
     ]
 
@@ -139,13 +159,16 @@ def specs(draw: st.DrawFn, pool: list[PoolModel]) -> tuple[PoolModel, dict[str, 
     model = draw(st.sampled_from(pool))
     spec: dict[str, Any] = dict(model.ref)
     if model.custom_objects:
-        spec["custom_objects"] = model.custom_objects
+        spec["custom_objects"] = dict(model.custom_objects)
+        if draw(st.booleans()):  # any registry entry: the wrong kind must be refused
+            targets = st.sampled_from(["relu6", "relu6_activation"])
+            spec["custom_objects"] = {k: draw(targets) for k in model.custom_objects}
     fmt = draw(st.sampled_from(FORMATS))
     if draw(st.integers(0, 4)) > 0:
         spec["train"] = {
             "dataset": model.datasets[fmt],
             "max_steps": draw(st.integers(1, 3)),
-            "batch_size": draw(st.integers(1, 16)),
+            "batch_size": draw(st.integers(1, 16) | st.integers(40, 100)),
             "shuffle": draw(st.booleans()),
             "shuffle_buffer": draw(st.integers(1, 64)),
             "drop_remainder": draw(st.booleans()),
@@ -173,6 +196,10 @@ def specs(draw: st.DrawFn, pool: list[PoolModel]) -> tuple[PoolModel, dict[str, 
         if draw(st.booleans()):
             config["tf_random_seed"] = draw(st.integers(0, 2**31))
         if draw(st.booleans()):
+            config["keep_checkpoint_every_n_hours"] = draw(st.floats(1, 1e6))
+        if draw(st.integers(0, 5)) == 0:
+            config["train_distribute"] = "mirrored"
+        if draw(st.booleans()):
             config["model_dir"] = f"fuzz-{uuid.uuid4().hex[:12]}"
         if draw(st.booleans()):
             config["session_config"] = draw(
@@ -198,6 +225,10 @@ def specs(draw: st.DrawFn, pool: list[PoolModel]) -> tuple[PoolModel, dict[str, 
         spec["model_dir"] = f"fuzz-{uuid.uuid4().hex[:12]}"
     spec["checkpoint_format"] = draw(st.sampled_from(["checkpoint", "saver"]))
     spec["export"] = draw(st.booleans())
+    if draw(st.integers(0, 5)) == 0:
+        spec["accelerator"] = "gpu"  # the session's worker consumes both queues
+    if draw(st.booleans()):
+        spec["timeout_s"] = draw(st.integers(600, 2**31 - 1))
     if draw(st.booleans()):
         heads = draw(st.lists(st.sampled_from(model.outputs), unique=True, max_size=2))
         kinds = st.sampled_from(["regression", "classification", "predict"])

@@ -219,3 +219,26 @@ def test_session_config_is_applied_and_model_dir_precedence_logged(client, worke
     ):
         assert field in line, line
     assert "model_dir 'fidelity-argument' wins over config.model_dir 'fidelity-config'" in log
+
+
+def test_a_registry_layer_saved_under_its_name_trains_without_a_mapping(
+    client, worker, tmp_path
+) -> None:
+    """The registry's names are usable as they are: Keras finds them in the job's scope."""
+    from tests.integration.test_spec_e2e import relu6
+
+    inputs = tf.keras.Input((4,), name="x")
+    hidden = relu6(name="clip")(L.Dense(8, name="hidden")(inputs))
+    model = tf.keras.Model(inputs, L.Dense(1, name="y")(hidden))
+    model.compile(optimizer="sgd", loss="mse")
+    with tf.keras.utils.custom_object_scope({"relu6": relu6}):
+        model.save(tmp_path / "relu6.h5", save_format="h5")
+    uploaded = _upload(client, "/models", "relu6.h5", (tmp_path / "relu6.h5").read_bytes())
+    assert uploaded["custom_names"] == []
+    arrays = {"x": np.random.default_rng(2).normal(size=(32, 4)), "y": np.ones((32, 1))}
+    data = _upload(client, "/datasets", "r.npz", models.npz_bytes(arrays))
+    job = _succeeds(
+        client,
+        {"keras_model_path": uploaded["id"], "train": {"dataset": data["id"], "max_steps": 3}},
+    )
+    assert job["progress"]["global_step"] == 3

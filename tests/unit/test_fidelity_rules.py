@@ -6,9 +6,8 @@ from typing import Any
 import pytest
 
 from k2e.errors import InvalidUpload
-from k2e.schemas import ConvertRequest, TensorInfo
-from k2e.settings import Settings
-from k2e.spec.checks import ResolvedModel, check_custom_objects
+from k2e.schemas import TensorInfo
+from k2e.spec.custom import check_custom_objects
 from k2e.vetting.configs import VetPolicy, vet_model_config
 from k2e.vetting.feature_columns import column_shape_error, fed_inputs
 from k2e.vetting.model_config import parse_model_config
@@ -104,7 +103,10 @@ def test_a_job_feeds_a_feature_column_input_with_its_data_shape() -> None:
     ]
     fed = fed_inputs(inputs, {"cp": None}, {"cp": [64], "x": [64, 3]})
     assert [t.shape for t in fed] == [[None], [None, 3]]
-    assert fed_inputs(inputs, {"cp": None}, None)[0].shape == [None, 1]
+    # Data of the Input's shape, and no data, keep the Input's shape (as before).
+    assert fed_inputs(inputs, {"cp": None}, {"cp": [64, 4]})[0].shape == [None, 4]
+    assert fed_inputs(inputs, {"cp": None}, None)[0].shape == [None, 4]
+    assert fed_inputs(inputs, {"cp": 1}, None)[0].shape == [None, 1]
 
 
 def _dense_model(activation: Any) -> dict[str, Any]:
@@ -135,10 +137,7 @@ def test_custom_functions_are_deferred_like_classes_with_how_they_are_used() -> 
 
 
 def _mapping_errors(uses: dict[str, list[str]], mapping: dict[str, str]) -> list[Any]:
-    spec = ConvertRequest.model_validate({"keras_model": {"config": {}}, "custom_objects": mapping})
-    summary = parse_model_config(_dense_model("relu"))
-    model = ResolvedModel(summary, True, [], None, None, (), uses)
-    return check_custom_objects(spec, model, Settings())
+    return check_custom_objects(mapping, [], uses)
 
 
 def test_a_mapping_must_be_of_the_kind_the_model_uses_the_name_as() -> None:
@@ -151,3 +150,10 @@ def test_a_mapping_must_be_of_the_kind_the_model_uses_the_name_as() -> None:
     assert _mapping_errors({"MyClip": ["layer"]}, {"MyClip": "relu6"}) == []
     [error] = _mapping_errors({"MyClip": ["layer"]}, {"MyClip": "relu6_activation"})
     assert "as a class" in error.msg
+
+
+def test_a_registry_name_the_model_uses_as_saved_must_be_of_its_kind() -> None:
+    assert _mapping_errors({"relu6": ["layer"]}, {}) == []
+    [error] = _mapping_errors({"relu6": ["activation"]}, {})
+    assert error.loc == ("custom_objects",)
+    assert "registry name 'relu6' as an activation function, but it is a layer" in error.msg

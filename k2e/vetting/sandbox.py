@@ -218,6 +218,10 @@ def _run_child(
         if line.startswith(_CONFINED) and line not in _confinement_logged:
             _confinement_logged.add(line)
             log.info("inspection sandbox %s", line[len("k2e-sandbox: ") :])
+        elif line.startswith(_LATE) and line not in _confinement_logged:
+            # Refused even where the inspection went on without it: load it up front.
+            _confinement_logged.add(line)
+            log.warning("inspection sandbox child %s", line[len("k2e-sandbox: ") :])
     return done
 
 

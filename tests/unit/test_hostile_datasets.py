@@ -349,7 +349,7 @@ REQUESTS = [
         "application/json",
         json.dumps(_spec(timeout_s=10**30)).encode(),
         422,
-        "less than or equal",
+        "outside int64",
     ),
     (
         "path-vocabulary",

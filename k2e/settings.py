@@ -12,135 +12,333 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="K2E_", extra="ignore")
 
-    data_dir: Path = Path("data")
+    # Storage, stores and serving.
+    data_dir: Path = Field(
+        default=Path("data"),
+        description="The data folder: uploads, model_dirs and exports live in its `storage/` "
+        "folder, and beside it the SQLite job store (`k2e.db`, when there is no database URL) "
+        "and a generated first admin key (`admin.key`).",
+    )
     # Conventional names first; K2E_-prefixed forms also work.
     redis_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("REDIS_URL", "K2E_REDIS_URL")
+        default=None,
+        validation_alias=AliasChoices("REDIS_URL", "K2E_REDIS_URL"),
+        description="The Redis broker (also the live event stream's pub/sub). Unset: `make run` "
+        "starts an embedded Redis and sets it; the API and workers need it.",
     )
     database_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("DATABASE_URL", "K2E_DATABASE_URL")
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "K2E_DATABASE_URL"),
+        description="The job store, e.g. `postgresql://user@host/db` (`postgres://` and "
+        "`postgresql://` use the psycopg 3 driver). Unset: an SQLite file, `k2e.db` in the "
+        "data folder.",
     )
-    api_host: str = "127.0.0.1"
-    api_port: int = 8000
-    max_upload_bytes: int = 2 * 1024**3
-    # A dashboard session (service/ui) lasts this long after sign-in; sign-out ends it sooner.
-    session_ttl_s: int = Field(default=12 * 3600, ge=60, le=30 * 86400)
-    # Seconds Redis waits for an acknowledgement before delivering a task again.
-    visibility_timeout_s: int = 3600
-    max_attempts: int = 3
-    # A running job's lease: renewed every heartbeat_s; a worker silent for lease_s is
-    # presumed dead and the reconciler (every reconcile_interval_s) requeues its job.
-    lease_s: float = 30.0
-    heartbeat_s: float = 5.0
-    reconcile_interval_s: float = 10.0
-    # Celery's hard time limit backstops `timeout_s` by this much.
-    timeout_grace_s: int = 60
-    # Queues this worker consumes; the launcher adds "gpu" when a GPU is visible.
-    worker_queues: str = "cpu"
-    # Comma-separated paths of JSON plugin manifests that add custom objects to the registry
-    # (see k2e.custom_objects); the manifests name their targets, only workers import them.
-    plugins: str = ""
-    # Lambda layers run the uploader's Python bytecode when a model loads (k2e.vetting.configs).
-    allow_lambda: bool = False
-    # Limits of the child process that inspects each model file (k2e.vetting.sandbox).
-    inspect_cpu_s: int = Field(default=20, ge=1)
-    inspect_memory_bytes: int = Field(default=1024**3, ge=1)
-    inspect_timeout_s: float = Field(default=30.0, gt=0)
+    api_host: str = Field(
+        default="127.0.0.1", description="The address `make run` serves the API on."
+    )
+    api_port: int = Field(default=8000, description="The port `make run` serves the API on.")
+    max_upload_bytes: int = Field(
+        default=2 * 1024**3,
+        description="Bytes of one upload request (413 beyond); less when the tenant's "
+        "`max_bytes` quota leaves less.",
+    )
+    session_ttl_s: int = Field(
+        default=12 * 3600,
+        ge=60,
+        le=30 * 86400,
+        description="Seconds a dashboard session lasts after sign-in; sign-out ends it sooner.",
+    )
+    visibility_timeout_s: int = Field(
+        default=3600,
+        description="Seconds Redis waits for a task's acknowledgement before delivering it "
+        "again; the reconciler also sends again a job handed to the broker this long ago "
+        "that no worker has started.",
+    )
+    max_attempts: int = Field(
+        default=3,
+        description="Starts of one job; a job delivered again after this many ends failed "
+        "(reason `max_attempts`).",
+    )
+    lease_s: float = Field(
+        default=30.0,
+        description="A running job's lease: a worker silent this long is presumed dead and "
+        "its job is requeued by a reconciler.",
+    )
+    heartbeat_s: float = Field(
+        default=5.0,
+        description="Seconds between a worker's renewals of its job's lease; it notices a "
+        "cancel at each.",
+    )
+    reconcile_interval_s: float = Field(
+        default=10.0,
+        description="Seconds between rounds of every worker's reconciler (requeue dead "
+        "workers' jobs, hand waiting jobs to the broker, apply retention). A dead worker's "
+        "job is requeued at most `lease_s + reconcile_interval_s` after its last heartbeat.",
+    )
+    timeout_grace_s: int = Field(
+        default=60,
+        description="Celery's soft time limit is a job's `timeout_s` plus this, its hard "
+        "limit `timeout_s` plus twice this: the backstop of the job's own deadline.",
+    )
+    worker_queues: str = Field(
+        default="cpu",
+        description="Comma-separated queues `make run`'s worker consumes; `gpu` is added "
+        "when an NVIDIA GPU is visible.",
+    )
+    plugins: str = Field(
+        default="",
+        description="Comma-separated paths of JSON plugin manifests that add custom objects "
+        'to the registry (name → `{"kind", "target": "module:attr"}`); only workers import '
+        "their targets.",
+    )
+    allow_lambda: bool = Field(
+        default=False,
+        description="Accept `Lambda` layers, which run the uploader's Python bytecode when "
+        "a model loads.",
+    )
+    inspect_cpu_s: int = Field(
+        default=20,
+        ge=1,
+        description="CPU seconds of the child process that inspects each uploaded model or "
+        "dataset.",
+    )
+    inspect_memory_bytes: int = Field(
+        default=1024**3, ge=1, description="Address space of the inspection child."
+    )
+    inspect_timeout_s: float = Field(
+        default=30.0, gt=0, description="Wall-clock seconds of the inspection child."
+    )
 
     # Dataset reading limits (k2e/formats): what every dataset reader (the API's inspection
     # sandbox and the worker's loaders) refuses, whatever a file declares, before allocating.
-    # A TFRecord record's declared length (a longer one is refused before it is read).
-    max_record_bytes: int = Field(default=64 * 1024**2, ge=1024)
-    # The most bytes a compressed dataset (a .tfrecord.gz, an .npz's members together) may
-    # inflate to.
-    max_inflated_bytes: int = Field(default=16 * 1024**3, ge=1024**2)
-    # The most a compressed dataset (or an .npz member) may inflate relative to its
-    # compressed size; inflation under 1 MiB is never refused for its ratio.
-    max_inflation_ratio: float = Field(default=200.0, ge=1)
-    # A CSV's columns, and the bytes of one CSV field.
-    max_csv_columns: int = Field(default=10_000, ge=1)
-    max_csv_field_bytes: int = Field(default=1024**2, ge=64)
+    max_record_bytes: int = Field(
+        default=64 * 1024**2,
+        ge=1024,
+        description="A TFRecord record's declared length; a longer one is refused before it "
+        "is read.",
+    )
+    max_inflated_bytes: int = Field(
+        default=16 * 1024**3,
+        ge=1024**2,
+        description="The most bytes a compressed dataset (a `.tfrecord.gz`, an `.npz`'s "
+        "members together) may inflate to.",
+    )
+    max_inflation_ratio: float = Field(
+        default=200.0,
+        ge=1,
+        description="The most a compressed dataset (or an `.npz` member) may inflate "
+        "relative to its compressed size; inflation under 1 MiB is never refused for its "
+        "ratio.",
+    )
+    max_csv_columns: int = Field(default=10_000, ge=1, description="A CSV's columns.")
+    max_csv_field_bytes: int = Field(default=1024**2, ge=64, description="Bytes of one CSV field.")
 
-    # Worker limits (worker/). A job whose worker process's resident memory grows past
-    # job_memory_bytes is stopped and ends failed (reason out_of_memory), never retried; a
-    # job that does not stop within job_stop_grace_s of a cancel or of that bound is
-    # interrupted (and, over the memory bound, its worker process replaced).
-    job_memory_bytes: int = Field(default=8 * 1024**3, ge=64 * 1024**2)
-    # Training data (npz, CSV) whose decoded arrays take at most this many bytes is kept in
-    # the worker's memory after its first pass, so later epochs do not read the file again;
-    # larger data streams from the file every epoch (worker/inputs.py). 0 turns this off.
-    dataset_cache_bytes: int = Field(default=256 * 1024**2, ge=0)
-    job_memory_sample_s: float = Field(default=0.25, gt=0)
-    job_stop_grace_s: float = Field(default=5.0, gt=0)
+    # Worker limits (worker/).
+    job_memory_bytes: int = Field(
+        default=8 * 1024**3,
+        ge=64 * 1024**2,
+        description="A job whose worker process's resident memory grows past this is "
+        "stopped and ends failed (reason `out_of_memory`), never retried.",
+    )
+    dataset_cache_bytes: int = Field(
+        default=256 * 1024**2,
+        ge=0,
+        description="Training data (npz, CSV) whose decoded arrays take at most this many "
+        "bytes is kept in the worker's memory after its first pass, so later epochs do not "
+        "read the file again; larger data streams from its file every epoch. 0 turns this "
+        "off.",
+    )
+    job_memory_sample_s: float = Field(
+        default=0.25, gt=0, description="Seconds between samples of a job's resident memory."
+    )
+    job_stop_grace_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="A job that does not stop within this of a cancel or of the memory "
+        "bound is interrupted wherever it is (and, over the memory bound, its worker "
+        "process replaced).",
+    )
 
-    # Identity. K2E_ADMIN_KEY provisions the first admin key (else one is generated and
-    # written to <data_dir>/admin.key); an API process trusts a key lookup this long, so a
-    # revoked key stops working within key_cache_s in every process (at once in the one
-    # that revoked it).
-    admin_key: str | None = Field(default=None, min_length=20, max_length=512)
-    key_cache_s: float = Field(default=5.0, ge=0, le=60)
+    # Identity.
+    admin_key: str | None = Field(
+        default=None,
+        min_length=20,
+        max_length=512,
+        description="An admin key of the `default` tenant the API provisions on start. "
+        "Unset: the first start on a store with no key generates one, prints it once and "
+        "writes it to `admin.key` in the data folder (mode 0600). Required by "
+        "`docker compose`.",
+    )
+    key_cache_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=60,
+        description="Seconds an API process trusts a key lookup (and a dashboard session): "
+        "a revoked key stops working within this in every process, at once in the one that "
+        "revoked it; an open event stream checks its key this often (at least every 1 s).",
+    )
 
     # Default quotas of a tenant (each tenant may override them).
-    quota_max_active_jobs: int = Field(default=100, ge=1)
-    quota_max_bytes: int = Field(default=100 * 1024**3, ge=0)
-    quota_max_steps: int = Field(default=10_000_000, ge=1)
-    quota_max_run_s: int = Field(default=24 * 3600, ge=1)
-    # Seconds a client is told to wait (Retry-After) when its tenant is at max_active_jobs.
-    quota_retry_after_s: int = Field(default=30, ge=1)
-    # Fairness: a tenant has at most this many jobs handed to the broker at once; the rest
-    # wait in the job store and are handed over as its earlier jobs end.
-    tenant_inflight_jobs: int = Field(default=2, ge=1)
-    # Finished jobs' files (model_dirs, exports) are removed this many days after the job
-    # ended; unset keeps them until DELETE /jobs/{id}.
-    retention_days: float | None = Field(default=None, gt=0)
+    quota_max_active_jobs: int = Field(
+        default=100,
+        ge=1,
+        description="Default `max_active_jobs`: a tenant's jobs queued, running or "
+        "cancelling at once (429 beyond).",
+    )
+    quota_max_bytes: int = Field(
+        default=100 * 1024**3,
+        ge=0,
+        description="Default `max_bytes`: bytes of a tenant's uploads plus its ended jobs' "
+        "model_dirs (413 for an upload beyond).",
+    )
+    quota_max_steps: int = Field(
+        default=10_000_000,
+        ge=1,
+        description="Default `max_steps`: the largest `train.max_steps` a job may ask for.",
+    )
+    quota_max_run_s: int = Field(
+        default=24 * 3600,
+        ge=1,
+        description="Default `max_run_s`: a job's run time from its first start; caps its "
+        "`timeout_s`.",
+    )
+    quota_retry_after_s: int = Field(
+        default=30,
+        ge=1,
+        description="Seconds a client is told to wait (`Retry-After`) when its tenant is at "
+        "`max_active_jobs`.",
+    )
+    tenant_inflight_jobs: int = Field(
+        default=2,
+        ge=1,
+        description="Fairness: a tenant has at most this many jobs handed to the broker at "
+        "once; the rest wait in the job store and are handed over as its earlier jobs end.",
+    )
+    retention_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="Finished jobs' own model_dirs (checkpoints, exports) are removed this "
+        "many days after the job ended; named model_dirs are kept. Unset: files are kept "
+        "until `DELETE /jobs/{id}`.",
+    )
 
     # Spec limits (k2e/spec): what one request to POST /convert may ask for. Beyond them
     # the answer is a 4xx naming the field and the limit, before anything is kept.
-    # A JSON body (or a multipart `spec` part) holds at most this many bytes (413), and
-    # nests objects and arrays at most this deep (422).
-    max_json_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
-    max_json_depth: int = Field(default=64, ge=8, le=150)
-    # A multipart body has at most this many parts, its text parts this many bytes each.
-    max_multipart_parts: int = Field(default=8, ge=1)
-    max_field_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
-    # train.batch_size and eval.batch_size, train.shuffle_buffer (examples).
-    max_batch_size: int = Field(default=65_536, ge=1)
-    max_shuffle_buffer: int = Field(default=1_000_000, ge=1)
-    # The parameters of a model, counted from its config before anything is built (a
-    # lower bound: the layers whose sizes the config tells).
-    max_model_params: int = Field(default=100_000_000, ge=1)
-    # train.max_steps and eval.steps, whatever a tenant's max_steps quota says.
-    max_steps: int = Field(default=1_000_000_000, ge=1)
-    # Checkpoints: at most this many kept (keep_checkpoint_max; 0, "keep all", is refused),
-    # at most this many written by one job (max_steps / save_checkpoints_steps), and
-    # keep_checkpoint_every_n_hours at least this (each such checkpoint is kept for good).
-    max_keep_checkpoints: int = Field(default=100, ge=1)
-    max_checkpoints_per_job: int = Field(default=100_000, ge=1)
-    min_keep_checkpoint_every_n_hours: float = Field(default=1.0, gt=0)
-    # A running job writes its progress to the job store at most once per this many
-    # seconds, whatever log_step_count_steps says (worker/hooks.py).
-    progress_min_interval_s: float = Field(default=0.25, ge=0)
+    max_json_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        description="Bytes of a JSON body of `POST /convert` (or its multipart `spec` part); "
+        "413 while it arrives.",
+    )
+    max_json_depth: int = Field(
+        default=64,
+        ge=8,
+        le=150,
+        description="Nesting of objects and arrays in that body; 422, counted before it is parsed.",
+    )
+    max_multipart_parts: int = Field(
+        default=8, ge=1, description="Parts of a multipart `POST /convert` (422 beyond)."
+    )
+    max_field_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        description="Bytes of each text part of a multipart `POST /convert` (413 beyond).",
+    )
+    max_batch_size: int = Field(
+        default=65_536, ge=1, description="`train.batch_size` and `eval.batch_size`."
+    )
+    max_shuffle_buffer: int = Field(
+        default=1_000_000, ge=1, description="`train.shuffle_buffer`, in examples."
+    )
+    max_model_params: int = Field(
+        default=100_000_000,
+        ge=1,
+        description="Parameters of a model, counted from its config before anything is "
+        "built (a lower bound: the layers whose sizes the config tells).",
+    )
+    max_steps: int = Field(
+        default=1_000_000_000,
+        ge=1,
+        description="`train.max_steps` and `eval.steps`, whatever a tenant's `max_steps` "
+        "quota says.",
+    )
+    max_keep_checkpoints: int = Field(
+        default=100,
+        ge=1,
+        description='`config.keep_checkpoint_max` at most (0, "keep all", is refused).',
+    )
+    max_checkpoints_per_job: int = Field(
+        default=100_000,
+        ge=1,
+        description="Checkpoints one job may write (`max_steps / save_checkpoints_steps`).",
+    )
+    min_keep_checkpoint_every_n_hours: float = Field(
+        default=1.0,
+        gt=0,
+        description="`config.keep_checkpoint_every_n_hours` at least (each such checkpoint "
+        "is kept for good).",
+    )
+    progress_min_interval_s: float = Field(
+        default=0.25,
+        ge=0,
+        description="A running job writes its progress to the job store at most once per "
+        "this many seconds, whatever `log_step_count_steps` says.",
+    )
 
-    # Exports are verified (worker/verify.py): every signature's outputs may differ from
-    # the model's own predictions by at most this much, else the job fails export_mismatch.
-    export_tolerance: float = Field(default=1e-4, ge=0)
+    # Exports (worker/verify.py).
+    export_tolerance: float = Field(
+        default=1e-4,
+        ge=0,
+        description="The most an export's signature outputs may differ from the model's own "
+        "predictions; beyond it the job fails (reason `export_mismatch`).",
+    )
 
-    # POST /jobs/{id}/predict: instances per request, bytes of its JSON body (413 beyond),
-    # and how long the API waits for a worker's answer (504 beyond).
-    predict_max_instances: int = Field(default=256, ge=1)
-    predict_max_bytes: int = Field(default=1024**2, ge=1024)
-    predict_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    # POST /jobs/{id}/predict.
+    predict_max_instances: int = Field(
+        default=256, ge=1, description="Instances of one predict request (422 beyond)."
+    )
+    predict_max_bytes: int = Field(
+        default=1024**2,
+        ge=1024,
+        description="Bytes of a predict request's JSON body (413 beyond).",
+    )
+    predict_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="Seconds the API waits for a worker's prediction (504 beyond; the task "
+        "then expires unrun).",
+    )
 
-    # Seconds an API process serves a job's JSON from memory (GET /jobs/{id}): an ended
-    # job's, and a queued or running one's (service/jobcache.py). The live one bounds how
-    # late a polling client sees a job end; at 0.05 s a job read by any number of clients
-    # costs the store at most 20 reads a second.
-    job_cache_s: float = Field(default=5.0, ge=0, le=3600)
-    live_job_cache_s: float = Field(default=0.05, ge=0, le=5)
-    # GET /jobs/{id}/events: how often a stream reads the store when Redis pub/sub is
-    # unavailable, and the idle time after which it sends a keep-alive comment.
-    events_poll_s: float = Field(default=0.5, gt=0, le=10)
-    events_keepalive_s: float = Field(default=15.0, gt=0, le=300)
+    # Reading jobs (service/jobcache.py, GET /jobs/{id}/events).
+    job_cache_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=3600,
+        description="Seconds an API process serves an ended job's JSON (`GET /jobs/{id}`) "
+        "from memory.",
+    )
+    live_job_cache_s: float = Field(
+        default=0.05,
+        ge=0,
+        le=5,
+        description="The same for a queued or running job: it bounds how late a polling "
+        "client sees a job end; at 0.05 s a job read by any number of clients costs the "
+        "store at most 20 reads a second.",
+    )
+    events_poll_s: float = Field(
+        default=0.5,
+        gt=0,
+        le=10,
+        description="How often an event stream (`GET /jobs/{id}/events`) reads the store "
+        "when Redis pub/sub is unavailable.",
+    )
+    events_keepalive_s: float = Field(
+        default=15.0,
+        gt=0,
+        le=300,
+        description="The idle time after which an event stream sends a keep-alive comment.",
+    )
 
     @property
     def admin_key_file(self) -> Path:

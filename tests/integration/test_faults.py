@@ -2,8 +2,8 @@
 
 Each test here runs its own Redis (with AOF, so it can be restarted), its own
 job store and its own worker processes, with short leases so that recovery
-happens within seconds. The figures they print are the recovery bounds the
-README quotes.
+happens within seconds. The figures they print are the recovery bounds
+docs/operations.md quotes.
 """
 
 import os

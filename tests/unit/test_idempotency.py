@@ -1,8 +1,9 @@
 """POST /convert's Idempotency-Key, through the real API (no worker: jobs stay queued).
 
-README: "the same key and body return the same job; the same key with another body
-answers 409". Each test counts the jobs before and after, through GET /jobs and in the
-job store, and checks what a replay answers: the same job, 202, its Location.
+docs/api.md (Idempotency-Key): the same key with the same body returns the job that key
+made; the same key with a different body answers 409. Each test counts the jobs before
+and after, through GET /jobs and in the job store, and checks what a replay answers: the
+same job, 202, its Location.
 """
 
 import io

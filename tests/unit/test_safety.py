@@ -221,8 +221,8 @@ def client(settings: Settings) -> Iterator[TestClient]:
 
 
 def _refused(response: Any, match: str) -> dict[str, Any]:
-    """A refused upload or spec: 422 (README: even a file that crashes or hangs the reader),
-    a problem whose detail names the reason."""
+    """A refused upload or spec: 422 (docs/security.md: even a file that crashes or hangs
+    the reader), a problem whose detail names the reason."""
     assert response.status_code == 422, response.text
     assert response.headers["content-type"] == PROBLEM
     body = response.json()

@@ -147,7 +147,7 @@ def _e2e(r: dict[str, Any]) -> list[str]:
             f"The k2e time that matters is the sandbox inspection of the uploaded HDF5, which "
             f"{where} still {'run' if inspections > 1 else 'runs'} on every job although "
             "the file has not changed since POST /models inspected it: a fresh `python -m "
-            "k2e.vetting.sandbox` (interpreter start, imports of numpy, h5py, pydantic and k2e, "
+            "k2e.vetting.child` (interpreter start, imports of numpy, h5py, pydantic and k2e, "
             "then "
             f"the file). Without it, (c)/(a) would be about ({m['c']:.2f} - {inspections} x "
             f"{sandbox:.2f}) / {m['a']:.2f} = {without:.2f}. Fix (files I do not own): reuse "

@@ -60,11 +60,20 @@ def serving_input_fn():
 def k2e_hooks() -> list:
     """k2e's training hooks as the worker attaches them (reporting nowhere). Only the
     warm helper's hook probe asks for them; the script itself never imports k2e."""
+    from k2e.settings import get_settings
     from worker.hooks import ProgressHook
     from worker.lease import RunControl
 
     every = RUN_CONFIG["log_step_count_steps"]
-    return [ProgressHook(lambda step, loss, rate: None, RunControl(), every_steps=every)]
+    min_interval_s = get_settings().progress_min_interval_s
+    return [
+        ProgressHook(
+            lambda step, loss, rate: None,
+            RunControl(),
+            every_steps=every,
+            min_interval_s=min_interval_s,
+        )
+    ]
 
 
 def run(model_dir: str, data_path: str, steps: int, hooks: list | None = None) -> dict:

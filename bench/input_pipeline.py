@@ -14,8 +14,10 @@ from typing import Any
 import tensorflow as tf
 
 from bench.workload import seed_multi_io_data, write_npz
+from k2e.formats.limits import ReadLimits
 from k2e.formats.npz import inspect_npz
 from k2e.schemas import DatasetInfo, TensorInfo
+from k2e.settings import get_settings
 from worker.inputs import Batching, input_fn_for
 
 INPUTS, OUTPUTS = ("input_a", "input_b"), ("dense_2", "dense_3")
@@ -44,10 +46,12 @@ def main() -> int:
         def tensor(name: str) -> TensorInfo:
             return TensorInfo(name=name, shape=[None, *arrays[name].shape[1:]])
 
+        limits = ReadLimits.from_settings(get_settings())
+
         def worker(cache_bytes: int) -> Any:
             batching = Batching(32, training=True, shuffle=True, cache_bytes=cache_bytes)
             ins, outs = [tensor(n) for n in INPUTS], [tensor(n) for n in OUTPUTS]
-            return input_fn_for(info, path, ins, outs, batching)
+            return input_fn_for(info, path, ins, outs, batching, limits)
 
         def direct() -> Any:
             features = {n: arrays[n] for n in INPUTS}

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from k2e.jobs.store import JobStore
+from k2e.settings import get_settings
 from tests import models
 from worker.hooks import LossCurve, ProgressHook
 from worker.lease import Heartbeat, RunControl
@@ -52,6 +53,7 @@ def main() -> dict:
         return ds.prefetch(tf.data.AUTOTUNE)
 
     curve = LossCurve()
+    min_interval_s = get_settings().progress_min_interval_s
 
     def report(step: int, loss: float, rate: float | None) -> None:
         curve.add(step, loss)
@@ -68,7 +70,8 @@ def main() -> dict:
         control = RunControl()
         with Heartbeat(store, "job", "bench", 30, 5.0, control):
             start = time.perf_counter()
-            estimator.train(input_fn, steps=STEPS, hooks=[ProgressHook(report, control, 100)])
+            hooks = [ProgressHook(report, control, 100, min_interval_s=min_interval_s)]
+            estimator.train(input_fn, steps=STEPS, hooks=hooks)
             return STEPS / (time.perf_counter() - start)
 
     estimator.train(input_fn, steps=500)  # warm-up: graph building, first checkpoint

@@ -34,8 +34,10 @@ from bench.workload import (  # noqa: E402
     write_npz,
 )
 from examples.seed_models import seed_multi_io_model  # noqa: E402
+from k2e.formats.limits import ReadLimits  # noqa: E402
 from k2e.formats.npz import inspect_npz  # noqa: E402
 from k2e.schemas import ConvertRequest, DatasetInfo, TensorInfo  # noqa: E402
+from k2e.settings import get_settings  # noqa: E402
 from k2e.vetting.inspection import inspect_h5  # noqa: E402
 from worker.inputs import Batching, input_fn_for  # noqa: E402
 from worker.models import build_keras_model  # noqa: E402
@@ -93,10 +95,12 @@ def main() -> int:
     def tensor(name: str) -> TensorInfo:
         return TensorInfo(name=name, shape=[None, *arrays[name].shape[1:]])
 
+    settings = get_settings()
+
     def worker_input() -> Any:
         batching = Batching(BATCH_SIZE, training=True, shuffle=True, cache_bytes=256 * 1024**2)
         ins, outs = [tensor(n) for n in INPUTS], [tensor(n) for n in OUTPUTS]
-        return input_fn_for(info, npz, ins, outs, batching)
+        return input_fn_for(info, npz, ins, outs, batching, ReadLimits.from_settings(settings))
 
     def run(case: str) -> tuple[float, float]:
         k = CASES.index(case)

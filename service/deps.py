@@ -8,7 +8,6 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from k2e.jobs.store import JobStore
 from k2e.settings import Settings
 from service.backend import Backend
 
@@ -21,10 +20,5 @@ async def _settings(request: Request) -> Settings:
     return request.app.state.backend.settings
 
 
-async def _store(request: Request) -> JobStore:
-    return request.app.state.backend.store
-
-
 BackendDep = Annotated[Backend, Depends(_backend)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
-StoreDep = Annotated[JobStore, Depends(_store)]

@@ -4,7 +4,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from k2e.settings import get_settings
 from worker.lease import RunControl
 from worker.tfrt import tf
 
@@ -40,10 +39,9 @@ class ProgressHook(tf.compat.v1.train.SessionRunHook):
         control: RunControl,
         every_steps: int,
         every_secs: float = 2.0,
-        min_interval_s: float | None = None,
+        *,
+        min_interval_s: float,
     ) -> None:
-        if min_interval_s is None:
-            min_interval_s = get_settings().progress_min_interval_s
         self._min_interval_s = min_interval_s
         self._report = report
         self._control = control

@@ -14,7 +14,6 @@ from k2e.formats.npz import chunk_rows as npz_chunk_rows
 from k2e.formats.npz import inspect_npz, iter_npz_chunks
 from k2e.formats.tfrecord import is_gzip
 from k2e.schemas import DatasetInfo, TensorInfo
-from k2e.settings import get_settings
 from worker.tfrt import tf
 
 SAMPLE_WEIGHTS = "sample_weights"
@@ -40,29 +39,31 @@ def input_fn_for(
     inputs: list[TensorInfo],
     outputs: list[TensorInfo],
     batching: Batching,
+    limits: ReadLimits,
 ) -> Callable[[], Any]:
     """Features keyed by input name, labels by output name; with weights present, the
     ``{"features", "sample_weights"}`` form the Keras Estimator expects. Training data
-    repeats (``max_steps`` decides when to stop); evaluation data is one pass.
+    repeats (``max_steps`` decides when to stop); evaluation data is one pass. An npz or
+    CSV file is checked against ``limits`` (the worker's settings) before it is read.
 
     Every format streams from its file: nothing dataset-sized enters the graph (where
     ``from_tensor_slices`` would embed arrays as constants, past protobuf's 2 GB limit)
     nor stays in the worker's memory."""
     if info.format == "tfrecord":
         return _tfrecord_input_fn(info, path, inputs, outputs, batching)
-    chunks, count = _chunks(info, path, read_names(info, inputs, outputs))
+    chunks, count = _chunks(info, path, read_names(info, inputs, outputs), limits)
     return _chunked_input_fn(info, chunks, inputs, outputs, batching, count)
 
 
 def first_features(
-    info: DatasetInfo, path: Path, inputs: list[TensorInfo], n: int
+    info: DatasetInfo, path: Path, inputs: list[TensorInfo], n: int, limits: ReadLimits
 ) -> dict[str, np.ndarray] | None:
     """The model inputs of the dataset's first ``n`` examples as the input_fns feed them
     (text as bytes objects, as a session returns it), read without TensorFlow; None for
     a TFRecord file, which only TensorFlow parses."""
     if info.format == "tfrecord":
         return None
-    chunks, _ = _chunks(info, path, [t.name for t in inputs])
+    chunks, _ = _chunks(info, path, [t.name for t in inputs], limits)
     parts: dict[str, list[np.ndarray]] = {t.name: [] for t in inputs}
     have = 0
     iterator = chunks()
@@ -79,13 +80,12 @@ def first_features(
 
 
 def _chunks(
-    info: DatasetInfo, path: Path, names: list[str]
+    info: DatasetInfo, path: Path, names: list[str], limits: ReadLimits
 ) -> tuple[Callable[[], Iterator[dict[str, np.ndarray]]], int]:
     """How to read ``names`` of an npz or CSV file a chunk at a time (each call starts at
     the file's beginning), and about how many chunks there are."""
     # The same bounds the API's inspection kept (inflation, array sizes, CSV columns and
     # fields), checked again before anything is read: the file may have changed since.
-    limits = ReadLimits.from_settings(get_settings())
     if info.format == "npz":
         npz = inspect_npz(path, limits)
         example_bytes = sum(

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from k2e.formats.limits import ReadLimits
 from k2e.jobs.leases import JobLeases
 from k2e.schemas import (
     ConvertRequest,
@@ -223,7 +224,7 @@ class JobPhases:
                 storage = self.files.storage
                 info = storage.dataset_info(section.dataset)
                 path = storage.dataset_file(section.dataset)
-                read = first_features(info, path, self.inputs, MAX_EXAMPLES)
+                read = first_features(info, path, self.inputs, MAX_EXAMPLES, self._read_limits())
                 if read is not None:
                     return read, examples_from
                 input_fn = self._input_fn(section.dataset, Batching(MAX_EXAMPLES, training=False))
@@ -234,7 +235,11 @@ class JobPhases:
         storage = self.files.storage
         info = storage.dataset_info(dataset_id)
         path = storage.dataset_file(dataset_id)
-        return input_fn_for(info, path, self.inputs, self.outputs, batching)
+        return input_fn_for(info, path, self.inputs, self.outputs, batching, self._read_limits())
+
+    def _read_limits(self) -> ReadLimits:
+        # The bounds the API's inspection kept, from this worker's settings.
+        return ReadLimits.from_settings(self.settings)
 
     def _already_exported(self) -> bool:
         # An earlier attempt may have exported and died before finishing: one export per job.
@@ -262,7 +267,12 @@ class JobPhases:
             elif status == JobStatus.cancelling.value:
                 control.cancel_requested.set()
 
-        return ProgressHook(report, control, every_steps=every)
+        return ProgressHook(
+            report,
+            control,
+            every_steps=every,
+            min_interval_s=self.settings.progress_min_interval_s,
+        )
 
 
 def checkpoint_step(path: str | None) -> int:

@@ -1,4 +1,4 @@
-"""Celery tasks: thin wrappers around worker.training and worker.prediction."""
+"""Celery tasks: thin wrappers that hand the job to this process's JobRunner (worker.runner)."""
 
 from typing import Any
 

@@ -186,18 +186,3 @@ def iter_csv_chunks(
             table = []
     if table:
         yield chunk()
-
-
-def load_csv_arrays(
-    path: str | os.PathLike[str], limits: ReadLimits | None = None
-) -> dict[str, np.ndarray]:
-    """The whole CSV as arrays (numeric columns float32, text columns ``str``), shaped as
-    :func:`inspect_csv` reports (which refuses it first if it passes ``limits``)."""
-    summary = inspect_csv(path, limits)
-    chunks = list(iter_csv_chunks(path, summary, limits))
-    return {
-        name: np.concatenate([c[name] for c in chunks]).astype(
-            str if summary.dtypes[name] == "string" else np.float32
-        )
-        for name in summary.arrays
-    }

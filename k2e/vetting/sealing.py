@@ -1,6 +1,6 @@
 """The inspection child after its confinement: it reads the upload and nothing else.
 
-Run as root, the child becomes ``nobody`` before it reads the upload (k2e.vetting.sandbox).
+Run as root, the child becomes ``nobody`` before it reads the upload (k2e.vetting.confinement).
 Whatever it loads after that point must then be readable by ``nobody``, which k2e's own
 files and the Python installation are not when they live under a private folder (a
 checkout in ``mktemp -d``, a venv under ``/root``). So the child loads everything up

@@ -21,7 +21,8 @@ import h5py
 
 from k2e.errors import InvalidUpload, Unavailable
 from k2e.vetting.configs import VetPolicy
-from k2e.vetting.sandbox import SandboxLimits, _reachable_by_anyone, inspect_model_file
+from k2e.vetting.confinement import reachable_by_anyone
+from k2e.vetting.sandbox import SandboxLimits, inspect_model_file
 
 log = logging.getLogger("k2e.vetting.selfcheck")
 
@@ -136,7 +137,7 @@ def sandbox_check(folder: Path, limits: SandboxLimits) -> SandboxCheck:
     call (the API's start), the same one afterwards."""
     # What decides whether the child works: its limits, and whether it drops to nobody
     # (it does when the upload's folder is reachable by other users).
-    reachable = _reachable_by_anyone(str(folder))
+    reachable = reachable_by_anyone(str(folder))
     key = (limits.cpu_seconds, limits.memory_bytes, limits.timeout_s, reachable)
     with _checks_lock:
         if key not in _checks or _checks[key].inconclusive:

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from k2e.formats.limits import ReadLimits
 from k2e.formats.npz import inspect_npz
 from k2e.schemas import DatasetInfo, TensorInfo
 
@@ -37,7 +38,7 @@ def _batches(info: DatasetInfo, path: Path, cache_bytes: int, steps: int) -> tup
     graph = tf.Graph()
     with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
         features, labels = tf.compat.v1.data.make_one_shot_iterator(
-            input_fn_for(info, path, INPUTS, OUTPUTS, batching)()
+            input_fn_for(info, path, INPUTS, OUTPUTS, batching, ReadLimits())()
         ).get_next()
         batches = [session.run((features["x"], labels["y"])) for _ in range(steps)]
         ops = {op.type for op in graph.get_operations()}

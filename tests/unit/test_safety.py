@@ -23,7 +23,8 @@ from k2e.storage import Storage
 from k2e.vetting.configs import VetPolicy, vet_model_config
 from k2e.vetting.h5structure import vet_h5_structure
 from k2e.vetting.keras_archive import inspect_keras
-from k2e.vetting.sandbox import SandboxLimits, _outcome
+from k2e.vetting.runner import outcome
+from k2e.vetting.sandbox import SandboxLimits
 from service.main import create_app
 from tests.auth import admin_client, admin_files
 
@@ -312,13 +313,13 @@ def test_a_reader_that_hangs_or_crashes_is_a_4xx_and_the_api_lives_on(
 def test_a_child_that_dies_while_reading_blames_the_file(returncode: int, match: str) -> None:
     done = subprocess.CompletedProcess([], returncode, b"k2e-sandbox: reading\n", b"")
     with pytest.raises(InvalidUpload, match=match):
-        _outcome(done, SandboxLimits())
+        outcome(done, SandboxLimits())
 
 
 def test_a_child_that_dies_before_reading_is_a_server_error() -> None:
     done = subprocess.CompletedProcess([], 1, b"", b"ModuleNotFoundError: k2e")
     with pytest.raises(Unavailable, match="failed to start.*ModuleNotFoundError"):
-        _outcome(done, SandboxLimits())
+        outcome(done, SandboxLimits())
 
 
 def test_an_inline_model_is_vetted_at_convert(client: TestClient, files: dict[str, Path]) -> None:

@@ -550,7 +550,9 @@ def test_progress_writes_are_throttled_and_cancel_is_still_per_step() -> None:
         tf.compat.v1.add_to_collection(tf.compat.v1.GraphKeys.LOSSES, tf.constant(1.0))
         train_op = tf.compat.v1.assign_add(step, 1)
         # log_step_count_steps: 1 asks for a report every step.
-        hook = ProgressHook(lambda s, _l, _r: reports.append(s), control, every_steps=1)
+        hook = ProgressHook(
+            lambda s, _l, _r: reports.append(s), control, every_steps=1, min_interval_s=0.25
+        )
         with tf.compat.v1.train.MonitoredSession(hooks=[hook]) as session:
             started = time.monotonic()
             runs = 0
@@ -558,7 +560,7 @@ def test_progress_writes_are_throttled_and_cancel_is_still_per_step() -> None:
                 session.run(train_op)
                 runs += 1
             assert runs > 50, "the loop must outpace the throttle for this test to mean much"
-            # At most one write per 0.25 s (the default), plus the first one.
+            # At most one write per 0.25 s (K2E_PROGRESS_MIN_INTERVAL_S's default), plus the first.
             assert 1 <= len(reports) <= 1 + 1.0 / 0.25 + 1, reports
             control.cancel_requested.set()
             session.run(train_op)

@@ -11,7 +11,6 @@ store is not read on every request; revoking a key clears it from the revoking
 process's cache at once, and from every other process's within ``key_cache_s``.
 """
 
-import hashlib
 import hmac
 import time
 from collections.abc import Awaitable, Callable
@@ -22,6 +21,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from k2e.errors import Forbidden, Unauthenticated
+from k2e.tenancy.keys import key_hash
 from k2e.tenancy.models import Caller
 from k2e.tenancy.sessions import Session, SessionStore
 from k2e.tenancy.store import TenantStore
@@ -98,7 +98,7 @@ async def current_session(request: Request) -> Session | None:
 
 async def _session_of(state: Any, token: str) -> Session | None:
     cache: SessionCache = state.session_cache
-    digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+    digest = key_hash(token)
     known, session = cache.get(digest)
     if not known:
         sessions: SessionStore = state.backend.sessions
@@ -143,7 +143,7 @@ async def current_caller(
 
 async def _key_caller(state: Any, key: str) -> Caller | None:
     cache: KeyCache = state.key_cache
-    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+    digest = key_hash(key)
     known, caller = cache.get(digest)
     if not known:
         tenants: TenantStore = state.backend.tenants

@@ -11,10 +11,9 @@ that scope, which another tenant's job never is, a query string) goes on to the 
 which answers as it always did.
 """
 
-import hashlib
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from k2e.tenancy.keys import key_hash
 from service.auth import KeyCache
 from service.auth import scope as caller_scope
 from service.jobcache import JobCache
@@ -48,7 +47,7 @@ def _cached_answer(scope: Scope) -> bytes | None:
         return None
     state = scope["app"].state
     keys: KeyCache = state.key_cache
-    known, caller = keys.get(hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest())
+    known, caller = keys.get(key_hash(key))
     if not known or caller is None:
         return None
     jobs: JobCache = state.job_cache

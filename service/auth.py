@@ -25,8 +25,8 @@ from k2e.tenancy.keys import key_hash
 from k2e.tenancy.models import Caller
 from k2e.tenancy.sessions import Session, SessionStore
 from k2e.tenancy.store import TenantStore
+from service.ttlcache import TtlCache
 
-MAX_ENTRIES = 10_000
 SESSION_COOKIE = "k2e_session"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -34,58 +34,21 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`")
 
 
-class KeyCache:
-    """Key hash -> (caller or None, expiry), bounded; negative answers are cached too, so
-    guessing keys costs the store nothing more than a valid key does."""
-
-    def __init__(self, ttl_s: float) -> None:
-        self.ttl_s = ttl_s
-        self._entries: dict[str, tuple[Caller | None, float]] = {}
-
-    def get(self, digest: str) -> tuple[bool, Caller | None]:
-        entry = self._entries.get(digest)
-        if entry is None or entry[1] < time.monotonic():
-            return False, None
-        return True, entry[0]
-
-    def put(self, digest: str, caller: Caller | None) -> None:
-        if len(self._entries) >= MAX_ENTRIES:
-            self._entries.clear()
-        self._entries[digest] = (caller, time.monotonic() + self.ttl_s)
+class KeyCache(TtlCache[Caller]):
+    """Key hash -> the caller it names, or None (unknown or revoked)."""
 
     def forget_key(self, key_id: str) -> None:
-        for digest, (caller, _) in list(self._entries.items()):
-            if caller is not None and caller.key_id == key_id:
-                self._entries.pop(digest, None)
+        """Forget the caller of a revoked key."""
+        self.forget_where(lambda caller: caller.key_id == key_id)
 
 
-class SessionCache:
-    """Cookie hash -> (session or None, expiry): the same bound as ``KeyCache``. Signing
-    out forgets the entry in this process at once."""
-
-    def __init__(self, ttl_s: float) -> None:
-        self.ttl_s = ttl_s
-        self._entries: dict[str, tuple[Session | None, float]] = {}
-
-    def get(self, digest: str) -> tuple[bool, Session | None]:
-        entry = self._entries.get(digest)
-        if entry is None or entry[1] < time.monotonic():
-            return False, None
-        return True, entry[0]
-
-    def put(self, digest: str, session: Session | None) -> None:
-        if len(self._entries) >= MAX_ENTRIES:
-            self._entries.clear()
-        self._entries[digest] = (session, time.monotonic() + self.ttl_s)
-
-    def forget(self, digest: str) -> None:
-        self._entries.pop(digest, None)
+class SessionCache(TtlCache[Session]):
+    """Cookie hash -> the session it names, or None. Signing out forgets the entry in
+    this process at once (``forget``)."""
 
     def forget_keys(self, key_ids: set[str]) -> None:
         """Forget the sessions opened with these keys (their tenant was deleted)."""
-        for digest, (session, _) in list(self._entries.items()):
-            if session is not None and session.caller.key_id in key_ids:
-                self._entries.pop(digest, None)
+        self.forget_where(lambda session: session.caller.key_id in key_ids)
 
 
 async def current_session(request: Request) -> Session | None:

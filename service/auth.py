@@ -18,7 +18,9 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
+from starlette.requests import HTTPConnection
 
 from k2e.errors import Forbidden, Unauthenticated
 from k2e.tenancy.keys import key_hash
@@ -30,8 +32,29 @@ from service.ttlcache import TtlCache
 SESSION_COOKIE = "k2e_session"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-# Declares the scheme in the OpenAPI spec; k2e answers a missing key itself (401).
-_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`")
+
+
+def bearer_key(authorization: str | None) -> str | None:
+    """The key an ``Authorization`` header value carries: ``Bearer <key>`` (the scheme in
+    any case, the key stripped), or None (no header, another scheme, no key). The one
+    reading of the header: the routes' (``current_caller``) and service/fastpath.py's."""
+    scheme, key = get_authorization_scheme_param(authorization)
+    return key if scheme.lower() == "bearer" and key else None
+
+
+class _BearerKey(HTTPBearer):
+    """Declares the scheme in the OpenAPI spec (as ``HTTPBearer``) and reads the key with
+    ``bearer_key``; k2e answers a missing key itself (401)."""
+
+    async def __call__(self, request: HTTPConnection) -> str | None:  # type: ignore[override]
+        return bearer_key(request.headers.get("Authorization"))
+
+
+_bearer = _BearerKey(
+    auto_error=False,
+    scheme_name="HTTPBearer",
+    description="An API key: `Authorization: Bearer <key>`",
+)
 
 
 class KeyCache(TtlCache[Caller]):
@@ -90,15 +113,11 @@ def session_caller(request: Request, session: Session | None) -> Caller:
     return session.caller
 
 
-async def current_caller(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Caller:
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        request.state.credential = None
+async def current_caller(request: Request, key: Annotated[str | None, Depends(_bearer)]) -> Caller:
+    request.state.credential = key
+    if key is None:
         return session_caller(request, await current_session(request))
-    request.state.credential = credentials.credentials
-    caller = await _key_caller(request.app.state, credentials.credentials)
+    caller = await _key_caller(request.app.state, key)
     if caller is None:
         raise Unauthenticated("the API key is not valid (unknown, mistyped or revoked)")
     return caller

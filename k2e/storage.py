@@ -9,6 +9,7 @@ per tenant in it, so that every path a spec names resolves inside its tenant's f
 <model_dir>/export/<version>/                        finished SavedModels
 """
 
+import hashlib
 import json
 import os
 import re
@@ -27,6 +28,18 @@ _ID = re.compile(r"[0-9a-f]{32}")
 _CKPT_INDEX = re.compile(r"model\.ckpt-([0-9]+)\.index")
 EXPORT_DIR = "export"
 EXPORT_STAGING_DIR = "export-staging"
+_HASH_CHUNK = 1024 * 1024
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 (hex) of a file's bytes, read in 1 MiB chunks: the digest an upload's
+    info records (POST /models, /datasets), a submission's request hash covers, and a
+    worker compares before it trusts a stored inspection (k2e.vetting.stored)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def new_id() -> str:

@@ -11,7 +11,6 @@ store is not read on every request; revoking a key clears it from the revoking
 process's cache at once, and from every other process's within ``key_cache_s``.
 """
 
-import hashlib
 import hmac
 import time
 from collections.abc import Awaitable, Callable
@@ -19,73 +18,60 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
+from starlette.requests import HTTPConnection
 
 from k2e.errors import Forbidden, Unauthenticated
+from k2e.tenancy.keys import key_hash
 from k2e.tenancy.models import Caller
 from k2e.tenancy.sessions import Session, SessionStore
 from k2e.tenancy.store import TenantStore
+from service.ttlcache import TtlCache
 
-MAX_ENTRIES = 10_000
 SESSION_COOKIE = "k2e_session"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-# Declares the scheme in the OpenAPI spec; k2e answers a missing key itself (401).
-_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`")
 
 
-class KeyCache:
-    """Key hash -> (caller or None, expiry), bounded; negative answers are cached too, so
-    guessing keys costs the store nothing more than a valid key does."""
+def bearer_key(authorization: str | None) -> str | None:
+    """The key an ``Authorization`` header value carries: ``Bearer <key>`` (the scheme in
+    any case, the key stripped), or None (no header, another scheme, no key). The one
+    reading of the header: the routes' (``current_caller``) and service/fastpath.py's."""
+    scheme, key = get_authorization_scheme_param(authorization)
+    return key if scheme.lower() == "bearer" and key else None
 
-    def __init__(self, ttl_s: float) -> None:
-        self.ttl_s = ttl_s
-        self._entries: dict[str, tuple[Caller | None, float]] = {}
 
-    def get(self, digest: str) -> tuple[bool, Caller | None]:
-        entry = self._entries.get(digest)
-        if entry is None or entry[1] < time.monotonic():
-            return False, None
-        return True, entry[0]
+class _BearerKey(HTTPBearer):
+    """Declares the scheme in the OpenAPI spec (as ``HTTPBearer``) and reads the key with
+    ``bearer_key``; k2e answers a missing key itself (401)."""
 
-    def put(self, digest: str, caller: Caller | None) -> None:
-        if len(self._entries) >= MAX_ENTRIES:
-            self._entries.clear()
-        self._entries[digest] = (caller, time.monotonic() + self.ttl_s)
+    async def __call__(self, request: HTTPConnection) -> str | None:  # type: ignore[override]
+        return bearer_key(request.headers.get("Authorization"))
+
+
+_bearer = _BearerKey(
+    auto_error=False,
+    scheme_name="HTTPBearer",
+    description="An API key: `Authorization: Bearer <key>`",
+)
+
+
+class KeyCache(TtlCache[Caller]):
+    """Key hash -> the caller it names, or None (unknown or revoked)."""
 
     def forget_key(self, key_id: str) -> None:
-        for digest, (caller, _) in list(self._entries.items()):
-            if caller is not None and caller.key_id == key_id:
-                self._entries.pop(digest, None)
+        """Forget the caller of a revoked key."""
+        self.forget_where(lambda caller: caller.key_id == key_id)
 
 
-class SessionCache:
-    """Cookie hash -> (session or None, expiry): the same bound as ``KeyCache``. Signing
-    out forgets the entry in this process at once."""
-
-    def __init__(self, ttl_s: float) -> None:
-        self.ttl_s = ttl_s
-        self._entries: dict[str, tuple[Session | None, float]] = {}
-
-    def get(self, digest: str) -> tuple[bool, Session | None]:
-        entry = self._entries.get(digest)
-        if entry is None or entry[1] < time.monotonic():
-            return False, None
-        return True, entry[0]
-
-    def put(self, digest: str, session: Session | None) -> None:
-        if len(self._entries) >= MAX_ENTRIES:
-            self._entries.clear()
-        self._entries[digest] = (session, time.monotonic() + self.ttl_s)
-
-    def forget(self, digest: str) -> None:
-        self._entries.pop(digest, None)
+class SessionCache(TtlCache[Session]):
+    """Cookie hash -> the session it names, or None. Signing out forgets the entry in
+    this process at once (``forget``)."""
 
     def forget_keys(self, key_ids: set[str]) -> None:
         """Forget the sessions opened with these keys (their tenant was deleted)."""
-        for digest, (session, _) in list(self._entries.items()):
-            if session is not None and session.caller.key_id in key_ids:
-                self._entries.pop(digest, None)
+        self.forget_where(lambda session: session.caller.key_id in key_ids)
 
 
 async def current_session(request: Request) -> Session | None:
@@ -98,7 +84,7 @@ async def current_session(request: Request) -> Session | None:
 
 async def _session_of(state: Any, token: str) -> Session | None:
     cache: SessionCache = state.session_cache
-    digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+    digest = key_hash(token)
     known, session = cache.get(digest)
     if not known:
         sessions: SessionStore = state.backend.sessions
@@ -127,15 +113,11 @@ def session_caller(request: Request, session: Session | None) -> Caller:
     return session.caller
 
 
-async def current_caller(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Caller:
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        request.state.credential = None
+async def current_caller(request: Request, key: Annotated[str | None, Depends(_bearer)]) -> Caller:
+    request.state.credential = key
+    if key is None:
         return session_caller(request, await current_session(request))
-    request.state.credential = credentials.credentials
-    caller = await _key_caller(request.app.state, credentials.credentials)
+    caller = await _key_caller(request.app.state, key)
     if caller is None:
         raise Unauthenticated("the API key is not valid (unknown, mistyped or revoked)")
     return caller
@@ -143,7 +125,7 @@ async def current_caller(
 
 async def _key_caller(state: Any, key: str) -> Caller | None:
     cache: KeyCache = state.key_cache
-    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+    digest = key_hash(key)
     known, caller = cache.get(digest)
     if not known:
         tenants: TenantStore = state.backend.tenants

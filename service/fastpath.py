@@ -11,11 +11,10 @@ that scope, which another tenant's job never is, a query string) goes on to the 
 which answers as it always did.
 """
 
-import hashlib
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.auth import KeyCache
+from k2e.tenancy.keys import key_hash
+from service.auth import KeyCache, bearer_key
 from service.auth import scope as caller_scope
 from service.jobcache import JobCache
 
@@ -43,12 +42,12 @@ def _cached_answer(scope: Scope) -> bytes | None:
     job_id = path[len(_PREFIX) :]
     if not job_id or "/" in job_id:
         return None
-    key = _bearer_key(scope)
+    key = bearer_key(_authorization(scope))
     if key is None:
         return None
     state = scope["app"].state
     keys: KeyCache = state.key_cache
-    known, caller = keys.get(hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest())
+    known, caller = keys.get(key_hash(key))
     if not known or caller is None:
         return None
     jobs: JobCache = state.job_cache
@@ -56,13 +55,11 @@ def _cached_answer(scope: Scope) -> bytes | None:
     return jobs.fresh(caller_scope(caller), job_id)
 
 
-def _bearer_key(scope: Scope) -> str | None:
+def _authorization(scope: Scope) -> str | None:
+    """The first ``Authorization`` header, as the route's ``request.headers`` reads it."""
     for name, value in scope["headers"]:
         if name == b"authorization":
-            # Split as the route's HTTPBearer does, so that both see the same key.
-            scheme, _, key = value.decode("latin-1").partition(" ")
-            key = key.strip()
-            return key if scheme.lower() == "bearer" and key else None
+            return value.decode("latin-1")
     return None
 
 

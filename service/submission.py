@@ -29,11 +29,11 @@ from k2e.jobs.store import JobStore, NewJob
 from k2e.schemas import ConvertRequest, Job
 from k2e.spec.checks import check_spec
 from k2e.spec.numbers import may_hold_unusable, unusable_numbers
-from k2e.storage import Storage, is_upload_id
+from k2e.storage import Storage, file_sha256, is_upload_id
 from k2e.tenancy.quota import JobQuotaReached
 from service.backend import Backend
 from service.multipart import ReceivedFile
-from service.uploads import delete_upload, sha256_of, store_dataset, store_model
+from service.uploads import delete_upload, store_dataset, store_model
 
 
 class Replayed(Exception):
@@ -144,7 +144,7 @@ def accept(
     (``model``, ``train_data``, ``eval_data``) already on the storage volume."""
     if not isinstance(raw, dict):
         parse_spec(raw)
-    file_hashes = {field: sha256_of(received.path) for field, received in files.items()}
+    file_hashes = {field: file_sha256(received.path) for field, received in files.items()}
     body_hash = request_hash(raw, file_hashes)
     # Keys are per tenant: the same key from two tenants names two jobs.
     key = tenant_key(tenant, idempotency_key)

@@ -3,11 +3,9 @@
 A refused file is removed; a kept one is moved into place with its info.json last.
 """
 
-import hashlib
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
@@ -16,7 +14,7 @@ from k2e.catalog import Kind
 from k2e.errors import InvalidUpload
 from k2e.formats.limits import ReadLimits
 from k2e.schemas import DatasetInfo, ModelInfo
-from k2e.storage import new_id
+from k2e.storage import file_sha256, new_id
 from k2e.vetting.sandbox import (
     SandboxLimits,
     inspect_dataset_file,
@@ -38,14 +36,6 @@ DATASET_SUFFIXES = {
     ".tfrecord.gz": "tfrecord",
     ".tfrecords.gz": "tfrecord",
 }
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 async def receive_one(request: Request, backend: Backend, tenant: str) -> ReceivedFile:
@@ -106,7 +96,7 @@ def store_model(received: ReceivedFile, backend: Backend, tenant: str) -> ModelI
                 outputs=summary.summary.outputs,
                 compiled=summary.compiled,
                 metric_names=summary.metric_names,
-                sha256=sha256_of(received.path),
+                sha256=file_sha256(received.path),
                 size=received.size,
                 model_class=summary.summary.model_class,
                 custom_names=summary.custom_names,
@@ -151,7 +141,7 @@ def store_dataset(received: ReceivedFile, backend: Backend, tenant: str) -> Data
                 num_examples=summary.num_examples,
                 arrays=summary.arrays,
                 dtypes=summary.dtypes,
-                sha256=sha256_of(received.path),
+                sha256=file_sha256(received.path),
                 size=received.size,
             )
             keep(backend, tenant, "dataset", info, received, reservation)

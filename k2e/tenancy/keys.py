@@ -19,6 +19,10 @@ def new_key() -> str:
 
 
 def key_hash(key: str) -> str:
+    """The stored form of a secret k2e hands out, an API key or a dashboard session's
+    cookie token (k2e.tenancy.sessions): the SHA-256 (hex) of its UTF-8 bytes, lone
+    surrogates kept so that any string hashes. The stores keep only this, and the API's
+    caches (service/auth.py) are keyed by it."""
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 

@@ -8,7 +8,6 @@ or when its key is revoked.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,6 +16,7 @@ from sqlalchemy import Engine, delete, insert, select, update
 
 from k2e.db import aware, utcnow
 from k2e.tables import api_keys, sessions
+from k2e.tenancy.keys import key_hash
 from k2e.tenancy.models import Caller
 
 # Cookie secrets are 256-bit URL-safe tokens; anything else is not looked up.
@@ -36,10 +36,6 @@ class OpenedSession:
     session: Session
 
 
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
-
-
 class SessionStore:
     def __init__(self, engine: Engine, ttl_s: float) -> None:
         self.engine = engine
@@ -56,7 +52,7 @@ class SessionStore:
             conn.execute(delete(sessions).where(sessions.c.expires_at < now))
             conn.execute(
                 insert(sessions).values(
-                    token_hash=token_hash(token),
+                    token_hash=key_hash(token),
                     key_id=caller.key_id,
                     csrf_token=csrf,
                     created_at=now,
@@ -73,7 +69,7 @@ class SessionStore:
         query = (
             select(sessions, api_keys.c.tenant, api_keys.c.role, api_keys.c.revoked_at.label("kr"))
             .join(api_keys, api_keys.c.id == sessions.c.key_id)
-            .where(sessions.c.token_hash == token_hash(token))
+            .where(sessions.c.token_hash == key_hash(token))
         )
         with self.engine.connect() as conn:
             row = conn.execute(query).mappings().first()
@@ -89,6 +85,6 @@ class SessionStore:
         with self.engine.begin() as conn:
             conn.execute(
                 update(sessions)
-                .where(sessions.c.token_hash == token_hash(token), sessions.c.revoked_at.is_(None))
+                .where(sessions.c.token_hash == key_hash(token), sessions.c.revoked_at.is_(None))
                 .values(revoked_at=utcnow())
             )

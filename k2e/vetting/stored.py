@@ -8,22 +8,12 @@ sandbox vetted, so its stored inspection describes it. The stored configs are ve
 again in-process (cheap, pure Python) because ``summary.json`` lives on the volume too.
 """
 
-import hashlib
 from pathlib import Path
 
 from k2e.errors import InvalidUpload
+from k2e.storage import file_sha256
 from k2e.vetting.configs import VetPolicy, vet_model_config
 from k2e.vetting.inspection import H5Summary
-
-_CHUNK = 4 * 1024 * 1024
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def verified_inspection(

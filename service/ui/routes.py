@@ -5,7 +5,6 @@ Every page is the same small HTML shell; the ES modules under ``static/`` draw i
 API's JSON. A job page of a job the signed-in caller cannot see answers 404 outright.
 """
 
-import hashlib
 import html
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +16,7 @@ from fastapi.responses import FileResponse, HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from k2e.errors import NotFound, Unauthenticated
+from k2e.tenancy.keys import key_hash
 from k2e.tenancy.models import Caller, Role
 from k2e.tenancy.sessions import Session
 from service.auth import (
@@ -171,7 +171,7 @@ async def sign_out(
     token = request.cookies[SESSION_COOKIE]
     await run_in_threadpool(backend.sessions.revoke, token)
     cache: SessionCache = request.app.state.session_cache
-    cache.forget(hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest())
+    cache.forget(key_hash(token))
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
     return response

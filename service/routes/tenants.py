@@ -142,6 +142,9 @@ def list_keys(backend: BackendDep, _: AdminDep) -> list[ApiKey]:
 )
 def revoke_key(key_id: str, request: Request, backend: BackendDep, _: AdminDep) -> Response:
     revoked = backend.tenants.revoke_key(key_id[:32])
-    cache: KeyCache = request.app.state.key_cache
-    cache.forget_key(revoked.id)
+    # The key and the dashboard sessions opened with it stop working here at once.
+    key_cache: KeyCache = request.app.state.key_cache
+    session_cache: SessionCache = request.app.state.session_cache
+    key_cache.forget_key(revoked.id)
+    session_cache.forget_keys({revoked.id})
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -180,3 +180,24 @@ def test_sign_in_sets_the_lifetime_and_a_cached_session_ends_on_time(
         refused = short.get("/jobs")
         assert refused.status_code == 401
         assert "expired" in refused.json()["detail"]
+
+
+def test_revoking_the_key_ends_its_cached_sessions_at_once(
+    tmp_path_factory: pytest.TempPathFactory, redis_server
+) -> None:
+    """With lookups cached, the revoking process forgets the key's sessions as well as the
+    key: its dashboard cookie is refused at once, not after K2E_KEY_CACHE_S."""
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("cached-sessions"),
+        redis_url=redis_server.url,
+        admin_key=TEST_ADMIN_KEY,
+        key_cache_s=60,
+    )
+    app = create_app(settings)
+    with admin_client(app) as admin:
+        key = new_tenant(admin, "cached")
+        client, _ = _sign_in(app, key)
+        assert client.get("/tenants/me").status_code == 200  # the session is now cached
+        key_id = next(k["id"] for k in admin.get("/keys").json() if k["tenant"] == "cached")
+        assert admin.delete(f"/keys/{key_id}").status_code == 204
+        assert client.get("/tenants/me").status_code == 401

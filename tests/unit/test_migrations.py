@@ -10,7 +10,6 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import sqlalchemy
@@ -21,6 +20,7 @@ from sqlalchemy import insert, inspect, text
 
 from k2e import migrations
 from k2e.jobs.leases import JobLeases
+from k2e.migrations import baseline
 from k2e.schemas import JobStatus
 from k2e.tables import metadata
 from k2e.tenancy import keys
@@ -34,8 +34,11 @@ HEAD = ScriptDirectory(str(migrations.HERE)).get_current_head()
 SECRET = "k2e_" + "a" * 40
 
 
-def previous_release_tables(tmp_path: Path) -> ModuleType:
-    """k2e/tables.py as the previous release shipped it, loaded as a module."""
+def previous_release_metadata(tmp_path: Path) -> sqlalchemy.MetaData:
+    """k2e/tables.py as the previous release shipped it (its ``metadata``), loaded from git;
+    in a checkout without that commit (a shallow clone), the frozen copy the baseline
+    revision creates, which test_the_baseline_is_the_previous_release_schema checks
+    against git wherever the history is there."""
     shown = subprocess.run(
         ["git", "show", f"{PREVIOUS_RELEASE}:k2e/tables.py"],
         cwd=REPO,
@@ -44,7 +47,7 @@ def previous_release_tables(tmp_path: Path) -> ModuleType:
         check=False,
     )
     if shown.returncode != 0:  # pragma: no cover - a checkout without history
-        pytest.skip(f"git cannot show {PREVIOUS_RELEASE}: {shown.stderr.strip()}")
+        return baseline.metadata
     path = tmp_path / "tables_796de42.py"
     path.write_text(shown.stdout)
     spec = importlib.util.spec_from_file_location("tables_796de42", path)
@@ -53,7 +56,7 @@ def previous_release_tables(tmp_path: Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     sys.modules.pop(spec.name, None)
     spec.loader.exec_module(module)
-    return module
+    return module.metadata
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -65,13 +68,13 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
             yield pg
 
 
-def start_previous_release(url: str, old: ModuleType) -> sqlalchemy.Engine:
+def start_previous_release(url: str, old: sqlalchemy.MetaData) -> sqlalchemy.Engine:
     """What the previous release's start did to a new store: create_all, then a unique
     index per unique column."""
     engine = sqlalchemy.create_engine(url)
-    old.metadata.create_all(engine)
+    old.create_all(engine)
     with engine.begin() as conn:
-        for table in old.metadata.sorted_tables:
+        for table in old.sorted_tables:
             for column in table.columns:
                 if column.unique:
                     conn.execute(
@@ -83,7 +86,7 @@ def start_previous_release(url: str, old: ModuleType) -> sqlalchemy.Engine:
     return engine
 
 
-def write_previous_release_rows(engine: sqlalchemy.Engine, old: ModuleType) -> None:
+def write_previous_release_rows(engine: sqlalchemy.Engine, old: sqlalchemy.MetaData) -> None:
     """A tenant, its key, a running job with log events, and a job that failed before the
     event stream had "end" events; events interleaved, as their global seq ordered them."""
     t0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -102,9 +105,11 @@ def write_previous_release_rows(engine: sqlalchemy.Engine, old: ModuleType) -> N
         "dispatched_at": t0,
     }
     with engine.begin() as conn:
-        conn.execute(insert(old.tenants).values(name="acme", created_at=t0, quotas={}))
         conn.execute(
-            insert(old.api_keys).values(
+            insert(old.tables["k2e_tenants"]).values(name="acme", created_at=t0, quotas={})
+        )
+        conn.execute(
+            insert(old.tables["k2e_api_keys"]).values(
                 id=keys.key_id(SECRET),
                 key_hash=keys.key_hash(SECRET),
                 tenant="acme",
@@ -113,13 +118,13 @@ def write_previous_release_rows(engine: sqlalchemy.Engine, old: ModuleType) -> N
                 created_at=t0,
             )
         )
-        conn.execute(insert(old.jobs).values(id="run-1", **job))
+        conn.execute(insert(old.tables["k2e_jobs"]).values(id="run-1", **job))
         failed = job | {"status": "failed", "finished_at": t0 + timedelta(seconds=5)}
-        conn.execute(insert(old.jobs).values(id="fail-1", **failed))
+        conn.execute(insert(old.tables["k2e_jobs"]).values(id="fail-1", **failed))
         for n in range(3):
             for job_id in ("run-1", "fail-1"):
                 conn.execute(
-                    insert(old.events).values(
+                    insert(old.tables["k2e_job_events"]).values(
                         job_id=job_id, at=t0, kind="log", message=f"{job_id} {n}"
                     )
                 )
@@ -133,7 +138,7 @@ def version(engine: sqlalchemy.Engine) -> str | None:
 def test_a_previous_release_store_keeps_its_rows_and_is_migrated_to_head(
     url: str, tmp_path: Path
 ) -> None:
-    old = previous_release_tables(tmp_path)
+    old = previous_release_metadata(tmp_path)
     old_engine = start_previous_release(url, old)
     write_previous_release_rows(old_engine, old)
     assert "alembic_version" not in inspect(old_engine).get_table_names()
@@ -227,3 +232,15 @@ def test_a_table_change_without_a_revision_is_found(url: str) -> None:
         diff = compare_metadata(MigrationContext.configure(conn), changed)
     assert [d[0] for d in diff] == ["add_column"]
     store.engine.dispose()
+
+
+def test_the_baseline_is_the_previous_release_schema(url: str, tmp_path: Path) -> None:
+    """Revision 0001 (baseline.py) creates exactly what the previous release created."""
+    old = previous_release_metadata(tmp_path)
+    if old is baseline.metadata:  # pragma: no cover - a checkout without history
+        pytest.skip(f"git cannot show {PREVIOUS_RELEASE}")
+    engine = sqlalchemy.create_engine(url)
+    old.create_all(engine)
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), baseline.metadata) == []
+    engine.dispose()

@@ -5,9 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
-
-from k2e.tables import metadata
+from sqlalchemy import Engine, create_engine, event
 
 
 def utcnow() -> datetime:
@@ -38,26 +36,7 @@ def make_engine(url: str) -> Engine:
 
 
 def create_schema(engine: Engine) -> None:
-    """Create the tables, and add columns a newer k2e introduced to older ones.
+    """Bring the store's schema to head: Alembic revisions in k2e/migrations."""
+    from k2e import migrations  # Alembic loads only where the schema is upgraded
 
-    k2e only ever adds nullable columns, so this is the whole migration story.
-    """
-    metadata.create_all(engine)
-    existing = inspect(engine)
-    with engine.begin() as conn:
-        for table in metadata.sorted_tables:
-            have = {c["name"] for c in existing.get_columns(table.name)}
-            for column in table.columns:
-                if column.name not in have:
-                    kind = column.type.compile(dialect=engine.dialect)
-                    conn.execute(
-                        text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
-                    )
-                if column.unique:
-                    # An added column has no constraint yet; a unique index does the job.
-                    conn.execute(
-                        text(
-                            f"CREATE UNIQUE INDEX IF NOT EXISTS "
-                            f'uq_{table.name}_{column.name} ON {table.name} ("{column.name}")'
-                        )
-                    )
+    migrations.upgrade(engine)

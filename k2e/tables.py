@@ -68,7 +68,7 @@ events = Table(
     Column("seq", Integer, primary_key=True, autoincrement=True),
     Column("job_id", String(64), nullable=False, index=True),
     # The event's number within its job, 1, 2, ...: its id on the stream, its `seq` in the
-    # log. NULL only in rows older than it, until the store's schema upkeep numbers them.
+    # log. NULL only in rows older than it, until migration 0002 numbers them.
     Column("num", Integer),
     Column("at", DateTime(timezone=True), nullable=False),
     # A status name, "log", or what only GET /jobs/{id}/events shows: "progress", "loss",

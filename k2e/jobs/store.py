@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, exists, func, insert, literal, or_, select, text, update
-from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from k2e.cursors import CursorCodec
@@ -24,7 +24,6 @@ from k2e.jobs.events import END, STREAM_ONLY, EventNotifier
 from k2e.jobs.rows import BY_ID, BY_ID_AND_TENANT, TERMINAL_VALUES, add_event, to_job
 from k2e.schemas import Job, JobPage, JobStatus
 from k2e.tables import events, jobs
-from k2e.tenancy.models import DEFAULT_TENANT
 from k2e.tenancy.quota import hold_job_slot
 
 MAX_PAGE = 200
@@ -67,34 +66,9 @@ class JobStore:
             self.notifier.notify(job_id)
 
     def create_schema(self) -> None:
+        """Bring the store's schema to head (k2e.migrations): tables, columns, and the
+        one-time fix-ups of rows older releases wrote."""
         create_schema(self.engine)
-        with self.engine.begin() as conn:
-            # Jobs that ended before the event stream existed get their "end" event.
-            conn.execute(
-                insert(events).from_select(
-                    ["job_id", "at", "kind", "message"],
-                    select(
-                        jobs.c.id,
-                        func.coalesce(jobs.c.finished_at, jobs.c.updated_at),
-                        literal(END),
-                        literal(""),
-                    ).where(
-                        jobs.c.status.in_(TERMINAL_VALUES),
-                        ~exists().where(events.c.job_id == jobs.c.id, events.c.kind == END),
-                    ),
-                )
-            )
-            _number_old_events(conn)
-            # Rows from before tenancy: the default tenant's, already handed to the broker.
-            conn.execute(update(jobs).where(jobs.c.tenant.is_(None)).values(tenant=DEFAULT_TENANT))
-            conn.execute(
-                update(jobs)
-                .where(jobs.c.uploads.is_(None))
-                .values(
-                    dispatched_at=func.coalesce(jobs.c.dispatched_at, jobs.c.created_at),
-                    uploads="",
-                )
-            )
 
     def ping(self) -> None:
         with self.engine.connect() as conn:
@@ -345,30 +319,3 @@ class JobStore:
 
     def export_path(self, job_id: str) -> str | None:
         return self._row(job_id)["export_path"]
-
-
-def _number_old_events(conn: Connection) -> None:
-    """Number the events written before events were numbered per job (in the order they
-    were written), and record each such job's newest number."""
-    old = select(events.c.job_id).where(events.c.num.is_(None)).distinct()
-    if conn.execute(old.limit(1)).first() is None:
-        return
-    ordinal = (
-        select(
-            events.c.seq.label("s"),
-            func.row_number().over(partition_by=events.c.job_id, order_by=events.c.seq).label("n"),
-        )
-        .where(events.c.job_id.in_(old))
-        .subquery()
-    )
-    conn.execute(
-        update(events)
-        .where(events.c.seq == ordinal.c.s, events.c.num.is_(None))
-        .values(num=ordinal.c.n)
-    )
-    newest = select(func.max(events.c.num)).where(events.c.job_id == jobs.c.id).scalar_subquery()
-    conn.execute(
-        update(jobs)
-        .where(or_(jobs.c.events_num.is_(None), jobs.c.events_num < newest))
-        .values(events_num=newest)
-    )

@@ -289,6 +289,7 @@ def test_a_store_from_before_reservations_keeps_counting_its_uploads(
     engine = sqlalchemy.create_engine(settings.sqlalchemy_url)
     with engine.begin() as conn:
         conn.execute(sqlalchemy.text("DROP TABLE k2e_upload_reservations"))
+        conn.execute(sqlalchemy.text("DROP TABLE alembic_version"))  # from before migrations
     engine.dispose()
     with admin_client(create_app(settings)) as client:
         assert client.get("/tenants/me", headers=bearer(key)).json()["usage"][

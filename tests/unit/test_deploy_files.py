@@ -8,6 +8,8 @@ import fnmatch
 import json
 import re
 import shlex
+import subprocess
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,7 @@ from pydantic import AliasChoices
 
 from k2e.launcher import stack as launcher
 from k2e.settings import Settings
+from service.main import create_app
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -393,6 +396,25 @@ def test_pyproject_worker_extra_pins_tensorflow(pyproject: dict[str, Any]) -> No
     assert "tensorflow-cpu==2.15.1" in extra
     assert "tensorflow-estimator==2.15.0" in extra
     assert not any(d.startswith("tensorflow") for d in pyproject["project"]["dependencies"])
+
+
+def test_the_api_the_command_and_the_spec_state_pyprojects_version(
+    pyproject: dict[str, Any], tmp_path: Path
+) -> None:
+    version = pyproject["project"]["version"]
+    spec = json.loads((ROOT / "openapi" / "openapi.json").read_text())
+    assert spec["info"]["version"] == version
+    app = create_app(Settings(redis_url="redis://127.0.0.1:1/0", data_dir=tmp_path))
+    assert app.openapi()["info"]["version"] == version
+    done = subprocess.run(
+        [sys.executable, "-m", "k2e.cli", "--version"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"k2e {version}"
 
 
 def _requirement(line: str) -> str:

@@ -5,7 +5,7 @@
 #   docker build --target worker     -t k2e-worker .      Celery worker, tensorflow-cpu, queue "cpu"
 #   docker build --target worker-gpu -t k2e-worker-gpu .  Celery worker, CUDA TensorFlow, queue "gpu"
 # Without --target the last stage (the CPU worker) is built.
-# docker-compose.yml builds all three; the commands match launcher/stack.py.
+# docker-compose.yml builds all three; the commands match k2e/launcher/stack.py.
 
 # The GPU worker starts from TensorFlow's CUDA image (Python 3.11, CUDA/cuDNN for TF 2.15).
 ARG GPU_BASE=tensorflow/tensorflow:2.15.0-gpu
@@ -36,8 +36,8 @@ COPY worker/ worker/
 # ---------------------------------------------------------------------------
 FROM base AS api
 
-# Base dependencies only: the API never imports TensorFlow.
-RUN pip install . && rm -rf build ./*.egg-info
+# The server extra: the API never imports TensorFlow.
+RUN pip install '.[server]' && rm -rf build ./*.egg-info
 
 USER k2e
 EXPOSE 8000
@@ -56,7 +56,8 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_ROOT_USER_ACTION=ignore \
     K2E_DATA_DIR=/data
 
-# k2e requires Python 3.11 (pyproject: >=3.11,<3.12); fail the build early if GPU_BASE differs.
+# k2e's worker requires Python 3.11 (TensorFlow 2.15; pyproject's worker extra); fail the
+# build early if GPU_BASE differs.
 RUN python3 -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version'
 
 RUN groupadd --system --gid 10001 k2e \
@@ -70,9 +71,10 @@ COPY k2e/ k2e/
 COPY service/ service/
 COPY worker/ worker/
 
-# Not the `worker` extra: that pins tensorflow-cpu. The CUDA build of the same
-# release goes in instead, with the same estimator pin.
-RUN python3 -m pip install . tensorflow==2.15.1 tensorflow-estimator==2.15.0 \
+# Not the `worker` extra: that pins tensorflow-cpu. The server extra brings the core's
+# stores and readers (a superset of what the worker extra lists besides TensorFlow), and the
+# CUDA build of the same release goes in, with the same estimator pin.
+RUN python3 -m pip install '.[server]' tensorflow==2.15.1 tensorflow-estimator==2.15.0 \
  && rm -rf build ./*.egg-info
 
 USER k2e
@@ -83,7 +85,8 @@ CMD ["python3", "-m", "celery", "-A", "worker.app", "worker", "-Q", "gpu", "--co
 # ---------------------------------------------------------------------------
 FROM base AS worker
 
-# Base dependencies plus tensorflow-cpu and tensorflow-estimator (pyproject's `worker` extra).
+# pyproject's `worker` extra: the core's stores and readers, tensorflow-cpu and
+# tensorflow-estimator (no FastAPI).
 RUN pip install '.[worker]' && rm -rf build ./*.egg-info
 
 USER k2e

@@ -8,13 +8,14 @@ STAMP := $(VENV)/.k2e-installed
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -c 'import sys; assert sys.version_info[:2] == (3, 11), "k2e needs Python 3.11 (TensorFlow 2.15)"'
+	@$(PY) -c 'import sys; assert sys.version_info[:2] == (3, 11), "the k2e worker needs Python 3.11 (TensorFlow 2.15)"'
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[worker,dev]'
+	$(PY) -m pip install --quiet -e '.[server,worker,dev]'
 	@touch $(STAMP)
 
+# `k2e run` (also `python -m k2e.launcher`): the API, one worker and an embedded Redis.
 run: $(STAMP)
-	exec $(PY) -m launcher
+	exec $(PY) -m k2e.cli run
 
 # The seed example end to end against the API `make run` serves (run it from another shell).
 demo: $(STAMP)
@@ -39,6 +40,7 @@ openapi: $(STAMP)
 
 docs: $(STAMP)
 	$(PY) scripts/gen_api_reference.py
+	$(PY) scripts/gen_settings_reference.py
 
 bench: $(STAMP)
 	$(PY) -m bench.run

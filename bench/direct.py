@@ -4,7 +4,7 @@ TensorFlow, the way a user would write it without k2e.
 Plain TensorFlow (it never imports k2e's service or worker, except the hook probe) so that
 ``python bench/direct.py`` is the cold "python script.py" case (b). The same code runs
 warm in a long-lived helper process (``--serve``) for case (a). The model and the settings
-are the ones k2e receives: ``examples.seed_models.seed_multi_io_model`` (the seed
+are the ones k2e receives: ``k2e.examples.seed_models.seed_multi_io_model`` (the seed
 document's metric_names_map example) and ``bench.workload``'s run config.
 
 Modes:
@@ -29,8 +29,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from bench.workload import BATCH_SIZE, METRIC_NAMES_MAP, RUN_CONFIG  # noqa: E402
-from examples.seed_data import SEED_INPUTS, SEED_OUTPUTS  # noqa: E402
-from examples.seed_models import seed_multi_io_model  # noqa: E402
+from k2e.examples.seed_data import SEED_INPUTS, SEED_OUTPUTS  # noqa: E402
+from k2e.examples.seed_models import seed_multi_io_model  # noqa: E402
 
 SHUFFLE_BUFFER = 10_000
 

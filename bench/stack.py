@@ -12,10 +12,10 @@ from pathlib import Path
 import httpx
 
 from k2e.jobs.store import JobStore
+from k2e.launcher.embedded_redis import EmbeddedRedis, free_port
+from k2e.launcher.stack import api_command, worker_command
 from k2e.settings import Settings
 from k2e.storage import Storage
-from launcher.embedded_redis import EmbeddedRedis, free_port
-from launcher.stack import api_command, worker_command
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER_READY = "worker process ready: TensorFlow loaded"

@@ -26,8 +26,8 @@ import httpx
 from sqlalchemy import MetaData, create_engine, insert
 
 from bench import api_load
-from launcher.embedded_redis import free_port
-from launcher.stack import api_command
+from k2e.launcher.embedded_redis import free_port
+from k2e.launcher.stack import api_command
 
 ROOT = Path(__file__).resolve().parents[1]
 POSTGRES = os.environ.get("K2E_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1/test")

@@ -26,10 +26,10 @@ import httpx
 
 from k2e.jobs.leases import JobLeases
 from k2e.jobs.store import NewJob
+from k2e.launcher.embedded_redis import EmbeddedRedis, free_port
+from k2e.launcher.stack import api_command
 from k2e.schemas import JobStatus
 from k2e.settings import Settings
-from launcher.embedded_redis import EmbeddedRedis, free_port
-from launcher.stack import api_command
 
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN_KEY = "k2e_bench-admin-key-0123456789abcdef"

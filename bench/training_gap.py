@@ -33,7 +33,7 @@ from bench.workload import (  # noqa: E402
     seed_multi_io_data,
     write_npz,
 )
-from examples.seed_models import seed_multi_io_model  # noqa: E402
+from k2e.examples.seed_models import seed_multi_io_model  # noqa: E402
 from k2e.formats.limits import ReadLimits  # noqa: E402
 from k2e.formats.npz import inspect_npz  # noqa: E402
 from k2e.schemas import ConvertRequest, DatasetInfo, TensorInfo  # noqa: E402

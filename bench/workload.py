@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from examples.seed_data import SEED_METRIC_NAMES_MAP
-from examples.seed_data import seed_multi_io_data as examples_data
+from k2e.examples.seed_data import SEED_METRIC_NAMES_MAP
+from k2e.examples.seed_data import seed_multi_io_data as examples_data
 
 STEPS = 2000
 EXAMPLES = 1024

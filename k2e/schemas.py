@@ -1,7 +1,6 @@
 """The REST contract's bodies (docs/api.md): conversion specs, jobs, models, datasets."""
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -13,6 +12,7 @@ from pydantic import (
     model_validator,
 )
 
+from k2e.compat import StrEnum
 from k2e.spec import rules
 
 

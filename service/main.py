@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from k2e.schemas import ConvertRequest, PredictRequest
 from k2e.settings import Settings, get_settings
 from k2e.tenancy.models import DEFAULT_TENANT
+from k2e.version import __version__
 from k2e.vetting.sandbox import SandboxLimits
 from k2e.vetting.selfcheck import sandbox_check
 from service.apidocs.routes import add_docs
@@ -30,7 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings if settings is not None else get_settings()
     app = FastAPI(
         title="k2e",
-        version="2.0.0",
+        version=__version__,
         summary="Keras models in, TensorFlow Estimator training jobs out.",
         # Served by service.apidocs from k2e's own files (FastAPI's load a CDN's); no ReDoc.
         docs_url=None,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 
-from launcher.embedded_redis import free_port
-from launcher.stack import api_command
+from k2e.launcher.embedded_redis import free_port
+from k2e.launcher.stack import api_command
 from tests.processes import die_with_the_suite, stop_group
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 
-from launcher.embedded_redis import EmbeddedRedis
+from k2e.launcher.embedded_redis import EmbeddedRedis
 from tests import ci_skips, processes
 from tests.auth import TEST_ADMIN_KEY
 from tests.ci_skips import pytest_collectreport, pytest_runtest_logreport

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from examples.seed_data import seed_dict_io_data, seed_multi_io_data
-from examples.seed_models import seed_dict_io_model, seed_multi_io_model
+from k2e.examples.seed_data import seed_dict_io_data, seed_multi_io_data
+from k2e.examples.seed_models import seed_dict_io_model, seed_multi_io_model
 
 __all__ = [
     "npz_bytes",

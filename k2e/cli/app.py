@@ -6,10 +6,11 @@ from typing import Annotated
 
 import typer
 
-from k2e.cli import admin, config, demo, jobs, submit, uploads
+from k2e.cli import admin, config, demo, jobs, run, submit, uploads
 from k2e.cli.context import EXIT_FAILED, EXIT_REJECTED, CliState
 from k2e.cli.render import print_problem
 from k2e.client import ApiUnreachable, ClientError, ProblemError
+from k2e.version import __version__
 
 app = typer.Typer(
     name="k2e",
@@ -19,6 +20,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def print_version(value: bool) -> None:
+    if value:
+        print(f"k2e {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -31,6 +38,12 @@ def root(
         str | None,
         typer.Option(help="An API key (else K2E_API_KEY, the config file, or make run's key)."),
     ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=print_version, is_eager=True, help="Print k2e's version."
+        ),
+    ] = False,
 ) -> None:
     ctx.obj = CliState(url=url, api_key=api_key)
 
@@ -50,6 +63,7 @@ app.command("whoami")(admin.whoami)
 app.command("login")(config.login)
 app.command("config")(config.show_config)
 app.command("demo")(demo.demo)
+app.command("run")(run.run)
 
 
 def main() -> None:

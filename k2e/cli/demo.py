@@ -17,7 +17,7 @@ from k2e.cli.watching import watch_job
 NO_TENSORFLOW = (
     "k2e demo builds its example Keras model locally, and this Python has no TensorFlow.\n"
     "Run it from the environment `make run` uses (`make demo`, or `.venv/bin/k2e demo`), "
-    "or install the worker extra: pip install 'k2e[worker]'."
+    "or install the worker extra on Python 3.11: pip install 'k2e[worker]'."
 )
 
 
@@ -41,7 +41,7 @@ def demo(
         st.err.print("building the seed example model and data (TensorFlow loads in ~10 s)…")
         # A child process: TensorFlow is loaded there, never in the client's process.
         built = subprocess.run(
-            [sys.executable, "-m", "examples.seed_files", str(workdir), str(max_steps)],
+            [sys.executable, "-m", "k2e.examples.seed_files", str(workdir), str(max_steps)],
             capture_output=True,
             text=True,
         )

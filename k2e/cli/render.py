@@ -2,7 +2,7 @@
 
 import json
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from k2e.client.errors import ProblemError
+from k2e.compat import UTC
 from k2e.schemas import DatasetInfo, Job, ModelInfo
 from k2e.tenancy.models import ApiKey, Tenant
 

@@ -9,11 +9,12 @@ this machine (a loopback URL), the admin key ``make run`` wrote to
 import ipaddress
 import json
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from k2e.compat import tomllib
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 

@@ -6,7 +6,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -14,6 +14,7 @@ import httpx
 from k2e.client.errors import ApiUnreachable, ProblemError
 from k2e.client.sse import SSEDecoder, iter_events
 from k2e.client.transport import Session
+from k2e.compat import UTC
 from k2e.schemas import TERMINAL_STATUSES, Job, JobLog
 
 EVENT_KINDS = ("status", "progress", "loss", "log", "eval", "end")

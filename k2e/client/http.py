@@ -4,7 +4,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Self
+from typing import IO, Any
 
 import httpx
 
@@ -13,6 +13,7 @@ from k2e.client.downloads import save_archive, unpack_archive
 from k2e.client.errors import ClientError
 from k2e.client.events import FollowOptions, JobStreamEvent, follow
 from k2e.client.transport import DEFAULT_TIMEOUT, Session
+from k2e.compat import Self
 from k2e.schemas import (
     CheckpointInfo,
     ConvertRequest,

@@ -8,6 +8,7 @@ import httpx
 from pydantic import BaseModel, TypeAdapter
 
 from k2e.client.errors import ApiUnreachable, problem_of
+from k2e.version import __version__
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -30,7 +31,7 @@ class Session:
         http: httpx.Client | None = None,
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        headers["User-Agent"] = "k2e-client"
+        headers["User-Agent"] = f"k2e-client/{__version__}"
         self.url = url.rstrip("/")
         if http is None:
             http = httpx.Client(

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from k2e.launcher.embedded_redis import EmbeddedRedis
+from k2e.launcher.stack import worker_command
 from k2e.settings import Settings
-from launcher.embedded_redis import EmbeddedRedis
-from launcher.stack import worker_command
 from service.main import create_app
 from tests.auth import admin_client
 from tests.conftest import fresh_postgres_database

@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 import pytest
 
-from examples.seed_data import SEED_METRIC_NAMES_MAP, seed_multi_io_data
+from k2e.examples.seed_data import SEED_METRIC_NAMES_MAP, seed_multi_io_data
 from k2e.settings import Settings
 from tests.api_process import running_api
 from tests.auth import ADMIN
@@ -68,7 +68,7 @@ def keys(api: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def seed_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     pytest.importorskip("tensorflow")
-    from examples.seed_models import seed_multi_io_model
+    from k2e.examples.seed_models import seed_multi_io_model
 
     folder = tmp_path_factory.mktemp("dashboard-files")
     model = folder / "seed.h5"

@@ -19,9 +19,9 @@ import pytest
 import redis
 
 from k2e.jobs.store import JobStore
+from k2e.launcher.embedded_redis import EmbeddedRedis, free_port
+from k2e.launcher.stack import api_command
 from k2e.settings import Settings
-from launcher.embedded_redis import EmbeddedRedis, free_port
-from launcher.stack import api_command
 from service.main import create_app
 from tests.auth import ADMIN, admin_client, admin_files
 from tests.conftest import fresh_postgres_database

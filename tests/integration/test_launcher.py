@@ -1,4 +1,4 @@
-"""`make run` (``python -m launcher``) supervises what it starts: its embedded Redis,
+"""`make run` (``python -m k2e.launcher``) supervises what it starts: its embedded Redis,
 SIGKILLed while jobs are queued, comes back on the same port from its append-only file
 and every job still finishes; SIGTERM stops the whole stack within a bound."""
 
@@ -14,7 +14,7 @@ import httpx
 import pytest
 import redis
 
-from launcher.embedded_redis import free_port
+from k2e.launcher.embedded_redis import free_port
 from tests.auth import ADMIN
 from tests.integration.conftest import ROOT
 from tests.processes import die_with_the_suite, stop_group
@@ -97,7 +97,7 @@ def test_make_run_restarts_its_redis_and_stops_within_a_bound(tmp_path: Path) ->
     log_path = tmp_path / "launcher.log"
     with log_path.open("wb") as log:
         launcher = subprocess.Popen(
-            die_with_the_suite([sys.executable, "-m", "launcher"]),
+            die_with_the_suite([sys.executable, "-m", "k2e.launcher"]),
             cwd=ROOT,
             env=env,
             stdout=log,

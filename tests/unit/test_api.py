@@ -5,8 +5,8 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
+from k2e.launcher.embedded_redis import free_port
 from k2e.settings import Settings
-from launcher.embedded_redis import free_port
 from service.main import create_app
 from tests.auth import admin_client, admin_files
 

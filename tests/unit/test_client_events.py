@@ -4,7 +4,7 @@ server that drops connections, and the polling fallback for an API without the s
 import json
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -14,6 +14,7 @@ import pytest
 from k2e.client import ApiUnreachable, Client, ProblemError
 from k2e.client.events import FollowOptions
 from k2e.client.sse import SSEDecoder, iter_events, iter_lines
+from k2e.compat import UTC
 
 FAST = FollowOptions(reconnect_delay_s=0.01, max_reconnects=3, poll_interval_s=0.01)
 

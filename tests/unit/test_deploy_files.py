@@ -8,6 +8,8 @@ import fnmatch
 import json
 import re
 import shlex
+import subprocess
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +19,9 @@ import pytest
 import yaml
 from pydantic import AliasChoices
 
+from k2e.launcher import stack as launcher
 from k2e.settings import Settings
-from launcher import stack as launcher
+from service.main import create_app
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -389,14 +392,38 @@ def test_dockerignore_excludes_local_state() -> None:
 
 
 def test_pyproject_worker_extra_pins_tensorflow(pyproject: dict[str, Any]) -> None:
-    extra = pyproject["project"]["optional-dependencies"]["worker"]
+    extra = [_requirement(d) for d in pyproject["project"]["optional-dependencies"]["worker"]]
     assert "tensorflow-cpu==2.15.1" in extra
     assert "tensorflow-estimator==2.15.0" in extra
     assert not any(d.startswith("tensorflow") for d in pyproject["project"]["dependencies"])
 
 
+def test_the_api_the_command_and_the_spec_state_pyprojects_version(
+    pyproject: dict[str, Any], tmp_path: Path
+) -> None:
+    version = pyproject["project"]["version"]
+    spec = json.loads((ROOT / "openapi" / "openapi.json").read_text())
+    assert spec["info"]["version"] == version
+    app = create_app(Settings(redis_url="redis://127.0.0.1:1/0", data_dir=tmp_path))
+    assert app.openapi()["info"]["version"] == version
+    done = subprocess.run(
+        [sys.executable, "-m", "k2e.cli", "--version"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"k2e {version}"
+
+
+def _requirement(line: str) -> str:
+    """A requirement without its environment marker (the worker extra's are Python 3.11's)."""
+    return line.split(";", 1)[0].strip()
+
+
 def _pins(pyproject: dict[str, Any]) -> dict[str, str]:
-    extra = pyproject["project"]["optional-dependencies"]["worker"]
+    extra = [_requirement(d) for d in pyproject["project"]["optional-dependencies"]["worker"]]
     return dict(d.split("==", 1) for d in extra if "==" in d)
 
 
@@ -410,7 +437,7 @@ def _pip_installs(runs: str) -> list[list[str]]:
 
 def test_api_image_installs_the_project_without_tensorflow(dockerfile: Dockerfile) -> None:
     installs = _pip_installs(dockerfile.runs("api"))
-    assert installs == [["."]], installs
+    assert installs == [[".[server]"]], installs
 
 
 def test_cpu_worker_installs_the_worker_extra(
@@ -428,7 +455,7 @@ def test_gpu_worker_installs_cuda_tensorflow_at_the_extra_pins(
     installs = _pip_installs(dockerfile.runs("worker-gpu"))
     assert len(installs) == 1, installs
     args = installs[0]
-    assert "." in args
+    assert ".[server]" in args
     # The worker extra would add tensorflow-cpu next to tensorflow: not in this image.
     assert not any("[worker]" in a or a.startswith("tensorflow-cpu") for a in args), args
     assert f"tensorflow=={pins['tensorflow-cpu']}" in args

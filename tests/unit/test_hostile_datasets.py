@@ -31,8 +31,8 @@ from k2e.formats.examples import inspect_tfrecord
 from k2e.formats.limits import ReadLimits
 from k2e.formats.npz import inspect_npz, load_npz_arrays
 from k2e.formats.tfrecord import masked_crc
+from k2e.launcher.embedded_redis import EmbeddedRedis
 from k2e.settings import Settings
-from launcher.embedded_redis import EmbeddedRedis
 from service.main import create_app
 from tests.api_process import running_api
 from tests.auth import ADMIN, TEST_ADMIN_KEY, admin_client

@@ -22,9 +22,9 @@ import sqlalchemy
 from fastapi.testclient import TestClient
 
 from k2e.db import utcnow
+from k2e.launcher.embedded_redis import free_port
 from k2e.settings import Settings
 from k2e.tables import jobs
-from launcher.embedded_redis import free_port
 from service.main import create_app
 from tests.api_process import running_api
 from tests.auth import ADMIN, TEST_ADMIN_KEY, admin_client, bearer

@@ -19,10 +19,10 @@ from k2e.client import Client
 from k2e.jobs.events import notifier_for
 from k2e.jobs.leases import JobLeases
 from k2e.jobs.store import NewJob
+from k2e.launcher.embedded_redis import EmbeddedRedis
 from k2e.schemas import JobLog
 from k2e.settings import Settings
 from k2e.tables import sessions
-from launcher.embedded_redis import EmbeddedRedis
 from tests.api_process import running_api
 from tests.auth import ADMIN, TEST_ADMIN_KEY, bearer
 

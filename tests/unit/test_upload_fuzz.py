@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from k2e.launcher.embedded_redis import EmbeddedRedis
 from k2e.settings import Settings
-from launcher.embedded_redis import EmbeddedRedis
 from service.main import create_app
 from tests.auth import admin_client
 from tests.fuzzing import assert_problem, mutated_bytes, mutated_json

@@ -1,4 +1,4 @@
-"""`make run` (``python -m launcher``): the API and one worker, plus an embedded Redis
+"""`make run` (``python -m k2e.launcher``): the API and one worker, plus an embedded Redis
 when REDIS_URL is unset.
 
 Supervises what it starts: an embedded Redis that dies is started again on the same
@@ -17,8 +17,8 @@ import sys
 import time
 from types import FrameType
 
+from k2e.launcher.embedded_redis import EmbeddedRedis
 from k2e.settings import get_settings
-from launcher.embedded_redis import EmbeddedRedis
 
 log = logging.getLogger("k2e.run")
 

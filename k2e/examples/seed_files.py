@@ -2,7 +2,7 @@
 (``seed.h5``), training and evaluation data (``train.npz``, ``eval.npz``) and a spec
 (``spec.json``, the documented ``metric_names_map``). ``k2e demo`` runs it.
 
-    python -m examples.seed_files OUT_DIR
+    python -m k2e.examples.seed_files OUT_DIR
 
 Imports TensorFlow.
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from examples.seed_data import SEED_METRIC_NAMES_MAP, seed_multi_io_data
-from examples.seed_models import seed_multi_io_model
+from k2e.examples.seed_data import SEED_METRIC_NAMES_MAP, seed_multi_io_data
+from k2e.examples.seed_models import seed_multi_io_model
 
 
 def write_seed_files(out: Path, max_steps: int = 500) -> None:

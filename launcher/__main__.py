@@ -1,5 +1,0 @@
-import sys
-
-from launcher.stack import main
-
-sys.exit(main())

@@ -45,7 +45,7 @@ RESTORING = re.compile(r"Restoring parameters from (.+)-(\d+)\s*$")
 class Env:
     """One isolated deployment: Redis, data folder, API client, uploaded model and data."""
 
-    def __init__(self, root: Path, database_url: str | None, **tunables: float) -> None:
+    def __init__(self, root: Path, database_url: str | None = None, **tunables: float) -> None:
         self.root = root
         self.redis = EmbeddedRedis(root / "redis", appendonly=True, die_with_parent=True).start()
         self.settings = Settings(

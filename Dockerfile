@@ -80,7 +80,7 @@ RUN python3 -m pip install '.[server]' tensorflow==2.15.1 tensorflow-estimator==
 USER k2e
 # One job per child process: the child exits after each job, so the GPU memory
 # TensorFlow holds is returned to the device before the next one starts.
-CMD ["python3", "-m", "celery", "-A", "worker.app", "worker", "-Q", "gpu", "--concurrency", "1", "--loglevel", "INFO", "--max-tasks-per-child", "1"]
+CMD ["python3", "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", "gpu", "--concurrency", "1", "--loglevel", "INFO", "--max-tasks-per-child", "1"]
 
 # ---------------------------------------------------------------------------
 FROM base AS worker
@@ -90,4 +90,4 @@ FROM base AS worker
 RUN pip install '.[worker]' && rm -rf build ./*.egg-info
 
 USER k2e
-CMD ["python", "-m", "celery", "-A", "worker.app", "worker", "-Q", "cpu", "--concurrency", "1", "--loglevel", "INFO"]
+CMD ["python", "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", "cpu", "--concurrency", "1", "--loglevel", "INFO"]

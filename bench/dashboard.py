@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import insert
 
 from bench import report
-from bench.stack import ADMIN_KEY, ROOT, Stack
+from bench.harness import ADMIN_KEY, ROOT, Stack
 from k2e.tables import jobs
 
 BENCH = ROOT / "bench"

@@ -61,8 +61,8 @@ def k2e_hooks() -> list:
     """k2e's training hooks as the worker attaches them (reporting nowhere). Only the
     warm helper's hook probe asks for them; the script itself never imports k2e."""
     from k2e.settings import get_settings
+    from worker.heartbeat import RunControl
     from worker.hooks import ProgressHook
-    from worker.lease import RunControl
 
     every = RUN_CONFIG["log_step_count_steps"]
     min_interval_s = get_settings().progress_min_interval_s

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.harness import AUTH_HEADER, Stack, read_cpu_seconds, read_rss_bytes
 from bench.memory import RssSampler, checkpoint_job
-from bench.stack import AUTH_HEADER, Stack, read_cpu_seconds, read_rss_bytes
 
 MB = 1024 * 1024
 BUFFER = 4 * MB

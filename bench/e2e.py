@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from bench import client as rest
-from bench.stack import ROOT, Stack, read_cpu_seconds, read_thread_cpu_seconds
+from bench.harness import ROOT, Stack, read_cpu_seconds, read_thread_cpu_seconds
 from bench.workload import RUN_CONFIG, STEPS, convert_spec, seed_multi_io_data, write_npz
 from k2e.formats.tfevents import read_scalars
 

@@ -28,7 +28,7 @@ import httpx
 
 from bench import client as rest
 from bench import e2e
-from bench.stack import ROOT, Stack, read_cpu_seconds
+from bench.harness import ROOT, Stack, read_cpu_seconds
 from bench.stats import percentiles
 from bench.workload import convert_spec
 

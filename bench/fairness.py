@@ -18,7 +18,7 @@ from sqlalchemy import and_, func, select, update
 
 from bench import client as rest
 from bench.e2e import Assets
-from bench.stack import Stack
+from bench.harness import Stack
 from bench.stats import percentiles
 from bench.workload import convert_spec
 from k2e.db import utcnow

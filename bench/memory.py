@@ -22,11 +22,11 @@ import httpx
 import numpy as np
 from numpy.lib import format as npy_format
 
-from bench.stack import Stack, read_rss_bytes
+from bench.harness import Stack, read_rss_bytes
+from k2e.jobs.job_store import NewJob
 from k2e.jobs.leases import JobLeases
-from k2e.jobs.store import NewJob
 from k2e.schemas import JobStatus
-from k2e.tenancy.models import DEFAULT_TENANT
+from k2e.tenancy.bodies import DEFAULT_TENANT
 
 MB = 1024 * 1024
 CHUNK = 64 * MB

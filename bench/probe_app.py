@@ -19,7 +19,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request, Response
 
-from k2e.jobs.store import JobStore
+from k2e.jobs.job_store import JobStore
 from k2e.schemas import TERMINAL_STATUSES, Job
 from service.main import create_app
 

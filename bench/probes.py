@@ -7,9 +7,9 @@ import time
 from typing import Any
 
 from bench import api_load
-from bench.stack import AUTH_HEADER, Stack, stop_process
+from bench.harness import AUTH_HEADER, Stack, stop_process
 from k2e.launcher.embedded_redis import free_port
-from k2e.tenancy.models import DEFAULT_TENANT
+from k2e.tenancy.bodies import DEFAULT_TENANT
 from k2e.vetting.sandbox import SandboxLimits, inspect_model_file, policy_for
 
 

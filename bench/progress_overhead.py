@@ -15,11 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from k2e.jobs.store import JobStore
+from k2e.jobs.job_store import JobStore
 from k2e.settings import get_settings
 from tests import models
+from worker.heartbeat import Heartbeat, RunControl
 from worker.hooks import LossCurve, ProgressHook
-from worker.lease import Heartbeat, RunControl
 from worker.tfrt import tf
 
 ROUNDS = 5

@@ -31,7 +31,7 @@ from bench import (
     store_reads,
 )
 from bench.client import require_success, submit, wait_until
-from bench.stack import ADMIN_KEY, AUTH_HEADER, ROOT, Stack, read_rss_bytes
+from bench.harness import ADMIN_KEY, AUTH_HEADER, ROOT, Stack, read_rss_bytes
 from bench.workload import convert_spec
 
 BENCH = ROOT / "bench"

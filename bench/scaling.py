@@ -1,6 +1,6 @@
 """Measurement 6: queue pickup and API latency with 100, then 1000 jobs in the store.
 
-Filler jobs are written straight into the API's job store with k2e.jobs.store.JobStore
+Filler jobs are written straight into the API's job store with k2e.jobs.job_store.JobStore
 (create, start, record_progress, finish): finished jobs that look like the e2e job
 (its spec, a loss curve, eval metrics). At each level the bench measures pickup (as in
 measurement 3) and the latency of GET /jobs/{id} and GET /jobs?limit=50 with one
@@ -14,12 +14,12 @@ import httpx
 from sqlalchemy import func, select
 
 from bench import api_load, pickup
-from bench.stack import AUTH_HEADER, Stack
+from bench.harness import AUTH_HEADER, Stack
+from k2e.jobs.job_store import JobStore, NewJob
 from k2e.jobs.leases import JobLeases
-from k2e.jobs.store import JobStore, NewJob
 from k2e.schemas import JobStatus
 from k2e.tables import jobs
-from k2e.tenancy.models import DEFAULT_TENANT
+from k2e.tenancy.bodies import DEFAULT_TENANT
 
 FLAT_RATIO = 1.5
 

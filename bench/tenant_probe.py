@@ -24,8 +24,8 @@ from pathlib import Path
 
 import httpx
 
+from k2e.jobs.job_store import NewJob
 from k2e.jobs.leases import JobLeases
-from k2e.jobs.store import NewJob
 from k2e.launcher.embedded_redis import EmbeddedRedis, free_port
 from k2e.launcher.stack import api_command
 from k2e.schemas import JobStatus

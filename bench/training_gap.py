@@ -1,6 +1,6 @@
 """Training steps/s of the seed workload in one process, with k2e's pieces added one at
 a time, alternating: (direct) bench/direct.py's model and input; (h5) the model as the
-worker builds it, loaded from HDF5 and compiled by worker/models.py; (input) the
+worker builds it, loaded from HDF5 and compiled by worker/model_building.py; (input) the
 worker's input pipeline (worker/inputs.py) on the uploaded npz; (hook) k2e's ProgressHook;
 (log) TensorFlow's logger at INFO into a buffering handler, as the worker's job-log
 capture sets it. Each run is timed from its 300th step to its last (session start and
@@ -40,7 +40,7 @@ from k2e.schemas import ConvertRequest, DatasetInfo, TensorInfo  # noqa: E402
 from k2e.settings import get_settings  # noqa: E402
 from k2e.vetting.inspection import inspect_h5  # noqa: E402
 from worker.inputs import Batching, input_fn_for  # noqa: E402
-from worker.models import build_keras_model  # noqa: E402
+from worker.model_building import build_keras_model  # noqa: E402
 
 INPUTS, OUTPUTS = ("input_a", "input_b"), ("dense_2", "dense_3")
 SKIP = 300  # steps before the timer starts

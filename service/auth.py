@@ -23,10 +23,10 @@ from fastapi.security.utils import get_authorization_scheme_param
 from starlette.requests import HTTPConnection
 
 from k2e.errors import Forbidden, Unauthenticated
+from k2e.tenancy.bodies import Caller
 from k2e.tenancy.keys import key_hash
-from k2e.tenancy.models import Caller
 from k2e.tenancy.sessions import Session, SessionStore
-from k2e.tenancy.store import TenantStore
+from k2e.tenancy.tenant_store import TenantStore
 from service.ttlcache import TtlCache
 
 SESSION_COOKIE = "k2e_session"

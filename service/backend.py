@@ -4,14 +4,14 @@ from dataclasses import dataclass
 
 from k2e.catalog import Catalog
 from k2e.jobs.dispatch import Dispatcher
-from k2e.jobs.events import notifier_for
+from k2e.jobs.event_log import notifier_for
+from k2e.jobs.job_store import JobStore
 from k2e.jobs.queueing import TaskSender
-from k2e.jobs.store import JobStore
 from k2e.settings import Settings
 from k2e.storage import Storage
-from k2e.tenancy.models import EffectiveQuotas
+from k2e.tenancy.bodies import EffectiveQuotas
 from k2e.tenancy.sessions import SessionStore
-from k2e.tenancy.store import TenantStore
+from k2e.tenancy.tenant_store import TenantStore
 
 
 @dataclass(frozen=True)

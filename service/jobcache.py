@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from k2e.jobs.store import JobStore
+from k2e.jobs.job_store import JobStore
 from k2e.schemas import TERMINAL_STATUSES, Job
 
 MAX_ENTRIES = 10_000

@@ -7,21 +7,21 @@ from fastapi import FastAPI
 
 from k2e.schemas import ConvertRequest, PredictRequest
 from k2e.settings import Settings, get_settings
-from k2e.tenancy.models import DEFAULT_TENANT
+from k2e.tenancy.bodies import DEFAULT_TENANT
 from k2e.version import __version__
 from k2e.vetting.sandbox import SandboxLimits
 from k2e.vetting.selfcheck import sandbox_check
-from service.apidocs.routes import add_docs
+from service.apidocs.pages import add_docs
 from service.auth import KeyCache, SessionCache
 from service.backend import Backend
-from service.events import EventBroker
+from service.event_feeds import EventBroker
 from service.fastpath import JobReadFastPath
+from service.job_files import member_view
 from service.jobcache import JobCache
-from service.jobs import member_view
 from service.openapi import add_request_schemas
 from service.problems import add_exception_handlers
 from service.routes import convert, events, health, jobs, predict, tenants, uploads
-from service.ui import routes as ui
+from service.ui import dashboard as ui
 
 log = logging.getLogger("k2e.api")
 

@@ -24,8 +24,8 @@ from k2e.errors import (
     QuotaExceeded,
     Unavailable,
 )
+from k2e.jobs.job_store import JobStore, NewJob
 from k2e.jobs.queueing import queue_for
-from k2e.jobs.store import JobStore, NewJob
 from k2e.schemas import ConvertRequest, Job
 from k2e.spec.checks import check_spec
 from k2e.spec.numbers import may_hold_unusable, unusable_numbers
@@ -33,7 +33,7 @@ from k2e.storage import Storage, file_sha256, is_upload_id
 from k2e.tenancy.quota import JobQuotaReached
 from service.backend import Backend
 from service.multipart import ReceivedFile
-from service.uploads import delete_upload, store_dataset, store_model
+from service.upload_intake import delete_upload, store_dataset, store_model
 
 
 class Replayed(Exception):

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from k2e.tenancy.models import DEFAULT_TENANT
+from k2e.tenancy.bodies import DEFAULT_TENANT
 
 TEST_ADMIN_KEY = "k2e_suite-admin-key-not-a-secret-0123456789"
 

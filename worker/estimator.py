@@ -12,7 +12,7 @@ from k2e.schemas import ConvertRequest
 from k2e.settings import Settings
 from k2e.spec.checks import ResolvedModel
 from worker import export
-from worker.models import build_keras_model
+from worker.model_building import build_keras_model
 from worker.reference import with_evaluation_reference
 from worker.tfrt import tf
 

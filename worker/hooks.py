@@ -4,7 +4,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from worker.lease import RunControl
+from worker.heartbeat import RunControl
 from worker.tfrt import tf
 
 MAX_CURVE_POINTS = 500

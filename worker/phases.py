@@ -21,11 +21,11 @@ from k2e.settings import Settings
 from k2e.spec.checks import ResolvedModel
 from k2e.storage import Storage
 from k2e.vetting.feature_columns import fed_inputs
-from worker import custom_objects, export
+from worker import builtin_objects, export
 from worker.estimator import JobEstimator, build_estimator
+from worker.heartbeat import RunControl
 from worker.hooks import LossCurve, ProgressHook, StopHook
 from worker.inputs import Batching, first_features, input_fn_for
-from worker.lease import RunControl
 from worker.reference import Reference, ReferenceHook
 from worker.signatures import loaded
 from worker.tfrt import tf
@@ -105,7 +105,7 @@ class JobPhases:
             )
         tf.keras.backend.clear_session()
         self.files.model_dir.mkdir(parents=True, exist_ok=True)
-        objects = custom_objects.resolve(
+        objects = builtin_objects.resolve(
             self.spec.custom_objects, self.settings.plugins, self.resolved.custom_uses
         )
         with tf.keras.utils.custom_object_scope(objects):

@@ -16,13 +16,13 @@ import threading
 from celery import Celery
 
 from k2e.jobs.dispatch import Dispatcher
-from k2e.jobs.events import notifier_for
+from k2e.jobs.event_log import notifier_for
 from k2e.jobs.leases import JobLeases
 from k2e.jobs.queueing import TaskSender
 from k2e.schemas import Job, JobStatus
 from k2e.settings import Settings
 from k2e.storage import Storage
-from k2e.tenancy.models import DEFAULT_TENANT
+from k2e.tenancy.bodies import DEFAULT_TENANT
 
 log = logging.getLogger("k2e.reconciler")
 

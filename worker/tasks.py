@@ -1,11 +1,10 @@
-"""Celery tasks: thin wrappers that hand the job to this process's JobRunner (worker.runner)."""
+"""Celery tasks: thin wrappers that hand the job to this process's JobRunner (celery_app.runner)."""
 
 from typing import Any
 
 from k2e.jobs.predictions import PREDICT_TASK
 from k2e.jobs.queueing import TRAIN_TASK
-from worker.app import app
-from worker.runner import runner
+from worker.celery_app import app, runner
 
 
 @app.task(name=TRAIN_TASK)

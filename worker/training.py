@@ -8,7 +8,7 @@ from typing import Any
 from k2e.catalog import Catalog, recorded_sha256
 from k2e.errors import InvalidSpec, K2EError
 from k2e.jobs.dispatch import Dispatcher
-from k2e.jobs.events import notifier_for
+from k2e.jobs.event_log import notifier_for
 from k2e.jobs.leases import JobLeases
 from k2e.jobs.predictions import send_reply
 from k2e.jobs.queueing import TaskSender
@@ -16,11 +16,11 @@ from k2e.schemas import ConvertRequest, Job, JobError, JobErrorReason, JobStatus
 from k2e.settings import Settings
 from k2e.spec.checks import check_spec
 from k2e.storage import Storage, disk_usage
-from k2e.tenancy.models import DEFAULT_TENANT
+from k2e.tenancy.bodies import DEFAULT_TENANT
+from worker.export_predict import BadInstances, predict
+from worker.heartbeat import Heartbeat, JobInterrupted, RunControl, new_owner
 from worker.joblog import JobLogCapture
-from worker.lease import Heartbeat, JobInterrupted, RunControl, new_owner
 from worker.phases import JobFiles, JobPhases, RunResult, checkpoint_step
-from worker.predict import BadInstances, predict
 from worker.tfrt import tf
 from worker.verify import ExportMismatch, mismatch_error
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from k2e.cli import admin, config, demo, jobs, run, submit, uploads
+from k2e.cli import admin, demo, job_commands, login, run, submit, upload_commands
 from k2e.cli.context import EXIT_FAILED, EXIT_REJECTED, CliState
 from k2e.cli.render import print_problem
 from k2e.client import ApiUnreachable, ClientError, ProblemError
@@ -49,19 +49,19 @@ def root(
 
 
 app.command("submit")(submit.submit)
-app.command("jobs")(jobs.list_jobs)
-app.command("status")(jobs.status)
-app.command("watch")(jobs.watch)
-app.command("logs")(jobs.logs)
-app.command("cancel")(jobs.cancel)
-app.command("delete")(jobs.delete)
-app.command("download")(jobs.download)
-app.add_typer(uploads.models_app, name="models")
-app.add_typer(uploads.datasets_app, name="datasets")
+app.command("jobs")(job_commands.list_jobs)
+app.command("status")(job_commands.status)
+app.command("watch")(job_commands.watch)
+app.command("logs")(job_commands.logs)
+app.command("cancel")(job_commands.cancel)
+app.command("delete")(job_commands.delete)
+app.command("download")(job_commands.download)
+app.add_typer(upload_commands.models_app, name="models")
+app.add_typer(upload_commands.datasets_app, name="datasets")
 app.add_typer(admin.admin_app, name="admin")
 app.command("whoami")(admin.whoami)
-app.command("login")(config.login)
-app.command("config")(config.show_config)
+app.command("login")(login.login)
+app.command("config")(login.show_config)
 app.command("demo")(demo.demo)
 app.command("run")(run.run)
 

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from k2e.cli.context import EXIT_FAILED, state
-from k2e.cli.jobs import print_serving_hint
+from k2e.cli.job_commands import print_serving_hint
 from k2e.cli.watching import watch_job
 
 NO_TENSORFLOW = (

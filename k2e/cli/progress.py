@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from k2e.cli.render import STATUS_STYLE, duration
-from k2e.client.events import JobStreamEvent
+from k2e.client.following import JobStreamEvent
 from k2e.schemas import Job
 
 # Without a terminal (a pipe, CI) a plain line is printed at most this often while training.

@@ -10,10 +10,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from k2e.client.errors import ProblemError
+from k2e.client.exceptions import ProblemError
 from k2e.compat import UTC
 from k2e.schemas import DatasetInfo, Job, ModelInfo
-from k2e.tenancy.models import ApiKey, Tenant
+from k2e.tenancy.bodies import ApiKey, Tenant
 
 STATUS_STYLE = {
     "queued": "yellow",

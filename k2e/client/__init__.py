@@ -11,8 +11,8 @@ with Client.from_env() as k2e:
     k2e.download_savedmodel(job.id, "export")
 """
 
-from k2e.client.config import ClientConfig, resolve_config
-from k2e.client.errors import ApiUnreachable, ClientError, Problem, ProblemError
+from k2e.client.endpoint import ClientConfig, resolve_config
+from k2e.client.exceptions import ApiUnreachable, ClientError, Problem, ProblemError
 from k2e.client.http import Client
 from k2e.client.sse import ServerSentEvent
 

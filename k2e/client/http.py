@@ -8,10 +8,10 @@ from typing import IO, Any
 
 import httpx
 
-from k2e.client.config import resolve_config
 from k2e.client.downloads import save_archive, unpack_archive
-from k2e.client.errors import ClientError
-from k2e.client.events import FollowOptions, JobStreamEvent, follow
+from k2e.client.endpoint import resolve_config
+from k2e.client.exceptions import ClientError
+from k2e.client.following import FollowOptions, JobStreamEvent, follow
 from k2e.client.transport import DEFAULT_TIMEOUT, Session
 from k2e.compat import Self
 from k2e.schemas import (
@@ -28,7 +28,7 @@ from k2e.schemas import (
     ModelInfo,
     ModelPage,
 )
-from k2e.tenancy.models import ApiKey, ApiKeyCreated, Quotas, Tenant
+from k2e.tenancy.bodies import ApiKey, ApiKeyCreated, Quotas, Tenant
 
 # A file to upload: a path, or its bytes (then name it: the API reads the format from the
 # file name's suffix).
@@ -70,7 +70,7 @@ class Client:
     @classmethod
     def from_env(cls, url: str | None = None, api_key: str | None = None, **kwargs: Any) -> Self:
         """The URL and key from the environment, the config file, or ``make run``'s key file
-        (k2e.client.config)."""
+        (k2e.client.endpoint)."""
         config = resolve_config(url, api_key)
         return cls(config.url, config.api_key, **kwargs)
 

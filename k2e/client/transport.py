@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, TypeAdapter
 
-from k2e.client.errors import ApiUnreachable, problem_of
+from k2e.client.exceptions import ApiUnreachable, problem_of
 from k2e.version import __version__
 
 T = TypeVar("T")

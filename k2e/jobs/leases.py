@@ -16,9 +16,9 @@ from sqlalchemy import func, insert, or_, select, update
 
 from k2e.db import utcnow
 from k2e.errors import NotFound
-from k2e.jobs.events import EVAL, LOSS, PROGRESS
+from k2e.jobs.event_log import EVAL, LOSS, PROGRESS
+from k2e.jobs.job_store import JobStore
 from k2e.jobs.rows import add_event, number_events, to_job
-from k2e.jobs.store import JobStore
 from k2e.schemas import TERMINAL_STATUSES, Job, JobError, JobStatus
 from k2e.tables import events, jobs
 

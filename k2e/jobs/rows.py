@@ -37,7 +37,7 @@ def add_event(
     conn: Connection, job_id: str, kind: str, message: str = "", data: Any = None
 ) -> None:
     """A transition (``kind`` is the new status), a log line (``kind`` "log"), or an event
-    only the stream shows (k2e.jobs.events). A terminal status is followed by the job's
+    only the stream shows (k2e.jobs.event_log). A terminal status is followed by the job's
     "end" event, in the same transaction: every way a job ends comes through here."""
     now = utcnow()
     ends = kind in TERMINAL_VALUES

@@ -39,7 +39,7 @@ def worker_command(queues: str) -> list[str]:
         "-m",
         "celery",
         "-A",
-        "worker.app",
+        "worker.celery_app",
         "worker",
         "-Q",
         queues,

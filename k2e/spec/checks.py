@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from k2e.custom_objects import registry
+from k2e.custom_registry import registry
 from k2e.errors import FieldError, InvalidSpec, InvalidUpload, NotFound
 from k2e.schemas import ConvertRequest, DatasetInfo, TensorInfo
 from k2e.settings import Settings

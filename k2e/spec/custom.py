@@ -4,7 +4,7 @@ no output shares an input's name."""
 
 from collections.abc import Iterable, Mapping
 
-from k2e.custom_objects import USE_NAMES, misfits, registry
+from k2e.custom_registry import USE_NAMES, misfits, registry
 from k2e.errors import FieldError
 from k2e.vetting.model_config import ModelSummary
 

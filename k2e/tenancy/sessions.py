@@ -16,8 +16,8 @@ from sqlalchemy import Engine, delete, insert, select, update
 
 from k2e.db import aware, utcnow
 from k2e.tables import api_keys, sessions
+from k2e.tenancy.bodies import Caller
 from k2e.tenancy.keys import key_hash
-from k2e.tenancy.models import Caller
 
 # Cookie secrets are 256-bit URL-safe tokens; anything else is not looked up.
 TOKEN_MAX_LENGTH = 128

@@ -140,7 +140,7 @@ def vet_model_config(
 
 def use_kind(key: str | None) -> str:
     """How a config uses the object found under ``key``: the kind of registry entry
-    (k2e.custom_objects.KINDS) a name there must be mapped to."""
+    (k2e.custom_registry.KINDS) a name there must be mapped to."""
     if key is None or key in _LAYER_KEYS:
         return "layer"
     if key in _ACTIVATION_KEYS:

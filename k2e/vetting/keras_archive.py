@@ -13,7 +13,7 @@ from typing import Any
 
 import h5py
 
-from k2e.custom_objects import registry
+from k2e.custom_registry import registry
 from k2e.errors import InvalidSpec, InvalidUpload
 from k2e.vetting.configs import VetPolicy, vet_model_config
 from k2e.vetting.h5structure import vet_h5_structure

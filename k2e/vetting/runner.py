@@ -14,6 +14,8 @@ import signal
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from k2e.errors import InvalidUpload, Unavailable
@@ -21,7 +23,7 @@ from k2e.vetting.child import CONFINED, LATE, READY
 from k2e.vetting.confinement import PACKAGE_PARENT
 
 if TYPE_CHECKING:
-    from k2e.vetting.sandbox import SandboxLimits
+    from k2e.settings import Settings
 
 # The parent API's logger: operators know the sandbox's lines by it.
 log = logging.getLogger("k2e.vetting.sandbox")
@@ -32,7 +34,29 @@ _confinement_logged: set[str] = set()
 _faults_logged: set[str] = set()
 
 
-def run(request: dict[str, Any], limits: "SandboxLimits") -> dict[str, Any]:
+@dataclass(frozen=True)
+class SandboxLimits:
+    cpu_seconds: int = 20
+    memory_bytes: int = 1024**3
+    timeout_s: float = 30.0
+    # Folders the child must not see (the data folder: keys, job store, uploads).
+    hidden: tuple[str, ...] = ()
+
+    @classmethod
+    def from_settings(cls, settings: "Settings") -> "SandboxLimits":
+        hidden = [str(settings.data_dir.resolve())]
+        url = settings.sqlalchemy_url
+        if url.startswith("sqlite:///"):
+            hidden.append(str(Path(url[len("sqlite:///") :]).parent))
+        return cls(
+            settings.inspect_cpu_s,
+            settings.inspect_memory_bytes,
+            settings.inspect_timeout_s,
+            tuple(dict.fromkeys(hidden)),
+        )
+
+
+def run(request: dict[str, Any], limits: SandboxLimits) -> dict[str, Any]:
     """Run the child on ``request`` under ``limits``; its summary, or InvalidUpload."""
     request = {**request, "cpu_seconds": limits.cpu_seconds, "memory_bytes": limits.memory_bytes}
     try:
@@ -44,9 +68,7 @@ def run(request: dict[str, Any], limits: "SandboxLimits") -> dict[str, Any]:
     return outcome(done, limits)
 
 
-def run_child(
-    request: dict[str, Any], limits: "SandboxLimits"
-) -> subprocess.CompletedProcess[bytes]:
+def run_child(request: dict[str, Any], limits: SandboxLimits) -> subprocess.CompletedProcess[bytes]:
     """Run the sandbox child on ``request``; raises subprocess.TimeoutExpired."""
     request = {**request, "hidden": list(limits.hidden)}
     env = {
@@ -79,7 +101,7 @@ def run_child(
     return done
 
 
-def outcome(done: subprocess.CompletedProcess[bytes], limits: "SandboxLimits") -> dict[str, Any]:
+def outcome(done: subprocess.CompletedProcess[bytes], limits: SandboxLimits) -> dict[str, Any]:
     """The child's summary, or the error its exit means."""
     lines = done.stdout.decode("utf-8", "replace").splitlines()
     started = bool(lines) and lines[0] == READY

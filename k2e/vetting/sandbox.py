@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from k2e.custom_objects import registry
+from k2e.custom_registry import registry
 from k2e.errors import InvalidUpload
 from k2e.formats.limits import ReadLimits
 from k2e.vetting.configs import VetPolicy
 from k2e.vetting.inspection import H5Summary
-from k2e.vetting.runner import run, run_child
+from k2e.vetting.runner import SandboxLimits, run, run_child
 
 if TYPE_CHECKING:  # for annotations only
     from k2e.settings import Settings
@@ -45,28 +45,6 @@ class DatasetSummary:
     num_examples: int
     arrays: dict[str, list[int]]
     dtypes: dict[str, str]
-
-
-@dataclass(frozen=True)
-class SandboxLimits:
-    cpu_seconds: int = 20
-    memory_bytes: int = 1024**3
-    timeout_s: float = 30.0
-    # Folders the child must not see (the data folder: keys, job store, uploads).
-    hidden: tuple[str, ...] = ()
-
-    @classmethod
-    def from_settings(cls, settings: "Settings") -> "SandboxLimits":
-        hidden = [str(settings.data_dir.resolve())]
-        url = settings.sqlalchemy_url
-        if url.startswith("sqlite:///"):
-            hidden.append(str(Path(url[len("sqlite:///") :]).parent))
-        return cls(
-            settings.inspect_cpu_s,
-            settings.inspect_memory_bytes,
-            settings.inspect_timeout_s,
-            tuple(dict.fromkeys(hidden)),
-        )
 
 
 def policy_for(

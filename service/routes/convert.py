@@ -9,7 +9,7 @@ from k2e.errors import InvalidSpec, InvalidUpload, UploadTooLarge
 from k2e.schemas import Job
 from service.auth import CallerDep, current_caller
 from service.deps import BackendDep
-from service.jobs import shown
+from service.job_files import shown
 from service.multipart import receive_multipart
 from service.openapi import request_body
 from service.problems import problems

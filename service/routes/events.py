@@ -1,14 +1,14 @@
-"""GET /jobs/{id}/events: the job's event stream (server-sent events, service/events.py)."""
+"""GET /jobs/{id}/events: the job's event stream (server-sent events, service/event_feeds.py)."""
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
-from service import jobs
+from service import job_files
 from service.auth import CallerDep, caller_check, current_caller, scope
 from service.deps import BackendDep
-from service.events import EventBroker, event_stream
+from service.event_feeds import EventBroker, event_stream
 from service.params import JobId
 from service.problems import problems
 
@@ -67,11 +67,11 @@ async def job_events(
     sent = last_event_id_header if last_event_id_header is not None else last_event_id
     # Ids are numbers within the job; one from before that (a larger one) is translated.
     after = await broker.run(backend.store.resume_point, job_id, sent or 0)
-    clean = jobs.message_filter(backend, job, caller)
+    clean = job_files.message_filter(backend, job, caller)
     # A stream outlives its request's authentication: it checks again as it goes and
     # closes once the key is revoked or the dashboard session has ended.
     recheck_s = max(backend.settings.key_cache_s, _MIN_RECHECK_S)
-    show = jobs.member_view(backend) if not caller.is_admin else (lambda job: job)
+    show = job_files.member_view(backend) if not caller.is_admin else (lambda job: job)
     stream = event_stream(
         broker, job_id, after, clean, show, caller_check(request, caller), recheck_s
     )

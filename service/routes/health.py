@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from k2e.errors import Unavailable
 from service.deps import BackendDep
 from service.problems import problem, problems
-from service.uploads import require_sandbox
+from service.upload_intake import require_sandbox
 
 router = APIRouter(tags=["health"])
 

@@ -9,7 +9,7 @@ from fastapi.responses import StreamingResponse
 
 from k2e.formats.tfevents import read_scalars
 from k2e.schemas import CheckpointInfo, Job, JobLog, JobPage, JobScalars, JobStatus
-from service import jobs
+from service import job_files
 from service.archive import TarPlan, tar_gz_stream, tree_members
 from service.auth import CallerDep, current_caller, list_scope, scope
 from service.deps import BackendDep
@@ -46,7 +46,9 @@ def list_jobs(
     tenant: TenantFilter = None,
 ) -> JobPage:
     page = backend.store.list_jobs(status_, limit, cursor, list_scope(caller, tenant))
-    return page.model_copy(update={"items": [jobs.shown(backend, caller, j) for j in page.items]})
+    return page.model_copy(
+        update={"items": [job_files.shown(backend, caller, j) for j in page.items]}
+    )
 
 
 @router.get("/jobs/{job_id}", response_model=Job, responses=problems(404), operation_id="getJob")
@@ -67,9 +69,9 @@ async def get_job(
     operation_id="cancelJob",
 )
 def cancel_job(job_id: JobId, backend: BackendDep, caller: CallerDep, request: Request) -> Job:
-    job = jobs.cancel_job(backend, job_id, caller)
+    job = job_files.cancel_job(backend, job_id, caller)
     request.app.state.job_cache.forget(job_id)
-    return jobs.shown(backend, caller, job)
+    return job_files.shown(backend, caller, job)
 
 
 @router.delete(
@@ -81,7 +83,7 @@ def cancel_job(job_id: JobId, backend: BackendDep, caller: CallerDep, request: R
     operation_id="deleteJob",
 )
 def delete_job(job_id: JobId, backend: BackendDep, caller: CallerDep, request: Request) -> Response:
-    jobs.delete_job(backend, job_id, caller)
+    job_files.delete_job(backend, job_id, caller)
     request.app.state.job_cache.forget(job_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -120,7 +122,7 @@ def download_savedmodel(
     format: ArchiveFormat = None,
     accept: AcceptHeader = None,
 ) -> StreamingResponse:
-    export = jobs.latest_export(backend, job_id, caller)
+    export = job_files.latest_export(backend, job_id, caller)
     name = f"{job_id}-savedmodel-{export.name}"
     return _download(tree_members(export, export.name), name, format, accept)
 
@@ -132,7 +134,7 @@ def download_savedmodel(
     operation_id="listCheckpoints",
 )
 def list_checkpoints(job_id: JobId, backend: BackendDep, caller: CallerDep) -> list[CheckpointInfo]:
-    return jobs.checkpoints(backend, job_id, caller)
+    return job_files.checkpoints(backend, job_id, caller)
 
 
 @router.get(
@@ -150,7 +152,7 @@ def download_checkpoint(
     format: ArchiveFormat = None,
     accept: AcceptHeader = None,
 ) -> StreamingResponse:
-    files = jobs.checkpoint_files(backend, job_id, step, caller)
+    files = job_files.checkpoint_files(backend, job_id, step, caller)
     return _download([(f, f.name) for f in files], f"{job_id}-ckpt-{step}", format, accept)
 
 
@@ -168,7 +170,7 @@ def job_logs(
     since: Annotated[int, Query(ge=0, le=_MAX_SEQ)] = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
 ) -> JobLog:
-    return jobs.job_log(backend, job_id, since, limit, caller)
+    return job_files.job_log(backend, job_id, since, limit, caller)
 
 
 @router.get(
@@ -179,6 +181,6 @@ def job_logs(
     operation_id="getJobMetrics",
 )
 def job_metrics(job_id: JobId, backend: BackendDep, caller: CallerDep) -> JobScalars:
-    model_dir = jobs.model_dir_of(backend, job_id, caller)[1]
+    model_dir = job_files.model_dir_of(backend, job_id, caller)[1]
     runs = read_scalars(model_dir) if model_dir.is_dir() else {}
     return JobScalars.model_validate({"runs": runs})

@@ -9,7 +9,7 @@ from k2e.errors import Conflict, FieldError, InvalidInput
 from k2e.jobs.instances import check_instances
 from k2e.jobs.predictions import PredictionRequests
 from k2e.schemas import PredictRequest, PredictResponse
-from service import jobs
+from service import job_files
 from service.auth import CallerDep, current_caller
 from service.deps import BackendDep
 from service.params import JobId
@@ -42,7 +42,7 @@ async def predict(
 ) -> PredictResponse:
     settings = backend.settings
     # Another tenant's job is not found, whatever the body: checked first.
-    job, _ = await run_in_threadpool(jobs.latest_export_of, backend, job_id, caller)
+    job, _ = await run_in_threadpool(job_files.latest_export_of, backend, job_id, caller)
     data = await read_body(request, settings.predict_max_bytes, "K2E_PREDICT_MAX_BYTES")
     raw = await run_in_threadpool(
         parse_json, data, "the request body", settings.max_json_depth, InvalidInput
@@ -58,7 +58,7 @@ async def predict(
             "(K2E_PREDICT_MAX_INSTANCES)"
         )
         raise InvalidInput(msg, [FieldError(("instances",), msg)])
-    dtypes = await run_in_threadpool(jobs.input_dtypes, backend, job)
+    dtypes = await run_in_threadpool(job_files.input_dtypes, backend, job)
     unusable = await run_in_threadpool(check_instances, body.instances, dtypes)
     if unusable:
         raise InvalidInput(unusable[0].msg, unusable)

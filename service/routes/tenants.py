@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from starlette.convertors import Convertor, register_url_convertor
 
 from k2e.errors import Conflict, NotFound
-from k2e.tenancy.models import (
+from k2e.tenancy.bodies import (
     TENANT_NAME_PATTERN,
     ApiKey,
     ApiKeyCreated,

@@ -12,7 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
 from k2e.catalog import Kind
-from k2e.custom_objects import listing
+from k2e.custom_registry import listing
 from k2e.schemas import CustomObjectInfo, DatasetInfo, DatasetPage, ModelInfo, ModelPage
 from service.auth import CallerDep, current_caller, list_scope, scope
 from service.backend import Backend
@@ -20,7 +20,7 @@ from service.deps import BackendDep, SettingsDep
 from service.openapi import request_body
 from service.params import Cursor, Limit, TenantFilter, dataset_id, model_id
 from service.problems import problems
-from service.uploads import delete_upload, receive_one, store_dataset, store_model
+from service.upload_intake import delete_upload, receive_one, store_dataset, store_model
 
 router = APIRouter(
     tags=["uploads"], dependencies=[Depends(current_caller)], responses=problems(401)

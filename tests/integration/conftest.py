@@ -61,7 +61,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
 
 
 class WorkerProcess:
-    """``celery -A worker.app worker`` as a child process, its log in a file."""
+    """``celery -A worker.celery_app worker`` as a child process, its log in a file."""
 
     def __init__(self, settings: Settings, log_path: Path, queues: str = "cpu,gpu") -> None:
         self.settings = settings

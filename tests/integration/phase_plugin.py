@@ -59,7 +59,7 @@ def pause_if_asked(job_id: str, phase: str) -> None:
 
 
 def _status(job_id: str) -> str:
-    from k2e.jobs.store import JobStore
+    from k2e.jobs.job_store import JobStore
 
     store = JobStore(os.environ["DATABASE_URL"])
     try:

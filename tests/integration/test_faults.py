@@ -18,7 +18,7 @@ import httpx
 import pytest
 import redis
 
-from k2e.jobs.store import JobStore
+from k2e.jobs.job_store import JobStore
 from k2e.launcher.embedded_redis import EmbeddedRedis, free_port
 from k2e.launcher.stack import api_command
 from k2e.settings import Settings

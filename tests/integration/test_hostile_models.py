@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from k2e.jobs.job_store import JobStore, NewJob
 from k2e.jobs.queueing import TaskSender
-from k2e.jobs.store import JobStore, NewJob
 from k2e.schemas import ConvertRequest
 from tests.auth import admin_files
 from tests.integration.conftest import wait_for_job
@@ -121,7 +121,7 @@ def test_the_worker_rechecks_a_task_sent_around_the_api_and_keeps_working(
 
 def test_the_worker_loader_itself_refuses_lambda_bytecode(lambda_h5, marker, tmp_path) -> None:
     """The last layer, should vetting ever miss one: Keras's safe mode around the load."""
-    from worker.models import build_keras_model
+    from worker.model_building import build_keras_model
 
     path = tmp_path / "lambda.h5"
     path.write_bytes(lambda_h5)

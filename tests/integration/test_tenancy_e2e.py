@@ -7,8 +7,8 @@ import uuid
 import pytest
 from fastapi.testclient import TestClient
 
+from k2e.jobs.job_store import JobStore, NewJob
 from k2e.jobs.queueing import TaskSender
-from k2e.jobs.store import JobStore, NewJob
 from tests.auth import bearer, new_tenant
 from tests.integration.conftest import wait_for_job
 

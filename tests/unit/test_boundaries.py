@@ -128,8 +128,8 @@ def _import_graph() -> dict[str, set[str]]:
 
 def test_the_import_graph_is_read() -> None:
     graph = _import_graph()
-    assert "k2e.jobs.store" in graph
-    assert "k2e.jobs.rows" in graph["k2e.jobs.store"]
+    assert "k2e.jobs.job_store" in graph
+    assert "k2e.jobs.rows" in graph["k2e.jobs.job_store"]
     assert "worker.tfrt" in graph["worker.training"]
 
 
@@ -166,9 +166,9 @@ def test_tensorflow_is_imported_in_one_module_only() -> None:
         for module, targets in _import_graph().items()
         if any(t.split(".")[0] in ("tensorflow", "keras") for t in targets)
     }
-    # worker.models imports one Keras class after worker.tfrt has configured TensorFlow;
+    # worker.model_building imports one Keras class after worker.tfrt has configured TensorFlow;
     # k2e.examples.seed_models builds the demo's model (in `k2e demo`'s child process).
-    assert importers <= {"worker.tfrt", "worker.models", "k2e.examples.seed_models"}
+    assert importers <= {"worker.tfrt", "worker.model_building", "k2e.examples.seed_models"}
     assert "worker.tfrt" in importers
 
 

@@ -12,8 +12,8 @@ from rich.console import Console
 from k2e.cli.progress import JobProgressView, print_outcome, show_events
 from k2e.cli.render import duration, size
 from k2e.cli.submit import SpecError, build_spec
-from k2e.client.config import resolve_config, write_config_file
-from k2e.client.events import JobStreamEvent
+from k2e.client.endpoint import resolve_config, write_config_file
+from k2e.client.following import JobStreamEvent
 from k2e.schemas import Job
 
 ROOT = Path(__file__).resolve().parents[2]

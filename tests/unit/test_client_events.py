@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from k2e.client import ApiUnreachable, Client, ProblemError
-from k2e.client.events import FollowOptions
+from k2e.client.following import FollowOptions
 from k2e.client.sse import SSEDecoder, iter_events, iter_lines
 from k2e.compat import UTC
 

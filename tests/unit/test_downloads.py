@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from k2e.jobs.store import JobStore, NewJob
+from k2e.jobs.job_store import JobStore, NewJob
 from k2e.settings import Settings
 from k2e.storage import Storage
 from service.archive import TarPlan

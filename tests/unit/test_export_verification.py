@@ -11,8 +11,8 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
+from k2e.jobs.job_store import NewJob  # noqa: E402
 from k2e.jobs.leases import JobLeases  # noqa: E402
-from k2e.jobs.store import NewJob  # noqa: E402
 from k2e.schemas import JobStatus, TensorInfo  # noqa: E402
 from tests import models  # noqa: E402
 from worker import export  # noqa: E402

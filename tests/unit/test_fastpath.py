@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from k2e.jobs.store import JobStore, NewJob
+from k2e.jobs.job_store import JobStore, NewJob
 from k2e.settings import Settings
 from service import fastpath
 from service.main import create_app

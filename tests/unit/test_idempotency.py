@@ -19,7 +19,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from k2e.jobs.store import JobStore
+from k2e.jobs.job_store import JobStore
 from k2e.settings import Settings
 from service.main import create_app
 from tests.auth import admin_client, admin_files

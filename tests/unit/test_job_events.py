@@ -14,11 +14,11 @@ import pytest
 import sqlalchemy
 from sqlalchemy import insert, update
 
+from k2e.jobs.job_store import NewJob
 from k2e.jobs.leases import JobLeases
-from k2e.jobs.store import NewJob
 from k2e.schemas import JobStatus
 from k2e.tables import events, jobs
-from service.events import EventBroker, event_stream
+from service.event_feeds import EventBroker, event_stream
 from tests.conftest import postgres_url
 
 

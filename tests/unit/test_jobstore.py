@@ -8,8 +8,8 @@ import pytest
 import sqlalchemy
 
 from k2e.errors import Conflict, InvalidInput, NotFound
+from k2e.jobs.job_store import NewJob
 from k2e.jobs.leases import JobLeases
-from k2e.jobs.store import NewJob
 from k2e.schemas import ExportCheck, JobStatus
 from k2e.tables import events, jobs
 from tests.conftest import postgres_url

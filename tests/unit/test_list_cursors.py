@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import insert
 
 from k2e.db import utcnow
-from k2e.jobs.store import JobStore, NewJob
+from k2e.jobs.job_store import JobStore, NewJob
 from k2e.settings import Settings
 from k2e.tables import uploads
 from service.main import create_app

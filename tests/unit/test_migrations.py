@@ -24,8 +24,8 @@ from k2e.migrations import baseline
 from k2e.schemas import JobStatus
 from k2e.tables import metadata
 from k2e.tenancy import keys
-from k2e.tenancy.models import EffectiveQuotas
-from k2e.tenancy.store import TenantStore
+from k2e.tenancy.bodies import EffectiveQuotas
+from k2e.tenancy.tenant_store import TenantStore
 from tests.fresh_schema import fresh_postgres_schema
 
 PREVIOUS_RELEASE = "796de42"

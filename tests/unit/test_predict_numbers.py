@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from k2e.jobs.store import NewJob
+from k2e.jobs.job_store import NewJob
 from k2e.settings import Settings
-from k2e.tenancy.models import DEFAULT_TENANT
+from k2e.tenancy.bodies import DEFAULT_TENANT
 from service.main import create_app
 from tests.auth import admin_client
 
@@ -116,7 +116,7 @@ def test_the_worker_refuses_what_the_api_could_not_check() -> None:
     tf = pytest.importorskip("tensorflow")
     from tensorflow.core.protobuf import meta_graph_pb2
 
-    from worker.predict import BadInstances, _columns
+    from worker.export_predict import BadInstances, _columns
 
     def signature(dtype: Any) -> Any:
         built = meta_graph_pb2.SignatureDef()

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from k2e.jobs.store import NewJob
+from k2e.jobs.job_store import NewJob
 from k2e.settings import Settings
-from k2e.tenancy.models import DEFAULT_TENANT
+from k2e.tenancy.bodies import DEFAULT_TENANT
 from service.main import create_app
 from tests.auth import admin_client, bearer, new_tenant
 

@@ -10,9 +10,9 @@ from pathlib import Path
 from sqlalchemy import update
 
 from k2e.db import utcnow
+from k2e.jobs.job_store import NewJob
 from k2e.jobs.leases import JobLeases
 from k2e.jobs.queueing import make_celery
-from k2e.jobs.store import NewJob
 from k2e.schemas import JobStatus
 from k2e.settings import Settings
 from k2e.storage import Storage, disk_usage

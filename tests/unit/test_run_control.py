@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.lease import Heartbeat, JobInterrupted, RunControl, rss_bytes
+from worker.heartbeat import Heartbeat, JobInterrupted, RunControl, rss_bytes
 
 
 def test_an_armed_thread_is_interrupted_in_python_code_and_check_raises_on_cancel() -> None:
@@ -110,7 +110,7 @@ def test_the_watchdog_samples_memory_and_leaves_a_job_under_its_bound_alone() ->
 # since the watchdog started; the watchdog ends the process with SIGKILL when it gives up.
 WATCHED_JOB = """
 import json, sys, threading, time
-from worker.lease import Heartbeat, JobInterrupted, RunControl, rss_bytes
+from worker.heartbeat import Heartbeat, JobInterrupted, RunControl, rss_bytes
 
 ratio, grace = float(sys.argv[1]), float(sys.argv[2])
 

@@ -8,8 +8,8 @@ import sqlalchemy
 
 from k2e.db import utcnow
 from k2e.tables import api_keys, metadata, sessions
+from k2e.tenancy.bodies import Caller
 from k2e.tenancy.keys import key_hash, key_id, matches
-from k2e.tenancy.models import Caller
 from k2e.tenancy.sessions import SessionStore
 
 KEY = "k2e_abc"

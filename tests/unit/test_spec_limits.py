@@ -540,8 +540,8 @@ def test_uploaded_hdf5_with_a_vocabulary_path_is_refused(env) -> None:
 
 
 def test_progress_writes_are_throttled_and_cancel_is_still_per_step() -> None:
+    from worker.heartbeat import RunControl
     from worker.hooks import ProgressHook
-    from worker.lease import RunControl
 
     reports: list[int] = []
     control = RunControl()

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from k2e.catalog import Catalog, recorded_sha256
-from k2e.jobs.store import JobStore
+from k2e.jobs.job_store import JobStore
 from k2e.schemas import ConvertRequest
 from k2e.settings import Settings
 from k2e.spec import checks

@@ -16,9 +16,9 @@ import pytest
 from sqlalchemy import update
 
 from k2e.client import Client
-from k2e.jobs.events import notifier_for
+from k2e.jobs.event_log import notifier_for
+from k2e.jobs.job_store import NewJob
 from k2e.jobs.leases import JobLeases
-from k2e.jobs.store import NewJob
 from k2e.launcher.embedded_redis import EmbeddedRedis
 from k2e.schemas import JobLog
 from k2e.settings import Settings

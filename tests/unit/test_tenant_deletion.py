@@ -211,7 +211,7 @@ def test_the_client_and_the_cli_delete_a_tenant(tmp_path: Path, redis_server) ->
     )
     with running_api(env, tmp_path / "api.log") as (base, _):
         from k2e.client import Client
-        from k2e.client.errors import ProblemError
+        from k2e.client.exceptions import ProblemError
 
         with Client(base, TEST_ADMIN_KEY) as client:
             client.create_tenant("by-client")

@@ -3,7 +3,7 @@ cached as an answer, an entry lives ttl_s, and the forget paths drop only what t
 
 from datetime import UTC, datetime
 
-from k2e.tenancy.models import Caller
+from k2e.tenancy.bodies import Caller
 from k2e.tenancy.sessions import Session
 from service import ttlcache
 from service.auth import KeyCache, SessionCache

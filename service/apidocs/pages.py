@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
 from k2e.errors import NotFound
-from service.ui.routes import PAGE_HEADERS
+from service.ui.dashboard import PAGE_HEADERS
 
 
 def _vendor_folder() -> Path:

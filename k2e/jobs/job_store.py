@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from k2e.cursors import CursorCodec
 from k2e.db import aware, create_schema, make_engine, utcnow
 from k2e.errors import Conflict, NotFound
-from k2e.jobs.events import END, STREAM_ONLY, EventNotifier
+from k2e.jobs.event_log import END, STREAM_ONLY, EventNotifier
 from k2e.jobs.rows import BY_ID, BY_ID_AND_TENANT, TERMINAL_VALUES, add_event, to_job
 from k2e.schemas import Job, JobPage, JobStatus
 from k2e.tables import events, jobs
@@ -53,7 +53,7 @@ class JobStore:
     """Create, read, list, cancel and delete jobs.
 
     With a ``notifier``, every write that adds events to a job announces it after its
-    commit (k2e.jobs.events), so that event streams read at once instead of polling.
+    commit (k2e.jobs.event_log), so that event streams read at once instead of polling.
     """
 
     def __init__(self, url: str, notifier: EventNotifier | None = None) -> None:

@@ -1,6 +1,6 @@
 """GET /jobs/{id}/events: a job's events as server-sent events, history first, then live.
 
-The store holds every event (k2e.jobs.events); this module reads it without blocking the
+The store holds every event (k2e.jobs.event_log); this module reads it without blocking the
 event loop and learns of new rows from Redis pub/sub. Per API process, one ``JobFeed``
 per followed job reads the new rows once and hands them to every stream of that job, so
 fifty watchers of a job cost the store one read per write, not fifty. Without Redis
@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
-from k2e.jobs.events import END, channel, payload
-from k2e.jobs.store import JobStore
+from k2e.jobs.event_log import END, channel, payload
+from k2e.jobs.job_store import JobStore
 from k2e.schemas import Job
 
 log = logging.getLogger("k2e.api.events")

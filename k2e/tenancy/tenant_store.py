@@ -19,7 +19,7 @@ from k2e.errors import Conflict, NotFound
 from k2e.schemas import JobStatus
 from k2e.tables import api_keys, events, jobs, sessions, tenants, upload_reservations, uploads
 from k2e.tenancy import keys, quota
-from k2e.tenancy.models import (
+from k2e.tenancy.bodies import (
     DEFAULT_TENANT,
     ApiKey,
     ApiKeyCreated,

@@ -7,7 +7,7 @@ import typer
 from k2e.cli.context import EXIT_FAILED, state
 from k2e.cli.render import print_json
 from k2e.client import Client
-from k2e.client.config import config_path, resolve_config, write_config_file
+from k2e.client.endpoint import config_path, resolve_config, write_config_file
 
 
 def login(

@@ -1,13 +1,16 @@
-"""The Celery app workers run: ``celery -A worker.app worker -Q cpu``."""
+"""The Celery app workers run: ``celery -A worker.celery_app worker -Q cpu``."""
 
 import logging
-from typing import Any
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from k2e.jobs.queueing import make_celery
 from k2e.settings import get_settings
-from worker.runner import runner
+
+if TYPE_CHECKING:
+    from worker.training import JobRunner
 
 settings = get_settings()
 app = make_celery(settings, name="k2e-worker")
@@ -18,6 +21,14 @@ app.conf.worker_max_memory_per_child = settings.job_memory_bytes // 1024  # KiB
 
 log = logging.getLogger("k2e.worker")
 _reconciler: Any = None
+
+
+@lru_cache(maxsize=1)
+def runner() -> "JobRunner":
+    """This process's JobRunner; the first call imports TensorFlow."""
+    from worker.training import JobRunner
+
+    return JobRunner(settings)
 
 
 @worker_process_init.connect

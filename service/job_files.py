@@ -8,7 +8,7 @@ from typing import Any
 from k2e.errors import Conflict, K2EError, NotFound, Unavailable
 from k2e.schemas import CheckpointInfo, Job, JobEvent, JobLog, TensorInfo
 from k2e.storage import Storage, is_upload_id
-from k2e.tenancy.models import DEFAULT_TENANT, Caller
+from k2e.tenancy.bodies import DEFAULT_TENANT, Caller
 from k2e.vetting.model_config import parse_model_config
 from service.auth import scope
 from service.backend import Backend

@@ -6,7 +6,7 @@ import inspect
 from collections.abc import Iterable
 from typing import Any
 
-from k2e.custom_objects import registry
+from k2e.custom_registry import registry
 from worker.tfrt import tf
 
 

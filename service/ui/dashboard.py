@@ -16,8 +16,8 @@ from fastapi.responses import FileResponse, HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from k2e.errors import NotFound, Unauthenticated
+from k2e.tenancy.bodies import Caller, Role
 from k2e.tenancy.keys import key_hash
-from k2e.tenancy.models import Caller, Role
 from k2e.tenancy.sessions import Session
 from service.auth import (
     CSRF_HEADER,

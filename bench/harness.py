@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from k2e.jobs.store import JobStore
+from k2e.jobs.job_store import JobStore
 from k2e.launcher.embedded_redis import EmbeddedRedis, free_port
 from k2e.launcher.stack import api_command, worker_command
 from k2e.settings import Settings

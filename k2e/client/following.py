@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from k2e.client.errors import ApiUnreachable, ProblemError
+from k2e.client.exceptions import ApiUnreachable, ProblemError
 from k2e.client.sse import SSEDecoder, iter_events
 from k2e.client.transport import Session
 from k2e.compat import UTC

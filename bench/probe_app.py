@@ -21,6 +21,7 @@ from fastapi import Depends, FastAPI, Request, Response
 
 from k2e.jobs.job_store import JobStore
 from k2e.schemas import TERMINAL_STATUSES, Job
+from k2e.tenancy.scope import ANY_TENANT
 from service.main import create_app
 
 
@@ -50,15 +51,15 @@ def create() -> FastAPI:
 
     @app.get("/probe/jobs-sync/{job_id}", response_model=Job)
     def jobs_sync(job_id: SyncJobId, store: SyncStore) -> Job:
-        return store.get(job_id)
+        return store.get(job_id, ANY_TENANT).public()
 
     @app.get("/probe/jobs-async-deps/{job_id}", response_model=Job)
     def jobs_async_deps(job_id: str, store: AsyncStore) -> Job:
-        return store.get(job_id)
+        return store.get(job_id, ANY_TENANT).public()
 
     @app.get("/probe/jobs-async/{job_id}", response_model=Job)
     async def jobs_async(job_id: str, store: AsyncStore) -> Job:
-        return store.get(job_id)
+        return store.get(job_id, ANY_TENANT).public()
 
     finished: dict[str, bytes] = {}
 
@@ -66,7 +67,7 @@ def create() -> FastAPI:
     async def jobs_cached(job_id: str, store: AsyncStore) -> Response:
         body = finished.get(job_id)
         if body is None:
-            job = store.get(job_id)
+            job = store.get(job_id, ANY_TENANT).public()
             body = job.model_dump_json().encode()
             if job.status in TERMINAL_STATUSES:
                 finished[job_id] = body

@@ -16,6 +16,7 @@ from k2e.errors import Conflict, NotFound
 from k2e.schemas import DatasetInfo, JobStatus, ModelInfo
 from k2e.tables import jobs, uploads
 from k2e.tenancy.quota import lock_tenant, release_bytes
+from k2e.tenancy.scope import Scope, tenant_of
 
 Kind = Literal["model", "dataset"]
 MAX_PAGE = 200
@@ -53,8 +54,10 @@ class Catalog:
                 select(uploads.c.tenant).where(uploads.c.id == upload_id, uploads.c.kind == kind)
             ).scalar_one_or_none()
 
-    def info(self, kind: Kind, upload_id: str, tenant: str | None) -> dict:
-        """An upload's info (ModelInfo or DatasetInfo as JSON); another tenant's is not found."""
+    def info(self, kind: Kind, upload_id: str, scope: Scope) -> dict:
+        """An upload's info (ModelInfo or DatasetInfo as JSON); one outside ``scope``
+        (another tenant's) is not found."""
+        tenant = tenant_of(scope)
         query = select(uploads.c.info).where(uploads.c.id == upload_id, uploads.c.kind == kind)
         if tenant is not None:
             query = query.where(uploads.c.tenant == tenant)
@@ -66,9 +69,11 @@ class Catalog:
         return info
 
     def list(
-        self, kind: Kind, tenant: str | None, limit: int = 50, cursor: str | None = None
+        self, kind: Kind, scope: Scope, limit: int = 50, cursor: str | None = None
     ) -> tuple[list[dict], str | None]:
-        """Infos newest first, and the cursor of the next page (None at the end)."""
+        """The infos in ``scope``, newest first, and the cursor of the next page (None at
+        the end)."""
+        tenant = tenant_of(scope)
         limit = max(1, min(limit, MAX_PAGE))
         query = (
             select(uploads.c.seq, uploads.c.info)
@@ -87,9 +92,10 @@ class Catalog:
             next_cursor = self.cursors.encode(kind, tenant, rows[limit - 1].seq)
         return [row.info for row in rows[:limit]], next_cursor
 
-    def remove(self, kind: Kind, upload_id: str, tenant: str | None) -> None:
-        """Forget an upload; Conflict while a queued or running job uses it."""
-        self.info(kind, upload_id, tenant)
+    def remove(self, kind: Kind, upload_id: str, scope: Scope) -> None:
+        """Forget an upload (one outside ``scope`` is not found); Conflict while a queued
+        or running job uses it."""
+        self.info(kind, upload_id, scope)
         with self.engine.begin() as conn:
             user = conn.execute(
                 select(jobs.c.id)
@@ -107,7 +113,7 @@ def recorded_sha256(catalog: Catalog, model_ref: str | None, tenant: str) -> str
     if model_ref is None:
         return None
     try:
-        value = catalog.info("model", model_ref, tenant).get("sha256")
+        value = catalog.info("model", model_ref, Scope.of(tenant)).get("sha256")
     except NotFound:
         return None
     return value if isinstance(value, str) and value else None

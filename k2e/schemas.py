@@ -239,6 +239,8 @@ class ExportCheck(BaseModel):
     warmup_requests: int = 0
 
 
+# A job as the API answers it: the server makes it from its stored record only
+# (k2e.jobs.records: ``JobRecord.public``), which shows no server path.
 class Job(BaseModel):
     id: str
     status: JobStatus

@@ -25,6 +25,7 @@ from starlette.requests import HTTPConnection
 from k2e.errors import Forbidden, Unauthenticated
 from k2e.tenancy.bodies import Caller
 from k2e.tenancy.keys import key_hash
+from k2e.tenancy.scope import ANY_TENANT, Scope
 from k2e.tenancy.sessions import Session, SessionStore
 from k2e.tenancy.tenant_store import TenantStore
 from service.ttlcache import TtlCache
@@ -165,15 +166,16 @@ CallerDep = Annotated[Caller, Depends(current_caller)]
 AdminDep = Annotated[Caller, Depends(admin_caller)]
 
 
-def scope(caller: Caller) -> str | None:
-    """The tenant a lookup by id is confined to: the caller's own; None (any) for admins."""
-    return None if caller.is_admin else caller.tenant
+def scope(caller: Caller) -> Scope:
+    """The tenants a lookup by id sees: the caller's own; any tenant's for admins."""
+    return ANY_TENANT if caller.is_admin else Scope.of(caller.tenant)
 
 
-def list_scope(caller: Caller, tenant: str | None) -> str | None:
-    """The tenant a list shows: the caller's own; an admin may name another, or "*" for all."""
+def list_scope(caller: Caller, tenant: str | None) -> Scope:
+    """The tenants a list shows: the caller's own (``tenant`` not given); an admin may name
+    another, or "*" for all."""
     if tenant is None or tenant == caller.tenant:
-        return caller.tenant
+        return Scope.of(caller.tenant)
     if not caller.is_admin:
         raise Forbidden("only admin keys list other tenants' resources")
-    return None if tenant == "*" else tenant
+    return ANY_TENANT if tenant == "*" else Scope.of(tenant)

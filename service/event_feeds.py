@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from k2e.jobs.event_log import END, channel, payload
 from k2e.jobs.job_store import JobStore
 from k2e.schemas import Job
+from k2e.tenancy.scope import ANY_TENANT
 
 log = logging.getLogger("k2e.api.events")
 T = TypeVar("T")
@@ -64,7 +65,8 @@ class EventBroker:
 
     async def job(self, job_id: str) -> Job:
         """The job, read now (never a cached copy)."""
-        return await self.run(self.store.get, job_id)
+        record = await self.run(self.store.get, job_id, ANY_TENANT)
+        return record.public()
 
     @contextlib.asynccontextmanager
     async def follow(self, job_id: str) -> AsyncIterator["asyncio.Queue[Batch]"]:

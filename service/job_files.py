@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from k2e.errors import Conflict, K2EError, NotFound, Unavailable
+from k2e.jobs.records import JobRecord
 from k2e.schemas import CheckpointInfo, Job, JobEvent, JobLog, TensorInfo
 from k2e.storage import Storage, is_upload_id
 from k2e.tenancy.bodies import DEFAULT_TENANT, Caller
+from k2e.tenancy.scope import Scope
 from k2e.vetting.model_config import parse_model_config
 from service.auth import scope
 from service.backend import Backend
@@ -16,12 +18,11 @@ from service.redaction import member_text
 from service.submission import model_under
 
 
-def model_dir_of(backend: Backend, job_id: str, caller: Caller) -> tuple[Job, Path]:
+def model_dir_of(backend: Backend, job_id: str, caller: Caller) -> tuple[JobRecord, Path]:
     """The job (another tenant's is not found) and its model_dir on this machine."""
     job = backend.store.get(job_id, scope(caller))
-    stored = backend.store.stored_model_dir(job_id)
     storage = backend.storage.for_tenant(job.tenant or caller.tenant)
-    return job, storage.resolve(stored)
+    return job, storage.resolve(job.model_dir)
 
 
 def latest_export(backend: Backend, job_id: str, caller: Caller) -> Path:
@@ -32,7 +33,7 @@ def latest_export(backend: Backend, job_id: str, caller: Caller) -> Path:
     return export
 
 
-def latest_export_of(backend: Backend, job_id: str, caller: Caller) -> tuple[Job, Path]:
+def latest_export_of(backend: Backend, job_id: str, caller: Caller) -> tuple[JobRecord, Path]:
     """The job and its newest export; Conflict while it has none (not exported yet)."""
     job, model_dir = model_dir_of(backend, job_id, caller)
     export = Storage.latest_export(model_dir)
@@ -41,7 +42,7 @@ def latest_export_of(backend: Backend, job_id: str, caller: Caller) -> tuple[Job
     return job, export
 
 
-def input_dtypes(backend: Backend, job: Job) -> dict[str, str]:
+def input_dtypes(backend: Backend, job: JobRecord) -> dict[str, str]:
     """The dtypes of the job's model's inputs, by input name, as inspection found them
     (the uploaded model's record, or an inline model's config); empty when unknown (the
     upload is gone, or the file was never uploaded)."""
@@ -56,7 +57,7 @@ def input_dtypes(backend: Backend, job: Job) -> dict[str, str]:
             storage = backend.storage.for_tenant(tenant)
             model_id = path if is_upload_id(path) else model_under(storage, path)
             if model_id is not None:
-                info = backend.catalog.info("model", model_id, tenant)
+                info = backend.catalog.info("model", model_id, Scope.of(tenant))
                 inputs = [TensorInfo.model_validate(entry) for entry in info["inputs"]]
     except (K2EError, ValueError, KeyError, TypeError):
         return {}
@@ -78,15 +79,14 @@ def checkpoint_files(backend: Backend, job_id: str, step: int, caller: Caller) -
 def delete_job(backend: Backend, job_id: str, caller: Caller) -> None:
     """Forget a finished job and remove its files: its own model_dir, or a named one that
     no other job's record uses (Conflict while the job has not ended)."""
-    _, model_dir = model_dir_of(backend, job_id, caller)
-    stored = backend.store.stored_model_dir(job_id)
     job = backend.store.delete_finished(job_id, scope(caller))
     tenant = job.tenant or caller.tenant
-    if not backend.store.jobs_using_model_dir(stored, tenant):
+    if not backend.store.jobs_using_model_dir(job.model_dir, tenant):
+        model_dir = backend.storage.for_tenant(tenant).resolve(job.model_dir)
         shutil.rmtree(model_dir, ignore_errors=True)
 
 
-def message_filter(backend: Backend, job: Job, caller: Caller) -> Callable[[str], str]:
+def message_filter(backend: Backend, job: JobRecord, caller: Caller) -> Callable[[str], str]:
     """How the caller sees the job's status and log messages. TensorFlow's own lines name
     the model_dir in full: members see it relative to their tenant's folder, no other
     server path, no traceback (service/redaction.py), nor the host and pid of the worker
@@ -116,8 +116,9 @@ def member_view(backend: Backend) -> Callable[[Job], Job]:
     return view
 
 
-def shown(backend: Backend, caller: Caller, job: Job) -> Job:
-    """The job as ``caller`` sees it."""
+def shown(backend: Backend, caller: Caller, record: JobRecord) -> Job:
+    """The job's public body as ``caller`` sees it."""
+    job = record.public()
     return job if caller.is_admin else member_view(backend)(job)
 
 
@@ -134,12 +135,12 @@ def job_log(backend: Backend, job_id: str, since: int, limit: int, caller: Calle
     return JobLog(items=items, next_since=items[-1].seq if items else since)
 
 
-def cancel_job(backend: Backend, job_id: str, caller: Caller) -> Job:
+def cancel_job(backend: Backend, job_id: str, caller: Caller) -> JobRecord:
     """Cancel; a queued job's place in its tenant's turn goes to the next one waiting."""
     job = backend.store.request_cancel(job_id, scope(caller))
     if job.tenant is not None:
         try:
-            backend.dispatcher.pump(job.tenant)
+            backend.dispatcher.pump(Scope.of(job.tenant))
         except Unavailable:
             pass  # the reconciler hands it over once the broker answers
     return job

@@ -6,8 +6,9 @@ or running job for ``live_ttl_s`` (a fraction of a second: a worker writes progr
 most every few hundred steps or 2 s, so a client polling sees at most that much more
 delay). Concurrent reads of one job share one query.
 
-Entries are kept per scope: a member's read looks for ``(its tenant, id)`` and reads the
-store with its tenant in the query, an admin's for ``(None, id)``. So a member asking
+Entries are kept per scope (k2e.tenancy.scope): a member's read looks for ``(its
+tenant's scope, id)`` and reads the store with its tenant in the query, an admin's for
+``(ANY_TENANT, id)``. So a member asking
 for another tenant's job id does exactly what it does for an unknown id (no entry, one
 query that finds no row, 404), however recently that job's owner read it: neither the
 answer nor its timing tells that the job exists. A member's entry holds the job as
@@ -23,12 +24,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from k2e.jobs.job_store import JobStore
+from k2e.jobs.records import JobRecord
 from k2e.schemas import TERMINAL_STATUSES, Job
+from k2e.tenancy.scope import Scope
 
 MAX_ENTRIES = 10_000
 
 
-Key = tuple[str | None, str]  # (the reader's tenant, or None for admins; the job id)
+Key = tuple[Scope, str]  # (the reader's scope, the job id)
 
 
 class JobCache:
@@ -43,17 +46,17 @@ class JobCache:
         self.live_ttl_s = live_ttl_s
         self.member_view = member_view
         self._entries: dict[Key, tuple[bytes, float]] = {}
-        self._scopes: dict[str, set[str | None]] = {}  # job id -> scopes holding it
+        self._scopes: dict[str, set[Scope]] = {}  # job id -> scopes holding it
         self._reading: dict[Key, asyncio.Future[bytes]] = {}
         # Threads of its own for store reads: fewer threads contending for the GIL than
         # FastAPI's pool of 40 (measured: bench/store_reads.py).
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="k2e-job-read")
 
-    async def read(self, store: JobStore, job_id: str, tenant: str | None) -> bytes:
-        """The job's JSON, from memory while fresh, else from the store; ``tenant``: the
-        caller's scope (None: any tenant's job). Another tenant's job is not found."""
-        key = (tenant, job_id)
-        body = self.fresh(tenant, job_id)
+    async def read(self, store: JobStore, job_id: str, scope: Scope) -> bytes:
+        """The job's public JSON, from memory while fresh, else from the store; a job
+        outside the caller's ``scope`` (another tenant's) is not found."""
+        key = (scope, job_id)
+        body = self.fresh(scope, job_id)
         if body is not None:
             return body
         pending = self._reading.get(key)
@@ -63,8 +66,9 @@ class JobCache:
         future: asyncio.Future[bytes] = loop.create_future()
         self._reading[key] = future
         try:
-            job = await loop.run_in_executor(self._readers, store.get, job_id, tenant)
-            if tenant is not None and self.member_view is not None:
+            record: JobRecord = await loop.run_in_executor(self._readers, store.get, job_id, scope)
+            job = record.public()
+            if not scope.is_any and self.member_view is not None:
                 job = self.member_view(job)
             body = job.model_dump_json().encode()
             self._keep(key, job, body)
@@ -77,10 +81,10 @@ class JobCache:
         finally:
             self._reading.pop(key, None)
 
-    def fresh(self, tenant: str | None, job_id: str) -> bytes | None:
-        """The job's JSON as ``tenant``'s scope sees it, if in memory and fresh, else None
-        (no store read)."""
-        entry = self._entries.get((tenant, job_id))
+    def fresh(self, scope: Scope, job_id: str) -> bytes | None:
+        """The job's JSON as ``scope`` sees it, if in memory and fresh, else None (no
+        store read)."""
+        entry = self._entries.get((scope, job_id))
         if entry is None or entry[1] <= time.monotonic():
             return None
         return entry[0]
@@ -96,5 +100,5 @@ class JobCache:
         self._scopes.setdefault(key[1], set()).add(key[0])
 
     def forget(self, job_id: str) -> None:
-        for tenant in self._scopes.pop(job_id, ()):
-            self._entries.pop((tenant, job_id), None)
+        for scope in self._scopes.pop(job_id, ()):
+            self._entries.pop((scope, job_id), None)

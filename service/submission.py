@@ -26,11 +26,13 @@ from k2e.errors import (
 )
 from k2e.jobs.job_store import JobStore, NewJob
 from k2e.jobs.queueing import queue_for
-from k2e.schemas import ConvertRequest, Job
+from k2e.jobs.records import JobRecord
+from k2e.schemas import ConvertRequest
 from k2e.spec.checks import check_spec
 from k2e.spec.numbers import may_hold_unusable, unusable_numbers
 from k2e.storage import Storage, file_sha256, is_upload_id
 from k2e.tenancy.quota import JobQuotaReached
+from k2e.tenancy.scope import Scope
 from service.backend import Backend
 from service.multipart import ReceivedFile
 from service.upload_intake import delete_upload, store_dataset, store_model
@@ -39,7 +41,7 @@ from service.upload_intake import delete_upload, store_dataset, store_model
 class Replayed(Exception):
     """A submission lost a race on its Idempotency-Key: ``job`` is the winner's."""
 
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job: JobRecord) -> None:
         super().__init__(job.id)
         self.job = job
 
@@ -139,7 +141,7 @@ def accept(
     idempotency_key: str | None,
     backend: Backend,
     tenant: str,
-) -> Job:
+) -> JobRecord:
     """Accept a submission: ``raw`` is the parsed JSON spec, ``files`` the multipart files
     (``model``, ``train_data``, ``eval_data``) already on the storage volume."""
     if not isinstance(raw, dict):
@@ -168,12 +170,12 @@ def accept(
         # Another request with the key won the race: its job answers, our copies go.
         for kind, entry_ids in created.items():
             for entry_id in entry_ids:
-                delete_upload(kind, entry_id, backend, tenant)
+                delete_upload(kind, entry_id, backend, Scope.of(tenant))
         return replayed.job
     except Exception:
         for kind, entry_ids in created.items():
             for entry_id in entry_ids:
-                delete_upload(kind, entry_id, backend, tenant)
+                delete_upload(kind, entry_id, backend, Scope.of(tenant))
         raise
 
 
@@ -232,8 +234,8 @@ def plan_warm_start(
             "`warm_start_from` needs a fresh model_dir"
         )
         raise InvalidSpec(msg, [FieldError(loc, msg)])
-    source = store.get(source_id, tenant)  # NotFound: 404
-    folder = storage.resolve(store.stored_model_dir(source.id, tenant))
+    source = store.get(source_id, Scope.of(tenant))  # NotFound: 404
+    folder = storage.resolve(source.model_dir)
     checkpoints = storage.checkpoints(folder)
     if not checkpoints:
         msg = f"job {source.id} ({source.status.value}) has no checkpoint to start from"
@@ -247,15 +249,14 @@ def request_hash(spec: object, files: dict[str, str] | None = None) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def replay(store: JobStore, key: str | None, body_hash: str) -> Job | None:
+def replay(store: JobStore, key: str | None, body_hash: str) -> JobRecord | None:
     """The job an Idempotency-Key already made; Conflict when the body differs."""
     if key is None:
         return None
-    found = store.by_idempotency_key(key)
-    if found is None:
+    job = store.by_idempotency_key(key)
+    if job is None:
         return None
-    job, known_hash = found
-    if known_hash != body_hash:
+    if job.request_hash != body_hash:
         raise Conflict(f"the Idempotency-Key was used with a different request body (job {job.id})")
     return job
 
@@ -278,7 +279,7 @@ def submit(
     tenant: str,
     idempotency_key: str | None = None,
     body_hash: str | None = None,
-) -> Job:
+) -> JobRecord:
     """Check the spec, record the job, hand it to the broker when its tenant's turn allows.
     Raises Replayed when a request with the same Idempotency-Key recorded its job first."""
     store = backend.store
@@ -320,12 +321,12 @@ def submit(
             raise
         raise Replayed(existing) from None
     try:
-        backend.dispatcher.pump(tenant)
+        backend.dispatcher.pump(Scope.of(tenant))
     except Unavailable:
         # Not accepted, so not kept: the client got a 503 and nothing waits in the store.
         store.discard(job_id)
         raise
-    return store.get(job_id)
+    return store.get(job_id, Scope.of(tenant))
 
 
 def upload_ids(spec: ConvertRequest, storage: Storage) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ from k2e.errors import InvalidUpload
 from k2e.formats.limits import ReadLimits
 from k2e.schemas import DatasetInfo, ModelInfo
 from k2e.storage import file_sha256, new_id
+from k2e.tenancy.scope import Scope
 from k2e.vetting.sandbox import (
     SandboxLimits,
     inspect_dataset_file,
@@ -187,11 +188,11 @@ def keep(
         raise
 
 
-def delete_upload(kind: Kind, upload_id: str, backend: Backend, tenant: str | None) -> None:
+def delete_upload(kind: Kind, upload_id: str, backend: Backend, scope: Scope) -> None:
     """Forget an upload and remove its files (Conflict while a job that has not ended
-    uses it); ``tenant`` None: any tenant's (admins)."""
+    uses it); one outside ``scope`` is not found (``ANY_TENANT``: admins)."""
     owner = backend.catalog.owner(kind, upload_id)
-    backend.catalog.remove(kind, upload_id, tenant)
+    backend.catalog.remove(kind, upload_id, scope)
     if owner is not None:
         folder = backend.storage.for_tenant(owner).root / f"{kind}s" / upload_id
         shutil.rmtree(folder, ignore_errors=True)

@@ -10,9 +10,9 @@ import numpy as np
 
 from k2e.formats.limits import ReadLimits
 from k2e.jobs.leases import JobLeases
+from k2e.jobs.records import JobRecord
 from k2e.schemas import (
     ConvertRequest,
-    Job,
     JobError,
     JobStatus,
     TensorInfo,
@@ -65,7 +65,7 @@ class JobPhases:
 
     store: JobLeases
     settings: Settings
-    job: Job
+    job: JobRecord
     owner: str
     spec: ConvertRequest
     resolved: ResolvedModel

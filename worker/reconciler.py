@@ -19,10 +19,12 @@ from k2e.jobs.dispatch import Dispatcher
 from k2e.jobs.event_log import notifier_for
 from k2e.jobs.leases import JobLeases
 from k2e.jobs.queueing import TaskSender
-from k2e.schemas import Job, JobStatus
+from k2e.jobs.records import JobRecord
+from k2e.schemas import JobStatus
 from k2e.settings import Settings
 from k2e.storage import Storage
 from k2e.tenancy.bodies import DEFAULT_TENANT
+from k2e.tenancy.scope import ANY_TENANT
 
 log = logging.getLogger("k2e.reconciler")
 
@@ -67,7 +69,7 @@ class Reconciler:
             self.store.touch(job.id)
             self._send(job)
             sent.append(job.id)
-        sent += self.dispatcher.pump()
+        sent += self.dispatcher.pump(ANY_TENANT)
         self.apply_retention()
         return sent
 
@@ -86,5 +88,5 @@ class Reconciler:
             removed += 1
         return removed
 
-    def _send(self, job: Job) -> None:
+    def _send(self, job: JobRecord) -> None:
         self.sender.send_train(job.id, job.queue, job.timeout_s)

@@ -12,11 +12,13 @@ from k2e.jobs.event_log import notifier_for
 from k2e.jobs.leases import JobLeases
 from k2e.jobs.predictions import send_reply
 from k2e.jobs.queueing import TaskSender
-from k2e.schemas import ConvertRequest, Job, JobError, JobErrorReason, JobStatus
+from k2e.jobs.records import JobRecord
+from k2e.schemas import ConvertRequest, JobError, JobErrorReason, JobStatus
 from k2e.settings import Settings
 from k2e.spec.checks import check_spec
 from k2e.storage import Storage, disk_usage
 from k2e.tenancy.bodies import DEFAULT_TENANT
+from k2e.tenancy.scope import ANY_TENANT, Scope
 from worker.export_predict import BadInstances, predict
 from worker.heartbeat import Heartbeat, JobInterrupted, RunControl, new_owner
 from worker.joblog import JobLogCapture
@@ -44,7 +46,7 @@ class JobRunner:
 
         Never raises for a job's own failure: the worker lives on for the next job.
         """
-        job = self.store.get(job_id)
+        job = self.store.get(job_id, ANY_TENANT)
         if job.status not in (JobStatus.queued, JobStatus.running):
             log.info("job %s is %s: not running it", job_id, job.status.value)
             return
@@ -86,7 +88,7 @@ class JobRunner:
         if control.lease_lost.is_set():
             log.error("job %s: lease lost; leaving the job to its new owner", job_id)
             return
-        current = self.store.get(job_id)
+        current = self.store.get(job_id, ANY_TENANT)
         if current.status == JobStatus.cancelling and result.status != JobStatus.cancelled:
             # Cancelled after the last check (the heartbeat had not seen it yet): a cancel
             # that reached the store before the job ended wins.
@@ -107,7 +109,9 @@ class JobRunner:
         log.info("job %s %s at step %d", job_id, result.status.value, result.global_step)
         try:
             # This job's turn has ended: its tenant's next waiting job may go to the broker.
-            self.dispatcher.pump(started.tenant)
+            # A job older than tenancy has no tenant: every tenant's turn is looked at.
+            tenant = started.tenant
+            self.dispatcher.pump(ANY_TENANT if tenant is None else Scope.of(tenant))
         except Exception:  # the reconciler hands it over on its next round
             log.warning("job %s: handing over the next job failed", job_id, exc_info=True)
 
@@ -123,8 +127,8 @@ class JobRunner:
         Never raises for bad instances: the client gets the reason."""
         try:
             storage = self.storage.for_tenant(tenant)
-            self.store.get(job_id, tenant)  # the API checked; the job may be gone since
-            export_dir = Storage.latest_export(storage.resolve(self.store.stored_model_dir(job_id)))
+            job = self.store.get(job_id, Scope.of(tenant))  # the API checked; it may be gone
+            export_dir = Storage.latest_export(storage.resolve(job.model_dir))
             if export_dir is None:
                 body: dict[str, Any] = {"error": f"job {job_id} has no exported SavedModel"}
             else:
@@ -133,17 +137,17 @@ class JobRunner:
             body = {"error": str(exc)}
         send_reply(self.settings.broker_url, reply_key, body)
 
-    def _files(self, job: Job) -> JobFiles:
+    def _files(self, job: JobRecord) -> JobFiles:
         storage = self.storage.for_tenant(job.tenant or DEFAULT_TENANT)
-        return JobFiles(storage, storage.resolve(self.store.stored_model_dir(job.id)))
+        return JobFiles(storage, storage.resolve(job.model_dir))
 
-    def _deadline(self, job: Job) -> float | None:
+    def _deadline(self, job: JobRecord) -> float | None:
         if job.timeout_s is None or job.started_at is None:
             return None
         elapsed = time.time() - job.started_at.timestamp()
         return time.monotonic() + job.timeout_s - elapsed
 
-    def _record_out_of_memory(self, job: Job, owner: str, rss: int) -> None:
+    def _record_out_of_memory(self, job: JobRecord, owner: str, rss: int) -> None:
         """The job's end, written before its worker process is killed (lease.Heartbeat)."""
         self.store.finish(job.id, JobStatus.failed, owner, error=self._out_of_memory(rss))
 
@@ -155,7 +159,7 @@ class JobRunner:
             "out_of_memory",
         )
 
-    def _stopped(self, job: Job, control: RunControl, step: int) -> RunResult:
+    def _stopped(self, job: JobRecord, control: RunControl, step: int) -> RunResult:
         """The result of a job that stopped because RunControl said so."""
         if control.out_of_memory.is_set():
             return RunResult(
@@ -169,7 +173,7 @@ class JobRunner:
             return RunResult(JobStatus.failed, global_step=step, error=_timed_out(job))
         return RunResult(JobStatus.failed, global_step=step, error=_error("Interrupted", ""))
 
-    def _attempt(self, job: Job, owner: str, control: RunControl) -> RunResult:
+    def _attempt(self, job: JobRecord, owner: str, control: RunControl) -> RunResult:
         spec = ConvertRequest.model_validate(job.spec)
         files: JobFiles | None = None
         try:
@@ -213,7 +217,7 @@ class JobRunner:
             return 0
 
     def _phases(
-        self, job: Job, owner: str, spec: ConvertRequest, control: RunControl, files: JobFiles
+        self, job: JobRecord, owner: str, spec: ConvertRequest, control: RunControl, files: JobFiles
     ) -> RunResult:
         # Defence in depth: the files are checked again before TensorFlow sees them.
         # Only the job's tenant's uploads resolve: its storage is the tenant's folder.
@@ -246,5 +250,5 @@ def _error(error_type: str, message: str, reason: JobErrorReason = "error") -> J
     return JobError(type=error_type, message=message, reason=reason)
 
 
-def _timed_out(job: Job) -> JobError:
+def _timed_out(job: JobRecord) -> JobError:
     return _error("TimeoutError", f"training exceeded timeout_s={job.timeout_s}", "timed_out")

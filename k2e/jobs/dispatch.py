@@ -25,6 +25,7 @@ from k2e.errors import Unavailable
 from k2e.jobs.queueing import TaskSender
 from k2e.schemas import JobStatus
 from k2e.tables import jobs
+from k2e.tenancy.scope import Scope, tenant_of
 
 log = logging.getLogger("k2e.dispatch")
 _IN_FLIGHT = [JobStatus.queued.value, JobStatus.running.value, JobStatus.cancelling.value]
@@ -36,13 +37,15 @@ class Dispatcher:
         self.sender = sender
         self.limit = inflight_per_tenant
 
-    def pump(self, tenant: str | None = None) -> list[str]:
-        """Hand over what the rule allows (for one tenant, or all); returns the job ids.
+    def pump(self, scope: Scope) -> list[str]:
+        """Hand over what the rule allows (for the scope's tenant, or every tenant with
+        ``ANY_TENANT``); returns the job ids.
 
         Raises Unavailable when the broker does not answer; the job it was handing over
         goes back to waiting.
         """
         sent: list[str] = []
+        tenant = tenant_of(scope)
         for name in [tenant] if tenant is not None else self._waiting_tenants():
             while self._in_flight(name) < self.limit:
                 claimed = self._claim_oldest(name)

@@ -5,7 +5,10 @@ the task is sent. This class is what the API needs (create, read, list, cancel, 
 the worker's lease-fenced writes live in :mod:`k2e.jobs.leases`, handing jobs to the
 broker in :mod:`k2e.jobs.dispatch`.
 
-Every read that a client makes names its tenant: another tenant's job is not found.
+Reads answer ``JobRecord``s (k2e.jobs.records): the job as stored, model_dir included;
+the API makes its public ``Job`` from one. Every read by id or list takes a ``Scope``
+(k2e.tenancy.scope), with no default: a member's scope is its tenant, where another
+tenant's job is not found; ``ANY_TENANT`` (admins, the worker) is spelled out.
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ from k2e.cursors import CursorCodec
 from k2e.db import aware, create_schema, make_engine, utcnow
 from k2e.errors import Conflict, NotFound
 from k2e.jobs.event_log import END, STREAM_ONLY, EventNotifier
-from k2e.jobs.rows import BY_ID, BY_ID_AND_TENANT, TERMINAL_VALUES, add_event, to_job
-from k2e.schemas import Job, JobPage, JobStatus
+from k2e.jobs.records import JobRecord
+from k2e.jobs.rows import BY_ID, BY_ID_AND_TENANT, TERMINAL_VALUES, add_event
+from k2e.schemas import JobStatus
 from k2e.tables import events, jobs
 from k2e.tenancy.quota import hold_job_slot
+from k2e.tenancy.scope import ANY_TENANT, Scope, tenant_of
 
 MAX_PAGE = 200
 MAX_ROW = 2**31 - 1
@@ -47,6 +52,14 @@ class NewJob:
     request_hash: str | None = None
     dir_lock: str | None = None  # "<tenant>:<name>" for a named model_dir
     uploads: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RecordPage:
+    """One page of a listing, newest first; ``next_cursor`` asks for the next one."""
+
+    items: list[JobRecord]
+    next_cursor: str | None = None
 
 
 class JobStore:
@@ -76,7 +89,7 @@ class JobStore:
 
     # writes from the API -------------------------------------------------
 
-    def create(self, new: NewJob, max_active: int | None = None) -> Job:
+    def create(self, new: NewJob, max_active: int | None = None) -> JobRecord:
         """Record a queued job (not yet handed to the broker: see k2e.jobs.dispatch).
 
         With ``max_active``, the tenant's active jobs are counted and the job recorded
@@ -121,7 +134,7 @@ class JobStore:
                 ) from exc
             raise Conflict("the Idempotency-Key is already in use") from exc
         self._notify(new.id)
-        return self.get(new.id)
+        return self.get(new.id, ANY_TENANT)
 
     def _lock_holder(self, dir_lock: str) -> str | None:
         with self.engine.connect() as conn:
@@ -135,9 +148,10 @@ class JobStore:
             conn.execute(delete(events).where(events.c.job_id == job_id))
             conn.execute(delete(jobs).where(jobs.c.id == job_id))
 
-    def request_cancel(self, job_id: str, tenant: str | None = None) -> Job:
-        """Queued jobs end cancelled at once; running ones go to cancelling for the worker."""
-        self.get(job_id, tenant)
+    def request_cancel(self, job_id: str, scope: Scope) -> JobRecord:
+        """Queued jobs end cancelled at once; running ones go to cancelling for the worker;
+        a job outside ``scope`` is not found."""
+        self.get(job_id, scope)
         now = utcnow()
         with self.engine.begin() as conn:
             queued = conn.execute(
@@ -158,12 +172,12 @@ class JobStore:
                 add_event(conn, job_id, JobStatus.cancelling.value, "cancel requested")
         if queued or running:
             self._notify(job_id)
-        return self.get(job_id)
+        return self.get(job_id, ANY_TENANT)
 
-    def delete_finished(self, job_id: str, tenant: str | None) -> Job:
+    def delete_finished(self, job_id: str, scope: Scope) -> JobRecord:
         """Forget a job that has ended (its files are the caller's to remove); Conflict
-        while it is queued or running."""
-        job = self.get(job_id, tenant)
+        while it is queued or running; a job outside ``scope`` is not found."""
+        job = self.get(job_id, scope)
         with self.engine.begin() as conn:
             gone = conn.execute(
                 delete(jobs).where(jobs.c.id == job_id, jobs.c.status.in_(TERMINAL_VALUES))
@@ -178,11 +192,12 @@ class JobStore:
 
     # reads ---------------------------------------------------------------
 
-    def get(self, job_id: str, tenant: str | None = None) -> Job:
-        """The job; with ``tenant``, only that tenant's (another's is not found)."""
-        return to_job(self._row(job_id, tenant))
+    def get(self, job_id: str, scope: Scope) -> JobRecord:
+        """The job as stored; one outside ``scope`` (another tenant's) is not found."""
+        return JobRecord.from_row(self._row(job_id, scope))
 
-    def _row(self, job_id: str, tenant: str | None = None) -> RowMapping:
+    def _row(self, job_id: str, scope: Scope) -> RowMapping:
+        tenant = tenant_of(scope)
         with self.engine.connect() as conn:
             if tenant is None:
                 row = conn.execute(BY_ID, {"job_id": job_id}).mappings().first()
@@ -193,23 +208,22 @@ class JobStore:
             raise NotFound(f"no job with id {job_id!r}")
         return row
 
-    def stored_model_dir(self, job_id: str, tenant: str | None = None) -> str:
-        """The model_dir as stored (relative to the tenant folder, or absolute if older)."""
-        return str(self._row(job_id, tenant)["model_dir"])
-
-    def by_idempotency_key(self, key: str) -> tuple[Job, str | None] | None:
+    def by_idempotency_key(self, key: str) -> JobRecord | None:
+        """The job an Idempotency-Key made (keys are prefixed with their tenant)."""
         with self.engine.connect() as conn:
             row = conn.execute(select(jobs).where(jobs.c.idempotency_key == key)).mappings().first()
-        return None if row is None else (to_job(row), row["request_hash"])
+        return None if row is None else JobRecord.from_row(row)
 
     def list_jobs(
         self,
+        scope: Scope,
         status: JobStatus | None = None,
         limit: int = 50,
         cursor: str | None = None,
-        tenant: str | None = None,
-    ) -> JobPage:
-        """Newest first; ``cursor`` is the opaque ``next_cursor`` of the previous page."""
+    ) -> RecordPage:
+        """The jobs in ``scope``, newest first; ``cursor`` is the opaque ``next_cursor`` of
+        the previous page."""
+        tenant = tenant_of(scope)
         limit = max(1, min(limit, MAX_PAGE))
         query = select(jobs).order_by(jobs.c.seq.desc()).limit(limit + 1)
         if status is not None:
@@ -220,11 +234,11 @@ class JobStore:
             query = query.where(jobs.c.seq < self.cursors.decode("jobs", tenant, cursor))
         with self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
-        items = [to_job(r) for r in rows[:limit]]
+        items = [JobRecord.from_row(r) for r in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
             next_cursor = self.cursors.encode("jobs", tenant, rows[limit - 1]["seq"])
-        return JobPage(items=items, next_cursor=next_cursor)
+        return RecordPage(items=items, next_cursor=next_cursor)
 
     def active_count(self, tenant: str) -> int:
         """The tenant's jobs that are queued, running or cancelling."""
@@ -318,4 +332,5 @@ class JobStore:
             return int(conn.execute(query).scalar_one())
 
     def export_path(self, job_id: str) -> str | None:
-        return self._row(job_id)["export_path"]
+        """The job's published export as the store holds it now (any tenant's job)."""
+        return self._row(job_id, ANY_TENANT)["export_path"]

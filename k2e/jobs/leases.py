@@ -18,9 +18,11 @@ from k2e.db import utcnow
 from k2e.errors import NotFound
 from k2e.jobs.event_log import EVAL, LOSS, PROGRESS
 from k2e.jobs.job_store import JobStore
-from k2e.jobs.rows import add_event, number_events, to_job
-from k2e.schemas import TERMINAL_STATUSES, Job, JobError, JobStatus
+from k2e.jobs.records import JobRecord
+from k2e.jobs.rows import add_event, number_events
+from k2e.schemas import TERMINAL_STATUSES, JobError, JobStatus
 from k2e.tables import events, jobs
+from k2e.tenancy.scope import ANY_TENANT
 
 ACTIVE = (JobStatus.running.value, JobStatus.cancelling.value)
 
@@ -28,7 +30,7 @@ ACTIVE = (JobStatus.running.value, JobStatus.cancelling.value)
 class JobLeases(JobStore):
     """The job store as a worker and the reconciler use it."""
 
-    def start(self, job_id: str, owner: str, lease_s: float) -> Job | None:
+    def start(self, job_id: str, owner: str, lease_s: float) -> JobRecord | None:
         """Take the job's lease and count the attempt; None when it must not run here
         (finished, cancelled, or leased by a live worker)."""
         now = utcnow()
@@ -53,7 +55,7 @@ class JobLeases(JobStore):
             # The API shows members "started" only: the owner names a host and a pid.
             add_event(conn, job_id, JobStatus.running.value, f"started by {owner}")
         self._notify(job_id)
-        return self.get(job_id)
+        return self.get(job_id, ANY_TENANT)
 
     def fail_exhausted(self, job_id: str, max_attempts: int) -> bool:
         """A job that used up its attempts (and nobody runs) ends failed: max_attempts."""
@@ -85,7 +87,7 @@ class JobLeases(JobStore):
             self._notify(job_id)
         return result.rowcount == 1
 
-    def stale_queued(self, older_than_s: float) -> list[Job]:
+    def stale_queued(self, older_than_s: float) -> list[JobRecord]:
         """Queued jobs untouched for a long time: their message may have been lost."""
         cutoff = utcnow() - timedelta(seconds=older_than_s)
         query = select(jobs).where(
@@ -94,7 +96,7 @@ class JobLeases(JobStore):
             jobs.c.updated_at < cutoff,
         )
         with self.engine.connect() as conn:
-            return [to_job(r) for r in conn.execute(query).mappings().all()]
+            return [JobRecord.from_row(r) for r in conn.execute(query).mappings().all()]
 
     def touch(self, job_id: str) -> None:
         with self.engine.begin() as conn:
@@ -173,7 +175,7 @@ class JobLeases(JobStore):
         error: JobError | None = None,
         progress: dict[str, Any] | None = None,
         disk_bytes: int | None = None,
-    ) -> Job | None:
+    ) -> JobRecord | None:
         """End the job. With ``owner``, only while that worker holds the lease (fencing);
         returns None when it does not."""
         if status not in TERMINAL_STATUSES:
@@ -212,7 +214,7 @@ class JobLeases(JobStore):
             detail = f"{error.reason}: {error.message}" if error else status.value
             add_event(conn, job_id, status.value, detail[:2000])
         self._notify(job_id)
-        return self.get(job_id)
+        return self.get(job_id, ANY_TENANT)
 
     def log_many(self, job_id: str, messages: list[str]) -> None:
         if not messages:
@@ -233,12 +235,12 @@ class JobLeases(JobStore):
 
     # the reconciler's side ------------------------------------------------
 
-    def expired(self, now: datetime | None = None) -> list[Job]:
+    def expired(self, now: datetime | None = None) -> list[JobRecord]:
         """Running or cancelling jobs whose lease ran out: their worker is gone."""
         now = now or utcnow()
         query = select(jobs).where(jobs.c.status.in_(ACTIVE), jobs.c.lease_expires_at < now)
         with self.engine.connect() as conn:
-            return [to_job(r) for r in conn.execute(query).mappings().all()]
+            return [JobRecord.from_row(r) for r in conn.execute(query).mappings().all()]
 
     def requeue_expired(self, job_id: str) -> bool:
         """Hand a job whose worker died back to the queue (its checkpoints stay)."""

@@ -1,14 +1,14 @@
-"""Job rows: the by-id query, events, and the mapping from a row to a ``Job``."""
+"""Job rows: the by-id queries and events (a row becomes a record in k2e.jobs.records)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select, update
-from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy.engine import Connection
 
-from k2e.db import aware, utcnow
-from k2e.schemas import TERMINAL_STATUSES, Job, JobStatus
+from k2e.db import utcnow
+from k2e.schemas import TERMINAL_STATUSES
 from k2e.tables import events, jobs
 
 # Built once: jobs are read by id on every GET /jobs/{id} and every progress update.
@@ -51,32 +51,3 @@ def add_event(
         conn.execute(
             insert(events).values(job_id=job_id, num=num + 1, at=now, kind="end", message="")
         )
-
-
-def to_job(row: RowMapping) -> Job:
-    return Job(
-        id=row["id"],
-        status=JobStatus(row["status"]),
-        created_at=aware(row["created_at"]),
-        started_at=aware(row["started_at"]),
-        finished_at=aware(row["finished_at"]),
-        spec=row["spec"],
-        progress=row["progress"],
-        metrics=row["metrics"],
-        error=row["error"],
-        attempts=row["attempts"],
-        queue=row["queue"],
-        model_dir=shown_path(row["model_dir"]),
-        warm_start_from=shown_path(row["warm_start_from"]),
-        tenant=row["tenant"],
-        timeout_s=row["timeout_s"],
-        export=row["export_check"],
-    )
-
-
-def shown_path(stored: str | None) -> str | None:
-    """A model_dir as a client sees it: relative to its tenant's folder, never absolute
-    (rows older than tenancy stored absolute paths: their last two parts are shown)."""
-    if stored is None or not stored.startswith("/"):
-        return stored
-    return "/".join(stored.rstrip("/").split("/")[-2:])

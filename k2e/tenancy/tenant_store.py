@@ -30,6 +30,7 @@ from k2e.tenancy.bodies import (
     Tenant,
     Usage,
 )
+from k2e.tenancy.scope import Scope, tenant_of
 
 log = logging.getLogger("k2e.tenancy")
 # last_used_at is written at most this often per key: authentication stays a read.
@@ -181,7 +182,9 @@ class TenantStore:
             id=row["id"], tenant=tenant, role=role, name=name, created_at=now, key=key
         )
 
-    def list_keys(self, tenant: str | None = None) -> list[ApiKey]:
+    def list_keys(self, scope: Scope) -> list[ApiKey]:
+        """The keys of ``scope``'s tenant (``ANY_TENANT``: every key), oldest first."""
+        tenant = tenant_of(scope)
         query = select(api_keys).order_by(api_keys.c.seq)
         if tenant is not None:
             query = query.where(api_keys.c.tenant == tenant)

@@ -45,10 +45,9 @@ def list_jobs(
     cursor: Cursor = None,
     tenant: TenantFilter = None,
 ) -> JobPage:
-    page = backend.store.list_jobs(status_, limit, cursor, list_scope(caller, tenant))
-    return page.model_copy(
-        update={"items": [job_files.shown(backend, caller, j) for j in page.items]}
-    )
+    page = backend.store.list_jobs(list_scope(caller, tenant), status_, limit, cursor)
+    items = [job_files.shown(backend, caller, record) for record in page.items]
+    return JobPage(items=items, next_cursor=page.next_cursor)
 
 
 @router.get("/jobs/{job_id}", response_model=Job, responses=problems(404), operation_id="getJob")

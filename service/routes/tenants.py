@@ -15,6 +15,7 @@ from k2e.tenancy.bodies import (
     Tenant,
     TenantCreate,
 )
+from k2e.tenancy.scope import ANY_TENANT
 from service.auth import AdminDep, CallerDep, KeyCache, SessionCache, current_caller
 from service.deps import BackendDep
 from service.problems import problems
@@ -129,7 +130,7 @@ def delete_tenant(name: str, request: Request, backend: BackendDep, caller: Admi
     operation_id="listKeys",
 )
 def list_keys(backend: BackendDep, _: AdminDep) -> list[ApiKey]:
-    return backend.tenants.list_keys()
+    return backend.tenants.list_keys(ANY_TENANT)
 
 
 @router.delete(

@@ -24,6 +24,7 @@ from service.auth import (
     SESSION_COOKIE,
     SessionCache,
     current_session,
+    scope,
     session_caller,
 )
 from service.deps import BackendDep
@@ -107,9 +108,8 @@ async def job_page(job_id: JobId, request: Request, backend: BackendDep) -> HTML
     if session is None:
         return _shell()  # the page asks to sign in, then loads the job
     caller = session.caller
-    tenant = None if caller.is_admin else caller.tenant
     try:
-        job = await request.app.state.job_cache.read(backend.store, job_id, tenant)
+        job = await request.app.state.job_cache.read(backend.store, job_id, scope(caller))
     except NotFound:
         return HTMLResponse(NOT_FOUND, status_code=404, headers=PAGE_HEADERS)
     return _shell(session, job)

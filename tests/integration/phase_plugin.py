@@ -60,10 +60,11 @@ def pause_if_asked(job_id: str, phase: str) -> None:
 
 def _status(job_id: str) -> str:
     from k2e.jobs.job_store import JobStore
+    from k2e.tenancy.scope import ANY_TENANT
 
     store = JobStore(os.environ["DATABASE_URL"])
     try:
-        return store.get(job_id).status.value
+        return store.get(job_id, ANY_TENANT).status.value
     finally:
         store.engine.dispose()
 

@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from k2e.jobs.job_store import JobStore, NewJob
 from k2e.settings import Settings
+from k2e.tenancy.scope import Scope
 from service import fastpath
 from service.main import create_app
 from tests.auth import ADMIN, bearer, new_tenant
@@ -147,5 +148,5 @@ def test_another_tenants_job_takes_the_path_of_an_unknown_id(
         reads.clear()
         answer = client.get(f"/jobs/{probe}", headers=bearer(prober_key))
         answers.append((answer.status_code, answer.json()["detail"].replace(probe, "ID")))
-        assert reads == [(probe, prober)], "one store read, scoped to the prober's tenant"
+        assert reads == [(probe, Scope.of(prober))], "one store read, scoped to the prober's tenant"
     assert answers == [(404, "no job with id 'ID'")] * 3

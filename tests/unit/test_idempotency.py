@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 
 from k2e.jobs.job_store import JobStore
 from k2e.settings import Settings
+from k2e.tenancy.scope import ANY_TENANT
 from service.main import create_app
 from tests.auth import admin_client, admin_files
 
@@ -73,7 +74,7 @@ class Api:
         assert listed.status_code == 200, listed.text
         ids = [j["id"] for j in listed.json()["items"]]
         store: JobStore = self.app.state.backend.store
-        assert sorted(j.id for j in store.list_jobs(limit=200).items) == sorted(ids)
+        assert sorted(j.id for j in store.list_jobs(ANY_TENANT, limit=200).items) == sorted(ids)
         return ids
 
     def kept(self, kind: str) -> list[str]:

@@ -18,6 +18,7 @@ from k2e.jobs.job_store import NewJob
 from k2e.jobs.leases import JobLeases
 from k2e.schemas import JobStatus
 from k2e.tables import events, jobs
+from k2e.tenancy.scope import ANY_TENANT
 from service.event_feeds import EventBroker, event_stream
 from tests.conftest import postgres_url
 
@@ -86,10 +87,10 @@ def test_each_write_adds_its_events_and_the_log_keeps_its_kinds(store: JobLeases
 def test_every_way_of_ending_writes_the_end(store: JobLeases) -> None:
     queued = str(uuid.uuid4())
     store.create(NewJob(queued, "t", {}, "cpu", f"jobs/{queued}", None))
-    store.request_cancel(queued)
+    store.request_cancel(queued, ANY_TENANT)
     assert _kinds(store, queued)[-2:] == ["cancelled", "end"]
     running = _running_job(store)
-    store.request_cancel(running)
+    store.request_cancel(running, ANY_TENANT)
     assert store.end_event(running) is None, "cancelling has not ended the job"
     with store.engine.begin() as conn:  # its worker died: the lease ran out
         past = datetime(2000, 1, 1, tzinfo=UTC)
@@ -145,7 +146,7 @@ def test_without_redis_a_stream_polls_the_store_until_the_end(store: JobLeases) 
     assert names[:2] == ["status", "status"]
     assert names.count("loss") == 3
     assert names[-2:] == ["status", "end"]
-    assert seen[-1][2] == json.loads(store.get(job_id).model_dump_json())
+    assert seen[-1][2] == json.loads(store.get(job_id, ANY_TENANT).public().model_dump_json())
     assert [d["global_step"] for _, n, d in seen if n == "progress"] == [5, 10, 15, 20]
     # Resuming from the middle, after the end: the rest, then the stream closes.
     assert _collect(broker, job_id, after=ids[3]) == seen[4:]
@@ -157,7 +158,10 @@ def test_rows_from_old_kinds_have_no_payload_surprises(store: JobLeases) -> None
     with store.engine.begin() as conn:
         conn.execute(
             insert(events).values(
-                job_id=job_id, at=store.get(job_id).created_at, kind="log", message="old"
+                job_id=job_id,
+                at=store.get(job_id, ANY_TENANT).created_at,
+                kind="log",
+                message="old",
             )
         )
     row = store.stream_events(job_id)[-1]
@@ -190,7 +194,7 @@ def test_events_from_before_the_numbering_are_numbered_and_old_ids_still_resume(
     with store.engine.begin() as conn:  # as an older k2e left them: global seq only
         conn.execute(events.delete())
         conn.execute(update(jobs).values(events_num=None))
-        at = store.get(first).created_at
+        at = store.get(first, ANY_TENANT).created_at
         # Other jobs' events came before: ids far larger than these jobs' counts (and clear of
         # the numbers PostgreSQL's sequence hands out to the rows written later).
         seq = 2_000_000_000

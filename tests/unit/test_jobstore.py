@@ -12,6 +12,7 @@ from k2e.jobs.job_store import NewJob
 from k2e.jobs.leases import JobLeases
 from k2e.schemas import ExportCheck, JobStatus
 from k2e.tables import events, jobs
+from k2e.tenancy.scope import ANY_TENANT
 from tests.conftest import postgres_url
 
 
@@ -49,7 +50,7 @@ def _create(store: JobLeases, max_steps: int = 10) -> str:
 
 def test_create_then_get_round_trips(store: JobLeases) -> None:
     job_id = _create(store, max_steps=7)
-    job = store.get(job_id)
+    job = store.get(job_id, ANY_TENANT)
     assert job.status is JobStatus.queued
     assert job.progress.max_steps == 7
     assert job.progress.global_step == 0
@@ -60,17 +61,17 @@ def test_create_then_get_round_trips(store: JobLeases) -> None:
 
 def test_unknown_job_is_not_found(store: JobLeases) -> None:
     with pytest.raises(NotFound):
-        store.get("nope")
+        store.get("nope", ANY_TENANT)
 
 
 def test_list_is_newest_first_and_pages_with_a_cursor(store: JobLeases) -> None:
     ids = [_create(store) for _ in range(5)]
-    first = store.list_jobs(limit=2)
+    first = store.list_jobs(ANY_TENANT, limit=2)
     assert [j.id for j in first.items] == ids[::-1][:2]
     assert first.next_cursor is not None
-    second = store.list_jobs(limit=2, cursor=first.next_cursor)
+    second = store.list_jobs(ANY_TENANT, limit=2, cursor=first.next_cursor)
     assert [j.id for j in second.items] == ids[::-1][2:4]
-    last = store.list_jobs(limit=2, cursor=second.next_cursor)
+    last = store.list_jobs(ANY_TENANT, limit=2, cursor=second.next_cursor)
     assert [j.id for j in last.items] == ids[:1]
     assert last.next_cursor is None
 
@@ -78,15 +79,15 @@ def test_list_is_newest_first_and_pages_with_a_cursor(store: JobLeases) -> None:
 def test_list_filters_by_status(store: JobLeases) -> None:
     a, b = _create(store), _create(store)
     store.start(b, "w1", 30)
-    assert [j.id for j in store.list_jobs(status=JobStatus.running).items] == [b]
-    assert [j.id for j in store.list_jobs(status=JobStatus.queued).items] == [a]
+    assert [j.id for j in store.list_jobs(ANY_TENANT, status=JobStatus.running).items] == [b]
+    assert [j.id for j in store.list_jobs(ANY_TENANT, status=JobStatus.queued).items] == [a]
 
 
 def test_bad_cursor_is_refused(store: JobLeases) -> None:
     with pytest.raises(InvalidInput):
-        store.list_jobs(cursor="abc")
+        store.list_jobs(ANY_TENANT, cursor="abc")
     with pytest.raises(InvalidInput):  # an older k2e's cursor: a row number
-        store.list_jobs(cursor="12")
+        store.list_jobs(ANY_TENANT, cursor="12")
 
 
 def test_start_takes_the_lease_and_a_live_lease_keeps_others_out(store: JobLeases) -> None:
@@ -95,7 +96,7 @@ def test_start_takes_the_lease_and_a_live_lease_keeps_others_out(store: JobLease
     assert first is not None
     assert first.attempts == 1
     assert store.start(job_id, "w2", 30) is None  # a second delivery while w1 is alive
-    assert store.get(job_id).attempts == 1
+    assert store.get(job_id, ANY_TENANT).attempts == 1
     assert [e["kind"] for e in store.events(job_id)] == ["queued", "running"]
 
 
@@ -107,7 +108,7 @@ def test_an_expired_lease_lets_the_next_attempt_in_and_fences_the_old_owner(
     time.sleep(0.2)
     assert [j.id for j in store.expired()] == [job_id]
     assert store.requeue_expired(job_id)
-    assert store.get(job_id).status is JobStatus.queued
+    assert store.get(job_id, ANY_TENANT).status is JobStatus.queued
     second = store.start(job_id, "w2", 30)
     assert second is not None
     assert second.attempts == 2
@@ -115,7 +116,7 @@ def test_an_expired_lease_lets_the_next_attempt_in_and_fences_the_old_owner(
     assert store.renew_lease(job_id, "w1", 30) is None
     assert store.record_progress(job_id, "w1", {"global_step": 99}, []) is None
     assert store.finish(job_id, JobStatus.succeeded, "w1") is None
-    assert store.get(job_id).status is JobStatus.running
+    assert store.get(job_id, ANY_TENANT).status is JobStatus.running
     assert store.renew_lease(job_id, "w2", 30) == "running"
 
 
@@ -132,11 +133,11 @@ def test_an_export_is_recorded_only_by_the_worker_holding_the_lease(store: JobLe
     ).model_dump()
     assert store.record_export(job_id, "w1", f"jobs/{job_id}/export/1", check) is False
     assert store.export_path(job_id) is None
-    assert store.get(job_id).export is None
+    assert store.get(job_id, ANY_TENANT).export is None
     assert not [e for e in store.events(job_id) if e["message"].startswith("exported")]
     assert store.record_export(job_id, "w2", f"jobs/{job_id}/export/2", check) is True
     assert store.export_path(job_id) == f"jobs/{job_id}/export/2"
-    assert store.get(job_id).export == ExportCheck.model_validate(check)
+    assert store.get(job_id, ANY_TENANT).export == ExportCheck.model_validate(check)
     exported = [e["message"] for e in store.events(job_id) if e["message"].startswith("exported")]
     assert exported == [f"exported jobs/{job_id}/export/2"]
 
@@ -146,7 +147,7 @@ def test_start_counts_attempts_and_refuses_finished_jobs(store: JobLeases) -> No
     assert store.start(job_id, "w1", 30).attempts == 1
     store.finish(job_id, JobStatus.succeeded, "w1", eval_metrics={"loss": 0.5})
     assert store.start(job_id, "w2", 30) is None
-    job = store.get(job_id)
+    job = store.get(job_id, ANY_TENANT)
     assert job.status is JobStatus.succeeded
     assert job.metrics.eval == {"loss": 0.5}
     assert job.finished_at is not None
@@ -160,7 +161,7 @@ def test_exhausted_attempts_end_the_job(store: JobLeases) -> None:
     store.start(job_id, "w2", 0.01)
     time.sleep(0.05)
     assert store.fail_exhausted(job_id, max_attempts=2)
-    job = store.get(job_id)
+    job = store.get(job_id, ANY_TENANT)
     assert job.status is JobStatus.failed
     assert job.error.reason == "max_attempts"
 
@@ -172,7 +173,7 @@ def test_progress_is_recorded_and_reports_status(store: JobLeases) -> None:
         job_id, "w1", {"global_step": 5, "max_steps": 10}, [{"step": 5, "loss": 1.25}]
     )
     assert status == "running"
-    job = store.get(job_id)
+    job = store.get(job_id, ANY_TENANT)
     assert job.progress.global_step == 5
     assert [(p.step, p.loss) for p in job.metrics.train] == [(5, 1.25)]
 
@@ -180,8 +181,8 @@ def test_progress_is_recorded_and_reports_status(store: JobLeases) -> None:
 def test_cancel_queued_ends_it_and_running_asks_the_worker(store: JobLeases) -> None:
     queued, running = _create(store), _create(store)
     store.start(running, "w1", 30)
-    assert store.request_cancel(queued).status is JobStatus.cancelled
-    assert store.request_cancel(running).status is JobStatus.cancelling
+    assert store.request_cancel(queued, ANY_TENANT).status is JobStatus.cancelled
+    assert store.request_cancel(running, ANY_TENANT).status is JobStatus.cancelling
     assert store.renew_lease(running, "w1", 30) == "cancelling"
     assert store.start(queued, "w1", 30) is None
 
@@ -189,11 +190,11 @@ def test_cancel_queued_ends_it_and_running_asks_the_worker(store: JobLeases) -> 
 def test_a_cancelling_job_whose_worker_died_ends_cancelled(store: JobLeases) -> None:
     job_id = _create(store)
     store.start(job_id, "w1", 0.05)
-    store.request_cancel(job_id)
+    store.request_cancel(job_id, ANY_TENANT)
     time.sleep(0.2)
     assert not store.requeue_expired(job_id)
     assert store.cancel_expired(job_id)
-    assert store.get(job_id).status is JobStatus.cancelled
+    assert store.get(job_id, ANY_TENANT).status is JobStatus.cancelled
 
 
 def test_idempotency_keys_are_unique(store: JobLeases) -> None:
@@ -201,8 +202,8 @@ def test_idempotency_keys_are_unique(store: JobLeases) -> None:
     store.create(NewJob(job_id, "t", {}, "cpu", "m", 1, idempotency_key=key, request_hash="h"))
     found = store.by_idempotency_key(key)
     assert found is not None
-    assert found[0].id == job_id
-    assert found[1] == "h"
+    assert found.id == job_id
+    assert found.request_hash == "h"
     with pytest.raises(Conflict):
         store.create(NewJob(str(uuid.uuid4()), "t", {}, "cpu", "m", 1, idempotency_key=key))
     assert store.by_idempotency_key(f"t:{uuid.uuid4().hex}") is None

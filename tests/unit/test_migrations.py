@@ -25,6 +25,7 @@ from k2e.schemas import JobStatus
 from k2e.tables import metadata
 from k2e.tenancy import keys
 from k2e.tenancy.bodies import EffectiveQuotas
+from k2e.tenancy.scope import Scope
 from k2e.tenancy.tenant_store import TenantStore
 from tests.fresh_schema import fresh_postgres_schema
 
@@ -157,8 +158,8 @@ def test_a_previous_release_store_keeps_its_rows_and_is_migrated_to_head(
     assert caller is not None
     assert (caller.tenant, caller.role) == ("acme", "member")
 
-    assert store.get("run-1", tenant="acme").status == JobStatus.running
-    assert store.get("fail-1", tenant="acme").status == JobStatus.failed
+    assert store.get("run-1", Scope.of("acme")).status == JobStatus.running
+    assert store.get("fail-1", Scope.of("acme")).status == JobStatus.failed
     # Numbered per job in the order written; the failed job got its "end" event once.
     assert [(e["seq"], e["message"]) for e in store.stream_events("run-1")] == [
         (1, "run-1 0"),

@@ -29,6 +29,7 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.specs.openapi.checks import ignored_auth
 
 from k2e.settings import Settings
+from k2e.tenancy.scope import ANY_TENANT
 from service.main import create_app
 from tests.auth import ADMIN, TEST_ADMIN_KEY, admin_client
 
@@ -139,7 +140,7 @@ def _job_ids(client: TestClient, app: FastAPI) -> tuple[set[str], set[str]]:
     """The jobs as the API lists them, and as the job store holds them."""
     listed = client.get("/jobs", params={"limit": 200})
     assert listed.status_code == 200, listed.text
-    stored = app.state.backend.store.list_jobs(limit=200).items
+    stored = app.state.backend.store.list_jobs(ANY_TENANT, limit=200).items
     return {j["id"] for j in listed.json()["items"]}, {j.id for j in stored}
 
 

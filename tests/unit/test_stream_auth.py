@@ -23,6 +23,7 @@ from k2e.launcher.embedded_redis import EmbeddedRedis
 from k2e.schemas import JobLog
 from k2e.settings import Settings
 from k2e.tables import sessions
+from k2e.tenancy.scope import ANY_TENANT
 from tests.api_process import running_api
 from tests.auth import ADMIN, TEST_ADMIN_KEY, bearer
 
@@ -209,7 +210,7 @@ def test_the_client_follows_and_resumes_with_the_jobs_own_event_numbers(api: Api
     for n in range(5):
         api.store.log_many(job_id, [f"line {n}"])
         api.store.log_many(busy, ["another job's line", "and another"])
-    api.store.request_cancel(job_id)  # cancelled, then end: events 7 and 8
+    api.store.request_cancel(job_id, ANY_TENANT)  # cancelled, then end: events 7 and 8
     with Client(api.url, key) as client:
         events = list(client.events(job_id, last_event_id=3))
         log = client.session.get_as(JobLog, f"/jobs/{job_id}/logs", params={"since": 3})

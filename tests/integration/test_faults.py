@@ -23,13 +23,15 @@ from k2e.launcher.embedded_redis import EmbeddedRedis, free_port
 from k2e.launcher.stack import api_command
 from k2e.settings import Settings
 from service.main import create_app
-from tests.auth import ADMIN, admin_client, admin_files
-from tests.conftest import fresh_postgres_database
-from tests.integration.conftest import ROOT, WorkerProcess, wait_for_job, worker_env
-from tests.processes import die_with_the_suite, stop_group
+from tests.support.api_keys import ADMIN, admin_client, admin_files
+from tests.support.checkout import ROOT
+from tests.support.child_processes import die_with_the_suite, stop_group
+from tests.support.job_polling import wait_for_job
+from tests.support.postgres import fresh_postgres_database
+from tests.support.worker_process import WorkerProcess, worker_env
 
 tf = pytest.importorskip("tensorflow")
-from tests import models  # noqa: E402  (needs TensorFlow)
+from tests.support import keras_models  # noqa: E402  (needs TensorFlow)
 
 # Each test once on SQLite and once on a fresh PostgreSQL database (docker compose's store).
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.stores("sqlite", "postgres")]
@@ -58,10 +60,10 @@ class Env:
         self._client_cm = admin_client(create_app(self.settings))
         try:
             self.client = self._client_cm.__enter__()
-            h5 = models.save_h5(models.seed_multi_io_model(), root / "seed.h5")
+            h5 = keras_models.save_h5(keras_models.seed_multi_io_model(), root / "seed.h5")
             self.model = self._upload("/models", "seed.h5", h5.read_bytes())
             self.data = self._upload(
-                "/datasets", "d.npz", models.npz_bytes(models.seed_multi_io_data(n=512))
+                "/datasets", "d.npz", keras_models.npz_bytes(keras_models.seed_multi_io_data(n=512))
             )
         except BaseException:
             self.close()

@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.integration.conftest import wait_for_job
 from tests.integration.test_seed_examples import (
     assert_close,
     extract_savedmodel,
     keras_from_checkpoint,
 )
+from tests.support.job_polling import wait_for_job
 
 tf = pytest.importorskip("tensorflow")
-from tests import models  # noqa: E402  (needs TensorFlow)
+from tests.support import keras_models  # noqa: E402  (needs TensorFlow)
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +64,7 @@ def feature_arrays(n: int, seed: int) -> dict[str, np.ndarray]:
 
 
 def _npz(arrays: dict[str, np.ndarray], path: Path) -> Path:
-    path.write_bytes(models.npz_bytes(arrays))
+    path.write_bytes(keras_models.npz_bytes(arrays))
     return path
 
 
@@ -110,7 +110,7 @@ def _tfrecord(arrays: dict[str, np.ndarray], path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def model_id(client, tmp_path_factory) -> str:
-    h5 = models.save_h5(feature_model(), tmp_path_factory.mktemp("features") / "f.h5")
+    h5 = keras_models.save_h5(feature_model(), tmp_path_factory.mktemp("features") / "f.h5")
     response = client.post("/models", files={"file": ("features.h5", h5.read_bytes())})
     assert response.status_code == 201, response.text
     dtypes = {i["name"]: i["dtype"] for i in response.json()["inputs"]}
@@ -235,7 +235,7 @@ def test_layers_the_estimator_cannot_convert_are_a_422_at_submission(
     encoded = layer()
     model = tf.keras.Model(words, L.Dense(1, name="y")(encoded(words)))
     model.compile(optimizer="adam", loss="mse")
-    h5 = models.save_h5(model, tmp_path / "text.h5")
+    h5 = keras_models.save_h5(model, tmp_path / "text.h5")
     response = client.post("/models", files={"file": ("text.h5", h5.read_bytes())})
     assert response.status_code == 201, response.text  # a safe config: kept
     arrays = {"words": np.array(["big cat"] * 4), "y": np.zeros(4, "float32")}

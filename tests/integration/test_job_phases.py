@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 import redis
 
-from tests.integration.conftest import wait_for_job
+from tests.support.job_polling import wait_for_job
 
 tf = pytest.importorskip("tensorflow")
-from tests import models  # noqa: E402  (needs TensorFlow)
 from tests.integration.phase_plugin import Jitter, PausePoint  # noqa: E402
 from tests.integration.test_faults import Env  # noqa: E402
+from tests.support import keras_models  # noqa: E402  (needs TensorFlow)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -55,7 +55,7 @@ class PhaseEnv:
         self.models = {name: self._model(name, layer) for name, layer in LAYERS.items()}
         arrays = {"x": np.random.default_rng(0).normal(size=(64, 4)).astype("float32")}
         arrays["y"] = arrays["x"].sum(axis=1, keepdims=True)
-        self.data = self.env._upload("/datasets", "xy.npz", models.npz_bytes(arrays))
+        self.data = self.env._upload("/datasets", "xy.npz", keras_models.npz_bytes(arrays))
 
     def _model(self, name: str, layer: type) -> str:
         x = tf.keras.Input((4,), name="x")

@@ -1,7 +1,7 @@
 """The seed document's two examples, end to end through REST and a real worker.
 
 What the job reports and exports is checked against an independent computation: the
-seed's Keras model (built again from tests/models.py) with the weights of the job's
+seed's Keras model (built again from tests/keras_models.py) with the weights of the job's
 final checkpoint. The exported SavedModel's every signature must give that model's
 predictions, and the evaluation metrics must be that model's metrics on the eval data.
 """
@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.integration.conftest import wait_for_job
+from tests.support.job_polling import wait_for_job
 
 tf = pytest.importorskip("tensorflow")
-from tests import models  # noqa: E402  (needs TensorFlow)
+from tests.support import keras_models  # noqa: E402  (needs TensorFlow)
 
 pytestmark = pytest.mark.integration
 
@@ -93,12 +93,14 @@ def assert_differs(a: np.ndarray, b: np.ndarray, what: str) -> None:
 def test_multi_io_example_trains_evaluates_with_mapped_names_and_exports(
     client, worker, tmp_path
 ) -> None:
-    h5 = models.save_h5(models.seed_multi_io_model(), tmp_path / "seed.h5")
+    h5 = keras_models.save_h5(keras_models.seed_multi_io_model(), tmp_path / "seed.h5")
     model = upload(client, "/models", "seed.h5", h5.read_bytes())
     assert model["compiled"] is True
     assert [i["name"] for i in model["inputs"]] == ["input_a", "input_b"]
     assert model["metric_names"] == ["dense_2_categorical_accuracy", "dense_3_categorical_accuracy"]
-    data = upload(client, "/datasets", "train.npz", models.npz_bytes(models.seed_multi_io_data()))
+    data = upload(
+        client, "/datasets", "train.npz", keras_models.npz_bytes(keras_models.seed_multi_io_data())
+    )
     assert data["num_examples"] == 256
 
     # Evaluation data whose accuracies do not depend on the weights: every input row
@@ -106,7 +108,7 @@ def test_multi_io_example_trains_evaluates_with_mapped_names_and_exports(
     # its 2. Whatever a head predicts for a row, exactly one of its copies is right, so
     # dense_2's accuracy is exactly 1/3 and dense_3's exactly 1/2: a swapped
     # metric_names_map gives acc_1 = 0.5.
-    rows = models.seed_multi_io_data(n=48, seed=3)
+    rows = keras_models.seed_multi_io_data(n=48, seed=3)
     index = np.repeat(np.arange(48), 6)
     cycle = np.arange(len(index))
     eval_arrays = {
@@ -115,7 +117,7 @@ def test_multi_io_example_trains_evaluates_with_mapped_names_and_exports(
         "dense_2": np.eye(3, dtype="float32")[cycle % 3],
         "dense_3": np.eye(2, dtype="float32")[cycle % 2],
     }
-    eval_data = upload(client, "/datasets", "eval.npz", models.npz_bytes(eval_arrays))
+    eval_data = upload(client, "/datasets", "eval.npz", keras_models.npz_bytes(eval_arrays))
     assert eval_data["num_examples"] == 288
 
     spec = {
@@ -154,7 +156,7 @@ def test_multi_io_example_trains_evaluates_with_mapped_names_and_exports(
     assert client.get(f"/jobs/{job_id}/checkpoints/59").status_code == 404
 
     keras = keras_from_checkpoint(
-        client, job_id, 60, models.seed_multi_io_model(), tmp_path / "ckpt"
+        client, job_id, 60, keras_models.seed_multi_io_model(), tmp_path / "ckpt"
     )
 
     # The evaluation loss is the mean over the eval batches of Keras's loss: the sum of
@@ -199,15 +201,15 @@ def _example(a: np.ndarray, b: np.ndarray) -> bytes:
 def test_dict_io_example_with_sample_weights_exports_serving_heads(
     client, worker, tmp_path
 ) -> None:
-    h5 = models.save_h5(models.seed_dict_io_model(), tmp_path / "dict.h5")
-    arrays = models.seed_dict_io_data()
+    h5 = keras_models.save_h5(keras_models.seed_dict_io_model(), tmp_path / "dict.h5")
+    arrays = keras_models.seed_dict_io_data()
     spec = {
         "export_outputs": {"c": "regression", "d": "classification"},
         "config": {"tf_random_seed": 2, "save_checkpoints_steps": 25},
         "train": {"max_steps": 50, "batch_size": 20},
         "eval": {"steps": 3},
     }
-    npz = models.npz_bytes(arrays)
+    npz = keras_models.npz_bytes(arrays)
     response = client.post(
         "/convert",
         data={"spec": json.dumps(spec)},
@@ -222,7 +224,7 @@ def test_dict_io_example_with_sample_weights_exports_serving_heads(
     assert job["status"] == "succeeded", job["error"]
     assert job["progress"]["global_step"] == 50
     keras = keras_from_checkpoint(
-        client, job["id"], 50, models.seed_dict_io_model(), tmp_path / "ckpt"
+        client, job["id"], 50, keras_models.seed_dict_io_model(), tmp_path / "ckpt"
     )
 
     # Evaluation: 3 batches of 32 (the default batch size), in order. The compiled metrics

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.integration.conftest import wait_for_job
+from tests.support.job_polling import wait_for_job
 
 tf = pytest.importorskip("tensorflow")
-from tests import models  # noqa: E402  (needs TensorFlow)
 from tests.integration.test_faults import FAST_RECOVERY, Env  # noqa: E402
+from tests.support import keras_models  # noqa: E402  (needs TensorFlow)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -95,7 +95,7 @@ def wide_model_and_data(env: Env, rows: int) -> tuple[str, str]:
     x = tf.keras.Input((WIDE,), name="x")
     model = tf.keras.Model(x, tf.keras.layers.Dense(1, name="y")(x))
     model.compile(optimizer="sgd", loss="mse")
-    h5 = models.save_h5(model, env.root / "wide.h5")
+    h5 = keras_models.save_h5(model, env.root / "wide.h5")
     buffer = io.BytesIO()
     np.savez_compressed(buffer, x=np.zeros((rows, WIDE), "float32"), y=np.zeros(rows, "float32"))
     return (
@@ -213,7 +213,7 @@ def test_cancel_during_export_ends_cancelled_with_no_export(env: Env, tmp_path: 
     worker takes the next job."""
     model = env._upload("/models", "deep.h5", deep_model_h5(tmp_path / "deep.h5"))
     arrays = {"x": np.zeros((64, 4), "float32"), "y": np.zeros((64, 1), "float32")}
-    data = env._upload("/datasets", "deep.npz", models.npz_bytes(arrays))
+    data = env._upload("/datasets", "deep.npz", keras_models.npz_bytes(arrays))
     worker = env.worker()
     spec = {"keras_model_path": model, "train": {"dataset": data, "max_steps": 2, "batch_size": 16}}
     response = env.client.post("/convert", json=spec)

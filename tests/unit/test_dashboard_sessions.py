@@ -15,7 +15,7 @@ from k2e.settings import Settings
 from k2e.tables import sessions
 from k2e.tenancy.sessions import SessionStore
 from service.main import create_app
-from tests.auth import TEST_ADMIN_KEY, admin_client, new_tenant
+from tests.support.api_keys import TEST_ADMIN_KEY, admin_client, new_tenant
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,12 @@ def test_pages_are_served_with_a_strict_content_security_policy(world: dict) -> 
 
 
 def test_a_job_page_of_another_tenant_is_a_404(world: dict, tmp_path) -> None:
-    from tests.models import npz_bytes, save_h5, seed_multi_io_data, seed_multi_io_model
+    from tests.support.keras_models import (
+        npz_bytes,
+        save_h5,
+        seed_multi_io_data,
+        seed_multi_io_model,
+    )
 
     admin = world["admin"]
     h5 = save_h5(seed_multi_io_model(), tmp_path / "seed.h5").read_bytes()

@@ -16,7 +16,7 @@ from k2e.settings import Settings
 from k2e.storage import Storage
 from service.archive import TarPlan
 from service.main import create_app
-from tests.auth import admin_client
+from tests.support.api_keys import admin_client
 
 PROBLEM = "application/problem+json"
 

@@ -11,7 +11,7 @@ from k2e.jobs.job_store import JobStore, NewJob
 from k2e.settings import Settings
 from service import fastpath
 from service.main import create_app
-from tests.auth import ADMIN, bearer, new_tenant
+from tests.support.api_keys import ADMIN, bearer, new_tenant
 
 
 @pytest.fixture(scope="module")

@@ -34,9 +34,9 @@ from k2e.formats.tfrecord import masked_crc
 from k2e.launcher.embedded_redis import EmbeddedRedis
 from k2e.settings import Settings
 from service.main import create_app
-from tests.api_process import running_api
-from tests.auth import ADMIN, TEST_ADMIN_KEY, admin_client
-from tests.fuzzing import assert_problem, mutated_bytes
+from tests.support.api_keys import ADMIN, TEST_ADMIN_KEY, admin_client
+from tests.support.api_server import running_api
+from tests.support.fuzz_inputs import assert_problem, mutated_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 RSS_BUDGET_MB = 50.0

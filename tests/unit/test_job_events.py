@@ -19,7 +19,7 @@ from k2e.jobs.leases import JobLeases
 from k2e.schemas import JobStatus
 from k2e.tables import events, jobs
 from service.event_feeds import EventBroker, event_stream
-from tests.conftest import postgres_url
+from tests.support.postgres import postgres_url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -12,7 +12,7 @@ from k2e.jobs.job_store import NewJob
 from k2e.jobs.leases import JobLeases
 from k2e.schemas import ExportCheck, JobStatus
 from k2e.tables import events, jobs
-from tests.conftest import postgres_url
+from tests.support.postgres import postgres_url
 
 
 def _postgres_store() -> JobLeases:

@@ -15,10 +15,10 @@ from k2e.settings import Settings
 from k2e.spec import checks
 from k2e.storage import Storage
 from service.main import create_app
-from tests.auth import admin_client
+from tests.support.api_keys import admin_client
 
 tf = pytest.importorskip("tensorflow")
-from tests import models  # noqa: E402  (needs TensorFlow)
+from tests.support import keras_models  # noqa: E402  (needs TensorFlow)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def client(settings: Settings) -> Iterator[TestClient]:
 @pytest.fixture
 def model_id(client: TestClient, tmp_path: Path) -> str:
     path = tmp_path / "seed.h5"
-    models.seed_multi_io_model().save(path, save_format="h5")
+    keras_models.seed_multi_io_model().save(path, save_format="h5")
     uploaded = client.post("/models", files={"file": ("seed.h5", path.read_bytes())})
     assert uploaded.status_code == 201, uploaded.text
     return uploaded.json()["id"]

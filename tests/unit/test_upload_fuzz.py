@@ -1,4 +1,4 @@
-"""Property-based fuzz of POST /models with random and mutated valid models.
+"""Property-based fuzz of POST /models with random and mutated valid keras_models.
 
 The seeds are the seed document's multi-IO model saved as HDF5 and as ``.keras``. Each
 case is either a byte mutation of a seed (flips, cuts, insertions, repeats, or random
@@ -28,19 +28,19 @@ from hypothesis import strategies as st
 from k2e.launcher.embedded_redis import EmbeddedRedis
 from k2e.settings import Settings
 from service.main import create_app
-from tests.auth import admin_client
-from tests.fuzzing import assert_problem, mutated_bytes, mutated_json
+from tests.support.api_keys import admin_client
+from tests.support.fuzz_inputs import assert_problem, mutated_bytes, mutated_json
 
 tf = pytest.importorskip("tensorflow")
-from tests import models  # noqa: E402  (needs TensorFlow)
+from tests.support import keras_models  # noqa: E402  (needs TensorFlow)
 
 H5_CONFIGS = ("model_config", "training_config")
 KERAS_CONFIGS = ("config.json", "metadata.json")
 
 
 def _seeds(folder: Path) -> dict[str, bytes]:
-    model = models.seed_multi_io_model()
-    h5 = models.save_h5(model, folder / "seed.h5")
+    model = keras_models.seed_multi_io_model()
+    h5 = keras_models.save_h5(model, folder / "seed.h5")
     model.save(folder / "seed.keras")
     return {"m.h5": h5.read_bytes(), "m.keras": (folder / "seed.keras").read_bytes()}
 

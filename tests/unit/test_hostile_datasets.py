@@ -32,9 +32,7 @@ from k2e.formats.limits import ReadLimits
 from k2e.formats.npz import inspect_npz, load_npz_arrays
 from k2e.formats.tfrecord import masked_crc
 from k2e.launcher.embedded_redis import EmbeddedRedis
-from k2e.settings import Settings
-from service.main import create_app
-from tests.support.api_keys import ADMIN, TEST_ADMIN_KEY, admin_client
+from tests.support.api_keys import ADMIN, TEST_ADMIN_KEY
 from tests.support.api_server import running_api
 from tests.support.fuzz_inputs import assert_problem, mutated_bytes
 
@@ -416,15 +414,6 @@ def test_hostile_requests_against_a_real_api_process(api) -> None:
 # --- fuzz: random and mutated files, in-process ---------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def fuzz_client(
-    tmp_path_factory: pytest.TempPathFactory, redis_server: EmbeddedRedis
-) -> Iterator[TestClient]:
-    settings = Settings(data_dir=tmp_path_factory.mktemp("fuzz"), redis_url=redis_server.url)
-    with admin_client(create_app(settings)) as client:
-        yield client
-
-
 VALID = {
     "d.npz": valid_npz(),
     "d.csv": valid_csv(),
@@ -447,11 +436,11 @@ def mutated(draw: st.DrawFn) -> tuple[str, bytes]:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(upload=mutated())
-def test_fuzzed_datasets_never_answer_5xx(fuzz_client: TestClient, upload) -> None:
+def test_fuzzed_datasets_never_answer_5xx(client: TestClient, upload) -> None:
     name, content = upload
-    response = fuzz_client.post("/datasets", files={"file": (name, content)})
+    response = client.post("/datasets", files={"file": (name, content)})
     assert response.status_code < 500, (name, response.status_code, response.text)
     assert response.status_code in (201, 413, 422), response.text
     if response.status_code >= 400:
         assert_problem(response)
-    assert fuzz_client.get("/healthz").status_code == 200
+    assert client.get("/healthz").status_code == 200

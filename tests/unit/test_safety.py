@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -208,17 +208,6 @@ def _keras_config(files: dict[str, Path], class_name: str) -> bytes:
 
 
 # --- through the API -----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory, redis_server) -> Settings:
-    return Settings(data_dir=tmp_path_factory.mktemp("k2e-safety"), redis_url=redis_server.url)
-
-
-@pytest.fixture(scope="module")
-def client(settings: Settings) -> Iterator[TestClient]:
-    with admin_client(create_app(settings)) as test_client:
-        yield test_client
 
 
 def _refused(response: Any, match: str) -> dict[str, Any]:

@@ -1,7 +1,6 @@
 """The worker reuses the inspection stored at upload only for the bytes that were inspected."""
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,22 +13,9 @@ from k2e.schemas import ConvertRequest
 from k2e.settings import Settings
 from k2e.spec import checks
 from k2e.storage import Storage
-from service.main import create_app
-from tests.support.api_keys import admin_client
 
 tf = pytest.importorskip("tensorflow")
 from tests.support import keras_models  # noqa: E402  (needs TensorFlow)
-
-
-@pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory, redis_server) -> Settings:
-    return Settings(data_dir=tmp_path_factory.mktemp("k2e-stored"), redis_url=redis_server.url)
-
-
-@pytest.fixture(scope="module")
-def client(settings: Settings) -> Iterator[TestClient]:
-    with admin_client(create_app(settings)) as test_client:
-        yield test_client
 
 
 @pytest.fixture

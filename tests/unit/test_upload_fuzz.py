@@ -14,7 +14,6 @@ answer /healthz. The datasets' and POST /convert's fuzzes live beside their limi
 import io
 import json
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +24,6 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from k2e.launcher.embedded_redis import EmbeddedRedis
-from k2e.settings import Settings
-from service.main import create_app
-from tests.support.api_keys import admin_client
 from tests.support.fuzz_inputs import assert_problem, mutated_bytes, mutated_json
 
 tf = pytest.importorskip("tensorflow")
@@ -48,15 +43,6 @@ def _seeds(folder: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def seeds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     return _seeds(tmp_path_factory.mktemp("fuzz-seeds"))
-
-
-@pytest.fixture(scope="module")
-def client(
-    tmp_path_factory: pytest.TempPathFactory, redis_server: EmbeddedRedis
-) -> Iterator[TestClient]:
-    settings = Settings(data_dir=tmp_path_factory.mktemp("fuzz-models"), redis_url=redis_server.url)
-    with admin_client(create_app(settings)) as test_client:
-        yield test_client
 
 
 def h5_configs(content: bytes) -> dict[str, Any]:

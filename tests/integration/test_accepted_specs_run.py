@@ -23,17 +23,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.integration.test_datasets import write_csv, write_tfrecord
-from tests.integration.test_library_fidelity import (
-    FEATURES,
-    _activation_model,
-    identity_columns_model,
-)
-from tests.integration.test_spec_e2e import relu6
 from tests.support.job_polling import wait_for_job
 
 tf = pytest.importorskip("tensorflow")
 from tests.support import keras_models  # noqa: E402  (needs TensorFlow)
+from tests.support.dataset_files import write_csv, write_tfrecord  # noqa: E402
+from tests.support.keras_models import (  # noqa: E402
+    FEATURES,
+    activation_model,
+    identity_columns_model,
+    relu6,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -107,7 +107,7 @@ def pool(client, tmp_path_factory) -> list[PoolModel]:
     activation_data = _datasets(client, activation, into, "activation")
     inline_activation = {
         "keras_model": {
-            "config": json.loads(_activation_model().to_json()),
+            "config": json.loads(activation_model().to_json()),
             "compile": {"optimizer": "adam", "loss": "mse"},
         }
     }
@@ -143,7 +143,7 @@ def pool(client, tmp_path_factory) -> list[PoolModel]:
         ),
         PoolModel(
             "custom activation (HDF5)",
-            h5(_activation_model(), "activation.h5"),
+            h5(activation_model(), "activation.h5"),
             ("y",),
             (),
             activation_data,

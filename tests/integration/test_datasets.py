@@ -1,6 +1,5 @@
 """Each dataset format end to end through a real worker, sample weights, bad datasets."""
 
-import csv
 import io
 import tarfile
 from pathlib import Path
@@ -13,43 +12,11 @@ from tests.support.job_polling import wait_for_job
 
 tf = pytest.importorskip("tensorflow")
 from tests.support import keras_models  # noqa: E402  (needs TensorFlow)
+from tests.support.dataset_files import write_csv, write_tfrecord  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
 MAP = {"dense_2_categorical_accuracy": "acc_1", "dense_3_categorical_accuracy": "acc_2"}
-
-
-def write_tfrecord(arrays: dict[str, np.ndarray], path: Path, gzip: bool = False) -> Path:
-    n = len(next(iter(arrays.values())))
-    options = "GZIP" if gzip else None
-    with tf.io.TFRecordWriter(str(path), options=options) as writer:
-        for i in range(n):
-            feature = {
-                name: tf.train.Feature(
-                    float_list=tf.train.FloatList(value=np.ravel(values[i]).tolist())
-                )
-                for name, values in arrays.items()
-            }
-            example = tf.train.Example(features=tf.train.Features(feature=feature))
-            writer.write(example.SerializeToString())
-    return path
-
-
-def write_csv(arrays: dict[str, np.ndarray], path: Path) -> Path:
-    header, columns = [], []
-    for name, values in arrays.items():
-        if values.ndim == 1:
-            header.append(name)
-            columns.append(values[:, None])
-        else:
-            header += [f"{name}_{i}" for i in range(values.shape[1])]
-            columns.append(values)
-    table = np.concatenate(columns, axis=1)
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(table.tolist())
-    return path
 
 
 @pytest.fixture(scope="module")

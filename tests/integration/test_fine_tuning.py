@@ -9,12 +9,12 @@ import uuid
 import numpy as np
 import pytest
 
-from tests.integration.test_seed_examples import upload
 from tests.support.api_keys import bearer, new_tenant
 from tests.support.job_polling import wait_for_job
 
 tf = pytest.importorskip("tensorflow")
 from tests.support import keras_models  # noqa: E402  (needs TensorFlow)
+from tests.support.uploads import upload  # noqa: E402
 
 pytestmark = pytest.mark.integration
 

@@ -10,11 +10,12 @@ import json
 import numpy as np
 import pytest
 
-from tests.integration.test_seed_examples import extract_savedmodel, upload
 from tests.support.job_polling import wait_for_job
 
 tf = pytest.importorskip("tensorflow")
 from tests.support import keras_models, warmup_records  # noqa: E402  (needs TensorFlow)
+from tests.support.job_outputs import extract_savedmodel  # noqa: E402
+from tests.support.uploads import upload  # noqa: E402
 
 pytestmark = pytest.mark.integration
 

@@ -7,11 +7,17 @@ import json
 import numpy as np
 import pytest
 
-from tests.integration.test_seed_examples import extract_savedmodel
 from tests.support.job_polling import wait_for_job
 
 tf = pytest.importorskip("tensorflow")
 from tests.support import keras_models  # noqa: E402  (needs TensorFlow)
+from tests.support.job_outputs import extract_savedmodel  # noqa: E402
+from tests.support.keras_models import (  # noqa: E402
+    FEATURES,
+    activation_model,
+    identity_columns_model,
+    relu6,
+)
 
 pytestmark = pytest.mark.integration
 L = tf.keras.layers
@@ -42,30 +48,6 @@ def _log(client, job_id: str) -> str:
 
 
 # --- feature columns read the features, not the Inputs' shapes ------------------------------
-
-FEATURES = {
-    "sex": np.int64([1, 1, 1, 1, 0]),
-    "cp": np.int64([0, 3, 3, 2, 1]),
-    "slope": np.int64([3, 2, 0, 3, 1]),
-}
-
-
-def identity_columns_model() -> tf.keras.Model:
-    """The library's test_train_with_dense_features: int64 Inputs of shape (n,) (n the
-    feature's distinct values: 2 or 4) feed indicator columns of identity columns."""
-    columns, inputs = [], {}
-    for name, values in FEATURES.items():
-        buckets = np.size(np.unique(values))
-        columns.append(
-            tf.feature_column.indicator_column(
-                tf.feature_column.categorical_column_with_identity(name, buckets)
-            )
-        )
-        inputs[name] = tf.keras.Input(shape=(buckets,), dtype="int64", name=name)
-    x = L.Dense(16, activation="relu")(tf.compat.v1.keras.layers.DenseFeatures(columns)(inputs))
-    model = tf.keras.Model(inputs, L.Dense(1, activation="linear", name="y")(x))
-    model.compile(optimizer="rmsprop", loss="binary_crossentropy", metrics=["accuracy"])
-    return model
 
 
 def test_feature_columns_train_on_scalar_features_and_the_export_serves_them(
@@ -109,22 +91,10 @@ def test_feature_columns_train_on_scalar_features_and_the_export_serves_them(
 # --- custom activation functions: kept at upload, mapped by kind at submission ---------------
 
 
-def custom_relu(x):
-    return tf.nn.relu(x)
-
-
-def _activation_model() -> tf.keras.Model:
-    inputs = tf.keras.Input((4,), name="x")
-    hidden = L.Dense(8, activation=custom_relu, name="hidden")(inputs)
-    model = tf.keras.Model(inputs, L.Dense(1, name="y")(hidden))
-    model.compile(optimizer="sgd", loss="mse")
-    return model
-
-
 def test_a_custom_activation_function_upload_is_kept_and_trains_when_mapped(
     client, worker, tmp_path
 ) -> None:
-    h5 = keras_models.save_h5(_activation_model(), tmp_path / "act.h5")
+    h5 = keras_models.save_h5(activation_model(), tmp_path / "act.h5")
     model = _upload(client, "/models", "act.h5", h5.read_bytes())
     assert model["custom_names"] == ["custom_relu"]
     arrays = {"x": np.random.default_rng(1).normal(size=(32, 4)), "y": np.ones((32, 1))}
@@ -142,7 +112,7 @@ def test_a_custom_activation_function_upload_is_kept_and_trains_when_mapped(
 
 
 def test_a_mapping_of_the_wrong_kind_is_refused_at_submission(client) -> None:
-    config = json.loads(_activation_model().to_json())
+    config = json.loads(activation_model().to_json())
     spec = {
         "keras_model": {"config": config, "compile": {"optimizer": "sgd", "loss": "mse"}},
         "custom_objects": {"custom_relu": "relu6"},  # a layer class, used as an activation
@@ -225,8 +195,6 @@ def test_a_registry_layer_saved_under_its_name_trains_without_a_mapping(
     client, worker, tmp_path
 ) -> None:
     """The registry's names are usable as they are: Keras finds them in the job's scope."""
-    from tests.integration.test_spec_e2e import relu6
-
     inputs = tf.keras.Input((4,), name="x")
     hidden = relu6(name="clip")(L.Dense(8, name="hidden")(inputs))
     model = tf.keras.Model(inputs, L.Dense(1, name="y")(hidden))

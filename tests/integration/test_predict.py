@@ -4,11 +4,11 @@ instances equal the uploaded Keras model's own."""
 import numpy as np
 import pytest
 
-from tests.integration.test_seed_examples import upload
 from tests.support.job_polling import wait_for_job
 
 tf = pytest.importorskip("tensorflow")
 from tests.support import keras_models  # noqa: E402  (needs TensorFlow)
+from tests.support.uploads import upload  # noqa: E402
 
 pytestmark = pytest.mark.integration
 

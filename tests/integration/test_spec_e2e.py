@@ -12,15 +12,9 @@ from tests.support.job_polling import wait_for_job
 
 tf = pytest.importorskip("tensorflow")
 from tests.support import keras_models  # noqa: E402  (needs TensorFlow)
+from tests.support.keras_models import relu6  # noqa: E402
 
 pytestmark = pytest.mark.integration
-
-
-class relu6(tf.keras.layers.Layer):  # noqa: N801 - the documentation's own name
-    """A user's custom layer, as in model_to_estimator's documentation."""
-
-    def call(self, inputs):
-        return tf.minimum(tf.maximum(inputs, 0.0), 6.0)
 
 
 def _upload(client, path: str, name: str, content: bytes) -> str:

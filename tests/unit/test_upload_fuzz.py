@@ -1,4 +1,4 @@
-"""Property-based fuzz of POST /models with random and mutated valid keras_models.
+"""Property-based fuzz of POST /models with random and mutated valid models.
 
 The seeds are the seed document's multi-IO model saved as HDF5 and as ``.keras``. Each
 case is either a byte mutation of a seed (flips, cuts, insertions, repeats, or random

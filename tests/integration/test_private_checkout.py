@@ -27,7 +27,7 @@ from k2e.vetting.selfcheck import write_sample_model
 from tests.support.api_server import running_api
 from tests.support.checkout import ROOT
 from tests.support.child_processes import SESSION_VARIABLE
-from tests.unit.test_hostile_datasets import valid_csv, valid_tfrecord
+from tests.support.dataset_bytes import valid_csv, valid_tfrecord
 
 tf = pytest.importorskip("tensorflow")
 from tests.support import keras_models  # noqa: E402  (needs TensorFlow)

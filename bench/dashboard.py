@@ -26,8 +26,8 @@ from typing import Any
 
 from sqlalchemy import insert
 
-from bench import report
 from bench.harness import ADMIN_KEY, ROOT, Stack
+from bench.machine import machine_info
 from k2e.tables import jobs
 
 BENCH = ROOT / "bench"
@@ -191,7 +191,7 @@ def main() -> int:
     results.update(
         jobs_in_store=args.jobs,
         date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        machine=report.machine_info(),
+        machine=machine_info(),
         loadavg=loadavg,
     )
     write(results)

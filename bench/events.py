@@ -163,7 +163,7 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench import report
+    from bench import targets
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=20)
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.stop()
         stack.remove_scratch()
     (OUT / "events.json").write_text(json.dumps(results, indent=1) + "\n")
-    for row in report.rows(results):
+    for row in targets.rows(results):
         print(f"  {row.verdict:4s}  {row.number}  {row.figure}: {row.value} (target {row.target})")
     return 0
 

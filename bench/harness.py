@@ -1,6 +1,6 @@
 """Everything the benchmarks run against, started by the bench itself: an embedded Redis,
 a scratch data folder, the API (uvicorn, one process) on a free port, and one real
-Celery worker process (as tests/integration/conftest.py's WorkerProcess starts it)."""
+Celery worker process (as tests/support/worker_process.py's WorkerProcess starts it)."""
 
 import os
 import shutil

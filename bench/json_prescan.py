@@ -86,8 +86,8 @@ def old_rows(sizes: list[int]) -> list[str]:
 def api_rows() -> list[str]:
     import httpx
 
-    from tests.api_process import running_api
-    from tests.auth import ADMIN, TEST_ADMIN_KEY
+    from tests.support.api_keys import ADMIN, TEST_ADMIN_KEY
+    from tests.support.api_server import running_api
 
     tmp = Path(tempfile.mkdtemp(prefix="k2e-prescan-"))
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "K2E_DATABASE_URL")}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from k2e.jobs.job_store import JobStore
 from k2e.settings import get_settings
-from tests import models
+from tests.support import keras_models
 from worker.heartbeat import Heartbeat, RunControl
 from worker.hooks import LossCurve, ProgressHook
 from worker.tfrt import tf
@@ -33,7 +33,7 @@ def main() -> dict:
     store.create("job", {}, "cpu", str(root / "m"), None)
     store.start("job", "bench", 30)
 
-    model = models.seed_multi_io_model()
+    model = keras_models.seed_multi_io_model()
     estimator = tf.keras.estimator.model_to_estimator(
         keras_model=model,
         config=tf.estimator.RunConfig(
@@ -44,7 +44,7 @@ def main() -> dict:
             save_summary_steps=100,
         ),
     )
-    data = models.seed_multi_io_data(n=1024)
+    data = keras_models.seed_multi_io_data(n=1024)
     features = {k: data[k] for k in ("input_a", "input_b")}
     labels = {k: data[k] for k in ("dense_2", "dense_3")}
 

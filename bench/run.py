@@ -29,9 +29,11 @@ from bench import (
     report,
     scaling,
     store_reads,
+    targets,
 )
 from bench.client import require_success, submit, wait_until
 from bench.harness import ADMIN_KEY, AUTH_HEADER, ROOT, Stack, read_rss_bytes
+from bench.machine import machine_info
 from bench.workload import convert_spec
 
 BENCH = ROOT / "bench"
@@ -196,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.results_dir == BENCH
         else "python -m bench.run " + " ".join(sys.argv[1:] if argv is None else argv),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": report.machine_info(),
+        "machine": machine_info(),
         "settings": {
             "rounds": args.rounds,
             "pickup_jobs": args.pickup_jobs,
@@ -231,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     results["runtime_s"] = time.perf_counter() - started
     md, raw = report.write(results, args.results_dir)
     print(f"done in {results['runtime_s'] / 60:.1f} min: {md} and {raw}")
-    for row in report.rows(results):
+    for row in targets.rows(results):
         print(f"  {row.verdict:4s}  {row.number}  {row.figure}: {row.value} (target {row.target})")
     return 0
 

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 # The unit tests of k2e.client and k2e.cli that need no API, no server package and no
-# tests/ helper (each imports only k2e.client, k2e.cli, k2e.schemas, pytest, httpx, rich).
+# tests/support helper (each imports only k2e.client, k2e.cli, k2e.schemas, pytest, httpx, rich).
 CLIENT_TESTS=(tests/unit/test_cli_render.py tests/unit/test_client_events.py)
 # The server's and the worker's packages: the base install has none of them.
 SERVER_DISTS=(fastapi starlette uvicorn celery kombu sqlalchemy psycopg h5py numpy

@@ -27,7 +27,7 @@ class JobReadFastPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET":
-            body = _cached_answer(scope)
+            body = cached_answer(scope)
             if body is not None:
                 await send(_start(len(body)))
                 await send({"type": "http.response.body", "body": body})
@@ -35,14 +35,14 @@ class JobReadFastPath:
         await self.app(scope, receive, send)
 
 
-def _cached_answer(scope: Scope) -> bytes | None:
+def cached_answer(scope: Scope) -> bytes | None:
     path: str = scope["path"]
     if not path.startswith(_PREFIX) or scope.get("query_string"):
         return None
     job_id = path[len(_PREFIX) :]
     if not job_id or "/" in job_id:
         return None
-    key = bearer_key(_authorization(scope))
+    key = bearer_key(authorization_header(scope))
     if key is None:
         return None
     state = scope["app"].state
@@ -55,7 +55,7 @@ def _cached_answer(scope: Scope) -> bytes | None:
     return jobs.fresh(caller_scope(caller), job_id)
 
 
-def _authorization(scope: Scope) -> str | None:
+def authorization_header(scope: Scope) -> str | None:
     """The first ``Authorization`` header, as the route's ``request.headers`` reads it."""
     for name, value in scope["headers"]:
         if name == b"authorization":

@@ -22,7 +22,7 @@ def predict(export_dir: Path, instances: list[Any], signature_name: str | None) 
         if name not in signatures:
             raise BadInstances(f"no signature {name!r}; the export has {sorted(signatures)}")
         signature = signatures[name]
-        inputs = _columns(signature, instances)
+        inputs = input_columns(signature, instances)
         try:
             outputs = run_signature(session, signature, inputs)
         except (ValueError, tf.errors.OpError) as exc:
@@ -41,7 +41,7 @@ def _raw_signature(signatures: dict[str, Any]) -> str:
     return RAW_DEFAULT if RAW_DEFAULT in signatures else "serving_default"
 
 
-def _columns(signature: Any, instances: list[Any]) -> dict[str, np.ndarray]:
+def input_columns(signature: Any, instances: list[Any]) -> dict[str, np.ndarray]:
     """One array per signature input, from the instances' rows."""
     keys = sorted(signature.inputs)
     columns: dict[str, list[Any]] = {k: [] for k in keys}

@@ -8,11 +8,6 @@ one the unit tests submit to (``redis_server`` in tests/conftest.py): their jobs
 meant to stay queued, and live in job stores this worker does not read.
 """
 
-import os
-import re
-import signal
-import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -21,91 +16,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from k2e.launcher.embedded_redis import EmbeddedRedis
-from k2e.launcher.stack import worker_command
 from k2e.settings import Settings
 from service.main import create_app
-from tests.auth import admin_client
-from tests.conftest import fresh_postgres_database
-from tests.processes import die_with_the_suite, stop_group
-
-READY_LINE = "worker process ready: TensorFlow loaded"
-# What a worker logs when a task names a job its store does not hold (JobStore.get).
-UNKNOWN_JOB = re.compile(r"no job with id '([^']+)'")
-ROOT = Path(__file__).resolve().parents[2]
-
-
-TUNABLES = (
-    "lease_s",
-    "heartbeat_s",
-    "reconcile_interval_s",
-    "visibility_timeout_s",
-    "max_attempts",
-    "timeout_grace_s",
-    "job_memory_bytes",
-    "job_memory_sample_s",
-    "job_stop_grace_s",
-    "max_inflation_ratio",
-)
-
-
-def worker_env(settings: Settings) -> dict[str, str]:
-    env = dict(
-        os.environ,
-        K2E_DATA_DIR=str(settings.data_dir),
-        REDIS_URL=settings.broker_url,
-        DATABASE_URL=settings.sqlalchemy_url,
-        PYTHONUNBUFFERED="1",
-    )
-    env.update({f"K2E_{name.upper()}": str(getattr(settings, name)) for name in TUNABLES})
-    return env
-
-
-class WorkerProcess:
-    """``celery -A worker.celery_app worker`` as a child process, its log in a file."""
-
-    def __init__(self, settings: Settings, log_path: Path, queues: str = "cpu,gpu") -> None:
-        self.settings = settings
-        self.log_path = log_path
-        self.queues = queues
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 180) -> "WorkerProcess":
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                die_with_the_suite(
-                    [*worker_command(self.queues), "--without-mingle", "--without-gossip"]
-                ),
-                cwd=ROOT,
-                env=worker_env(self.settings),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: a crash test kills it whole
-            )
-        try:
-            deadline = time.monotonic() + timeout
-            while READY_LINE not in self.log_path.read_text(errors="replace"):
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("worker did not start:\n" + self.log[-3000:])
-                time.sleep(0.2)
-        except BaseException:
-            self.stop()  # a worker that failed to start leaves no process behind
-            raise
-        return self
-
-    def kill_hard(self) -> None:
-        """SIGKILL the main process and its pool children at once: a machine dying."""
-        assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        """SIGTERM (a warm shutdown), then SIGKILL: the main process and its pool children."""
-        if self.process is not None:
-            stop_group(self.process, grace_s=30)
+from tests.support.api_keys import admin_client
+from tests.support.postgres import fresh_postgres_database
+from tests.support.worker_process import UNKNOWN_JOB, WorkerProcess
 
 
 @pytest.fixture(scope="session")
@@ -261,15 +176,3 @@ def client(deployment: Deployment | None, request: pytest.FixtureRequest) -> Tes
         return deployment.client()
     found: TestClient = request.getfixturevalue("sqlite_client")
     return found
-
-
-def wait_for_job(client: TestClient, job_id: str, timeout: float = 300) -> dict:
-    """Poll GET /jobs/{id} until the job reaches a terminal state."""
-    deadline = time.monotonic() + timeout
-    while True:
-        job = client.get(f"/jobs/{job_id}").json()
-        if job["status"] in ("succeeded", "failed", "cancelled"):
-            return job
-        if time.monotonic() > deadline:
-            raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s: {job}")
-        time.sleep(0.25)

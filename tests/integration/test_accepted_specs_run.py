@@ -23,17 +23,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.integration.conftest import wait_for_job
-from tests.integration.test_datasets import write_csv, write_tfrecord
-from tests.integration.test_library_fidelity import (
-    FEATURES,
-    _activation_model,
-    identity_columns_model,
-)
-from tests.integration.test_spec_e2e import relu6
+from tests.support.job_polling import wait_for_job
 
 tf = pytest.importorskip("tensorflow")
-from tests import models  # noqa: E402  (needs TensorFlow)
+from tests.support import keras_models  # noqa: E402  (needs TensorFlow)
+from tests.support.dataset_files import write_csv, write_tfrecord  # noqa: E402
+from tests.support.keras_models import (  # noqa: E402
+    FEATURES,
+    activation_model,
+    identity_columns_model,
+    relu6,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +63,7 @@ def _upload(client, path: str, file: Path) -> str:
 
 def _datasets(client, arrays: dict[str, np.ndarray], into: Path, stem: str) -> dict[str, str]:
     npz = into / f"{stem}.npz"
-    npz.write_bytes(models.npz_bytes(arrays))
+    npz.write_bytes(keras_models.npz_bytes(arrays))
     files = {
         "npz": npz,
         "csv": write_csv(arrays, into / f"{stem}.csv"),
@@ -75,20 +75,22 @@ def _datasets(client, arrays: dict[str, np.ndarray], into: Path, stem: str) -> d
 @pytest.fixture(scope="module")
 def pool(client, tmp_path_factory) -> list[PoolModel]:
     into = tmp_path_factory.mktemp("spec-fuzz")
-    seed = _datasets(client, models.seed_multi_io_data(n=48), into, "seed")
-    dict_data = models.seed_dict_io_data(n=48)
+    seed = _datasets(client, keras_models.seed_multi_io_data(n=48), into, "seed")
+    dict_data = keras_models.seed_dict_io_data(n=48)
     rng = np.random.default_rng(3)
     columns = {name: rng.integers(0, np.size(np.unique(v)), 48) for name, v in FEATURES.items()}
     columns["y"] = rng.integers(0, 2, 48).astype("float32")
     activation = {"x": rng.normal(size=(48, 4)).astype("float32"), "y": np.ones((48, 1), "f4")}
 
     def h5(model: Any, name: str) -> dict[str, Any]:
-        return {"keras_model_path": _upload(client, "/models", models.save_h5(model, into / name))}
+        return {
+            "keras_model_path": _upload(client, "/models", keras_models.save_h5(model, into / name))
+        }
 
     seed_map = ("dense_2_categorical_accuracy", "dense_3_categorical_accuracy")
     inline = {
         "keras_model": {
-            "config": json.loads(models.seed_multi_io_model().to_json()),
+            "config": json.loads(keras_models.seed_multi_io_model().to_json()),
             "compile": {
                 "optimizer": "rmsprop",
                 "loss": "categorical_crossentropy",
@@ -105,7 +107,7 @@ def pool(client, tmp_path_factory) -> list[PoolModel]:
     activation_data = _datasets(client, activation, into, "activation")
     inline_activation = {
         "keras_model": {
-            "config": json.loads(_activation_model().to_json()),
+            "config": json.loads(activation_model().to_json()),
             "compile": {"optimizer": "adam", "loss": "mse"},
         }
     }
@@ -119,7 +121,7 @@ def pool(client, tmp_path_factory) -> list[PoolModel]:
         ),
         PoolModel(
             "seed multi-io (HDF5)",
-            h5(models.seed_multi_io_model(), "seed.h5"),
+            h5(keras_models.seed_multi_io_model(), "seed.h5"),
             ("dense_2", "dense_3"),
             seed_map,
             seed,
@@ -127,7 +129,7 @@ def pool(client, tmp_path_factory) -> list[PoolModel]:
         PoolModel("seed multi-io (inline)", inline, ("dense_2", "dense_3"), seed_map, seed),
         PoolModel(
             "seed dict-io (HDF5)",
-            h5(models.seed_dict_io_model(), "dict.h5"),
+            h5(keras_models.seed_dict_io_model(), "dict.h5"),
             ("c", "d"),
             ("c_mae", "d_categorical_accuracy"),
             _datasets(client, dict_data, into, "dict"),
@@ -141,7 +143,7 @@ def pool(client, tmp_path_factory) -> list[PoolModel]:
         ),
         PoolModel(
             "custom activation (HDF5)",
-            h5(_activation_model(), "activation.h5"),
+            h5(activation_model(), "activation.h5"),
             ("y",),
             (),
             activation_data,

@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 
 from k2e.settings import Settings
-from tests.api_process import running_api
-from tests.auth import TEST_ADMIN_KEY
-from tests.integration.conftest import ROOT, WorkerProcess, worker_env
+from tests.support.api_keys import TEST_ADMIN_KEY
+from tests.support.api_server import running_api
+from tests.support.checkout import ROOT
+from tests.support.worker_process import WorkerProcess, worker_env
 
 tf = pytest.importorskip("tensorflow")
-from tests import models  # noqa: E402  (needs TensorFlow)
+from tests.support import keras_models  # noqa: E402  (needs TensorFlow)
 
 pytestmark = pytest.mark.integration
 
@@ -40,8 +41,8 @@ def api_url(
 @pytest.fixture(scope="module")
 def seed_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("seed-files")
-    models.save_h5(models.seed_multi_io_model(), folder / "seed.h5")
-    np.savez(folder / "train.npz", **models.seed_multi_io_data())
+    keras_models.save_h5(keras_models.seed_multi_io_model(), folder / "seed.h5")
+    np.savez(folder / "train.npz", **keras_models.seed_multi_io_data())
     return folder
 
 
@@ -102,7 +103,7 @@ def test_submit_wait_trains_to_max_steps_and_the_download_loads(
     assert (tmp_path / version / "saved_model.pb").is_file()
     loaded = tf.saved_model.load(str(tmp_path / version))
     serve = loaded.signatures["serving_default"]
-    data = models.seed_multi_io_data(4)
+    data = keras_models.seed_multi_io_data(4)
     outputs = serve(input_a=tf.constant(data["input_a"]), input_b=tf.constant(data["input_b"]))
     assert {tuple(v.shape) for v in outputs.values()} == {(4, 3), (4, 2)}
 

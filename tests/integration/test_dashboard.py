@@ -22,9 +22,10 @@ import pytest
 
 from k2e.examples.seed_data import SEED_METRIC_NAMES_MAP, seed_multi_io_data
 from k2e.settings import Settings
-from tests.api_process import running_api
-from tests.auth import ADMIN
-from tests.integration.conftest import ROOT, WorkerProcess, worker_env
+from tests.support.api_keys import ADMIN
+from tests.support.api_server import running_api
+from tests.support.checkout import ROOT
+from tests.support.worker_process import WorkerProcess, worker_env
 
 pytestmark = pytest.mark.integration
 

@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.auth import admin_files
-from tests.integration.conftest import wait_for_job
+from tests.support.api_keys import admin_files
+from tests.support.job_polling import wait_for_job
 
 tf = pytest.importorskip("tensorflow")
-from tests import models  # noqa: E402  (needs TensorFlow)
+from tests.support import keras_models  # noqa: E402  (needs TensorFlow)
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +54,7 @@ def test_training_graph_holds_no_copy_of_the_dataset(
     x = tf.keras.Input((WIDTH,), name="x")
     model = tf.keras.Model(x, tf.keras.layers.Dense(1, name="y")(x))
     model.compile(optimizer="sgd", loss="mse")
-    h5 = models.save_h5(model, tmp_path / "linear.h5")
+    h5 = keras_models.save_h5(model, tmp_path / "linear.h5")
     model_id = client.post("/models", files={"file": ("linear.h5", h5.read_bytes())}).json()["id"]
     spec = {
         "keras_model_path": model_id,

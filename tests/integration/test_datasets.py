@@ -1,6 +1,5 @@
 """Each dataset format end to end through a real worker, sample weights, bad datasets."""
 
-import csv
 import io
 import tarfile
 from pathlib import Path
@@ -8,53 +7,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.auth import admin_files
-from tests.integration.conftest import wait_for_job
+from tests.support.api_keys import admin_files
+from tests.support.job_polling import wait_for_job
 
 tf = pytest.importorskip("tensorflow")
-from tests import models  # noqa: E402  (needs TensorFlow)
+from tests.support import keras_models  # noqa: E402  (needs TensorFlow)
+from tests.support.dataset_files import write_csv, write_tfrecord  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
 MAP = {"dense_2_categorical_accuracy": "acc_1", "dense_3_categorical_accuracy": "acc_2"}
 
 
-def write_tfrecord(arrays: dict[str, np.ndarray], path: Path, gzip: bool = False) -> Path:
-    n = len(next(iter(arrays.values())))
-    options = "GZIP" if gzip else None
-    with tf.io.TFRecordWriter(str(path), options=options) as writer:
-        for i in range(n):
-            feature = {
-                name: tf.train.Feature(
-                    float_list=tf.train.FloatList(value=np.ravel(values[i]).tolist())
-                )
-                for name, values in arrays.items()
-            }
-            example = tf.train.Example(features=tf.train.Features(feature=feature))
-            writer.write(example.SerializeToString())
-    return path
-
-
-def write_csv(arrays: dict[str, np.ndarray], path: Path) -> Path:
-    header, columns = [], []
-    for name, values in arrays.items():
-        if values.ndim == 1:
-            header.append(name)
-            columns.append(values[:, None])
-        else:
-            header += [f"{name}_{i}" for i in range(values.shape[1])]
-            columns.append(values)
-    table = np.concatenate(columns, axis=1)
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(table.tolist())
-    return path
-
-
 @pytest.fixture(scope="module")
 def seed_model(client, tmp_path_factory) -> str:
-    h5 = models.save_h5(models.seed_multi_io_model(), tmp_path_factory.mktemp("m") / "s.h5")
+    h5 = keras_models.save_h5(
+        keras_models.seed_multi_io_model(), tmp_path_factory.mktemp("m") / "s.h5"
+    )
     response = client.post("/models", files={"file": ("seed.h5", h5.read_bytes())})
     assert response.status_code == 201, response.text
     return response.json()["id"]
@@ -85,7 +54,7 @@ def _train(client, model: str, train: str, evaluate: str, **extra) -> dict:
 @pytest.mark.parametrize(
     ("name", "writer"),
     [
-        ("train.npz", lambda a, p: p.write_bytes(models.npz_bytes(a)) and p),
+        ("train.npz", lambda a, p: p.write_bytes(keras_models.npz_bytes(a)) and p),
         ("train.tfrecord", write_tfrecord),
         ("train.tfrecord.gz", lambda a, p: write_tfrecord(a, p, gzip=True)),
         ("train.csv", write_csv),
@@ -94,7 +63,7 @@ def _train(client, model: str, train: str, evaluate: str, **extra) -> dict:
 def test_each_format_trains_a_multi_io_model(
     client, worker, seed_model, tmp_path, name, writer
 ) -> None:
-    arrays = models.seed_multi_io_data(n=96)
+    arrays = keras_models.seed_multi_io_data(n=96)
     info = _upload(client, writer(arrays, tmp_path / name) or tmp_path / name)
     assert info["num_examples"] == 96
     assert info["arrays"]["input_a"] == [96, 16]
@@ -108,12 +77,12 @@ def test_each_format_trains_a_multi_io_model(
 def test_zero_weights_on_one_output_are_applied(
     client, worker, settings, seed_model, tmp_path
 ) -> None:
-    arrays = models.seed_multi_io_data(n=128)
+    arrays = keras_models.seed_multi_io_data(n=128)
     zeroed = dict(arrays)
     zeroed["sample_weights.dense_2"] = np.ones(128, "float32")
     zeroed["sample_weights.dense_3"] = np.zeros(128, "float32")
-    (tmp_path / "plain.npz").write_bytes(models.npz_bytes(arrays))
-    (tmp_path / "zeroed.npz").write_bytes(models.npz_bytes(zeroed))
+    (tmp_path / "plain.npz").write_bytes(keras_models.npz_bytes(arrays))
+    (tmp_path / "zeroed.npz").write_bytes(keras_models.npz_bytes(zeroed))
     plain = _upload(client, tmp_path / "plain.npz")["id"]
     weighted = _upload(client, tmp_path / "zeroed.npz")["id"]
 
@@ -164,13 +133,15 @@ def test_bad_datasets_are_refused_naming_the_problem(client, name, content, text
 
 
 def test_truncated_tfrecord_and_mismatched_weights_are_refused(client, tmp_path) -> None:
-    arrays = models.seed_multi_io_data(n=20)
+    arrays = keras_models.seed_multi_io_data(n=20)
     good = write_tfrecord(arrays, tmp_path / "t.tfrecord").read_bytes()
     response = client.post("/datasets", files={"file": ("t.tfrecord", good[:-9])})
     assert response.status_code == 422
     assert "truncated" in response.json()["detail"]
 
     bad_weights = dict(arrays, **{"sample_weights.dense_2": np.ones(7, "float32")})
-    response = client.post("/datasets", files={"file": ("w.npz", models.npz_bytes(bad_weights))})
+    response = client.post(
+        "/datasets", files={"file": ("w.npz", keras_models.npz_bytes(bad_weights))}
+    )
     assert response.status_code == 422
     assert "sample_weights.dense_2" in response.json()["detail"]

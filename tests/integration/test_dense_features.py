@@ -4,12 +4,14 @@ that reads a vocabulary file is refused."""
 import numpy as np
 import pytest
 
-from tests.integration.conftest import wait_for_job
-from tests.integration.test_feature_types import COLOURS, _npz, _upload
-from tests.integration.test_seed_examples import assert_close, extract_savedmodel
+from tests.integration.test_feature_types import COLOURS
+from tests.support.job_polling import wait_for_job
 
 tf = pytest.importorskip("tensorflow")
-from tests import models  # noqa: E402  (needs TensorFlow)
+from tests.support import keras_models  # noqa: E402  (needs TensorFlow)
+from tests.support.dataset_files import write_npz  # noqa: E402
+from tests.support.job_outputs import assert_close, extract_savedmodel  # noqa: E402
+from tests.support.uploads import upload_dataset  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -57,11 +59,13 @@ def _dense_features_arrays(n: int, seed: int) -> dict[str, np.ndarray]:
 
 
 def test_a_dense_features_model_trains_and_exports(client, worker, tmp_path) -> None:
-    h5 = models.save_h5(dense_features_model(), tmp_path / "columns.h5")
+    h5 = keras_models.save_h5(dense_features_model(), tmp_path / "columns.h5")
     response = client.post("/models", files={"file": ("columns.h5", h5.read_bytes())})
     assert response.status_code == 201, response.text
     model = response.json()
-    data = _upload(client, _npz(_dense_features_arrays(128, seed=1), tmp_path / "c.npz"))
+    data = upload_dataset(
+        client, write_npz(_dense_features_arrays(128, seed=1), tmp_path / "c.npz")
+    )
     spec = {
         "keras_model_path": model["id"],
         "export_outputs": {"y": "regression"},
@@ -102,7 +106,7 @@ def test_a_dense_features_model_trains_and_exports(client, worker, tmp_path) -> 
 def test_a_vocabulary_file_column_is_refused_naming_the_layer(client, tmp_path) -> None:
     vocabulary = tmp_path / "colours.txt"
     vocabulary.write_text("red\ngreen\nblue\n")
-    h5 = models.save_h5(dense_features_model(str(vocabulary)), tmp_path / "file.h5")
+    h5 = keras_models.save_h5(dense_features_model(str(vocabulary)), tmp_path / "file.h5")
     response = client.post("/models", files={"file": ("file.h5", h5.read_bytes())})
     assert response.status_code == 422, response.text
     assert "layer 'features' (DenseFeatures)" in response.text

@@ -11,13 +11,13 @@ import httpx
 import pytest
 
 from k2e.settings import Settings
-from tests.api_process import running_api
-from tests.auth import ADMIN, bearer, new_tenant
-from tests.integration.conftest import worker_env
-from tests.integration.sse import Event, read_events
+from tests.support.api_keys import ADMIN, bearer, new_tenant
+from tests.support.api_server import running_api
+from tests.support.event_stream import Event, read_events
+from tests.support.worker_process import worker_env
 
 tf = pytest.importorskip("tensorflow")
-from tests import models  # noqa: E402  (needs TensorFlow)
+from tests.support import keras_models  # noqa: E402  (needs TensorFlow)
 
 pytestmark = pytest.mark.integration
 
@@ -36,9 +36,9 @@ def api_url(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Ite
 def spec(client, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A short seed job (multi-input/multi-output, evaluated), submitted by the admin key."""
     folder = tmp_path_factory.mktemp("events-model")
-    h5 = models.save_h5(models.seed_multi_io_model(), Path(folder) / "seed.h5")
+    h5 = keras_models.save_h5(keras_models.seed_multi_io_model(), Path(folder) / "seed.h5")
     model = client.post("/models", files={"file": ("seed.h5", h5.read_bytes())}).json()["id"]
-    npz = models.npz_bytes(models.seed_multi_io_data())
+    npz = keras_models.npz_bytes(keras_models.seed_multi_io_data())
     data = client.post("/datasets", files={"file": ("d.npz", npz)}).json()["id"]
     return {
         "keras_model_path": model,
@@ -174,9 +174,9 @@ def test_a_member_sees_no_server_paths_in_the_stream(
     member = bearer(new_tenant(client, "events-member"))
     member_client = httpx.Client(base_url=api_url, headers=member, timeout=60)
     with member_client:
-        h5 = models.save_h5(models.seed_multi_io_model(), tmp_path / "m.h5")
+        h5 = keras_models.save_h5(keras_models.seed_multi_io_model(), tmp_path / "m.h5")
         model = member_client.post("/models", files={"file": ("m.h5", h5.read_bytes())}).json()
-        npz = models.npz_bytes(models.seed_multi_io_data())
+        npz = keras_models.npz_bytes(keras_models.seed_multi_io_data())
         data = member_client.post("/datasets", files={"file": ("d.npz", npz)}).json()
         body = {**spec, "keras_model_path": model["id"]}
         body["train"] = {**spec["train"], "dataset": data["id"], "max_steps": 200}

@@ -8,15 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.integration.conftest import wait_for_job
-from tests.integration.test_seed_examples import (
-    assert_close,
-    extract_savedmodel,
-    keras_from_checkpoint,
-)
+from tests.support.job_polling import wait_for_job
 
 tf = pytest.importorskip("tensorflow")
-from tests import models  # noqa: E402  (needs TensorFlow)
+from tests.support import keras_models  # noqa: E402  (needs TensorFlow)
+from tests.support.dataset_files import write_npz  # noqa: E402
+from tests.support.job_outputs import assert_close, extract_savedmodel, keras_from_checkpoint  # noqa: E402
+from tests.support.uploads import upload_dataset  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -63,11 +61,6 @@ def feature_arrays(n: int, seed: int) -> dict[str, np.ndarray]:
     }
 
 
-def _npz(arrays: dict[str, np.ndarray], path: Path) -> Path:
-    path.write_bytes(models.npz_bytes(arrays))
-    return path
-
-
 def _csv(arrays: dict[str, np.ndarray], path: Path) -> Path:
     n = len(arrays["y"])
     with path.open("w", newline="") as f:
@@ -110,7 +103,7 @@ def _tfrecord(arrays: dict[str, np.ndarray], path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def model_id(client, tmp_path_factory) -> str:
-    h5 = models.save_h5(feature_model(), tmp_path_factory.mktemp("features") / "f.h5")
+    h5 = keras_models.save_h5(feature_model(), tmp_path_factory.mktemp("features") / "f.h5")
     response = client.post("/models", files={"file": ("features.h5", h5.read_bytes())})
     assert response.status_code == 201, response.text
     dtypes = {i["name"]: i["dtype"] for i in response.json()["inputs"]}
@@ -118,16 +111,10 @@ def model_id(client, tmp_path_factory) -> str:
     return response.json()["id"]
 
 
-def _upload(client, path: Path) -> dict:
-    response = client.post("/datasets", files={"file": (path.name, path.read_bytes())})
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
 @pytest.mark.parametrize(
     ("name", "writer", "kinds"),
     [
-        ("features.npz", _npz, {"colour": "<U6", "size": "int64", "text": "|S13"}),
+        ("features.npz", write_npz, {"colour": "<U6", "size": "int64", "text": "|S13"}),
         ("features.csv", _csv, {"colour": "string", "size": "int64", "text": "string"}),
         ("features.tfrecord", _tfrecord, {"colour": "bytes", "size": "int64", "text": "bytes"}),
     ],
@@ -135,7 +122,7 @@ def _upload(client, path: Path) -> dict:
 def test_string_integer_and_float_features_train_export_and_serve(
     client, worker, model_id, tmp_path, name, writer, kinds
 ) -> None:
-    dataset = _upload(client, writer(feature_arrays(160, seed=1), tmp_path / name))
+    dataset = upload_dataset(client, writer(feature_arrays(160, seed=1), tmp_path / name))
     assert {k: dataset["dtypes"][k] for k in kinds} == kinds
     spec = {
         "keras_model_path": model_id,
@@ -193,7 +180,7 @@ def test_an_input_fed_the_wrong_kind_of_value_is_a_422_naming_it(
     client, model_id, tmp_path, change, where, text
 ) -> None:
     arrays = {**feature_arrays(16, seed=2), **change}
-    dataset = _upload(client, _npz(arrays, tmp_path / "wrong.npz"))
+    dataset = upload_dataset(client, write_npz(arrays, tmp_path / "wrong.npz"))
     spec = {"keras_model_path": model_id, "train": {"dataset": dataset["id"], "max_steps": 1}}
     response = client.post("/convert", json=spec)
     assert response.status_code == 422, response.text
@@ -207,7 +194,7 @@ def test_a_csv_text_column_for_a_float_input_is_a_422(client, model_id, tmp_path
     lines = path.read_text().splitlines()
     lines[1] = ",".join([*lines[1].split(",")[:3], "n/a", *lines[1].split(",")[4:]])
     path.write_text("\n".join(lines) + "\n")
-    dataset = _upload(client, path)
+    dataset = upload_dataset(client, path)
     assert dataset["dtypes"]["f"] == "string"
     spec = {"keras_model_path": model_id, "train": {"dataset": dataset["id"], "max_steps": 1}}
     response = client.post("/convert", json=spec)
@@ -235,11 +222,11 @@ def test_layers_the_estimator_cannot_convert_are_a_422_at_submission(
     encoded = layer()
     model = tf.keras.Model(words, L.Dense(1, name="y")(encoded(words)))
     model.compile(optimizer="adam", loss="mse")
-    h5 = models.save_h5(model, tmp_path / "text.h5")
+    h5 = keras_models.save_h5(model, tmp_path / "text.h5")
     response = client.post("/models", files={"file": ("text.h5", h5.read_bytes())})
     assert response.status_code == 201, response.text  # a safe config: kept
     arrays = {"words": np.array(["big cat"] * 4), "y": np.zeros(4, "float32")}
-    dataset = _upload(client, _npz(arrays, tmp_path / "w.npz"))
+    dataset = upload_dataset(client, write_npz(arrays, tmp_path / "w.npz"))
     spec = {
         "keras_model_path": response.json()["id"],
         "train": {"dataset": dataset["id"], "max_steps": 1},

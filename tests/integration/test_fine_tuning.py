@@ -9,12 +9,12 @@ import uuid
 import numpy as np
 import pytest
 
-from tests.auth import bearer, new_tenant
-from tests.integration.conftest import wait_for_job
-from tests.integration.test_seed_examples import upload
+from tests.support.api_keys import bearer, new_tenant
+from tests.support.job_polling import wait_for_job
 
 tf = pytest.importorskip("tensorflow")
-from tests import models  # noqa: E402  (needs TensorFlow)
+from tests.support import keras_models  # noqa: E402  (needs TensorFlow)
+from tests.support.uploads import upload  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -36,9 +36,11 @@ def _weights(client, job_id: str, step: int, into) -> dict[str, np.ndarray]:
 def test_a_fine_tuning_job_starts_from_the_source_jobs_newest_checkpoint(
     client, worker, tmp_path
 ) -> None:
-    h5 = models.save_h5(models.seed_multi_io_model(), tmp_path / "seed.h5")
+    h5 = keras_models.save_h5(keras_models.seed_multi_io_model(), tmp_path / "seed.h5")
     model = upload(client, "/models", "seed.h5", h5.read_bytes())
-    data = upload(client, "/datasets", "d.npz", models.npz_bytes(models.seed_multi_io_data()))
+    data = upload(
+        client, "/datasets", "d.npz", keras_models.npz_bytes(keras_models.seed_multi_io_data())
+    )
     source_spec = {
         "keras_model_path": model["id"],
         "config": {"tf_random_seed": 3, "save_checkpoints_steps": 10},
@@ -81,9 +83,11 @@ def test_a_fine_tuning_job_starts_from_the_source_jobs_newest_checkpoint(
 
 
 def test_warm_start_from_another_tenants_job_is_not_found(client, worker, tmp_path) -> None:
-    h5 = models.save_h5(models.seed_multi_io_model(), tmp_path / "seed.h5")
+    h5 = keras_models.save_h5(keras_models.seed_multi_io_model(), tmp_path / "seed.h5")
     model = upload(client, "/models", "seed.h5", h5.read_bytes())
-    data = upload(client, "/datasets", "d.npz", models.npz_bytes(models.seed_multi_io_data(n=32)))
+    data = upload(
+        client, "/datasets", "d.npz", keras_models.npz_bytes(keras_models.seed_multi_io_data(n=32))
+    )
     spec = {
         "keras_model_path": model["id"],
         "train": {"dataset": data["id"], "max_steps": 2},

@@ -6,7 +6,7 @@ import psutil
 import pytest
 
 from k2e.settings import Settings
-from tests.integration.conftest import WorkerProcess
+from tests.support.worker_process import WorkerProcess
 
 pytestmark = pytest.mark.integration
 

@@ -11,11 +11,11 @@ import pytest
 from k2e.jobs.job_store import JobStore, NewJob
 from k2e.jobs.queueing import TaskSender
 from k2e.schemas import ConvertRequest
-from tests.auth import admin_files
-from tests.integration.conftest import wait_for_job
+from tests.support.api_keys import admin_files
+from tests.support.job_polling import wait_for_job
 
 tf = pytest.importorskip("tensorflow")
-from tests import models  # noqa: E402  (needs TensorFlow)
+from tests.support import keras_models  # noqa: E402  (needs TensorFlow)
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +45,7 @@ def lambda_h5(tmp_path_factory: pytest.TempPathFactory, marker: Path) -> bytes:
 
 @pytest.fixture(scope="module")
 def seed_data(client) -> str:
-    data = models.npz_bytes(models.seed_multi_io_data(n=64))
+    data = keras_models.npz_bytes(keras_models.seed_multi_io_data(n=64))
     response = client.post("/datasets", files={"file": ("d.npz", data)})
     assert response.status_code == 201, response.text
     return response.json()["id"]
@@ -104,7 +104,7 @@ def test_the_worker_rechecks_a_task_sent_around_the_api_and_keeps_working(
     assert not marker.exists()
 
     # The worker still runs a normal job.
-    h5 = models.save_h5(models.seed_multi_io_model(), sneaky.parent / "seed.h5")
+    h5 = keras_models.save_h5(keras_models.seed_multi_io_model(), sneaky.parent / "seed.h5")
     upload = client.post("/models", files={"file": ("seed.h5", h5.read_bytes())})
     assert upload.status_code == 201, upload.text
     spec = {
@@ -137,7 +137,7 @@ def test_a_keras_archive_converts_and_trains_with_the_documented_names(
     client, worker, tmp_path, seed_data
 ) -> None:
     path = tmp_path / "seed.keras"
-    models.seed_multi_io_model().save(path)
+    keras_models.seed_multi_io_model().save(path)
     response = client.post("/models", files={"file": ("seed.keras", path.read_bytes())})
     assert response.status_code == 201, response.text
     model = response.json()
@@ -170,12 +170,12 @@ def test_a_model_file_swapped_after_upload_is_inspected_again_by_the_worker(
     inputs = tf.keras.Input((16,), name="input_a")
     good = tf.keras.Model(inputs, tf.keras.layers.Dense(3, name="out")(inputs))
     good.compile(optimizer="sgd", loss="mse")
-    h5 = models.save_h5(good, tmp_path / "good.h5")
+    h5 = keras_models.save_h5(good, tmp_path / "good.h5")
     upload = client.post("/models", files={"file": ("good.h5", h5.read_bytes())})
     assert upload.status_code == 201, upload.text
     model_id = upload.json()["id"]
     arrays = {"input_a": np.zeros((32, 16), "float32"), "out": np.zeros((32, 3), "float32")}
-    data = client.post("/datasets", files={"file": ("d.npz", models.npz_bytes(arrays))})
+    data = client.post("/datasets", files={"file": ("d.npz", keras_models.npz_bytes(arrays))})
     assert data.status_code == 201, data.text
     (admin_files(settings.storage_root) / "models" / model_id / "model.h5").write_bytes(lambda_h5)
     spec = {

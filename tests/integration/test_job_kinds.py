@@ -10,12 +10,12 @@ import json
 import numpy as np
 import pytest
 
-from tests.integration.conftest import wait_for_job
-from tests.integration.test_seed_examples import extract_savedmodel, upload
+from tests.support.job_polling import wait_for_job
 
 tf = pytest.importorskip("tensorflow")
-from tests import models  # noqa: E402  (needs TensorFlow)
-from tests.integration import warmup_records  # noqa: E402
+from tests.support import keras_models, warmup_records  # noqa: E402  (needs TensorFlow)
+from tests.support.job_outputs import extract_savedmodel  # noqa: E402
+from tests.support.uploads import upload  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +23,7 @@ SEED_MAP = {"dense_2_categorical_accuracy": "acc_1", "dense_3_categorical_accura
 
 
 def _seed_upload(client, tmp_path) -> tuple[dict, tf.keras.Model]:
-    h5 = models.save_h5(models.seed_multi_io_model(), tmp_path / "seed.h5")
+    h5 = keras_models.save_h5(keras_models.seed_multi_io_model(), tmp_path / "seed.h5")
     info = upload(client, "/models", "seed.h5", h5.read_bytes())
     return info, tf.keras.models.load_model(str(h5), compile=False)
 
@@ -84,8 +84,8 @@ def test_evaluate_only_evaluates_the_uploaded_weights_under_mapped_names(
     client, worker, tmp_path
 ) -> None:
     model, keras_model = _seed_upload(client, tmp_path)
-    arrays = models.seed_multi_io_data(n=64, seed=4)
-    data = upload(client, "/datasets", "eval.npz", models.npz_bytes(arrays))
+    arrays = keras_models.seed_multi_io_data(n=64, seed=4)
+    data = upload(client, "/datasets", "eval.npz", keras_models.npz_bytes(arrays))
     spec = {
         "keras_model_path": model["id"],
         "metric_names_map": SEED_MAP,
@@ -119,8 +119,8 @@ def test_evaluate_only_evaluates_the_uploaded_weights_under_mapped_names(
 def test_trained_heads_export_verified_with_a_warmup_request_per_signature(
     client, worker, tmp_path
 ) -> None:
-    h5 = models.save_h5(models.seed_dict_io_model(), tmp_path / "dict.h5")
-    arrays = models.seed_dict_io_data()
+    h5 = keras_models.save_h5(keras_models.seed_dict_io_model(), tmp_path / "dict.h5")
+    arrays = keras_models.seed_dict_io_data()
     spec = {
         "export_outputs": {"c": "regression", "d": "classification"},
         "config": {"tf_random_seed": 2},
@@ -131,7 +131,7 @@ def test_trained_heads_export_verified_with_a_warmup_request_per_signature(
         data={"spec": json.dumps(spec)},
         files={
             "model": ("dict.h5", h5.read_bytes()),
-            "train_data": ("d.npz", models.npz_bytes(arrays)),
+            "train_data": ("d.npz", keras_models.npz_bytes(arrays)),
         },
     )
     assert response.status_code == 202, response.text

@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 import redis
 
-from tests.integration.conftest import wait_for_job
+from tests.support.job_polling import wait_for_job
 
 tf = pytest.importorskip("tensorflow")
-from tests import models  # noqa: E402  (needs TensorFlow)
 from tests.integration.phase_plugin import Jitter, PausePoint  # noqa: E402
-from tests.integration.test_faults import Env  # noqa: E402
+from tests.support import keras_models  # noqa: E402  (needs TensorFlow)
+from tests.support.fault_deployment import Env  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -55,7 +55,7 @@ class PhaseEnv:
         self.models = {name: self._model(name, layer) for name, layer in LAYERS.items()}
         arrays = {"x": np.random.default_rng(0).normal(size=(64, 4)).astype("float32")}
         arrays["y"] = arrays["x"].sum(axis=1, keepdims=True)
-        self.data = self.env._upload("/datasets", "xy.npz", models.npz_bytes(arrays))
+        self.data = self.env.upload("/datasets", "xy.npz", keras_models.npz_bytes(arrays))
 
     def _model(self, name: str, layer: type) -> str:
         x = tf.keras.Input((4,), name="x")
@@ -64,7 +64,7 @@ class PhaseEnv:
         path = self.env.root / f"{name}.h5"
         with tf.keras.utils.custom_object_scope({name: layer}):
             model.save(path, save_format="h5")
-        return self.env._upload("/models", f"{name}.h5", path.read_bytes())
+        return self.env.upload("/models", f"{name}.h5", path.read_bytes())
 
     def submit(self, layer: str = "PausePoint") -> str:
         spec = {

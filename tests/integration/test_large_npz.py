@@ -14,10 +14,10 @@ import pytest
 from numpy.lib import format as npy_format
 
 from service.main import create_app
-from tests.auth import admin_client
+from tests.support.api_keys import admin_client
 
 tf = pytest.importorskip("tensorflow")
-from tests.integration.wide_job import WIDTH, train_wide  # noqa: E402  (needs TensorFlow)
+from tests.support.wide_job import WIDTH, train_wide  # noqa: E402  (needs TensorFlow)
 
 pytestmark = [pytest.mark.integration, pytest.mark.large]
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 tf = pytest.importorskip("tensorflow")
-from tests.integration.wide_job import WIDTH, train_wide  # noqa: E402  (needs TensorFlow)
+from tests.support.wide_job import WIDTH, train_wide  # noqa: E402  (needs TensorFlow)
 
 pytestmark = [pytest.mark.integration, pytest.mark.large]
 

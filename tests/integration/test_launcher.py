@@ -15,12 +15,12 @@ import pytest
 import redis
 
 from k2e.launcher.embedded_redis import free_port
-from tests.auth import ADMIN
-from tests.integration.conftest import ROOT
-from tests.processes import die_with_the_suite, stop_group
+from tests.support.api_keys import ADMIN
+from tests.support.checkout import ROOT
+from tests.support.child_processes import die_with_the_suite, stop_group
 
 tf = pytest.importorskip("tensorflow")
-from tests import models  # noqa: E402  (needs TensorFlow)
+from tests.support import keras_models  # noqa: E402  (needs TensorFlow)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -122,12 +122,14 @@ def test_make_run_restarts_its_redis_and_stops_within_a_bound(tmp_path: Path) ->
             240,
             "the worker",
         )
-        h5 = models.save_h5(models.seed_multi_io_model(), tmp_path / "seed.h5")
+        h5 = keras_models.save_h5(keras_models.seed_multi_io_model(), tmp_path / "seed.h5")
         model = api.post("/models", files={"file": ("seed.h5", h5.read_bytes())})
         assert model.status_code == 201, model.text
         data = api.post(
             "/datasets",
-            files={"file": ("d.npz", models.npz_bytes(models.seed_multi_io_data(n=256)))},
+            files={
+                "file": ("d.npz", keras_models.npz_bytes(keras_models.seed_multi_io_data(n=256)))
+            },
         )
         assert data.status_code == 201, data.text
         spec = {

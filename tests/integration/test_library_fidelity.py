@@ -7,11 +7,17 @@ import json
 import numpy as np
 import pytest
 
-from tests.integration.conftest import wait_for_job
-from tests.integration.test_seed_examples import extract_savedmodel
+from tests.support.job_polling import wait_for_job
 
 tf = pytest.importorskip("tensorflow")
-from tests import models  # noqa: E402  (needs TensorFlow)
+from tests.support import keras_models  # noqa: E402  (needs TensorFlow)
+from tests.support.job_outputs import extract_savedmodel  # noqa: E402
+from tests.support.keras_models import (  # noqa: E402
+    FEATURES,
+    activation_model,
+    identity_columns_model,
+    relu6,
+)
 
 pytestmark = pytest.mark.integration
 L = tf.keras.layers
@@ -43,40 +49,16 @@ def _log(client, job_id: str) -> str:
 
 # --- feature columns read the features, not the Inputs' shapes ------------------------------
 
-FEATURES = {
-    "sex": np.int64([1, 1, 1, 1, 0]),
-    "cp": np.int64([0, 3, 3, 2, 1]),
-    "slope": np.int64([3, 2, 0, 3, 1]),
-}
-
-
-def identity_columns_model() -> tf.keras.Model:
-    """The library's test_train_with_dense_features: int64 Inputs of shape (n,) (n the
-    feature's distinct values: 2 or 4) feed indicator columns of identity columns."""
-    columns, inputs = [], {}
-    for name, values in FEATURES.items():
-        buckets = np.size(np.unique(values))
-        columns.append(
-            tf.feature_column.indicator_column(
-                tf.feature_column.categorical_column_with_identity(name, buckets)
-            )
-        )
-        inputs[name] = tf.keras.Input(shape=(buckets,), dtype="int64", name=name)
-    x = L.Dense(16, activation="relu")(tf.compat.v1.keras.layers.DenseFeatures(columns)(inputs))
-    model = tf.keras.Model(inputs, L.Dense(1, activation="linear", name="y")(x))
-    model.compile(optimizer="rmsprop", loss="binary_crossentropy", metrics=["accuracy"])
-    return model
-
 
 def test_feature_columns_train_on_scalar_features_and_the_export_serves_them(
     client, worker, tmp_path
 ) -> None:
-    h5 = models.save_h5(identity_columns_model(), tmp_path / "columns.h5")
+    h5 = keras_models.save_h5(identity_columns_model(), tmp_path / "columns.h5")
     model = _upload(client, "/models", "columns.h5", h5.read_bytes())
     rng = np.random.default_rng(0)
     arrays = {name: rng.integers(0, np.size(np.unique(v)), 64) for name, v in FEATURES.items()}
     arrays["y"] = rng.integers(0, 2, 64).astype("float32")
-    data = _upload(client, "/datasets", "scalars.npz", models.npz_bytes(arrays))
+    data = _upload(client, "/datasets", "scalars.npz", keras_models.npz_bytes(arrays))
     assert data["arrays"]["cp"] == [64]  # one id per example, where the Input says (4,)
     job = _succeeds(
         client,
@@ -97,7 +79,7 @@ def test_feature_columns_train_on_scalar_features_and_the_export_serves_them(
 
     # A feature the columns cannot read is still refused, naming it and why.
     arrays["cp"] = rng.integers(0, 4, (64, 3))
-    bad = _upload(client, "/datasets", "wide.npz", models.npz_bytes(arrays))
+    bad = _upload(client, "/datasets", "wide.npz", keras_models.npz_bytes(arrays))
     body = _refused(
         client,
         {"keras_model_path": model["id"], "train": {"dataset": bad["id"], "max_steps": 1}},
@@ -109,26 +91,14 @@ def test_feature_columns_train_on_scalar_features_and_the_export_serves_them(
 # --- custom activation functions: kept at upload, mapped by kind at submission ---------------
 
 
-def custom_relu(x):
-    return tf.nn.relu(x)
-
-
-def _activation_model() -> tf.keras.Model:
-    inputs = tf.keras.Input((4,), name="x")
-    hidden = L.Dense(8, activation=custom_relu, name="hidden")(inputs)
-    model = tf.keras.Model(inputs, L.Dense(1, name="y")(hidden))
-    model.compile(optimizer="sgd", loss="mse")
-    return model
-
-
 def test_a_custom_activation_function_upload_is_kept_and_trains_when_mapped(
     client, worker, tmp_path
 ) -> None:
-    h5 = models.save_h5(_activation_model(), tmp_path / "act.h5")
+    h5 = keras_models.save_h5(activation_model(), tmp_path / "act.h5")
     model = _upload(client, "/models", "act.h5", h5.read_bytes())
     assert model["custom_names"] == ["custom_relu"]
     arrays = {"x": np.random.default_rng(1).normal(size=(32, 4)), "y": np.ones((32, 1))}
-    data = _upload(client, "/datasets", "a.npz", models.npz_bytes(arrays))
+    data = _upload(client, "/datasets", "a.npz", keras_models.npz_bytes(arrays))
     spec = {"keras_model_path": model["id"], "train": {"dataset": data["id"], "max_steps": 5}}
 
     body = _refused(client, spec)
@@ -142,7 +112,7 @@ def test_a_custom_activation_function_upload_is_kept_and_trains_when_mapped(
 
 
 def test_a_mapping_of_the_wrong_kind_is_refused_at_submission(client) -> None:
-    config = json.loads(_activation_model().to_json())
+    config = json.loads(activation_model().to_json())
     spec = {
         "keras_model": {"config": config, "compile": {"optimizer": "sgd", "loss": "mse"}},
         "custom_objects": {"custom_relu": "relu6"},  # a layer class, used as an activation
@@ -177,9 +147,9 @@ def test_an_output_named_like_its_input_is_refused_at_submission(client) -> None
 
 
 def test_session_config_is_applied_and_model_dir_precedence_logged(client, worker) -> None:
-    arrays = models.seed_multi_io_data()
-    data = _upload(client, "/datasets", "seed.npz", models.npz_bytes(arrays))
-    config = json.loads(models.seed_multi_io_model().to_json())
+    arrays = keras_models.seed_multi_io_data()
+    data = _upload(client, "/datasets", "seed.npz", keras_models.npz_bytes(arrays))
+    config = json.loads(keras_models.seed_multi_io_model().to_json())
     spec = {
         "keras_model": {
             "config": config,
@@ -225,8 +195,6 @@ def test_a_registry_layer_saved_under_its_name_trains_without_a_mapping(
     client, worker, tmp_path
 ) -> None:
     """The registry's names are usable as they are: Keras finds them in the job's scope."""
-    from tests.integration.test_spec_e2e import relu6
-
     inputs = tf.keras.Input((4,), name="x")
     hidden = relu6(name="clip")(L.Dense(8, name="hidden")(inputs))
     model = tf.keras.Model(inputs, L.Dense(1, name="y")(hidden))
@@ -236,7 +204,7 @@ def test_a_registry_layer_saved_under_its_name_trains_without_a_mapping(
     uploaded = _upload(client, "/models", "relu6.h5", (tmp_path / "relu6.h5").read_bytes())
     assert uploaded["custom_names"] == []
     arrays = {"x": np.random.default_rng(2).normal(size=(32, 4)), "y": np.ones((32, 1))}
-    data = _upload(client, "/datasets", "r.npz", models.npz_bytes(arrays))
+    data = _upload(client, "/datasets", "r.npz", keras_models.npz_bytes(arrays))
     job = _succeeds(
         client,
         {"keras_model_path": uploaded["id"], "train": {"dataset": data["id"], "max_steps": 3}},

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.integration.conftest import wait_for_job
+from tests.support.job_polling import wait_for_job
 
 tf = pytest.importorskip("tensorflow")
-from tests import models  # noqa: E402  (needs TensorFlow)
+from tests.support import keras_models  # noqa: E402  (needs TensorFlow)
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,7 @@ def dataset(client, tmp_path_factory) -> str:
     rng = np.random.default_rng(2)
     a = rng.normal(size=(128, 4)).astype("float32")
     arrays = {"a": a, "c": a.sum(axis=1), "d": (a[:, 0] > 0).astype("float32")}
-    response = client.post("/datasets", files={"file": ("d.npz", models.npz_bytes(arrays))})
+    response = client.post("/datasets", files={"file": ("d.npz", keras_models.npz_bytes(arrays))})
     assert response.status_code == 201, response.text
     return response.json()["id"]
 

@@ -4,17 +4,17 @@ instances equal the uploaded Keras model's own."""
 import numpy as np
 import pytest
 
-from tests.integration.conftest import wait_for_job
-from tests.integration.test_seed_examples import upload
+from tests.support.job_polling import wait_for_job
 
 tf = pytest.importorskip("tensorflow")
-from tests import models  # noqa: E402  (needs TensorFlow)
+from tests.support import keras_models  # noqa: E402  (needs TensorFlow)
+from tests.support.uploads import upload  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
 
 def test_predict_runs_the_export_on_a_worker(client, worker, tmp_path) -> None:
-    h5 = models.save_h5(models.seed_multi_io_model(), tmp_path / "seed.h5")
+    h5 = keras_models.save_h5(keras_models.seed_multi_io_model(), tmp_path / "seed.h5")
     model = upload(client, "/models", "seed.h5", h5.read_bytes())
     response = client.post("/convert", json={"keras_model_path": model["id"]})
     assert response.status_code == 202, response.text

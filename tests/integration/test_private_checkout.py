@@ -24,13 +24,13 @@ import httpx
 import pytest
 
 from k2e.vetting.selfcheck import write_sample_model
-from tests.api_process import running_api
-from tests.integration.conftest import ROOT
-from tests.processes import SESSION_VARIABLE
-from tests.unit.test_hostile_datasets import valid_csv, valid_tfrecord
+from tests.support.api_server import running_api
+from tests.support.checkout import ROOT
+from tests.support.child_processes import SESSION_VARIABLE
+from tests.support.dataset_bytes import valid_csv, valid_tfrecord
 
 tf = pytest.importorskip("tensorflow")
-from tests import models  # noqa: E402  (needs TensorFlow)
+from tests.support import keras_models  # noqa: E402  (needs TensorFlow)
 
 pytestmark = pytest.mark.integration
 
@@ -89,7 +89,7 @@ def _in_the_checkout(clone: Path) -> tuple[tuple[str, ...], str]:
 
 def _env(clone: Path, redis_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("K2E_", "PYTHON"))}
-    env[SESSION_VARIABLE] = os.environ[SESSION_VARIABLE]  # the suite's mark (tests/processes)
+    env[SESSION_VARIABLE] = os.environ[SESSION_VARIABLE]  # the suite's mark (child_processes)
     env.update(
         K2E_DATA_DIR=str(clone / "data"),
         K2E_ADMIN_KEY=os.environ["K2E_ADMIN_KEY"],
@@ -116,13 +116,13 @@ def test_uploads_are_inspected_from_a_checkout_in_a_private_folder(
     ).stdout.split()
     assert all(path.startswith(str(checkout)) for path in where), where
 
-    seed = models.seed_multi_io_model()
-    h5 = models.save_h5(seed, tmp_path / "seed.h5").read_bytes()
+    seed = keras_models.seed_multi_io_model()
+    h5 = keras_models.save_h5(seed, tmp_path / "seed.h5").read_bytes()
     seed.save(tmp_path / "seed.keras")
     uploads = {
         "/models": [("seed.h5", h5), ("seed.keras", (tmp_path / "seed.keras").read_bytes())],
         "/datasets": [
-            ("d.npz", models.npz_bytes(models.seed_multi_io_data(n=16))),
+            ("d.npz", keras_models.npz_bytes(keras_models.seed_multi_io_data(n=16))),
             ("d.csv", valid_csv()),
             ("d.tfrecord", valid_tfrecord()),
         ],

@@ -4,10 +4,10 @@ import time
 
 import pytest
 
-from tests.integration.conftest import wait_for_job
+from tests.support.job_polling import wait_for_job
 
 tf = pytest.importorskip("tensorflow")
-from tests import models  # noqa: E402  (needs TensorFlow)
+from tests.support import keras_models  # noqa: E402  (needs TensorFlow)
 
 pytestmark = pytest.mark.integration
 
@@ -21,9 +21,11 @@ def _upload(client, path: str, name: str, content: bytes) -> str:
 
 
 def test_progress_rises_while_running_and_logs_can_be_followed(client, worker, tmp_path) -> None:
-    h5 = models.save_h5(models.seed_multi_io_model(), tmp_path / "seed.h5")
+    h5 = keras_models.save_h5(keras_models.seed_multi_io_model(), tmp_path / "seed.h5")
     model = _upload(client, "/models", "seed.h5", h5.read_bytes())
-    data = _upload(client, "/datasets", "d.npz", models.npz_bytes(models.seed_multi_io_data()))
+    data = _upload(
+        client, "/datasets", "d.npz", keras_models.npz_bytes(keras_models.seed_multi_io_data())
+    )
     spec = {
         "keras_model_path": model,
         "metric_names_map": {

@@ -1,7 +1,7 @@
 """The seed document's two examples, end to end through REST and a real worker.
 
 What the job reports and exports is checked against an independent computation: the
-seed's Keras model (built again from tests/models.py) with the weights of the job's
+seed's Keras model (built again from tests/support/keras_models.py) with the weights of the job's
 final checkpoint. The exported SavedModel's every signature must give that model's
 predictions, and the evaluation metrics must be that model's metrics on the eval data.
 """
@@ -9,96 +9,37 @@ predictions, and the evaluation metrics must be that model's metrics on the eval
 import io
 import json
 import tarfile
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
-from tests.integration.conftest import wait_for_job
+from tests.support.job_polling import wait_for_job
 
 tf = pytest.importorskip("tensorflow")
-from tests import models  # noqa: E402  (needs TensorFlow)
+from tests.support import keras_models  # noqa: E402  (needs TensorFlow)
+from tests.support.job_outputs import (  # noqa: E402
+    RTOL,
+    assert_close,
+    assert_differs,
+    extract_savedmodel,
+    keras_from_checkpoint,
+)
+from tests.support.uploads import upload  # noqa: E402
 
 pytestmark = pytest.mark.integration
-
-# float32 end to end; the SavedModel and Keras run the same ops on the same weights.
-RTOL, ATOL = 1e-5, 1e-6
-
-
-def upload(client, path: str, name: str, content: bytes) -> dict:
-    response = client.post(path, files={"file": (name, content)})
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-def extract_savedmodel(client, job_id: str, into: Path) -> Path:
-    response = client.get(f"/jobs/{job_id}/savedmodel")
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"] == "application/gzip"
-    with tarfile.open(fileobj=io.BytesIO(response.content), mode="r:gz") as archive:
-        names = archive.getnames()
-        version = names[0].split("/")[0]
-        assert version.isdigit()
-        assert f"{version}/saved_model.pb" in names
-        assert any(n.startswith(f"{version}/variables/variables.") for n in names)
-        archive.extractall(into, filter="data")
-    return into / version
-
-
-def keras_from_checkpoint(client, job_id: str, step: int, model: Any, into: Path) -> Any:
-    """``model`` (the same architecture, built in this process) with the weights of the
-    job's checkpoint ``step``, downloaded through the API.
-
-    The Estimator writes an object-based checkpoint of the Keras model: its variables are
-    ``layer_with_weights-<i>/<kernel|bias>``, ``i`` counting the model's layers that have
-    weights, in order. Every such variable must be used, and every shape must match.
-    """
-    response = client.get(f"/jobs/{job_id}/checkpoints/{step}")
-    assert response.status_code == 200, response.text
-    with tarfile.open(fileobj=io.BytesIO(response.content), mode="r:gz") as archive:
-        archive.extractall(into, filter="data")
-    reader = tf.train.load_checkpoint(str(into / f"model.ckpt-{step}"))
-    in_checkpoint = {
-        name
-        for name in reader.get_variable_to_shape_map()
-        if name.startswith("layer_with_weights-") and "OPTIMIZER_SLOT" not in name
-    }
-    used = set()
-    for index, layer in enumerate(layer for layer in model.layers if layer.weights):
-        values = []
-        for variable in layer.weights:
-            attribute = variable.name.split("/")[-1].split(":")[0]  # "kernel", "bias"
-            key = f"layer_with_weights-{index}/{attribute}/.ATTRIBUTES/VARIABLE_VALUE"
-            value = reader.get_tensor(key)
-            assert value.shape == tuple(variable.shape), (layer.name, key, value.shape)
-            values.append(value)
-            used.add(key)
-        layer.set_weights(values)
-    assert used == in_checkpoint, sorted(in_checkpoint ^ used)
-    return model
-
-
-def assert_close(actual: Any, expected: np.ndarray, what: str) -> None:
-    actual = np.asarray(actual)
-    assert actual.shape == expected.shape, (what, actual.shape, expected.shape)
-    np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=ATOL, err_msg=what)
-
-
-def assert_differs(a: np.ndarray, b: np.ndarray, what: str) -> None:
-    """The comparisons above can fail: a swap of the inputs changes the answer."""
-    assert not np.allclose(a, b, rtol=100 * RTOL, atol=100 * ATOL), what
 
 
 def test_multi_io_example_trains_evaluates_with_mapped_names_and_exports(
     client, worker, tmp_path
 ) -> None:
-    h5 = models.save_h5(models.seed_multi_io_model(), tmp_path / "seed.h5")
+    h5 = keras_models.save_h5(keras_models.seed_multi_io_model(), tmp_path / "seed.h5")
     model = upload(client, "/models", "seed.h5", h5.read_bytes())
     assert model["compiled"] is True
     assert [i["name"] for i in model["inputs"]] == ["input_a", "input_b"]
     assert model["metric_names"] == ["dense_2_categorical_accuracy", "dense_3_categorical_accuracy"]
-    data = upload(client, "/datasets", "train.npz", models.npz_bytes(models.seed_multi_io_data()))
+    data = upload(
+        client, "/datasets", "train.npz", keras_models.npz_bytes(keras_models.seed_multi_io_data())
+    )
     assert data["num_examples"] == 256
 
     # Evaluation data whose accuracies do not depend on the weights: every input row
@@ -106,7 +47,7 @@ def test_multi_io_example_trains_evaluates_with_mapped_names_and_exports(
     # its 2. Whatever a head predicts for a row, exactly one of its copies is right, so
     # dense_2's accuracy is exactly 1/3 and dense_3's exactly 1/2: a swapped
     # metric_names_map gives acc_1 = 0.5.
-    rows = models.seed_multi_io_data(n=48, seed=3)
+    rows = keras_models.seed_multi_io_data(n=48, seed=3)
     index = np.repeat(np.arange(48), 6)
     cycle = np.arange(len(index))
     eval_arrays = {
@@ -115,7 +56,7 @@ def test_multi_io_example_trains_evaluates_with_mapped_names_and_exports(
         "dense_2": np.eye(3, dtype="float32")[cycle % 3],
         "dense_3": np.eye(2, dtype="float32")[cycle % 2],
     }
-    eval_data = upload(client, "/datasets", "eval.npz", models.npz_bytes(eval_arrays))
+    eval_data = upload(client, "/datasets", "eval.npz", keras_models.npz_bytes(eval_arrays))
     assert eval_data["num_examples"] == 288
 
     spec = {
@@ -154,7 +95,7 @@ def test_multi_io_example_trains_evaluates_with_mapped_names_and_exports(
     assert client.get(f"/jobs/{job_id}/checkpoints/59").status_code == 404
 
     keras = keras_from_checkpoint(
-        client, job_id, 60, models.seed_multi_io_model(), tmp_path / "ckpt"
+        client, job_id, 60, keras_models.seed_multi_io_model(), tmp_path / "ckpt"
     )
 
     # The evaluation loss is the mean over the eval batches of Keras's loss: the sum of
@@ -199,15 +140,15 @@ def _example(a: np.ndarray, b: np.ndarray) -> bytes:
 def test_dict_io_example_with_sample_weights_exports_serving_heads(
     client, worker, tmp_path
 ) -> None:
-    h5 = models.save_h5(models.seed_dict_io_model(), tmp_path / "dict.h5")
-    arrays = models.seed_dict_io_data()
+    h5 = keras_models.save_h5(keras_models.seed_dict_io_model(), tmp_path / "dict.h5")
+    arrays = keras_models.seed_dict_io_data()
     spec = {
         "export_outputs": {"c": "regression", "d": "classification"},
         "config": {"tf_random_seed": 2, "save_checkpoints_steps": 25},
         "train": {"max_steps": 50, "batch_size": 20},
         "eval": {"steps": 3},
     }
-    npz = models.npz_bytes(arrays)
+    npz = keras_models.npz_bytes(arrays)
     response = client.post(
         "/convert",
         data={"spec": json.dumps(spec)},
@@ -222,7 +163,7 @@ def test_dict_io_example_with_sample_weights_exports_serving_heads(
     assert job["status"] == "succeeded", job["error"]
     assert job["progress"]["global_step"] == 50
     keras = keras_from_checkpoint(
-        client, job["id"], 50, models.seed_dict_io_model(), tmp_path / "ckpt"
+        client, job["id"], 50, keras_models.seed_dict_io_model(), tmp_path / "ckpt"
     )
 
     # Evaluation: 3 batches of 32 (the default batch size), in order. The compiled metrics

@@ -8,19 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import wait_for_job
+from tests.support.job_polling import wait_for_job
 
 tf = pytest.importorskip("tensorflow")
-from tests import models  # noqa: E402  (needs TensorFlow)
+from tests.support import keras_models  # noqa: E402  (needs TensorFlow)
+from tests.support.keras_models import relu6  # noqa: E402
 
 pytestmark = pytest.mark.integration
-
-
-class relu6(tf.keras.layers.Layer):  # noqa: N801 - the documentation's own name
-    """A user's custom layer, as in model_to_estimator's documentation."""
-
-    def call(self, inputs):
-        return tf.minimum(tf.maximum(inputs, 0.0), 6.0)
 
 
 def _upload(client, path: str, name: str, content: bytes) -> str:
@@ -49,7 +43,9 @@ def _checkpoint_keys(client, job: dict, into: Path) -> set[str]:
 
 @pytest.fixture(scope="module")
 def seed_data(client) -> str:
-    return _upload(client, "/datasets", "d.npz", models.npz_bytes(models.seed_multi_io_data()))
+    return _upload(
+        client, "/datasets", "d.npz", keras_models.npz_bytes(keras_models.seed_multi_io_data())
+    )
 
 
 def test_relu6_custom_object_model_converts_and_trains(client, worker, tmp_path) -> None:
@@ -61,7 +57,7 @@ def test_relu6_custom_object_model_converts_and_trains(client, worker, tmp_path)
         model.save(tmp_path / "relu6.h5", save_format="h5")
     model_id = _upload(client, "/models", "relu6.h5", (tmp_path / "relu6.h5").read_bytes())
     arrays = {"x": tf.random.normal((64, 4), seed=1).numpy(), "y": tf.ones((64, 1)).numpy()}
-    data = _upload(client, "/datasets", "r.npz", models.npz_bytes(arrays))
+    data = _upload(client, "/datasets", "r.npz", keras_models.npz_bytes(arrays))
 
     names = [o["name"] for o in client.get("/custom-objects").json()]
     assert "relu6" in names
@@ -82,7 +78,7 @@ def test_relu6_custom_object_model_converts_and_trains(client, worker, tmp_path)
 def test_inline_keras_model_trains_with_saver_checkpoints(
     client, worker, seed_data, tmp_path
 ) -> None:
-    config = json.loads(models.seed_multi_io_model().to_json())
+    config = json.loads(keras_models.seed_multi_io_model().to_json())
     spec = {
         "keras_model": {
             "config": config,
@@ -109,7 +105,7 @@ def test_inline_keras_model_trains_with_saver_checkpoints(
 
 
 def test_default_checkpoint_format_is_object_based(client, worker, seed_data, tmp_path) -> None:
-    h5 = models.save_h5(models.seed_multi_io_model(), tmp_path / "seed.h5")
+    h5 = keras_models.save_h5(keras_models.seed_multi_io_model(), tmp_path / "seed.h5")
     job = _run(
         client,
         {
@@ -141,7 +137,7 @@ def test_a_custom_class_under_another_name_is_mapped_alike_on_every_path(
         model.save(tmp_path / "clip.h5", save_format="h5")
     content = (tmp_path / "clip.h5").read_bytes()
     arrays = {"x": tf.random.normal((64, 4), seed=2).numpy(), "y": tf.ones((64, 1)).numpy()}
-    npz = models.npz_bytes(arrays)
+    npz = keras_models.npz_bytes(arrays)
     spec = {"custom_objects": {"Clip6": "relu6"}, "train": {"max_steps": 10, "batch_size": 16}}
 
     # Uploaded first (POST /models), then referenced.

@@ -9,11 +9,11 @@ from fastapi.testclient import TestClient
 
 from k2e.jobs.job_store import JobStore, NewJob
 from k2e.jobs.queueing import TaskSender
-from tests.auth import bearer, new_tenant
-from tests.integration.conftest import wait_for_job
+from tests.support.api_keys import bearer, new_tenant
+from tests.support.job_polling import wait_for_job
 
 tf = pytest.importorskip("tensorflow")
-from tests import models  # noqa: E402  (needs TensorFlow)
+from tests.support import keras_models  # noqa: E402  (needs TensorFlow)
 
 # Once on the session's SQLite stack, once on a PostgreSQL one (docker compose's store).
 pytestmark = [pytest.mark.integration, pytest.mark.stores("sqlite", "postgres")]
@@ -28,8 +28,8 @@ def _upload(client: TestClient, key: str, path: str, name: str, content: bytes) 
 @pytest.fixture(scope="module")
 def seed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     folder = tmp_path_factory.mktemp("tenancy-seed")
-    h5 = models.save_h5(models.seed_multi_io_model(), folder / "seed.h5").read_bytes()
-    return {"model": h5, "data": models.npz_bytes(models.seed_multi_io_data(128))}
+    h5 = keras_models.save_h5(keras_models.seed_multi_io_model(), folder / "seed.h5").read_bytes()
+    return {"model": h5, "data": keras_models.npz_bytes(keras_models.seed_multi_io_data(128))}
 
 
 def _tenant(client: TestClient, seed: dict[str, bytes], prefix: str, **quotas: int) -> dict:

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.integration.conftest import wait_for_job
+from tests.support.job_polling import wait_for_job
 
 tf = pytest.importorskip("tensorflow")
-from tests import models  # noqa: E402  (needs TensorFlow)
-from tests.integration.test_faults import FAST_RECOVERY, Env  # noqa: E402
+from tests.support import keras_models  # noqa: E402  (needs TensorFlow)
+from tests.support.fault_deployment import FAST_RECOVERY, Env  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -95,12 +95,12 @@ def wide_model_and_data(env: Env, rows: int) -> tuple[str, str]:
     x = tf.keras.Input((WIDE,), name="x")
     model = tf.keras.Model(x, tf.keras.layers.Dense(1, name="y")(x))
     model.compile(optimizer="sgd", loss="mse")
-    h5 = models.save_h5(model, env.root / "wide.h5")
+    h5 = keras_models.save_h5(model, env.root / "wide.h5")
     buffer = io.BytesIO()
     np.savez_compressed(buffer, x=np.zeros((rows, WIDE), "float32"), y=np.zeros(rows, "float32"))
     return (
-        env._upload("/models", "wide.h5", h5.read_bytes()),
-        env._upload("/datasets", "wide.npz", buffer.getvalue()),
+        env.upload("/models", "wide.h5", h5.read_bytes()),
+        env.upload("/datasets", "wide.npz", buffer.getvalue()),
     )
 
 
@@ -151,7 +151,7 @@ def test_job_past_its_memory_bound_ends_out_of_memory_and_worker_takes_next(
 
 def test_cancel_while_filling_a_large_shuffle_buffer_ends_cancelled(env: Env) -> None:
     # 12M rows (~1.8 GB, streamed); the first step waits for 1M examples to shuffle.
-    big = env._upload("/datasets", "huge.npz", big_npz(12_000_000))
+    big = env.upload("/datasets", "huge.npz", big_npz(12_000_000))
     worker = env.worker()
     job = submit_on(env, big, shuffle_buffer=1_000_000)
     wait_status(env, job["id"], ("running",))
@@ -171,7 +171,7 @@ def test_cancel_during_evaluation_or_export_ends_cancelled(env: Env) -> None:
     """Cancelled once training has ended: evaluation over 400k rows (a few seconds) stops
     at its next step (StopHook), or the phase check after it or the check before the
     export is published ends the job cancelled."""
-    slow_eval = env._upload("/datasets", "eval.npz", big_npz(400_000))
+    slow_eval = env.upload("/datasets", "eval.npz", big_npz(400_000))
     worker = env.worker()
     spec_eval = {"dataset": slow_eval, "batch_size": 16}
     job = submit_on(env, env.data, max_steps=40, eval=spec_eval)
@@ -211,9 +211,9 @@ def test_cancel_during_export_ends_cancelled_with_no_export(env: Env, tmp_path: 
     model's export takes a few seconds here); the heartbeat sees it within 0.5 s. The job
     ends cancelled, publishes no SavedModel and leaves no staging folder behind, and the
     worker takes the next job."""
-    model = env._upload("/models", "deep.h5", deep_model_h5(tmp_path / "deep.h5"))
+    model = env.upload("/models", "deep.h5", deep_model_h5(tmp_path / "deep.h5"))
     arrays = {"x": np.zeros((64, 4), "float32"), "y": np.zeros((64, 1), "float32")}
-    data = env._upload("/datasets", "deep.npz", models.npz_bytes(arrays))
+    data = env.upload("/datasets", "deep.npz", keras_models.npz_bytes(arrays))
     worker = env.worker()
     spec = {"keras_model_path": model, "train": {"dataset": data, "max_steps": 2, "batch_size": 16}}
     response = env.client.post("/convert", json=spec)

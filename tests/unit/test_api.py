@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from k2e.launcher.embedded_redis import free_port
 from k2e.settings import Settings
 from service.main import create_app
-from tests.auth import admin_client, admin_files
+from tests.support.api_keys import admin_client, admin_files
 
 PROBLEM = "application/problem+json"
 

@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 
 from k2e.settings import Settings
 from service.main import create_app
-from tests.api_process import running_api
-from tests.auth import TEST_ADMIN_KEY
+from tests.support.api_keys import TEST_ADMIN_KEY
+from tests.support.api_server import running_api
 
 CHROMIUM = Path("/usr/bin/chromium")
 CONTENT_TYPES = {".js": "text/javascript", ".css": "text/css"}

@@ -8,7 +8,7 @@ from fastapi.security import HTTPBearer
 from starlette.requests import Request
 
 from service.auth import bearer_key
-from service.fastpath import _authorization
+from service.fastpath import authorization_header
 
 VALUES = [
     None,
@@ -40,11 +40,11 @@ def _framework_key(value: str | None) -> str | None:
 @pytest.mark.parametrize("value", VALUES)
 def test_the_key_is_the_one_the_framework_reads(value: str | None) -> None:
     assert bearer_key(value) == _framework_key(value)
-    assert bearer_key(_authorization(_scope(value))) == _framework_key(value)
+    assert bearer_key(authorization_header(_scope(value))) == _framework_key(value)
 
 
 def test_the_first_authorization_header_counts() -> None:
     scope = _scope("Bearer first")
     scope["headers"].append((b"authorization", b"Bearer second"))
-    assert bearer_key(_authorization(scope)) == "first"
+    assert bearer_key(authorization_header(scope)) == "first"
     assert bearer_key(Request(scope).headers.get("Authorization")) == "first"

@@ -15,7 +15,7 @@ from k2e.settings import Settings
 from k2e.tables import sessions
 from k2e.tenancy.sessions import SessionStore
 from service.main import create_app
-from tests.auth import TEST_ADMIN_KEY, admin_client, new_tenant
+from tests.support.api_keys import TEST_ADMIN_KEY, admin_client, new_tenant
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,8 @@ def test_an_expired_session_is_refused(world: dict) -> None:
     engine = world["app"].state.backend.store.engine
     with engine.begin() as conn:
         conn.execute(update(sessions).values(expires_at=utcnow() - timedelta(seconds=1)))
-    world["app"].state.session_cache._entries.clear()
+    # The cache holds the session as it was before: forget it, so the store is read again.
+    world["app"].state.session_cache.forget_where(lambda _session: True)
     response = client.get("/jobs")
     assert response.status_code == 401
     assert "expired" in response.json()["detail"]
@@ -110,7 +111,12 @@ def test_pages_are_served_with_a_strict_content_security_policy(world: dict) -> 
 
 
 def test_a_job_page_of_another_tenant_is_a_404(world: dict, tmp_path) -> None:
-    from tests.models import npz_bytes, save_h5, seed_multi_io_data, seed_multi_io_model
+    from tests.support.keras_models import (
+        npz_bytes,
+        save_h5,
+        seed_multi_io_data,
+        seed_multi_io_model,
+    )
 
     admin = world["admin"]
     h5 = save_h5(seed_multi_io_model(), tmp_path / "seed.h5").read_bytes()

@@ -5,7 +5,6 @@ import io
 import os
 import tarfile
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,21 +14,8 @@ from k2e.jobs.job_store import JobStore, NewJob
 from k2e.settings import Settings
 from k2e.storage import Storage
 from service.archive import TarPlan
-from service.main import create_app
-from tests.auth import admin_client
 
 PROBLEM = "application/problem+json"
-
-
-@pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory, redis_server) -> Settings:
-    return Settings(data_dir=tmp_path_factory.mktemp("k2e-downloads"), redis_url=redis_server.url)
-
-
-@pytest.fixture(scope="module")
-def client(settings: Settings) -> Iterator[TestClient]:
-    with admin_client(create_app(settings)) as test_client:
-        yield test_client
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ tf = pytest.importorskip("tensorflow")
 from k2e.jobs.job_store import NewJob  # noqa: E402
 from k2e.jobs.leases import JobLeases  # noqa: E402
 from k2e.schemas import JobStatus, TensorInfo  # noqa: E402
-from tests import models  # noqa: E402
+from tests.support import keras_models  # noqa: E402
 from worker import export  # noqa: E402
 from worker.verify import (  # noqa: E402
     estimator_predictions,
@@ -36,7 +36,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict
     model_dir = tmp_path_factory.mktemp("model_dir")
     tf.keras.backend.clear_session()
     estimator = tf.keras.estimator.model_to_estimator(
-        keras_model=models.seed_multi_io_model(), model_dir=str(model_dir)
+        keras_model=keras_models.seed_multi_io_model(), model_dir=str(model_dir)
     )
     checkpoint = str(model_dir / "keras" / "keras_model.ckpt")
     receiver = export.serving_input_fn(INPUTS, parse_examples=False)

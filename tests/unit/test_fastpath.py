@@ -12,7 +12,7 @@ from k2e.settings import Settings
 from k2e.tenancy.scope import Scope
 from service import fastpath
 from service.main import create_app
-from tests.auth import ADMIN, bearer, new_tenant
+from tests.support.api_keys import ADMIN, bearer, new_tenant
 
 
 @pytest.fixture(scope="module")
@@ -36,14 +36,14 @@ def client(settings: Settings) -> Iterator[TestClient]:
 def from_memory(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """For each request, whether the fast path answered it (True) or passed it on."""
     seen: list[bool] = []
-    real = fastpath._cached_answer
+    real = fastpath.cached_answer
 
     def recording(scope):  # type: ignore[no-untyped-def]
         body = real(scope)
         seen.append(body is not None)
         return body
 
-    monkeypatch.setattr(fastpath, "_cached_answer", recording)
+    monkeypatch.setattr(fastpath, "cached_answer", recording)
     return seen
 
 

@@ -10,7 +10,6 @@ import gzip
 import io
 import json
 import os
-import struct
 import subprocess
 import time
 import zipfile
@@ -30,13 +29,11 @@ from k2e.formats.csvdata import inspect_csv
 from k2e.formats.examples import inspect_tfrecord
 from k2e.formats.limits import ReadLimits
 from k2e.formats.npz import inspect_npz, load_npz_arrays
-from k2e.formats.tfrecord import masked_crc
 from k2e.launcher.embedded_redis import EmbeddedRedis
-from k2e.settings import Settings
-from service.main import create_app
-from tests.api_process import running_api
-from tests.auth import ADMIN, TEST_ADMIN_KEY, admin_client
-from tests.fuzzing import assert_problem, mutated_bytes
+from tests.support.api_keys import ADMIN, TEST_ADMIN_KEY
+from tests.support.api_server import running_api
+from tests.support.dataset_bytes import example, record, valid_csv, valid_npz, valid_tfrecord
+from tests.support.fuzz_inputs import assert_problem, mutated_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 RSS_BUDGET_MB = 50.0
@@ -44,63 +41,6 @@ ANSWER_BOUND_S = 30.0
 
 
 # --- building files ------------------------------------------------------------------------------
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _ld(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def example(features: dict[str, np.ndarray | bytes]) -> bytes:
-    """A serialized tf.train.Example: float32 arrays as float lists, bytes as bytes lists."""
-    entries = b""
-    for name, value in features.items():
-        if isinstance(value, bytes):
-            feature = _ld(1, _ld(1, value))
-        else:
-            feature = _ld(2, _ld(1, np.asarray(value, "<f4").tobytes()))
-        entries += _ld(1, _ld(1, name.encode()) + _ld(2, feature))
-    return _ld(1, entries)
-
-
-def record(payload: bytes, declared: int | None = None) -> bytes:
-    """One TFRecord frame; ``declared`` lies about the length (with a valid header CRC)."""
-    length = struct.pack("<Q", len(payload) if declared is None else declared)
-    return (
-        length
-        + struct.pack("<I", masked_crc(length))
-        + payload
-        + struct.pack("<I", masked_crc(payload))
-    )
-
-
-def valid_tfrecord(n: int = 8) -> bytes:
-    rng = np.random.default_rng(0)
-    return b"".join(
-        record(example({"x": rng.normal(size=3), "y": rng.normal(size=1)})) for _ in range(n)
-    )
-
-
-def valid_npz(n: int = 8) -> bytes:
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, x=np.arange(n * 3, dtype="float32").reshape(n, 3), y=np.ones(n))
-    return buffer.getvalue()
-
-
-def valid_csv(n: int = 8) -> bytes:
-    rows = ["x_0,x_1,y", *(f"{i},{i * 0.5},{i % 2}" for i in range(n))]
-    return ("\n".join(rows) + "\n").encode()
 
 
 def lying_tfrecord(declared: int, padding: int = 1024, random: bool = False) -> bytes:
@@ -416,15 +356,6 @@ def test_hostile_requests_against_a_real_api_process(api) -> None:
 # --- fuzz: random and mutated files, in-process ---------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def fuzz_client(
-    tmp_path_factory: pytest.TempPathFactory, redis_server: EmbeddedRedis
-) -> Iterator[TestClient]:
-    settings = Settings(data_dir=tmp_path_factory.mktemp("fuzz"), redis_url=redis_server.url)
-    with admin_client(create_app(settings)) as client:
-        yield client
-
-
 VALID = {
     "d.npz": valid_npz(),
     "d.csv": valid_csv(),
@@ -447,11 +378,11 @@ def mutated(draw: st.DrawFn) -> tuple[str, bytes]:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(upload=mutated())
-def test_fuzzed_datasets_never_answer_5xx(fuzz_client: TestClient, upload) -> None:
+def test_fuzzed_datasets_never_answer_5xx(client: TestClient, upload) -> None:
     name, content = upload
-    response = fuzz_client.post("/datasets", files={"file": (name, content)})
+    response = client.post("/datasets", files={"file": (name, content)})
     assert response.status_code < 500, (name, response.status_code, response.text)
     assert response.status_code in (201, 413, 422), response.text
     if response.status_code >= 400:
         assert_problem(response)
-    assert fuzz_client.get("/healthz").status_code == 200
+    assert client.get("/healthz").status_code == 200

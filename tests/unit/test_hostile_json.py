@@ -23,8 +23,8 @@ from k2e.schemas import ConvertRequest
 from k2e.settings import Settings
 from service.main import create_app
 from service.submission import json_depth, parse_json
-from tests.api_process import running_api
-from tests.auth import ADMIN, TEST_ADMIN_KEY, admin_client
+from tests.support.api_keys import ADMIN, TEST_ADMIN_KEY, admin_client
+from tests.support.api_server import running_api
 
 MIB = 1024 * 1024
 

@@ -23,7 +23,7 @@ from k2e.jobs.job_store import JobStore
 from k2e.settings import Settings
 from k2e.tenancy.scope import ANY_TENANT
 from service.main import create_app
-from tests.auth import admin_client, admin_files
+from tests.support.api_keys import admin_client, admin_files
 
 PROBLEM = "application/problem+json"
 
@@ -217,10 +217,10 @@ def test_a_multipart_submission_replays_with_the_same_spec_and_files(api: Api) -
 
 def test_a_multipart_submission_with_a_model_file_replays(api: Api, tmp_path: Path) -> None:
     pytest.importorskip("tensorflow")
-    from tests import models
+    from tests.support import keras_models
 
-    h5 = models.save_h5(models.seed_multi_io_model(), tmp_path / "seed.h5").read_bytes()
-    data = models.npz_bytes(models.seed_multi_io_data(n=16))
+    h5 = keras_models.save_h5(keras_models.seed_multi_io_model(), tmp_path / "seed.h5").read_bytes()
+    data = keras_models.npz_bytes(keras_models.seed_multi_io_data(n=16))
     spec = {"train": {"max_steps": 5}}
     files = {"model": ("seed.h5", h5), "train_data": ("d.npz", data)}
     kept_models = api.kept("models")

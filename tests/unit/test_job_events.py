@@ -20,7 +20,7 @@ from k2e.schemas import JobStatus
 from k2e.tables import events, jobs
 from k2e.tenancy.scope import ANY_TENANT
 from service.event_feeds import EventBroker, event_stream
-from tests.conftest import postgres_url
+from tests.support.postgres import postgres_url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -13,7 +13,7 @@ from k2e.jobs.leases import JobLeases
 from k2e.schemas import ExportCheck, JobStatus
 from k2e.tables import events, jobs
 from k2e.tenancy.scope import ANY_TENANT
-from tests.conftest import postgres_url
+from tests.support.postgres import postgres_url
 
 
 def _postgres_store() -> JobLeases:

@@ -15,7 +15,7 @@ from k2e.jobs.job_store import JobStore, NewJob
 from k2e.settings import Settings
 from k2e.tables import uploads
 from service.main import create_app
-from tests.auth import ADMIN, admin_client, bearer, new_tenant
+from tests.support.api_keys import ADMIN, admin_client, bearer, new_tenant
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from k2e.settings import Settings
 from k2e.storage import Storage
 from service.main import create_app
 from service.submission import request_hash, tenant_key
-from tests.auth import ADMIN, admin_client, bearer, new_tenant
+from tests.support.api_keys import ADMIN, admin_client, bearer, new_tenant
 from worker.joblog import JobLogCapture
 
 TENANT = "views"

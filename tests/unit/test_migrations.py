@@ -27,7 +27,7 @@ from k2e.tenancy import keys
 from k2e.tenancy.bodies import EffectiveQuotas
 from k2e.tenancy.scope import Scope
 from k2e.tenancy.tenant_store import TenantStore
-from tests.fresh_schema import fresh_postgres_schema
+from tests.support.postgres import fresh_postgres_schema
 
 PREVIOUS_RELEASE = "796de42"
 REPO = Path(__file__).resolve().parents[2]

@@ -14,10 +14,10 @@ import pytest
 
 from k2e.settings import Settings
 from service.main import create_app
-from tests.auth import admin_client, admin_files
+from tests.support.api_keys import admin_client, admin_files
 
 tf = pytest.importorskip("tensorflow")
-from tests import models  # noqa: E402  (needs TensorFlow)
+from tests.support import keras_models  # noqa: E402  (needs TensorFlow)
 
 PROBLEM = "application/problem+json"
 
@@ -25,8 +25,8 @@ PROBLEM = "application/problem+json"
 @pytest.fixture(scope="module")
 def seed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     scratch = tmp_path_factory.mktemp("references")
-    model = models.save_h5(models.seed_multi_io_model(), scratch / "seed.h5")
-    data = models.npz_bytes(models.seed_multi_io_data(n=16))
+    model = keras_models.save_h5(keras_models.seed_multi_io_model(), scratch / "seed.h5")
+    data = keras_models.npz_bytes(keras_models.seed_multi_io_data(n=16))
     return {"model": model.read_bytes(), "data": data}
 
 

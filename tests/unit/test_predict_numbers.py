@@ -13,7 +13,7 @@ from k2e.jobs.job_store import NewJob
 from k2e.settings import Settings
 from k2e.tenancy.bodies import DEFAULT_TENANT
 from service.main import create_app
-from tests.auth import admin_client
+from tests.support.api_keys import admin_client
 
 
 def _input(name: str, shape: list[int | None], dtype: str) -> dict[str, Any]:
@@ -116,7 +116,7 @@ def test_the_worker_refuses_what_the_api_could_not_check() -> None:
     tf = pytest.importorskip("tensorflow")
     from tensorflow.core.protobuf import meta_graph_pb2
 
-    from worker.export_predict import BadInstances, _columns
+    from worker.export_predict import BadInstances, input_columns
 
     def signature(dtype: Any) -> Any:
         built = meta_graph_pb2.SignatureDef()
@@ -125,9 +125,9 @@ def test_the_worker_refuses_what_the_api_could_not_check() -> None:
         return built
 
     with pytest.raises(BadInstances, match="not a int64 array"):
-        _columns(signature(tf.int64), [2**70])
+        input_columns(signature(tf.int64), [2**70])
     with pytest.raises(BadInstances, match="not a float32 array"):
-        _columns(signature(tf.float32), [10**400])
+        input_columns(signature(tf.float32), [10**400])
     with pytest.raises(BadInstances, match="takes strings"):
-        _columns(signature(tf.string), [10**12])
-    assert _columns(signature(tf.string), ["a"])["x"].tolist() == [b"a"]
+        input_columns(signature(tf.string), [10**12])
+    assert input_columns(signature(tf.string), ["a"])["x"].tolist() == [b"a"]

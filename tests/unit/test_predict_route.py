@@ -12,7 +12,7 @@ from k2e.jobs.job_store import NewJob
 from k2e.settings import Settings
 from k2e.tenancy.bodies import DEFAULT_TENANT
 from service.main import create_app
-from tests.auth import admin_client, bearer, new_tenant
+from tests.support.api_keys import admin_client, bearer, new_tenant
 
 
 def _client(settings: Settings) -> TestClient:

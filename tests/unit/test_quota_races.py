@@ -26,9 +26,9 @@ from k2e.launcher.embedded_redis import free_port
 from k2e.settings import Settings
 from k2e.tables import jobs
 from service.main import create_app
-from tests.api_process import running_api
-from tests.auth import ADMIN, TEST_ADMIN_KEY, admin_client, bearer
-from tests.fresh_schema import fresh_postgres_schema
+from tests.support.api_keys import ADMIN, TEST_ADMIN_KEY, admin_client, bearer
+from tests.support.api_server import running_api
+from tests.support.postgres import fresh_postgres_schema
 
 PROBLEM = "application/problem+json"
 

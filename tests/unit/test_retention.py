@@ -18,7 +18,7 @@ from k2e.settings import Settings
 from k2e.storage import Storage, disk_usage
 from k2e.tables import jobs
 from service.main import create_app
-from tests.auth import TEST_ADMIN_KEY, admin_client, bearer, new_tenant
+from tests.support.api_keys import TEST_ADMIN_KEY, admin_client, bearer, new_tenant
 from worker.reconciler import Reconciler
 
 PROBLEM = "application/problem+json"

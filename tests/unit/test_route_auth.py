@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from k2e.settings import Settings
 from service.main import create_app
-from tests.auth import TEST_ADMIN_KEY, admin_client, bearer, new_tenant
+from tests.support.api_keys import TEST_ADMIN_KEY, admin_client, bearer, new_tenant
 
 PUBLIC = {"/healthz", "/readyz"}
 # Ids a tenant owns; admin routes ({name}, {key_id}) answer members 403 instead.
@@ -23,7 +23,12 @@ UNKNOWN["dataset_id"] = "e" * 32
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, redis_server) -> Iterator[dict]:
-    from tests.models import npz_bytes, save_h5, seed_multi_io_data, seed_multi_io_model
+    from tests.support.keras_models import (
+        npz_bytes,
+        save_h5,
+        seed_multi_io_data,
+        seed_multi_io_model,
+    )
 
     root = tmp_path_factory.mktemp("routes")
     settings = Settings(data_dir=root, redis_url=redis_server.url, admin_key=TEST_ADMIN_KEY)

@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,10 @@ from k2e.vetting.keras_archive import inspect_keras
 from k2e.vetting.runner import outcome
 from k2e.vetting.sandbox import SandboxLimits
 from service.main import create_app
-from tests.auth import admin_client, admin_files
+from tests.support.api_keys import admin_client, admin_files
 
 tf = pytest.importorskip("tensorflow")
-from tests import models  # noqa: E402  (needs TensorFlow)
+from tests.support import keras_models  # noqa: E402  (needs TensorFlow)
 
 PROBLEM = "application/problem+json"
 STRICT = VetPolicy.of(["relu6"])
@@ -42,7 +42,7 @@ STRICT = VetPolicy.of(["relu6"])
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Real Keras 2.15 files: the seed model as .h5 and .keras, and a Lambda model."""
     root = tmp_path_factory.mktemp("keras-files")
-    seed = models.seed_multi_io_model()
+    seed = keras_models.seed_multi_io_model()
     seed.save(root / "seed.h5", save_format="h5")
     seed.save(root / "seed.keras")
     x = tf.keras.Input((2,), name="x")
@@ -210,17 +210,6 @@ def _keras_config(files: dict[str, Path], class_name: str) -> bytes:
 # --- through the API -----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory, redis_server) -> Settings:
-    return Settings(data_dir=tmp_path_factory.mktemp("k2e-safety"), redis_url=redis_server.url)
-
-
-@pytest.fixture(scope="module")
-def client(settings: Settings) -> Iterator[TestClient]:
-    with admin_client(create_app(settings)) as test_client:
-        yield test_client
-
-
 def _refused(response: Any, match: str) -> dict[str, Any]:
     """A refused upload or spec: 422 (docs/security.md: even a file that crashes or hangs
     the reader), a problem whose detail names the reason."""
@@ -332,7 +321,7 @@ def test_an_inline_model_is_vetted_at_convert(client: TestClient, files: dict[st
     assert body["errors"][0]["loc"] == ["keras_model", "config"]
     evil_optimizer = {"class_name": "Adam", "module": "os", "registered_name": None, "config": {}}
     spec["keras_model"] = {
-        "config": json.loads(models.seed_multi_io_model().to_json()),
+        "config": json.loads(keras_models.seed_multi_io_model().to_json()),
         "compile": {"loss": "mse", "optimizer": evil_optimizer},
     }
     body = _refused(client.post("/convert", json=spec), "refers to module 'os'")

@@ -31,7 +31,7 @@ from schemathesis.specs.openapi.checks import ignored_auth
 from k2e.settings import Settings
 from k2e.tenancy.scope import ANY_TENANT
 from service.main import create_app
-from tests.auth import ADMIN, TEST_ADMIN_KEY, admin_client
+from tests.support.api_keys import ADMIN, TEST_ADMIN_KEY, admin_client
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "openapi" / "openapi.json"

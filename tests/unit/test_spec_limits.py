@@ -27,11 +27,11 @@ from hypothesis import strategies as st
 from k2e.settings import Settings
 from k2e.vetting.model_config import parse_model_config
 from service.main import create_app
-from tests.auth import admin_client
-from tests.fuzzing import JSON_VALUES, assert_problem, mutated_json
+from tests.support.api_keys import admin_client
+from tests.support.fuzz_inputs import JSON_VALUES, assert_problem, mutated_json
 
 tf = pytest.importorskip("tensorflow")
-from tests import models  # noqa: E402  (needs TensorFlow)
+from tests.support import keras_models  # noqa: E402  (needs TensorFlow)
 
 PROBLEM = "application/problem+json"
 Spec = dict[str, Any]
@@ -70,12 +70,14 @@ def env(tmp_path_factory: pytest.TempPathFactory, redis_server) -> Iterator[dict
     # server-wide ceiling is what a huge max_steps meets.
     settings = Settings(data_dir=root, redis_url=redis_server.url, quota_max_steps=10**15)
     scratch = tmp_path_factory.mktemp("limit-models")
-    seed = models.save_h5(models.seed_multi_io_model(), scratch / "seed.h5")
+    seed = keras_models.save_h5(keras_models.seed_multi_io_model(), scratch / "seed.h5")
     vocab = _vocabulary_file(scratch)
     with admin_client(create_app(settings)) as client:
         ids = {
             "model": _upload(client, "/models", "seed.h5", seed.read_bytes()),
-            "data": _upload(client, "/datasets", "d.npz", _npz(models.seed_multi_io_data(n=32))),
+            "data": _upload(
+                client, "/datasets", "d.npz", _npz(keras_models.seed_multi_io_data(n=32))
+            ),
         }
         yield {
             "client": client,
@@ -84,7 +86,7 @@ def env(tmp_path_factory: pytest.TempPathFactory, redis_server) -> Iterator[dict
             "seed": seed,
             "scratch": scratch,
             "vocab": vocab,
-            "inline": json.loads(models.seed_multi_io_model().to_json()),
+            "inline": json.loads(keras_models.seed_multi_io_model().to_json()),
         }
 
 
@@ -371,7 +373,7 @@ def _layer(config: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def test_params_counted_from_the_config_match_keras() -> None:
-    model = models.seed_multi_io_model()
+    model = keras_models.seed_multi_io_model()
     assert parse_model_config(json.loads(model.to_json())).param_count == model.count_params()
 
 
@@ -591,7 +593,7 @@ _SPEC_PATHS = [
     "config.log_step_count_steps",
     "keras_model",
 ]
-_INLINE_CONFIG = json.loads(models.seed_multi_io_model().to_json())
+_INLINE_CONFIG = json.loads(keras_models.seed_multi_io_model().to_json())
 _BIG = st.sampled_from([0, -1, 2**31 - 1, 2**31, 2**63 - 1, 2**63, 2**64, -(2**63) - 1, 10**40])
 
 

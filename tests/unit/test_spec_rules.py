@@ -18,10 +18,10 @@ from fastapi.testclient import TestClient
 
 from k2e.settings import Settings
 from service.main import create_app
-from tests.auth import admin_client, admin_files
+from tests.support.api_keys import admin_client, admin_files
 
 tf = pytest.importorskip("tensorflow")
-from tests import models  # noqa: E402  (needs TensorFlow)
+from tests.support import keras_models  # noqa: E402  (needs TensorFlow)
 
 Spec = dict[str, Any]
 
@@ -102,10 +102,10 @@ def env(
     settings = Settings(data_dir=root, redis_url=redis_server.url)
     with admin_client(create_app(settings)) as client:
         scratch = tmp_path_factory.mktemp("models")
-        seed = models.save_h5(models.seed_multi_io_model(), scratch / "seed.h5")
-        uncompiled = models.seed_multi_io_model()
+        seed = keras_models.save_h5(keras_models.seed_multi_io_model(), scratch / "seed.h5")
+        uncompiled = keras_models.seed_multi_io_model()
         uncompiled.save(scratch / "raw.h5", include_optimizer=False, save_format="h5")
-        data = models.seed_multi_io_data(n=32)
+        data = keras_models.seed_multi_io_data(n=32)
         wrong = dict(data, input_a=np.zeros((32, 5), "float32"))
         missing = {k: v for k, v in data.items() if k != "input_b"}
         text = dict(data, input_a=np.array([["x"] * 16] * 32))
@@ -128,7 +128,7 @@ def env(
         used = tenant_root / "model_dirs" / "used"
         used.mkdir(parents=True)
         (used / "checkpoint").write_text("model_checkpoint_path: 'model.ckpt-1'\n")
-        ids["inline_config"] = models.seed_multi_io_model().to_json()
+        ids["inline_config"] = keras_models.seed_multi_io_model().to_json()
         yield client, ids, tenant_root
 
 

@@ -1,7 +1,6 @@
 """The worker reuses the inspection stored at upload only for the bytes that were inspected."""
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,28 +13,15 @@ from k2e.schemas import ConvertRequest
 from k2e.settings import Settings
 from k2e.spec import checks
 from k2e.storage import Storage
-from service.main import create_app
-from tests.auth import admin_client
 
 tf = pytest.importorskip("tensorflow")
-from tests import models  # noqa: E402  (needs TensorFlow)
-
-
-@pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory, redis_server) -> Settings:
-    return Settings(data_dir=tmp_path_factory.mktemp("k2e-stored"), redis_url=redis_server.url)
-
-
-@pytest.fixture(scope="module")
-def client(settings: Settings) -> Iterator[TestClient]:
-    with admin_client(create_app(settings)) as test_client:
-        yield test_client
+from tests.support import keras_models  # noqa: E402  (needs TensorFlow)
 
 
 @pytest.fixture
 def model_id(client: TestClient, tmp_path: Path) -> str:
     path = tmp_path / "seed.h5"
-    models.seed_multi_io_model().save(path, save_format="h5")
+    keras_models.seed_multi_io_model().save(path, save_format="h5")
     uploaded = client.post("/models", files={"file": ("seed.h5", path.read_bytes())})
     assert uploaded.status_code == 201, uploaded.text
     return uploaded.json()["id"]

@@ -24,8 +24,8 @@ from k2e.schemas import JobLog
 from k2e.settings import Settings
 from k2e.tables import sessions
 from k2e.tenancy.scope import ANY_TENANT
-from tests.api_process import running_api
-from tests.auth import ADMIN, TEST_ADMIN_KEY, bearer
+from tests.support.api_keys import ADMIN, TEST_ADMIN_KEY, bearer
+from tests.support.api_server import running_api
 
 KEY_CACHE_S = 1.0
 # A stream checks its caller every key_cache_s and the check reads through a cache of that

@@ -69,7 +69,7 @@ def _pytest(folder: Path, plugins: list[str], ci: str | None) -> subprocess.Comp
 @pytest.mark.parametrize(("ci", "code"), [("true", 1), ("1", 1), (None, 0), ("false", 0)])
 def test_a_skipped_test_fails_the_run_under_ci(tmp_path: Path, ci: str | None, code: int) -> None:
     (tmp_path / "test_tiny.py").write_text(SKIPPING)
-    done = _pytest(tmp_path, ["tests.ci_skips"], ci)
+    done = _pytest(tmp_path, ["tests.support.ci_skips"], ci)
     assert done.returncode == code, done.stdout + done.stderr
     assert "1 passed, 1 skipped, 1 deselected, 1 xfailed" in done.stdout, done.stdout
     if code:
@@ -81,7 +81,7 @@ def test_a_module_skipped_at_import_fails_the_run_under_ci(tmp_path: Path) -> No
     (tmp_path / "test_needs.py").write_text(
         'import pytest\nnope = pytest.importorskip("k2e_no_such_module")\ndef test_x():\n    pass\n'
     )
-    done = _pytest(tmp_path, ["tests.ci_skips"], "true")
+    done = _pytest(tmp_path, ["tests.support.ci_skips"], "true")
     assert done.returncode == 1, done.stdout + done.stderr
     assert "test_needs.py: could not import 'k2e_no_such_module'" in done.stdout, done.stdout
 
@@ -90,9 +90,9 @@ def test_a_process_that_outlives_the_run_fails_it_and_is_killed(tmp_path: Path) 
     pid_file = tmp_path / "pid"
     (tmp_path / "test_leak.py").write_text(LEAKING.format(pid_file=str(pid_file)))
     (tmp_path / "conftest.py").write_text(
-        "from tests import processes\n"
+        "from tests.support import child_processes\n"
         "from tests.conftest import pytest_sessionfinish  # noqa: F401\n"
-        "processes.record_spawns()\n"
+        "child_processes.record_spawns()\n"
     )
     done = _pytest(tmp_path, [], None)
     leaked = int(pid_file.read_text())

@@ -22,8 +22,8 @@ from k2e.jobs.queueing import make_celery
 from k2e.settings import Settings
 from k2e.tables import jobs
 from service.main import create_app
-from tests.auth import TEST_ADMIN_KEY, admin_client, bearer, new_tenant
-from tests.conftest import postgres_url
+from tests.support.api_keys import TEST_ADMIN_KEY, admin_client, bearer, new_tenant
+from tests.support.postgres import postgres_url
 
 PROBLEM = "application/problem+json"
 

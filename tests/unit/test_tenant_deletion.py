@@ -16,9 +16,9 @@ from fastapi.testclient import TestClient
 from k2e.settings import Settings
 from k2e.tables import api_keys, events, jobs, sessions, uploads
 from service.main import create_app
-from tests.api_process import running_api
-from tests.auth import TEST_ADMIN_KEY, admin_client, bearer
-from tests.fresh_schema import fresh_postgres_schema
+from tests.support.api_keys import TEST_ADMIN_KEY, admin_client, bearer
+from tests.support.api_server import running_api
+from tests.support.postgres import fresh_postgres_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBLEM = "application/problem+json"

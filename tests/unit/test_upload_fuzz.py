@@ -14,7 +14,6 @@ answer /healthz. The datasets' and POST /convert's fuzzes live beside their limi
 import io
 import json
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,22 +24,18 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from k2e.launcher.embedded_redis import EmbeddedRedis
-from k2e.settings import Settings
-from service.main import create_app
-from tests.auth import admin_client
-from tests.fuzzing import assert_problem, mutated_bytes, mutated_json
+from tests.support.fuzz_inputs import assert_problem, mutated_bytes, mutated_json
 
 tf = pytest.importorskip("tensorflow")
-from tests import models  # noqa: E402  (needs TensorFlow)
+from tests.support import keras_models  # noqa: E402  (needs TensorFlow)
 
 H5_CONFIGS = ("model_config", "training_config")
 KERAS_CONFIGS = ("config.json", "metadata.json")
 
 
 def _seeds(folder: Path) -> dict[str, bytes]:
-    model = models.seed_multi_io_model()
-    h5 = models.save_h5(model, folder / "seed.h5")
+    model = keras_models.seed_multi_io_model()
+    h5 = keras_models.save_h5(model, folder / "seed.h5")
     model.save(folder / "seed.keras")
     return {"m.h5": h5.read_bytes(), "m.keras": (folder / "seed.keras").read_bytes()}
 
@@ -48,15 +43,6 @@ def _seeds(folder: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def seeds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     return _seeds(tmp_path_factory.mktemp("fuzz-seeds"))
-
-
-@pytest.fixture(scope="module")
-def client(
-    tmp_path_factory: pytest.TempPathFactory, redis_server: EmbeddedRedis
-) -> Iterator[TestClient]:
-    settings = Settings(data_dir=tmp_path_factory.mktemp("fuzz-models"), redis_url=redis_server.url)
-    with admin_client(create_app(settings)) as test_client:
-        yield test_client
 
 
 def h5_configs(content: bytes) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import httpx
 
 from k2e.launcher.embedded_redis import free_port
 from k2e.launcher.stack import api_command
-from tests.processes import die_with_the_suite, stop_group
+from tests.support.child_processes import die_with_the_suite, stop_group
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,7 @@ PostgreSQL) are installed. Deselection (``-m 'not large'``) is not a skip; an ex
 failure (xfail) is not either.
 
 Hooks for tests/conftest.py (which imports them); a pytest run elsewhere loads them with
-``-p tests.ci_skips``.
+``-p tests.support.ci_skips``.
 """
 
 import os

@@ -7,8 +7,8 @@ from typing import Any
 
 import tensorflow as tf
 
-from tests import models
-from tests.integration.conftest import wait_for_job
+from tests.support import keras_models
+from tests.support.job_polling import wait_for_job
 
 WIDTH = 1024  # floats per input: ~8 KB per example
 
@@ -37,7 +37,7 @@ def train_wide(
     )
     model = tf.keras.Model([a, b], tf.keras.layers.Dense(1, name="y")(hidden))
     model.compile(optimizer="adam", loss="mse")
-    h5 = models.save_h5(model, tmp_path / "wide.h5")
+    h5 = keras_models.save_h5(model, tmp_path / "wide.h5")
     model_id = client.post("/models", files={"file": ("wide.h5", h5.read_bytes())}).json()["id"]
 
     child = pool_children(worker_pid)[0]

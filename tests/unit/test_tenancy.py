@@ -315,7 +315,9 @@ def test_uploads_in_use_cannot_be_deleted_until_the_job_ends(
     name = _name("d")
     member = new_tenant(api, name)
     model, data = _uploads(api, member, seed_files)
-    job = api.post("/convert", json=_spec(model, data), headers=bearer(member)).json()["id"]
+    _r = api.post("/convert", json=_spec(model, data), headers=bearer(member))
+    assert _r.status_code == 202, _r.text
+    job = _r.json()["id"]
     for path in (f"/models/{model}", f"/datasets/{data}"):
         assert job in _problem(api.delete(path, headers=bearer(member)), 409)["detail"]
     _problem(api.delete(f"/jobs/{job}", headers=bearer(member)), 409)
@@ -337,7 +339,9 @@ def test_a_deleted_finished_job_frees_its_files(
     name = _name("f")
     member = new_tenant(api, name)
     model, data = _uploads(api, member, seed_files)
-    job = api.post("/convert", json=_spec(model, data), headers=bearer(member)).json()["id"]
+    _r = api.post("/convert", json=_spec(model, data), headers=bearer(member))
+    assert _r.status_code == 202, _r.text
+    job = _r.json()["id"]
     api.post(f"/jobs/{job}/cancel", headers=bearer(member))
     model_dir = settings.storage_root / "tenants" / name / "jobs" / job
     (model_dir / "export" / "1").mkdir(parents=True)

@@ -19,6 +19,18 @@ class Settings(BaseSettings):
         "folder, and beside it the SQLite job store (`k2e.db`, when there is no database URL) "
         "and a generated first admin key (`admin.key`).",
     )
+    storage_url: str | None = Field(
+        default=None,
+        description="Where uploads, model_dirs and exports are kept. Unset: the local folder "
+        "`storage/` in the data folder (API and workers on one machine or a shared volume). "
+        "`s3://bucket/prefix`: an S3-compatible bucket that every node shares, credentials "
+        "from `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_REGION`.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="The S3 endpoint for servers other than AWS (SeaweedFS, MinIO), e.g. "
+        "`http://127.0.0.1:8333`. Unset: AWS.",
+    )
     # Conventional names first; K2E_-prefixed forms also work.
     redis_url: str | None = Field(
         default=None,

@@ -20,6 +20,8 @@ TARGET = ROOT / "docs" / "settings.md"
 GROUPS: dict[str, tuple[str, ...]] = {
     "Storage, stores and serving": (
         "data_dir",
+        "storage_url",
+        "s3_endpoint_url",
         "redis_url",
         "database_url",
         "api_host",

@@ -278,7 +278,12 @@ def test_compose_env_names_are_settings_k2e_reads(
 ) -> None:
     known = settings_env_names()
     assert {"REDIS_URL", "DATABASE_URL", "K2E_DATA_DIR"} <= known  # the helper itself works
-    unknown = {key for key in _env(services[name]) if key.upper() not in known}
+    # The standard AWS variables are the S3 client's (K2E_STORAGE_URL's credentials).
+    unknown = {
+        key
+        for key in _env(services[name])
+        if key.upper() not in known and not key.startswith("AWS_")
+    }
     assert not unknown, f"{name} sets variables k2e.settings.Settings ignores: {unknown}"
 
 
@@ -289,23 +294,35 @@ def test_dockerfile_k2e_env_names_are_settings_k2e_reads(dockerfile: Dockerfile)
         assert not unknown, f"stage {stage} sets unknown K2E_ variables: {unknown}"
 
 
-def test_app_services_share_the_storage_volume_at_k2e_data_dir(
+def test_app_services_share_no_volume_only_the_bucket(
     compose: dict[str, Any], dockerfile: Dockerfile
 ) -> None:
+    """Share-nothing nodes: each app service has a scratch volume of its own at its
+    K2E_DATA_DIR, and all of them name the same bucket on the compose S3 server."""
     named = set(compose.get("volumes") or {})
-    mounts = {}
+    scratch: dict[str, str] = {}
+    buckets = set()
     for name in APP_SERVICES:
         service = compose["services"][name]
         env = {**dockerfile.env(target(service)), **_env(service)}
         data_dir = env.get("K2E_DATA_DIR")
         assert data_dir, f"{name} has no K2E_DATA_DIR"
         volumes = [_volume(v) for v in service.get("volumes") or []]
-        at_data_dir = [src for src, dst in volumes if dst.rstrip("/") == data_dir.rstrip("/")]
-        assert at_data_dir, f"{name}: nothing mounted at its K2E_DATA_DIR {data_dir}"
-        assert at_data_dir[0] in named, f"{name}: {at_data_dir[0]} is not a named volume"
-        mounts[name] = (at_data_dir[0], data_dir.rstrip("/"))
-    assert len(set(mounts.values())) == 1, f"storage differs between services: {mounts}"
-    assert mounts["api"] == ("storage", "/data")
+        assert [dst.rstrip("/") for _, dst in volumes] == [data_dir.rstrip("/")], volumes
+        assert volumes[0][0] in named, f"{name}: {volumes[0][0]} is not a named volume"
+        scratch[name] = volumes[0][0]
+        buckets.add((env.get("K2E_STORAGE_URL"), env.get("K2E_S3_ENDPOINT_URL")))
+        for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
+            assert env.get(variable), f"{name} has no {variable}"
+    assert len(set(scratch.values())) == len(APP_SERVICES), f"a volume is shared: {scratch}"
+    assert buckets == {("s3://k2e/k2e", "http://s3:8333")}, buckets
+    s3 = compose["services"]["s3"]
+    assert "-s3" in _command(s3["command"]) and "-s3.port=8333" in _command(s3["command"])
+    bucket = compose["services"]["bucket"]
+    assert "s3://k2e" in " ".join(_command(bucket["entrypoint"]))
+    for name in APP_SERVICES:
+        depends = compose["services"][name]["depends_on"]
+        assert depends["bucket"]["condition"] == "service_completed_successfully"
 
 
 def test_api_port_matches_the_command(

@@ -91,6 +91,10 @@ class BlobStore(Protocol):
         seconds, or None where the store has none (the local folder)."""
         ...
 
+    def ping(self) -> None:
+        """Raise unless the store answers (readiness)."""
+        ...
+
 
 class LocalBlobStore:
     """The local storage folder: each object is the file at ``root / key``."""
@@ -189,6 +193,10 @@ class LocalBlobStore:
 
     def presign(self, key: str, expires_s: int) -> str | None:
         return None
+
+    def ping(self) -> None:
+        if not self.root.is_dir():
+            raise OSError(f"the storage folder {self.root} does not exist")
 
 
 def blob_store(settings: "Settings") -> BlobStore:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 from urllib.parse import urlparse
 
-from k2e.blobstore import CHUNK, ObjectInfo, check_key
+from k2e.blobkeys import CHUNK, ObjectInfo, check_key
 from k2e.errors import NotFound
 
 if TYPE_CHECKING:
@@ -169,7 +169,12 @@ class S3BlobStore:
         )
         for page in pages:
             for entry in page.get("Contents") or []:
-                yield ObjectInfo(self._storage_key(entry["Key"]), int(entry["Size"]))
+                modified = entry.get("LastModified")
+                yield ObjectInfo(
+                    self._storage_key(entry["Key"]),
+                    int(entry["Size"]),
+                    modified.timestamp() if modified is not None else None,
+                )
 
     def presign(self, key: str, expires_s: int) -> str | None:
         return str(

@@ -5,6 +5,7 @@ of the same archive bytes."""
 
 import io
 import os
+import struct
 import tarfile
 import uuid
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from k2e.blobstore import blob_store
+from k2e.formats.tfrecord import masked_crc
 from k2e.jobs.job_store import NewJob
 from k2e.jobs.leases import JobLeases
 from k2e.schemas import JobStatus
@@ -278,3 +280,62 @@ def test_deleting_a_tenant_removes_its_objects(
     assert client.delete("/tenants/gone", headers=ADMIN).status_code == 204
     assert _bucket(server, "tenants/gone/") == {}
     assert _bucket(server, "tenants/default/")
+
+
+def _event(step: int, tag: str, value: float) -> bytes:
+    """One TFRecord-framed Event holding a scalar summary (event.proto, summary.proto)."""
+    name = tag.encode()
+    summary_value = b"\x0a" + bytes([len(name)]) + name + b"\x15" + struct.pack("<f", value)
+    summary = b"\x0a" + bytes([len(summary_value)]) + summary_value
+    event = (
+        b"\x09"
+        + struct.pack("<d", 1700000000.0 + step)
+        + b"\x10"
+        + bytes([step])
+        + b"\x2a"
+        + bytes([len(summary)])
+        + summary
+    )
+    length = struct.pack("<Q", len(event))
+    return (
+        length
+        + struct.pack("<I", masked_crc(length))
+        + event
+        + struct.pack("<I", masked_crc(event))
+    )
+
+
+def test_metrics_read_the_event_files_in_the_bucket(
+    client: TestClient, settings: Settings, storage: Storage
+) -> None:
+    job_id = _job_in_bucket(settings, storage)
+    model_dir = storage.for_tenant("default").job_model_dir(job_id)
+    train = _event(1, "loss", 0.5) + _event(2, "loss", 0.25)
+    storage.blobs.put_bytes(storage.key(model_dir / "events.out.tfevents.1.host"), train)
+    storage.blobs.put_bytes(
+        storage.key(model_dir / "eval" / "events.out.tfevents.2.host"), _event(2, "loss", 0.75)
+    )
+    runs = client.get(f"/jobs/{job_id}/metrics").json()["runs"]
+    assert [p["value"] for p in runs["train"]["loss"]] == [0.5, 0.25]
+    assert [p["step"] for p in runs["eval"]["loss"]] == [2]
+    # The fetched copies are gone again.
+    assert _local_files(settings) == []
+
+
+def test_files_sent_with_the_submission_go_into_the_bucket(
+    client: TestClient, server: S3Server, settings: Settings, seed_files: dict[str, bytes]
+) -> None:
+    spec = '{"train": {"max_steps": 5}}'
+    job = client.post(
+        "/convert",
+        data={"spec": spec},
+        files={
+            "model": ("seed.h5", seed_files["model"]),
+            "train_data": ("seed.npz", seed_files["data"]),
+        },
+    )
+    assert job.status_code in (201, 202), job.text
+    model_id = job.json()["spec"]["keras_model_path"]
+    assert f"tenants/default/models/{model_id}/info.json" in _bucket(server, "tenants/default/")
+    assert _local_files(settings) == []
+    client.post(f"/jobs/{job.json()['id']}/cancel")

@@ -4,7 +4,8 @@ so the bytes go from the bucket to the client without passing through the API.
 An archive is several objects, a URL names one: the archive is built once into the
 job's model_dir (``<model_dir>/downloads/<name>``, the same bytes the streamed response
 sends) and that object is presigned. Exports and checkpoints do not change once written,
-so a later request reuses it; deleting the job removes it with the model_dir.
+so a later request reuses it; deleting the job removes it with the model_dir, and its
+bytes count in the job's ``disk_bytes`` (the tenant's storage quota).
 """
 
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 from fastapi.responses import RedirectResponse
 
 from k2e.errors import Conflict
+from k2e.jobs.job_store import JobStore
 from k2e.storage import Storage
 from service.archive import Stored, TarPlan, tar_gz_stream
 
@@ -29,6 +31,8 @@ def require_bucket(storage: Storage) -> None:
 
 def redirect(
     storage: Storage,
+    store: JobStore,
+    job_id: str,
     model_dir: Path,
     members: list[tuple[Path | Stored, str]],
     filename: str,
@@ -47,6 +51,7 @@ def redirect(
                 for block in blocks:
                     out.write(block)
             storage.blobs.put_file(key, tmp)
+            store.add_disk_bytes(job_id, tmp.stat().st_size)
         finally:
             tmp.unlink(missing_ok=True)
     url = storage.blobs.presign(key, expires_s)

@@ -139,7 +139,9 @@ def _send(
     model_dir = job_files.model_dir_of(backend, job_id, caller)[1]
     filename = f"{name}.tar" if _wants_tar(fmt, accept) else f"{name}.tar.gz"
     expires = backend.settings.s3_presign_s
-    return download_links.redirect(backend.storage, model_dir, members, filename, expires)
+    return download_links.redirect(
+        backend.storage, backend.store, job_id, model_dir, members, filename, expires
+    )
 
 
 @router.get(

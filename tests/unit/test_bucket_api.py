@@ -250,6 +250,31 @@ def test_redirect_gives_a_presigned_url_of_the_same_bytes(
         assert fetched.content == streamed.content
 
 
+def test_a_built_archive_counts_in_the_tenants_bytes(
+    client: TestClient, server: S3Server, settings: Settings, storage: Storage
+) -> None:
+    key = new_tenant(client, "archives")
+    member = bearer(key)
+    job_id = _job_in_bucket(settings, storage, tenant="archives")
+
+    def used() -> int:
+        return int(client.get("/tenants/me", headers=member).json()["usage"]["model_dir_bytes"])
+
+    def in_bucket() -> int:
+        return sum(_bucket(server, f"tenants/archives/jobs/{job_id}/").values())
+
+    assert used() == in_bucket()
+    for _ in range(2):
+        moved = client.get(
+            f"/jobs/{job_id}/savedmodel",
+            params={"redirect": "true"},
+            headers=member,
+            follow_redirects=False,
+        )
+        assert moved.status_code == 307
+        assert used() == in_bucket()
+
+
 def test_deleting_a_job_removes_its_objects(
     client: TestClient, server: S3Server, settings: Settings, storage: Storage
 ) -> None:

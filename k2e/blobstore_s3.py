@@ -54,6 +54,9 @@ class S3BlobStore:
             endpoint_url=endpoint_url,
             config=Config(
                 retries={"max_attempts": 5, "mode": "standard"},
+                # An unreachable endpoint fails a call (and /readyz) in seconds, not minutes.
+                connect_timeout=5,
+                read_timeout=60,
                 max_pool_connections=32,
                 s3={"addressing_style": "path"} if endpoint_url else None,
             ),

@@ -87,6 +87,23 @@ def test_readyz_checks_the_bucket(client: TestClient) -> None:
     assert ready.json()["checks"]["storage"] == "ok"
 
 
+def test_readyz_is_503_when_the_bucket_does_not_answer(
+    tmp_path: Path, redis_server: Any, settings: Settings
+) -> None:
+    from tests.support.s3_server import free_port_pair
+
+    down = Settings(
+        data_dir=tmp_path,
+        redis_url=redis_server.url,
+        storage_url=f"s3://k2e/{PREFIX}",
+        s3_endpoint_url=f"http://127.0.0.1:{free_port_pair()}",
+    )
+    with admin_client(create_app(down)) as down_client:
+        ready = down_client.get("/readyz")
+    assert ready.status_code == 503, ready.text
+    assert "storage:" in ready.json()["detail"]
+
+
 def test_uploads_go_into_the_bucket_and_are_read_from_it(
     client: TestClient, server: S3Server, settings: Settings, seed_files: dict[str, bytes]
 ) -> None:

@@ -120,7 +120,7 @@ class Storage:
     def remove_tree(self, folder: Path) -> int:
         """Remove every stored file under ``folder``; the count of objects removed."""
         if self.local:
-            count = sum(1 for _ in self.blobs.list(self.folder_key(folder)))
+            count = sum(1 for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
             shutil.rmtree(folder, ignore_errors=True)
             return count
         return self.blobs.delete_prefix(self.folder_key(folder))

@@ -51,7 +51,9 @@ def redirect(
                 for block in blocks:
                     out.write(block)
             storage.blobs.put_file(key, tmp)
-            store.add_disk_bytes(job_id, tmp.stat().st_size)
+            # Counted from the listing, not added: two requests racing to build the
+            # same archive store one object, and count it once.
+            store.record_disk_bytes(job_id, storage.stored_bytes(model_dir))
         finally:
             tmp.unlink(missing_ok=True)
     url = storage.blobs.presign(key, expires_s)

@@ -176,15 +176,15 @@ class JobStore:
             conn.execute(delete(events).where(events.c.job_id == job_id))
         return job
 
-    def add_disk_bytes(self, job_id: str, size: int) -> None:
-        """Count ``size`` more bytes in an ended job's model_dir (a download archive the
-        API stored there), so the tenant's quota counts them; a job still running records
-        its model_dir's bytes when it ends."""
+    def record_disk_bytes(self, job_id: str, size: int) -> None:
+        """The bytes an ended job's model_dir holds now (after the API stored a download
+        archive there), for the tenant's quota; a job still running records its
+        model_dir's bytes when it ends."""
         with self.engine.begin() as conn:
             conn.execute(
                 update(jobs)
                 .where(jobs.c.id == job_id, jobs.c.status.in_(TERMINAL_VALUES))
-                .values(disk_bytes=func.coalesce(jobs.c.disk_bytes, 0) + size)
+                .values(disk_bytes=size)
             )
 
     # reads ---------------------------------------------------------------

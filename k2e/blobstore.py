@@ -16,33 +16,14 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
+from k2e.blobkeys import CHUNK, ObjectInfo, check_key
 from k2e.errors import NotFound
 
 if TYPE_CHECKING:
     from k2e.settings import Settings
-
-# Reads and copies move this much at a time.
-CHUNK = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class ObjectInfo:
-    """One stored object: its key and size in bytes."""
-
-    key: str
-    size: int
-
-
-def check_key(key: str) -> str:
-    """``key`` if it is a relative POSIX path inside the store; ValueError otherwise."""
-    path = PurePosixPath(key)
-    if not key or path.is_absolute() or ".." in path.parts or "\\" in key or "\0" in key:
-        raise ValueError(f"not a storage key: {key!r}")
-    return path.as_posix()
 
 
 class BlobStore(Protocol):
@@ -89,6 +70,10 @@ class BlobStore(Protocol):
     def presign(self, key: str, expires_s: int) -> str | None:
         """A URL that reads the object without k2e's credentials for ``expires_s``
         seconds, or None where the store has none (the local folder)."""
+        ...
+
+    def ping(self) -> None:
+        """Raise unless the store answers (readiness)."""
         ...
 
 
@@ -189,6 +174,10 @@ class LocalBlobStore:
 
     def presign(self, key: str, expires_s: int) -> str | None:
         return None
+
+    def ping(self) -> None:
+        if not self.root.is_dir():
+            raise OSError(f"the storage folder {self.root} does not exist")
 
 
 def blob_store(settings: "Settings") -> BlobStore:

@@ -31,6 +31,19 @@ class Settings(BaseSettings):
         description="The S3 endpoint for servers other than AWS (SeaweedFS, MinIO), e.g. "
         "`http://127.0.0.1:8333`. Unset: AWS.",
     )
+    s3_part_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=5 * 1024 * 1024,
+        description="Bytes of each part of a multipart upload to the bucket (files larger "
+        "than this go up in parts, several at once); S3's minimum is 5 MiB.",
+    )
+    s3_presign_s: int = Field(
+        default=300,
+        ge=1,
+        le=7 * 24 * 3600,
+        description="Seconds a presigned download URL (`?redirect=true` on bucket storage) "
+        "stays valid.",
+    )
     # Conventional names first; K2E_-prefixed forms also work.
     redis_url: str | None = Field(
         default=None,

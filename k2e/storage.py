@@ -7,6 +7,12 @@ per tenant in it, so that every path a spec names resolves inside its tenant's f
 <root>/tenants/<tenant>/jobs/<job id>/               a job's own model_dir
 <root>/tenants/<tenant>/model_dirs/<name>/           named model_dirs (reusable)
 <model_dir>/export/<version>/                        finished SavedModels
+<model_dir>/downloads/                               archives built for presigned downloads
+
+The files themselves are kept in a BlobStore (k2e.blobstore), keyed by their path relative
+to the root: the local folder itself (the default), or an S3 bucket, where ``Storage``'s
+paths are only the layout and each read or write goes through ``blobs``. ``local_copy``
+gives a Path to code that needs one (a fetched temporary copy on bucket storage).
 """
 
 import hashlib
@@ -16,10 +22,13 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pydantic import BaseModel
 
+from k2e.blobstore import BlobStore, LocalBlobStore, ObjectInfo
 from k2e.errors import InvalidSpec, NotFound
 from k2e.schemas import CheckpointInfo, DatasetInfo, ModelInfo
 
@@ -55,19 +64,83 @@ class Storage:
     """Paths and metadata under the storage root; ``for_tenant`` gives a tenant's view,
     whose ``root`` is that tenant's folder."""
 
-    def __init__(self, root: Path, tenant: str | None = None) -> None:
+    def __init__(
+        self, root: Path, tenant: str | None = None, blobs: BlobStore | None = None
+    ) -> None:
         self.base = root.resolve()
         self.tenant = tenant
         self.root = self.base / "tenants" / tenant if tenant is not None else self.base
+        self.blobs: BlobStore = blobs if blobs is not None else LocalBlobStore(self.base)
+
+    @property
+    def local(self) -> bool:
+        """The files are under ``base`` on this machine (not in a bucket)."""
+        return self.blobs.local
 
     def for_tenant(self, tenant: str) -> "Storage":
-        view = Storage(self.base, tenant)
-        for sub in ("models", "datasets", "jobs", "model_dirs"):
-            (view.root / sub).mkdir(parents=True, exist_ok=True)
+        view = Storage(self.base, tenant, self.blobs)
+        if self.local:
+            for sub in ("models", "datasets", "jobs", "model_dirs"):
+                (view.root / sub).mkdir(parents=True, exist_ok=True)
         return view
 
+    def key(self, path: Path) -> str:
+        """The store's key of a path under the root (ValueError outside it)."""
+        return path.resolve().relative_to(self.base).as_posix()
+
+    def folder_key(self, path: Path) -> str:
+        """The key prefix of the objects under the folder ``path`` (ends with ``/``)."""
+        return self.key(path) + "/"
+
+    def read_bytes(self, path: Path) -> bytes:
+        """A stored file's bytes; NotFound when absent."""
+        return self.blobs.get_bytes(self.key(path))
+
+    def put_file(self, path: Path, src: Path) -> None:
+        """Store ``src`` as the file at ``path`` (on the local folder: copied there)."""
+        self.blobs.put_file(self.key(path), src)
+
+    def exists(self, path: Path) -> bool:
+        return self.blobs.size(self.key(path)) is not None
+
+    def listing(self, folder: Path) -> list[ObjectInfo]:
+        """Every stored file under ``folder``, keys relative to the storage base."""
+        return sorted(self.blobs.list(self.folder_key(folder)), key=lambda i: i.key)
+
+    def holds_files(self, folder: Path) -> bool:
+        """Anything is stored under ``folder``."""
+        if self.local:
+            return folder.is_dir() and any(folder.iterdir())
+        return any(True for _ in self.blobs.list(self.folder_key(folder)))
+
+    def stored_bytes(self, folder: Path) -> int:
+        """Bytes the stored files under ``folder`` hold (e.g. a model_dir's, for quotas)."""
+        return sum(info.size for info in self.blobs.list(self.folder_key(folder)))
+
+    def remove_tree(self, folder: Path) -> int:
+        """Remove every stored file under ``folder``; the count of objects removed."""
+        if self.local:
+            count = sum(1 for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
+            shutil.rmtree(folder, ignore_errors=True)
+            return count
+        return self.blobs.delete_prefix(self.folder_key(folder))
+
+    @contextmanager
+    def local_copy(self, path: Path) -> Iterator[Path]:
+        """A local Path of the stored file ``path``: itself on the local folder, else a
+        copy fetched into tmp/ and removed when the block ends. NotFound when absent."""
+        if self.local:
+            yield path
+            return
+        copy = self.tmp_path(path.suffix)
+        try:
+            self.blobs.get_file(self.key(path), copy)
+            yield copy
+        finally:
+            copy.unlink(missing_ok=True)
+
     def ensure(self) -> None:
-        for sub in ("tmp", "tenants"):
+        for sub in ("tmp", "tenants") if self.local else ("tmp",):
             (self.base / sub).mkdir(parents=True, exist_ok=True)
 
     def remove_stale_tmp(self, older_than_s: float = 3600) -> int:
@@ -121,8 +194,14 @@ class Storage:
         """Move an inspected upload into place; its info.json is written last, so an
         entry with an info.json is always complete."""
         folder = self.root / kind / entry_id
-        folder.mkdir(parents=True, exist_ok=True)
         target = folder / name
+        if not self.local:
+            self.put_file(target, data_file)
+            self.blobs.put_bytes(
+                self.key(folder / "info.json"), _json(info.model_dump(mode="json"))
+            )
+            return target
+        folder.mkdir(parents=True, exist_ok=True)
         os.replace(data_file, target)
         _write_json_atomic(folder / "info.json", info.model_dump(mode="json"))
         return target
@@ -130,14 +209,17 @@ class Storage:
     def write_summary(self, model_id: str, summary: dict) -> None:
         """The upload inspector's full result, kept beside the model (before info.json)."""
         folder = self.root / "models" / model_id
+        if not self.local:
+            self.blobs.put_bytes(self.key(folder / "summary.json"), _json(summary))
+            return
         folder.mkdir(parents=True, exist_ok=True)
         _write_json_atomic(folder / "summary.json", summary)
 
     def model_summary(self, model_id: str) -> dict | None:
         """The stored inspection of an uploaded model, or None for older entries."""
         try:
-            return json.loads((self.model_folder(model_id) / "summary.json").read_text())
-        except FileNotFoundError:
+            return json.loads(self.read_bytes(self.model_folder(model_id) / "summary.json"))
+        except NotFound:
             return None
 
     def model_info(self, model_id: str) -> ModelInfo:
@@ -162,8 +244,8 @@ class Storage:
     def _read_info(self, kind: str, entry_id: str, label: str) -> dict:
         path = self._entry(kind, entry_id) / "info.json"
         try:
-            return json.loads(path.read_text())
-        except FileNotFoundError:
+            return json.loads(self.read_bytes(path))
+        except NotFound:
             raise NotFound(f"no {label} with id {entry_id!r}") from None
 
     # model_dirs ----------------------------------------------------------
@@ -210,6 +292,45 @@ class Storage:
         prefix = f"model.ckpt-{step}."
         return sorted(p for p in model_dir.iterdir() if p.name.startswith(prefix))
 
+    # the same, read from the store (bucket storage) -------------------------
+    # A bucket has no rename: a worker publishes an export's files with saved_model.pb
+    # last, and a checkpoint's with its .index last, so either counts once that is in.
+
+    def stored_export(self, model_dir: Path) -> tuple[str, list[ObjectInfo]] | None:
+        """The newest complete SavedModel's version and its stored files, or None."""
+        prefix = self.folder_key(model_dir / EXPORT_DIR)
+        versions: dict[str, list[ObjectInfo]] = {}
+        complete = set()
+        for info in self.blobs.list(prefix):
+            version, _, rest = info.key[len(prefix) :].partition("/")
+            if version.isdigit() and rest:
+                versions.setdefault(version, []).append(info)
+                if rest == "saved_model.pb":
+                    complete.add(version)
+        if not complete:
+            return None
+        newest = max(complete, key=int)
+        return newest, sorted(versions[newest], key=lambda i: i.key)
+
+    def stored_checkpoints(self, model_dir: Path) -> list[CheckpointInfo]:
+        if self.local:
+            return self.checkpoints(model_dir)
+        prefix = self.folder_key(model_dir)
+        found = []
+        for info in self.blobs.list(prefix):
+            match = _CKPT_INDEX.fullmatch(info.key[len(prefix) :])
+            if match:
+                found.append(CheckpointInfo(step=int(match[1]), name=f"model.ckpt-{match[1]}"))
+        return sorted(found, key=lambda c: c.step)
+
+    def stored_checkpoint_files(self, model_dir: Path, step: int) -> list[ObjectInfo]:
+        prefix = self.folder_key(model_dir)
+        name = f"model.ckpt-{step}."
+        return sorted(
+            (i for i in self.blobs.list(prefix + name) if "/" not in i.key[len(prefix) :]),
+            key=lambda i: i.key,
+        )
+
 
 def disk_usage(folder: Path) -> int:
     """Bytes the files under ``folder`` hold (0 when it does not exist)."""
@@ -223,7 +344,11 @@ def disk_usage(folder: Path) -> int:
     return total
 
 
+def _json(data: object) -> bytes:
+    return json.dumps(data, indent=1).encode()
+
+
 def _write_json_atomic(path: Path, data: object) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
+    tmp.write_bytes(_json(data))
     os.replace(tmp, path)

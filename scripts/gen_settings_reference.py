@@ -22,6 +22,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "data_dir",
         "storage_url",
         "s3_endpoint_url",
+        "s3_part_bytes",
+        "s3_presign_s",
         "redis_url",
         "database_url",
         "api_host",

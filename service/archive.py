@@ -4,17 +4,23 @@ Two forms of the same POSIX tar: plain (``application/x-tar``), whose length is 
 before the first byte, so it goes out with a Content-Length and nothing between the
 page cache and the socket but large reads; and the contract's default tar.gz, the same
 tar bytes through a stored (level 0) gzip stream.
+
+A member is a local file (a Path) or an object in the bucket (:class:`Stored`, its size
+known from the listing): the latter is opened only when the archive reaches it, its
+bytes streamed from the bucket.
 """
 
 import asyncio
 import os
 import tarfile
 import zlib
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+from k2e.blobstore import BlobStore
 
 CHUNK = 1024 * 1024
 # Plain tar reads: 1 MB, as the gzip stream's. 2 MB reads were no faster within this
@@ -29,21 +35,47 @@ _BLOCK = tarfile.BLOCKSIZE
 _END = b"\0" * (2 * _BLOCK)
 
 
+@dataclass(frozen=True)
+class Stored:
+    """An object in the store, as an archive member."""
+
+    store: BlobStore
+    key: str
+    size: int
+    mtime: float | None = None
+
+
 @dataclass
 class _Member:
     header: bytes
-    file: BinaryIO
+    file: BinaryIO | None
     size: int
+    opener: Callable[[], BinaryIO] | None = None
+
+    def opened(self) -> BinaryIO:
+        if self.file is None:
+            assert self.opener is not None
+            self.file = self.opener()
+        return self.file
+
+    def finished(self) -> None:
+        """A stored member's response is closed once it is sent (one connection at a
+        time); a local file stays open until the plan's end, as it was opened."""
+        if self.opener is not None and self.file is not None:
+            self.file.close()
 
 
 class TarPlan:
     """The members of one archive, their files opened when it is planned: a checkpoint
     that training rotates away meanwhile is still read whole (the open file keeps it)."""
 
-    def __init__(self, members: Iterable[tuple[Path, str]]) -> None:
+    def __init__(self, members: Iterable[tuple[Path | Stored, str]]) -> None:
         self._members: list[_Member] = []
         try:
             for path, arcname in members:
+                if isinstance(path, Stored):
+                    self._members.append(_stored_member(path, arcname))
+                    continue
                 f = path.open("rb", buffering=0)
                 try:
                     stat = os.fstat(f.fileno())
@@ -66,7 +98,8 @@ class TarPlan:
 
     def close(self) -> None:
         for member in self._members:
-            member.file.close()
+            if member.file is not None:
+                member.file.close()
 
     def blocks(self, chunk: int = CHUNK) -> Iterator[bytes]:
         """The plain tar, read synchronously; closes the files at the end."""
@@ -75,9 +108,10 @@ class TarPlan:
                 yield member.header
                 left = member.size
                 while left:
-                    data = _read(member.file, min(chunk, left))
+                    data = _read(member.opened(), min(chunk, left))
                     left -= len(data)
                     yield data
+                member.finished()
                 if _padding(member.size):
                     yield b"\0" * _padding(member.size)
             yield _END
@@ -92,19 +126,15 @@ class TarPlan:
             for member in self._members:
                 left = member.size
                 first = min(chunk, left)
-                data = (
-                    await loop.run_in_executor(_READERS, _read, member.file, first)
-                    if first
-                    else b""
-                )
+                f = await loop.run_in_executor(_READERS, member.opened) if left else None
+                data = await loop.run_in_executor(_READERS, _read, f, first) if first else b""
                 left -= len(data)
                 yield member.header + data  # one message for a small file
                 while left:
-                    data = await loop.run_in_executor(
-                        _READERS, _read, member.file, min(chunk, left)
-                    )
+                    data = await loop.run_in_executor(_READERS, _read, f, min(chunk, left))
                     left -= len(data)
                     yield data
+                member.finished()
                 if _padding(member.size):
                     yield b"\0" * _padding(member.size)
             yield _END
@@ -135,7 +165,17 @@ def tree_members(root: Path, prefix: str) -> list[tuple[Path, str]]:
     ]
 
 
-def _read(f: BinaryIO, size: int) -> bytes:
+def _stored_member(stored: Stored, arcname: str) -> _Member:
+    info = tarfile.TarInfo(arcname)
+    info.size = stored.size
+    info.mtime = int(stored.mtime or 0)
+    info.mode = 0o644
+    header = info.tobuf(format=tarfile.PAX_FORMAT)
+    return _Member(header, None, stored.size, lambda: stored.store.open(stored.key))
+
+
+def _read(f: BinaryIO | None, size: int) -> bytes:
+    assert f is not None
     data = f.read(size)
     if not data:
         # The header promised more bytes than the file holds now (truncated in place):

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+from k2e.blobstore import blob_store
 from k2e.catalog import Catalog
 from k2e.jobs.dispatch import Dispatcher
 from k2e.jobs.event_log import notifier_for
@@ -37,7 +38,7 @@ class Backend:
         )
         return cls(
             store=store,
-            storage=Storage(settings.storage_root),
+            storage=Storage(settings.storage_root, blobs=blob_store(settings)),
             sender=sender,
             settings=settings,
             tenants=TenantStore(store.engine, defaults),

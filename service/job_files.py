@@ -1,45 +1,75 @@
-"""The work behind the job routes: a job's files, deletion, and what its log shows."""
+"""The work behind the job routes: a job's files, deletion, and what its log shows.
+
+A job's files are read through the storage's BlobStore: on the local folder, the
+model_dir's files themselves; on bucket storage, the objects under its key, streamed
+from the bucket (or handed out as presigned URLs).
+"""
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from k2e.errors import Conflict, K2EError, NotFound, Unavailable
 from k2e.jobs.records import JobRecord
 from k2e.schemas import CheckpointInfo, Job, JobEvent, JobLog, TensorInfo
-from k2e.storage import Storage, is_upload_id
+from k2e.storage import EXPORT_DIR, Storage, is_upload_id
 from k2e.tenancy.bodies import DEFAULT_TENANT, Caller
 from k2e.tenancy.scope import Scope
 from k2e.vetting.model_config import parse_model_config
+from service.archive import Stored, tree_members
 from service.auth import scope
 from service.backend import Backend
 from service.redaction import member_text
 from service.submission import model_under
 
+Member = tuple[Path | Stored, str]
+
 
 def model_dir_of(backend: Backend, job_id: str, caller: Caller) -> tuple[JobRecord, Path]:
-    """The job (another tenant's is not found) and its model_dir on this machine."""
+    """The job (another tenant's is not found) and its model_dir's path in the layout."""
     job = backend.store.get(job_id, scope(caller))
     storage = backend.storage.for_tenant(job.tenant or caller.tenant)
     return job, storage.resolve(job.model_dir)
 
 
-def latest_export(backend: Backend, job_id: str, caller: Caller) -> Path:
+def _export(backend: Backend, model_dir: Path) -> tuple[str, list[Member]] | None:
+    """The newest export's version and its files as archive members (``<version>/...``)."""
+    storage = backend.storage
+    if storage.local:
+        export = Storage.latest_export(model_dir)
+        if export is None:
+            return None
+        local: list[Member] = [*tree_members(export, export.name)]
+        return export.name, local
+    found = storage.stored_export(model_dir)
+    if found is None:
+        return None
+    version, infos = found
+    prefix = storage.folder_key(model_dir / EXPORT_DIR)
+    members: list[Member] = [
+        (Stored(storage.blobs, i.key, i.size, i.mtime), i.key[len(prefix) :]) for i in infos
+    ]
+    return version, members
+
+
+def latest_export(backend: Backend, job_id: str, caller: Caller) -> tuple[str, list[Member]]:
+    """The newest export's version and files; NotFound while it has none."""
     job, model_dir = model_dir_of(backend, job_id, caller)
-    export = Storage.latest_export(model_dir)
+    export = _export(backend, model_dir)
     if export is None:
         raise NotFound(f"job {job_id} has no exported SavedModel (status {job.status.value})")
     return export
 
 
-def latest_export_of(backend: Backend, job_id: str, caller: Caller) -> tuple[JobRecord, Path]:
-    """The job and its newest export; Conflict while it has none (not exported yet)."""
+def latest_export_of(backend: Backend, job_id: str, caller: Caller) -> tuple[JobRecord, str]:
+    """The job and its newest export's version; Conflict while it has none."""
     job, model_dir = model_dir_of(backend, job_id, caller)
-    export = Storage.latest_export(model_dir)
+    export = _export(backend, model_dir)
     if export is None:
         raise Conflict(f"job {job_id} has no exported SavedModel yet (status {job.status.value})")
-    return job, export
+    return job, export[0]
 
 
 def input_dtypes(backend: Backend, job: JobRecord) -> dict[str, str]:
@@ -65,15 +95,46 @@ def input_dtypes(backend: Backend, job: JobRecord) -> dict[str, str]:
 
 
 def checkpoints(backend: Backend, job_id: str, caller: Caller) -> list[CheckpointInfo]:
-    return Storage.checkpoints(model_dir_of(backend, job_id, caller)[1])
+    return backend.storage.stored_checkpoints(model_dir_of(backend, job_id, caller)[1])
 
 
-def checkpoint_files(backend: Backend, job_id: str, step: int, caller: Caller) -> list[Path]:
+def checkpoint_files(backend: Backend, job_id: str, step: int, caller: Caller) -> list[Member]:
+    """The checkpoint's files as archive members (their own names)."""
     model_dir = model_dir_of(backend, job_id, caller)[1]
-    files = Storage.checkpoint_files(model_dir, step) if model_dir.is_dir() else []
-    if not files:
+    storage = backend.storage
+    members: list[Member]
+    if storage.local:
+        files = Storage.checkpoint_files(model_dir, step) if model_dir.is_dir() else []
+        members = [(f, f.name) for f in files]
+    else:
+        members = [
+            (Stored(storage.blobs, i.key, i.size, i.mtime), i.key.rsplit("/", 1)[-1])
+            for i in storage.stored_checkpoint_files(model_dir, step)
+        ]
+    if not members:
         raise NotFound(f"job {job_id} has no checkpoint at step {step}")
-    return files
+    return members
+
+
+@contextmanager
+def event_files(backend: Backend, model_dir: Path) -> Iterator[Path]:
+    """A local folder holding the model_dir's TensorBoard event files: the model_dir
+    itself on the local folder; on bucket storage, a copy of those objects only, fetched
+    into tmp/ and removed when the block ends."""
+    storage = backend.storage
+    if storage.local:
+        yield model_dir
+        return
+    prefix = storage.folder_key(model_dir)
+    local = storage.tmp_path(".events")
+    try:
+        for info in storage.blobs.list(prefix):
+            relative = info.key[len(prefix) :]
+            if "events.out.tfevents." in relative.rsplit("/", 1)[-1]:
+                storage.blobs.get_file(info.key, local / relative)
+        yield local
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
 
 
 def delete_job(backend: Backend, job_id: str, caller: Caller) -> None:
@@ -82,8 +143,8 @@ def delete_job(backend: Backend, job_id: str, caller: Caller) -> None:
     job = backend.store.delete_finished(job_id, scope(caller))
     tenant = job.tenant or caller.tenant
     if not backend.store.jobs_using_model_dir(job.model_dir, tenant):
-        model_dir = backend.storage.for_tenant(tenant).resolve(job.model_dir)
-        shutil.rmtree(model_dir, ignore_errors=True)
+        storage = backend.storage.for_tenant(tenant)
+        storage.remove_tree(storage.resolve(job.model_dir))
 
 
 def message_filter(backend: Backend, job: JobRecord, caller: Caller) -> Callable[[str], str]:

@@ -65,7 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     add_request_schemas(app, {"ConvertRequest": ConvertRequest, "PredictRequest": PredictRequest})
     log.info(
         "k2e API: storage at %s, job store %s",
-        settings.storage_root,
+        backend.storage.blobs.url,
         settings.sqlalchemy_url.split("@")[-1],
     )
     return app

@@ -208,7 +208,7 @@ def plan_model_dir(spec: ConvertRequest, storage: Storage, job_id: str) -> tuple
     if name is None:
         return storage.job_model_dir(job_id), None
     folder = storage.named_model_dir(name)
-    used = folder.is_dir() and any(folder.iterdir())
+    used = storage.holds_files(folder)
     if used and not spec.warm_start:
         msg = (
             f"model_dir {name!r} already holds a run; reusing it warm-starts from its "
@@ -236,7 +236,7 @@ def plan_warm_start(
         raise InvalidSpec(msg, [FieldError(loc, msg)])
     source = store.get(source_id, Scope.of(tenant))  # NotFound: 404
     folder = storage.resolve(source.model_dir)
-    checkpoints = storage.checkpoints(folder)
+    checkpoints = storage.stored_checkpoints(folder)
     if not checkpoints:
         msg = f"job {source.id} ({source.status.value}) has no checkpoint to start from"
         raise InvalidSpec(msg, [FieldError(loc, msg)])

@@ -1,9 +1,10 @@
 """Uploads: check a received file's format, inspect it (models in the sandbox), keep it.
 
-A refused file is removed; a kept one is moved into place with its info.json last.
+A file is received into tmp/ on this machine and inspected there. A refused file is
+removed; a kept one goes into the store (moved on the local folder, put into the bucket
+on bucket storage) with its info.json last.
 """
 
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -184,7 +185,7 @@ def keep(
         )
         backend.catalog.add(kind, tenant, info, reservation)
     except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
+        storage.remove_tree(folder)
         raise
 
 
@@ -194,5 +195,5 @@ def delete_upload(kind: Kind, upload_id: str, backend: Backend, scope: Scope) ->
     owner = backend.catalog.owner(kind, upload_id)
     backend.catalog.remove(kind, upload_id, scope)
     if owner is not None:
-        folder = backend.storage.for_tenant(owner).root / f"{kind}s" / upload_id
-        shutil.rmtree(folder, ignore_errors=True)
+        storage = backend.storage.for_tenant(owner)
+        storage.remove_tree(storage.root / f"{kind}s" / upload_id)

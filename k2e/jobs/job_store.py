@@ -190,6 +190,17 @@ class JobStore:
             conn.execute(delete(events).where(events.c.job_id == job_id))
         return job
 
+    def record_disk_bytes(self, job_id: str, size: int) -> None:
+        """The bytes an ended job's model_dir holds now (after the API stored a download
+        archive there), for the tenant's quota; a job still running records its
+        model_dir's bytes when it ends."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.status.in_(TERMINAL_VALUES))
+                .values(disk_bytes=size)
+            )
+
     # reads ---------------------------------------------------------------
 
     def get(self, job_id: str, scope: Scope) -> JobRecord:

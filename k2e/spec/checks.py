@@ -109,7 +109,8 @@ def resolve_model(
         )
     fmt = "keras" if path.suffix.lower() == ".keras" else "h5"
     try:
-        h5 = inspect_model_file(path, fmt, policy, SandboxLimits.from_settings(settings))
+        with storage.local_copy(path) as local:
+            h5 = inspect_model_file(local, fmt, policy, SandboxLimits.from_settings(settings))
     except InvalidUpload as exc:
         raise InvalidSpec(exc.detail, [FieldError(("keras_model_path",), exc.detail)]) from exc
     return ResolvedModel(
@@ -138,7 +139,7 @@ def model_path(value: str, storage: Storage) -> Path:
             raise InvalidSpec(exc.detail, [FieldError(loc, exc.detail)]) from exc
     try:
         path = storage.resolve_under_root(value, "keras_model_path")
-        found = path.is_file()
+        found = path.is_file() if storage.local else storage.exists(path)
     except InvalidSpec as exc:
         raise InvalidSpec(exc.detail, [FieldError(loc, exc.detail)]) from exc
     except OSError as exc:  # e.g. ENAMETOOLONG under a storage root deeper than usual

@@ -19,7 +19,8 @@ async def healthz() -> dict[str, str]:
 
 @router.get(
     "/readyz",
-    summary="200 when the broker and the job store answer and uploads can be inspected",
+    summary="200 when the broker, the job store and the file store answer and uploads "
+    "can be inspected",
     responses=problems(503),
     operation_id="readyz",
 )
@@ -28,6 +29,7 @@ async def readyz(backend: BackendDep) -> JSONResponse:
     for name, check in (
         ("job_store", backend.store.ping),
         ("broker", backend.sender.ping),
+        ("storage", backend.storage.blobs.ping),
         ("inspection_sandbox", lambda: require_sandbox(backend)),
     ):
         try:

@@ -9,8 +9,8 @@ from fastapi.responses import StreamingResponse
 
 from k2e.formats.tfevents import read_scalars
 from k2e.schemas import CheckpointInfo, Job, JobLog, JobPage, JobScalars, JobStatus
-from service import job_files
-from service.archive import TarPlan, tar_gz_stream, tree_members
+from service import download_links, job_files
+from service.archive import Stored, TarPlan, tar_gz_stream
 from service.auth import CallerDep, current_caller, list_scope, scope
 from service.deps import BackendDep
 from service.params import Cursor, JobId, Limit, TenantFilter
@@ -33,6 +33,17 @@ ArchiveFormat = Annotated[
     ),
 ]
 AcceptHeader = Annotated[str | None, Header(include_in_schema=False)]
+Redirect = Annotated[
+    bool,
+    Query(
+        description="`true`: a 307 to a presigned URL of the bucket that serves the same "
+        "archive for `K2E_S3_PRESIGN_S` seconds (bucket storage only: 409 on a server that "
+        "keeps its files in a local folder)",
+    ),
+]
+_REDIRECT: dict[int | str, dict[str, Any]] = {
+    307: {"description": "`redirect=true`: the archive at a presigned URL (Location)"}
+}
 _MAX_SEQ = 2**31 - 1
 
 
@@ -87,11 +98,15 @@ def delete_job(job_id: JobId, backend: BackendDep, caller: CallerDep, request: R
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
+def _wants_tar(fmt: str | None, accept: str | None) -> bool:
+    return fmt == "tar" or (fmt is None and accept is not None and TAR in accept)
+
+
 def _download(
-    members: list[tuple[Path, str]], name: str, fmt: str | None, accept: str | None
+    members: list[tuple[Path | Stored, str]], name: str, fmt: str | None, accept: str | None
 ) -> StreamingResponse:
     plan = TarPlan(members)
-    if fmt == "tar" or (fmt is None and accept is not None and TAR in accept):
+    if _wants_tar(fmt, accept):
         return StreamingResponse(
             plan.stream(),
             media_type=TAR,
@@ -107,9 +122,30 @@ def _download(
     )
 
 
+def _send(
+    backend: BackendDep,
+    job_id: str,
+    caller: CallerDep,
+    members: list[tuple[Path | Stored, str]],
+    name: str,
+    fmt: str | None,
+    accept: str | None,
+    redirect: bool,
+) -> Response:
+    if not redirect:
+        return _download(members, name, fmt, accept)
+    download_links.require_bucket(backend.storage)
+    model_dir = job_files.model_dir_of(backend, job_id, caller)[1]
+    filename = f"{name}.tar" if _wants_tar(fmt, accept) else f"{name}.tar.gz"
+    expires = backend.settings.s3_presign_s
+    return download_links.redirect(
+        backend.storage, backend.store, job_id, model_dir, members, filename, expires
+    )
+
+
 @router.get(
     "/jobs/{job_id}/savedmodel",
-    responses={**_ARCHIVE, **problems(404, 422)},
+    responses={**_ARCHIVE, **_REDIRECT, **problems(404, 409, 422)},
     response_class=StreamingResponse,
     summary="The newest export as tar.gz (or `?format=tar`) in the TF Serving layout",
     operation_id="downloadSavedModel",
@@ -119,11 +155,12 @@ def download_savedmodel(
     backend: BackendDep,
     caller: CallerDep,
     format: ArchiveFormat = None,
+    redirect: Redirect = False,
     accept: AcceptHeader = None,
-) -> StreamingResponse:
-    export = job_files.latest_export(backend, job_id, caller)
-    name = f"{job_id}-savedmodel-{export.name}"
-    return _download(tree_members(export, export.name), name, format, accept)
+) -> Response:
+    version, members = job_files.latest_export(backend, job_id, caller)
+    name = f"{job_id}-savedmodel-{version}"
+    return _send(backend, job_id, caller, members, name, format, accept, redirect)
 
 
 @router.get(
@@ -138,7 +175,7 @@ def list_checkpoints(job_id: JobId, backend: BackendDep, caller: CallerDep) -> l
 
 @router.get(
     "/jobs/{job_id}/checkpoints/{step}",
-    responses={**_ARCHIVE, **problems(404, 422)},
+    responses={**_ARCHIVE, **_REDIRECT, **problems(404, 409, 422)},
     response_class=StreamingResponse,
     summary="One checkpoint's files as tar.gz (or `?format=tar`)",
     operation_id="downloadCheckpoint",
@@ -149,10 +186,12 @@ def download_checkpoint(
     backend: BackendDep,
     caller: CallerDep,
     format: ArchiveFormat = None,
+    redirect: Redirect = False,
     accept: AcceptHeader = None,
-) -> StreamingResponse:
-    files = job_files.checkpoint_files(backend, job_id, step, caller)
-    return _download([(f, f.name) for f in files], f"{job_id}-ckpt-{step}", format, accept)
+) -> Response:
+    members = job_files.checkpoint_files(backend, job_id, step, caller)
+    name = f"{job_id}-ckpt-{step}"
+    return _send(backend, job_id, caller, members, name, format, accept, redirect)
 
 
 @router.get(
@@ -181,5 +220,6 @@ def job_logs(
 )
 def job_metrics(job_id: JobId, backend: BackendDep, caller: CallerDep) -> JobScalars:
     model_dir = job_files.model_dir_of(backend, job_id, caller)[1]
-    runs = read_scalars(model_dir) if model_dir.is_dir() else {}
+    with job_files.event_files(backend, model_dir) as local:
+        runs = read_scalars(local) if local.is_dir() else {}
     return JobScalars.model_validate({"runs": runs})

@@ -1,7 +1,6 @@
 """Tenants and API keys: admin routes, and every caller's own tenant (``/tenants/me``)."""
 
 import re
-import shutil
 
 from fastapi import APIRouter, Depends, Request, Response, status
 from starlette.convertors import Convertor, register_url_convertor
@@ -119,7 +118,7 @@ def delete_tenant(name: str, request: Request, backend: BackendDep, caller: Admi
         key_cache.forget_key(key_id)
     session_cache.forget_keys(set(key_ids))
     # The rows are gone first: no upload or job of the tenant can start while this runs.
-    shutil.rmtree(backend.storage.base / "tenants" / name, ignore_errors=True)
+    backend.storage.remove_tree(backend.storage.base / "tenants" / name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

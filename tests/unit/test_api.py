@@ -53,7 +53,12 @@ def test_healthz_and_readyz(client) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"job_store": "ok", "broker": "ok", "inspection_sandbox": "ok"}
+    assert ready.json()["checks"] == {
+        "job_store": "ok",
+        "broker": "ok",
+        "storage": "ok",
+        "inspection_sandbox": "ok",
+    }
 
 
 def test_readyz_is_503_when_the_broker_is_down(tmp_path) -> None:

@@ -317,7 +317,8 @@ def test_app_services_share_no_volume_only_the_bucket(
     assert len(set(scratch.values())) == len(APP_SERVICES), f"a volume is shared: {scratch}"
     assert buckets == {("s3://k2e/k2e", "http://s3:8333")}, buckets
     s3 = compose["services"]["s3"]
-    assert "-s3" in _command(s3["command"]) and "-s3.port=8333" in _command(s3["command"])
+    assert "-s3" in _command(s3["command"])
+    assert "-s3.port=8333" in _command(s3["command"])
     bucket = compose["services"]["bucket"]
     assert "s3://k2e" in " ".join(_command(bucket["entrypoint"]))
     for name in APP_SERVICES:

@@ -86,6 +86,22 @@ def test_a_bad_format_is_a_422_naming_the_parameter(
     assert errors[0]["loc"] == ["query", "format"]
 
 
+@pytest.mark.parametrize("route", ["checkpoints/7", "savedmodel"])
+def test_redirect_on_the_local_folder_is_a_409_saying_it_needs_a_bucket(
+    client: TestClient, job_id: str, settings: Settings, route: str
+) -> None:
+    response = client.get(
+        f"/jobs/{job_id}/{route}", params={"redirect": "true"}, follow_redirects=False
+    )
+    assert response.status_code == 409, response.text
+    assert response.headers["content-type"] == PROBLEM
+    assert "needs bucket storage" in response.json()["detail"]
+    # Nothing was built for it.
+    model_dir = Storage(settings.storage_root).for_tenant("default").job_model_dir(job_id)
+    assert not (model_dir / "downloads").exists()
+    assert client.get(f"/jobs/{job_id}/{route}", params={"redirect": "false"}).status_code == 200
+
+
 def test_a_file_rotated_away_after_planning_is_still_sent_whole(tmp_path: Path) -> None:
     data = tmp_path / "model.ckpt-1.data-00000-of-00001"
     data.write_bytes(b"x" * 10_000)

@@ -1,0 +1,26 @@
+"""What every BlobStore (k2e.blobstore, k2e.blobstore_s3) shares: the form of a key,
+the description of a stored object, and the size of a read."""
+
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+# Reads and copies move this much at a time.
+CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One stored object: its key, size in bytes, and when it was written (epoch
+    seconds) where the listing says."""
+
+    key: str
+    size: int
+    mtime: float | None = None
+
+
+def check_key(key: str) -> str:
+    """``key`` if it is a relative POSIX path inside the store; ValueError otherwise."""
+    path = PurePosixPath(key)
+    if not key or path.is_absolute() or ".." in path.parts or "\\" in key or "\0" in key:
+        raise ValueError(f"not a storage key: {key!r}")
+    return path.as_posix()

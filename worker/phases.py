@@ -21,7 +21,7 @@ from k2e.settings import Settings
 from k2e.spec.checks import ResolvedModel
 from k2e.storage import Storage
 from k2e.vetting.feature_columns import fed_inputs
-from worker import builtin_objects, export
+from worker import builtin_objects, export, sync
 from worker.estimator import JobEstimator, build_estimator
 from worker.heartbeat import RunControl
 from worker.hooks import LossCurve, ProgressHook, StopHook
@@ -45,10 +45,13 @@ log = logging.getLogger("k2e.worker")
 
 @dataclass(frozen=True)
 class JobFiles:
-    """Where a job's files are: its tenant's storage, and its model_dir in it."""
+    """Where a job's files are: its tenant's storage (with bucket storage, the worker's
+    cached copy of the uploads), and its model_dir (with bucket storage, local scratch
+    that ``bucket`` publishes to the bucket)."""
 
     storage: Storage
     model_dir: Path
+    bucket: sync.BucketDir | None = None
 
 
 @dataclass
@@ -145,9 +148,17 @@ class JobPhases:
         )
         train_input = self._input_fn(train.dataset, batching)
         self._enter("training")
-        built.estimator.train(
-            train_input, hooks=[self._progress_hook(train.max_steps)], max_steps=train.max_steps
+        bucket = self.files.bucket
+        listeners = (
+            [] if bucket is None else [sync.CheckpointPublisher(bucket, self.files.model_dir)]
         )
+        built.estimator.train(
+            train_input,
+            hooks=[self._progress_hook(train.max_steps)],
+            max_steps=train.max_steps,
+            saving_listeners=listeners,
+        )
+        self._publish_files()
         return checkpoint_step(built.newest_checkpoint())
 
     def evaluate(self, built: JobEstimator) -> dict[str, float]:
@@ -165,6 +176,7 @@ class JobPhases:
             hooks=[StopHook(self.control), reference],
             checkpoint_path=checkpoint,
         )
+        self._publish_files()
         self.control.check()
         if reference.reference is not None:
             self._reference = (checkpoint, reference.reference)
@@ -205,8 +217,14 @@ class JobPhases:
             check.warmup_requests = write_warmup(written, signatures, features)
         self.control.check()
         path = export.publish(written, model_dir)
-        relative = self.files.storage.relative(path)
+        bucket = self.files.bucket
+        if bucket is None:
+            relative = self.files.storage.relative(path)
+        else:  # uploaded whole, then recorded: the record names a complete export
+            relative = sync.publish_export(bucket, path)
         if not self.store.record_export(self.job.id, self.owner, relative, check.model_dump()):
+            if bucket is not None:  # not this attempt's to publish
+                bucket.store.delete_prefix(f"{bucket.tenant_key(relative)}/")
             self.control.lease_lost.set()  # another attempt owns the job now
 
     def _enter(self, phase: str) -> None:
@@ -244,7 +262,16 @@ class JobPhases:
     def _already_exported(self) -> bool:
         # An earlier attempt may have exported and died before finishing: one export per job.
         path = self.store.export_path(self.job.id)
-        return path is not None and self.files.storage.resolve(path).is_dir()
+        if path is None:
+            return False
+        if self.files.bucket is not None:
+            return sync.export_in_bucket(self.files.bucket, path)
+        return self.files.storage.resolve(path).is_dir()
+
+    def _publish_files(self) -> None:
+        """With bucket storage, the model_dir's event files at the end of a phase."""
+        if self.files.bucket is not None:
+            sync.publish_files(self.files.bucket, self.files.model_dir)
 
     def _progress_hook(self, max_steps: int) -> ProgressHook:
         curve = LossCurve()

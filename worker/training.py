@@ -1,10 +1,12 @@
 """One job: build the Estimator, train, evaluate, export. Runs inside a worker process."""
 
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+from k2e.blobstore import blob_store
 from k2e.catalog import Catalog, recorded_sha256
 from k2e.errors import InvalidSpec, K2EError
 from k2e.jobs.dispatch import Dispatcher
@@ -17,6 +19,8 @@ from k2e.settings import Settings
 from k2e.spec.checks import check_spec
 from k2e.storage import Storage, disk_usage
 from k2e.tenancy.bodies import DEFAULT_TENANT
+from worker import sync
+from worker.cache import InputCache, fetch_job_inputs
 from worker.export_predict import BadInstances, predict
 from worker.heartbeat import Heartbeat, JobInterrupted, RunControl, new_owner
 from worker.joblog import JobLogCapture
@@ -35,6 +39,13 @@ class JobRunner:
         self.store = JobLeases(settings.sqlalchemy_url, notifier_for(settings.redis_url))
         self.storage = Storage(settings.storage_root)
         self.catalog = Catalog(self.store.engine)
+        # With bucket storage: uploads are copied into a local cache, model_dirs trained
+        # in local scratch and published (worker/sync.py). The local folder needs neither.
+        self.blobs = blob_store(settings)
+        self.cache: InputCache | None = None
+        if not self.blobs.local:
+            data_dir = settings.data_dir.resolve()
+            self.cache = InputCache(self.blobs, data_dir / "cache", settings.worker_cache_bytes)
         self.dispatcher = Dispatcher(
             self.store.engine, TaskSender(settings), settings.tenant_inflight_jobs
         )
@@ -83,6 +94,7 @@ class JobRunner:
                 result = self._stopped(started, control, 0)
             finally:
                 control.disarm()
+                disk_bytes = self._disk_bytes(started)
         if control.lease_lost.is_set():
             log.error("job %s: lease lost; leaving the job to its new owner", job_id)
             return
@@ -102,7 +114,7 @@ class JobRunner:
             eval_metrics=result.eval_metrics,
             error=result.error,
             progress=progress,
-            disk_bytes=disk_usage(self._files(started).model_dir),
+            disk_bytes=disk_bytes,
         )
         log.info("job %s %s at step %d", job_id, result.status.value, result.global_step)
         try:
@@ -134,8 +146,30 @@ class JobRunner:
         send_reply(self.settings.broker_url, reply_key, body)
 
     def _files(self, job: Job) -> JobFiles:
-        storage = self.storage.for_tenant(job.tenant or DEFAULT_TENANT)
-        return JobFiles(storage, storage.resolve(self.store.stored_model_dir(job.id)))
+        tenant = job.tenant or DEFAULT_TENANT
+        if self.cache is None:
+            storage = self.storage.for_tenant(tenant)
+            return JobFiles(storage, storage.resolve(self.store.stored_model_dir(job.id)))
+        inputs = Storage(self.cache.root).for_tenant(tenant)
+        bucket = sync.BucketDir(self.blobs, tenant, self.store.stored_model_dir(job.id))
+        return JobFiles(inputs, self._scratch(job.id) / "model_dir", bucket)
+
+    def _scratch(self, job_id: str) -> Path:
+        return self.settings.data_dir.resolve() / "scratch" / job_id
+
+    def _disk_bytes(self, job: Job) -> int | None:
+        """The bytes of the job's model_dir; with bucket storage, the bucket's, and the
+        job's local scratch and held cache files are let go."""
+        if self.cache is None:
+            return disk_usage(self._files(job).model_dir)
+        self.cache.release()
+        shutil.rmtree(self._scratch(job.id), ignore_errors=True)
+        files = self._files(job)
+        try:
+            return files.bucket.usage() if files.bucket is not None else None
+        except Exception:  # the record of a size must not fail the job's end
+            log.warning("job %s: could not size its model_dir", job.id, exc_info=True)
+            return None
 
     def _deadline(self, job: Job) -> float | None:
         if job.timeout_s is None or job.started_at is None:
@@ -215,14 +249,27 @@ class JobRunner:
     def _phases(
         self, job: Job, owner: str, spec: ConvertRequest, control: RunControl, files: JobFiles
     ) -> RunResult:
+        tenant = job.tenant or DEFAULT_TENANT
+        if self.cache is not None and files.bucket is not None:
+            # The bucket is the truth: the job's uploads into the cache, its model_dir's
+            # checkpoints (an earlier attempt's, a reused model_dir's) into scratch.
+            control.phase = "fetching inputs"
+            fetch_job_inputs(self.cache, self.catalog, tenant, spec)
+            sync.restore_checkpoints(files.bucket, files.model_dir)
         # Defence in depth: the files are checked again before TensorFlow sees them.
         # Only the job's tenant's uploads resolve: its storage is the tenant's folder.
         # An upload whose bytes match the job store's sha256 keeps its stored inspection.
-        digest = recorded_sha256(self.catalog, spec.keras_model_path, job.tenant or DEFAULT_TENANT)
+        digest = recorded_sha256(self.catalog, spec.keras_model_path, tenant)
         resolved = check_spec(spec, files.storage, self.settings, recorded_sha256=digest)
         phases = JobPhases(self.store, self.settings, job, owner, spec, resolved, control, files)
         if spec.warm_start_from is not None and job.warm_start_from is not None:
-            phases.warm_start_checkpoint = _start_checkpoint(files, job.warm_start_from)
+            if files.bucket is None:
+                phases.warm_start_checkpoint = _start_checkpoint(files, job.warm_start_from)
+            else:
+                start = self._scratch(job.id) / "start"
+                phases.warm_start_checkpoint = _bucket_start_checkpoint(
+                    files.bucket, job.warm_start_from, start
+                )
         try:
             return phases.run(lambda step: self._stopped(job, control, step))
         except ExportMismatch as exc:
@@ -240,6 +287,17 @@ def _start_checkpoint(files: JobFiles, stored: str) -> str:
             "or it kept only newer checkpoints (keep_checkpoint_max)"
         )
     return str(path)
+
+
+def _bucket_start_checkpoint(bucket: sync.BucketDir, stored: str, dest: Path) -> str:
+    """The checkpoint a fine-tuning job starts from, copied from the bucket."""
+    found = sync.fetch_checkpoint(bucket.store, bucket.tenant_key(stored), dest)
+    if found is None:
+        raise InvalidSpec(
+            f"the checkpoint {stored} this job starts from is gone: its job was deleted, "
+            "or it kept only newer checkpoints (keep_checkpoint_max)"
+        )
+    return str(found)
 
 
 def _error(error_type: str, message: str, reason: JobErrorReason = "error") -> JobError:

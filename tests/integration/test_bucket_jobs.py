@@ -1,0 +1,175 @@
+"""Jobs run by the worker's own code (worker.training.JobRunner) on bucket storage: a real
+S3 server (SeaweedFS), real TensorFlow, a job store shared with an API.
+
+The API here keeps its uploads in a local storage folder, copied into the bucket under
+the same keys (what the API does itself on bucket storage); the worker has its own data
+folder and sees the uploads through the bucket and the job store only.
+"""
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from k2e.launcher.embedded_redis import EmbeddedRedis
+from k2e.settings import Settings
+from service.main import create_app
+from tests.auth import admin_client
+from tests.integration.test_seed_examples import upload
+from tests.support.bucket_store import BotoBlobStore, RecordingStore
+from tests.support.s3_server import S3Server
+
+tf = pytest.importorskip("tensorflow")
+from tests import models  # noqa: E402  (needs TensorFlow)
+from worker import training  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Stack:
+    client: TestClient
+    api: Settings
+    worker: Settings
+    store: RecordingStore
+
+    def mirror(self) -> None:
+        """The API's stored files into the bucket, at their storage keys."""
+        root = self.api.storage_root
+        for path in sorted(root.rglob("*")):
+            key = path.relative_to(root).as_posix()
+            if path.is_file() and not key.startswith("tmp/"):
+                self.store.store.put_file(key, path)
+
+    def run(self, spec: dict, mirror: bool = True) -> dict:
+        """Submit ``spec``, run its job in this process as a worker does, return it."""
+        if mirror:
+            self.mirror()
+        response = self.client.post("/convert", json=spec)
+        assert response.status_code == 202, response.text
+        job_id = response.json()["id"]
+        runner = training.JobRunner(self.worker)
+        runner.run(job_id)
+        job = self.client.get(f"/jobs/{job_id}").json()
+        job["export_path"] = runner.store.export_path(job_id)
+        job["logs"] = self.client.get(f"/jobs/{job_id}/logs?limit=5000").text
+        return job
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("bucket-jobs")
+    redis = EmbeddedRedis(root / "redis", appendonly=False, die_with_parent=True)
+    redis.start()
+    server = S3Server(root / "seaweedfs")
+    try:
+        server.start()
+        store = RecordingStore(BotoBlobStore(server, "k2e"))
+        api = Settings(data_dir=root / "api", redis_url=redis.url, database_url=None)
+        worker = Settings(
+            data_dir=root / "worker",
+            redis_url=redis.url,
+            database_url=api.sqlalchemy_url,
+            storage_url="s3://k2e/k2e",
+            s3_endpoint_url=server.endpoint,
+            worker_cache_bytes=50 * 1024**2,
+        )
+        with (
+            pytest.MonkeyPatch.context() as patch,
+            admin_client(create_app(api)) as client,
+        ):
+            patch.setattr(training, "blob_store", lambda settings: store)
+            yield Stack(client, api, worker, store)
+    finally:
+        server.stop()
+        redis.stop()
+
+
+@pytest.fixture(scope="module")
+def uploads(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    h5 = models.save_h5(models.seed_multi_io_model(), tmp_path_factory.mktemp("m") / "m.h5")
+    model = upload(stack.client, "/models", "seed.h5", h5.read_bytes())
+    data = models.npz_bytes(models.seed_multi_io_data(n=64))
+    dataset = upload(stack.client, "/datasets", "d.npz", data)
+    return {"model": model["id"], "dataset": dataset["id"]}
+
+
+def _published(logs: str) -> list[int]:
+    return [int(step) for step in re.findall(r"published checkpoint model\.ckpt-([0-9]+) ", logs)]
+
+
+def test_a_job_on_bucket_storage_resumes_from_the_buckets_checkpoint_and_exports(
+    stack: Stack, uploads: dict[str, str]
+) -> None:
+    base = {
+        "keras_model_path": uploads["model"],
+        "model_dir": "shared",
+        "config": {"tf_random_seed": 3, "save_checkpoints_steps": 5},
+    }
+    first = stack.run(
+        {**base, "train": {"dataset": uploads["dataset"], "max_steps": 10}, "export": False}
+    )
+    assert first["status"] == "succeeded", first["error"]
+    assert first["progress"]["global_step"] == 10
+    assert _published(first["logs"]) == [0, 5, 10]
+    key = "tenants/default/model_dirs/shared"
+    assert stack.store.size(f"{key}/model.ckpt-10.index") is not None
+    # The worker's own data folder holds no model_dir: scratch is gone with the job.
+    assert not (stack.worker.data_dir / "storage").exists()
+    assert list((stack.worker.data_dir / "scratch").iterdir()) == []
+    data_key = f"tenants/default/datasets/{uploads['dataset']}/data.npz"
+    assert stack.store.keys("get").count(data_key) == 1
+
+    # Another job of the same model_dir, on a worker with empty scratch: it restores
+    # step 10 from the bucket and trains on to exactly its max_steps, then evaluates and
+    # exports into the bucket.
+    second = stack.run(
+        {
+            **base,
+            "train": {"dataset": uploads["dataset"], "max_steps": 20},
+            "eval": {"dataset": uploads["dataset"], "steps": 2},
+        }
+    )
+    assert second["status"] == "succeeded", second["error"]
+    assert second["progress"]["global_step"] == 20
+    assert _published(second["logs"]) == [10, 15, 20]
+    assert second["metrics"]["eval"]
+    assert second["export"]["verified"], second["export"]
+    assert "cache: tenants/default/datasets" in second["logs"]
+    assert stack.store.keys("get").count(data_key) == 1  # the cache's copy: no download
+    exports = [info.key for info in stack.store.list(f"{key}/export/")]
+    assert exports, stack.store.calls
+    versions = {k.split("/export/")[1].split("/")[0] for k in exports}
+    assert len(versions) == 1
+    (version,) = versions
+    assert f"{key}/export/{version}/saved_model.pb" in exports
+    puts = [k for k in stack.store.keys("put") if "/export/" in k]
+    assert puts[-1].endswith("/saved_model.pb")  # the last object of the export
+    assert second["export_path"] == f"model_dirs/shared/export/{version}"
+    events = [info.key for info in stack.store.list(f"{key}/eval/")]
+    assert events  # the evaluation's event file is published
+    assert list((stack.worker.data_dir / "scratch").iterdir()) == []
+
+
+def test_a_dataset_whose_stored_bytes_differ_from_its_upload_fails_the_job(
+    stack: Stack, uploads: dict[str, str], tmp_path: Path
+) -> None:
+    data = models.npz_bytes(models.seed_multi_io_data(n=16))
+    dataset = upload(stack.client, "/datasets", "other.npz", data)
+    stack.mirror()
+    key = f"tenants/default/datasets/{dataset['id']}/data.npz"
+    stack.store.store.put_bytes(key, data[:-1] + bytes([data[-1] ^ 1]))
+    job = stack.run(
+        {
+            "keras_model_path": uploads["model"],
+            "train": {"dataset": dataset["id"], "max_steps": 2},
+            "export": False,
+        },
+        mirror=False,
+    )
+    assert job["status"] == "failed"
+    assert "does not match its upload" in job["error"]["message"], job["error"]
+    assert key in job["error"]["message"]

@@ -50,17 +50,18 @@ class InputCache:
     def path(self, key: str) -> Path:
         return self.root / check_key(key)
 
-    def fetch(self, key: str, sha256: str | None = None) -> Path:
+    def fetch(self, key: str, sha256: str | None = None, size: int | None = None) -> Path:
         """The local copy of the object ``key``, downloaded unless a copy is here already.
 
         With ``sha256`` (the upload's record) the copy must have that digest: a cached copy
         that does not is fetched again, a downloaded one that does not raises InputMismatch.
-        Without it (an upload recorded none, a file named by path) a cached copy of the
-        object's current size is used. The file is held until :meth:`release`.
+        Without it (an upload recorded none, a file named by path, an export) a cached copy
+        of the object's ``size`` (when not given, asked of the store) is used. The file is
+        held until :meth:`release`.
         """
         path = self.path(key)
         with self._turn():
-            if not self._valid(key, path, sha256):
+            if not self._valid(key, path, sha256, size):
                 self._download(key, path, sha256)
             now = time.time_ns()  # the last use (eviction order), finer than the clock
             os.utime(path, ns=(now, now))  # the file system's own times would give
@@ -86,7 +87,7 @@ class InputCache:
     def usage(self) -> int:
         return sum(size for _, _, size in self._files())
 
-    def _valid(self, key: str, path: Path, sha256: str | None) -> bool:
+    def _valid(self, key: str, path: Path, sha256: str | None, size: int | None) -> bool:
         if not path.is_file():
             return False
         if sha256:
@@ -96,7 +97,7 @@ class InputCache:
             log.warning("cache: %s changed on disk (sha256 differs); fetching it again", key)
             path.unlink(missing_ok=True)
             return False
-        if self.store.size(key) == path.stat().st_size:
+        if (self.store.size(key) if size is None else size) == path.stat().st_size:
             return True
         path.unlink(missing_ok=True)
         return False

@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from k2e.blobstore import BlobStore, check_key
+from k2e.blobstore import BlobStore, ObjectInfo, check_key
 from k2e.errors import NotFound
 from k2e.storage import EXPORT_DIR, EXPORT_STAGING_DIR
+from worker.cache import InputCache
 from worker.tfrt import tf
 
 log = logging.getLogger("k2e.worker")
@@ -190,6 +191,28 @@ def publish_export(bucket: BucketDir, export_dir: Path) -> str:
     for path in files:
         bucket.store.put_file(f"{prefix}/{path.relative_to(export_dir).as_posix()}", path)
     return stored
+
+
+def fetch_newest_export(bucket: BucketDir, cache: InputCache) -> Path | None:
+    """The model_dir's newest complete export in the bucket, as a folder of the cache
+    (held until ``cache.release()``); None when it has none."""
+    root = f"{bucket.key}/{EXPORT_DIR}/"
+    versions: dict[str, list[ObjectInfo]] = {}
+    for info in bucket.store.list(root):
+        version = info.key[len(root) :].split("/", 1)[0]
+        if version.isdigit():
+            versions.setdefault(version, []).append(info)
+    complete = [v for v, infos in versions.items() if any(_is_graph(v, i.key) for i in infos)]
+    if not complete:
+        return None
+    newest = max(complete, key=int)
+    for info in versions[newest]:
+        cache.fetch(info.key, size=info.size)
+    return cache.path(f"{root}{newest}")
+
+
+def _is_graph(version: str, key: str) -> bool:
+    return key.endswith(f"/{version}/saved_model.pb")
 
 
 def export_in_bucket(bucket: BucketDir, stored: str) -> bool:

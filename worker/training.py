@@ -134,15 +134,23 @@ class JobRunner:
         """Answer a POST /jobs/{id}/predict: the job's newest export on ``instances``.
         Never raises for bad instances: the client gets the reason."""
         try:
-            storage = self.storage.for_tenant(tenant)
             self.store.get(job_id, tenant)  # the API checked; the job may be gone since
-            export_dir = Storage.latest_export(storage.resolve(self.store.stored_model_dir(job_id)))
+            stored = self.store.stored_model_dir(job_id)
+            if self.cache is None:
+                storage = self.storage.for_tenant(tenant)
+                export_dir = Storage.latest_export(storage.resolve(stored))
+            else:
+                bucket = sync.BucketDir(self.blobs, tenant, stored)
+                export_dir = sync.fetch_newest_export(bucket, self.cache)
             if export_dir is None:
                 body: dict[str, Any] = {"error": f"job {job_id} has no exported SavedModel"}
             else:
                 body = predict(export_dir, instances, signature)
         except (BadInstances, K2EError) as exc:
             body = {"error": str(exc)}
+        finally:
+            if self.cache is not None:
+                self.cache.release()
         send_reply(self.settings.broker_url, reply_key, body)
 
     def _files(self, job: Job) -> JobFiles:

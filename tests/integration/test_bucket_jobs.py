@@ -6,14 +6,18 @@ the same keys (what the API does itself on bucket storage); the worker has its o
 folder and sees the uploads through the bucket and the job store only.
 """
 
+import json
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
+from k2e.jobs.queueing import make_celery
 from k2e.launcher.embedded_redis import EmbeddedRedis
 from k2e.settings import Settings
 from service.main import create_app
@@ -24,7 +28,7 @@ from tests.support.s3_server import S3Server
 
 tf = pytest.importorskip("tensorflow")
 from tests import models  # noqa: E402  (needs TensorFlow)
-from worker import training  # noqa: E402
+from worker import reconciler, training  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -82,6 +86,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             admin_client(create_app(api)) as client,
         ):
             patch.setattr(training, "blob_store", lambda settings: store)
+            patch.setattr(reconciler, "blob_store", lambda settings: store)
             yield Stack(client, api, worker, store)
     finally:
         server.stop()
@@ -153,6 +158,19 @@ def test_a_job_on_bucket_storage_resumes_from_the_buckets_checkpoint_and_exports
     assert events  # the evaluation's event file is published
     assert list((stack.worker.data_dir / "scratch").iterdir()) == []
 
+    # POST /jobs/{id}/predict's worker half: the newest export, from the bucket.
+    runner = training.JobRunner(stack.worker)
+    instances = [{"input_a": [0.1] * 16, "input_b": [0.2] * 16}]
+    runner.predict(second["id"], "default", instances, None, "k2e:predict:bucket-test")
+    answer = redis.Redis.from_url(stack.worker.broker_url).blpop(
+        ["k2e:predict:bucket-test"], timeout=30
+    )
+    assert answer is not None
+    reply = json.loads(answer[1])
+    assert "error" not in reply, reply
+    assert len(reply["predictions"]) == 1
+    assert not (stack.worker.data_dir / "storage").exists()
+
 
 def test_a_dataset_whose_stored_bytes_differ_from_its_upload_fails_the_job(
     stack: Stack, uploads: dict[str, str], tmp_path: Path
@@ -173,3 +191,23 @@ def test_a_dataset_whose_stored_bytes_differ_from_its_upload_fails_the_job(
     assert job["status"] == "failed"
     assert "does not match its upload" in job["error"]["message"], job["error"]
     assert key in job["error"]["message"]
+
+
+def test_retention_removes_a_finished_jobs_model_dir_from_the_bucket(
+    stack: Stack, uploads: dict[str, str]
+) -> None:
+    job = stack.run(
+        {
+            "keras_model_path": uploads["model"],
+            "train": {"dataset": uploads["dataset"], "max_steps": 2},
+            "export": False,
+        }
+    )
+    assert job["status"] == "succeeded", job["error"]
+    own = f"tenants/default/jobs/{job['id']}/"
+    assert any(info.key.endswith("model.ckpt-2.index") for info in stack.store.list(own))
+    time.sleep(0.05)
+    settings = stack.worker.model_copy(update={"retention_days": 1e-9})
+    rounds = reconciler.Reconciler(settings, make_celery(settings, name="k2e-test"))
+    assert rounds.apply_retention() >= 1
+    assert list(stack.store.list(own)) == []

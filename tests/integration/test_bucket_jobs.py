@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import redis
 from fastapi.testclient import TestClient
@@ -29,6 +30,7 @@ from tests.support.s3_server import S3Server
 tf = pytest.importorskip("tensorflow")
 from tests import models  # noqa: E402  (needs TensorFlow)
 from worker import reconciler, training  # noqa: E402
+from worker.sync import fetch_checkpoint  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -211,3 +213,51 @@ def test_retention_removes_a_finished_jobs_model_dir_from_the_bucket(
     rounds = reconciler.Reconciler(settings, make_celery(settings, name="k2e-test"))
     assert rounds.apply_retention() >= 1
     assert list(stack.store.list(own)) == []
+
+
+def test_a_fine_tuning_job_starts_from_the_source_checkpoint_in_the_bucket(
+    stack: Stack, uploads: dict[str, str], tmp_path: Path
+) -> None:
+    source = stack.run(
+        {
+            "keras_model_path": uploads["model"],
+            "config": {"tf_random_seed": 5, "save_checkpoints_steps": 10},
+            "train": {"dataset": uploads["dataset"], "max_steps": 10},
+            "export": False,
+        }
+    )
+    assert source["status"] == "succeeded", source["error"]
+    # The API checks the source checkpoint before it accepts the job: here, in its
+    # local folder (on bucket storage, in the bucket).
+    own = f"tenants/default/jobs/{source['id']}/"
+    for info in stack.store.list(own):
+        stack.store.store.get_file(info.key, stack.api.storage_root / info.key)
+    tuned = stack.run(
+        {
+            "keras_model_path": uploads["model"],
+            "warm_start_from": {"job": source["id"]},
+            "config": {"tf_random_seed": 6, "save_checkpoints_steps": 1},
+            "train": {"dataset": uploads["dataset"], "max_steps": 1},
+            "export": False,
+        }
+    )
+    assert tuned["status"] == "succeeded", tuned["error"]
+    assert tuned["warm_start_from"] == f"jobs/{source['id']}/model.ckpt-10"
+    start = fetch_checkpoint(
+        stack.store, f"tenants/default/jobs/{tuned['id']}/model.ckpt-0", tmp_path / "tuned"
+    )
+    trained = fetch_checkpoint(stack.store, f"{own}model.ckpt-10", tmp_path / "source")
+    assert start is not None
+    assert trained is not None
+    start_reader = tf.train.load_checkpoint(str(start))
+    trained_reader = tf.train.load_checkpoint(str(trained))
+    names = [
+        name
+        for name in trained_reader.get_variable_to_shape_map()
+        if name.startswith("layer_with_weights-") and "OPTIMIZER_SLOT" not in name
+    ]
+    assert len(names) == 6
+    for name in names:
+        np.testing.assert_array_equal(
+            start_reader.get_tensor(name), trained_reader.get_tensor(name), err_msg=name
+        )

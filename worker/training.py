@@ -1,8 +1,9 @@
 """One job: build the Estimator, train, evaluate, export. Runs inside a worker process."""
 
+import contextlib
 import logging
-import shutil
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from worker.export_predict import BadInstances, predict
 from worker.heartbeat import Heartbeat, JobInterrupted, RunControl, new_owner
 from worker.joblog import JobLogCapture
 from worker.phases import JobFiles, JobPhases, RunResult, checkpoint_step
+from worker.scratch import Scratch
 from worker.tfrt import tf
 from worker.verify import ExportMismatch, mismatch_error
 
@@ -46,6 +48,7 @@ class JobRunner:
         if not self.blobs.local:
             data_dir = settings.data_dir.resolve()
             self.cache = InputCache(self.blobs, data_dir / "cache", settings.worker_cache_bytes)
+        self.scratch = Scratch(settings.data_dir.resolve() / "scratch")
         self.dispatcher = Dispatcher(
             self.store.engine, TaskSender(settings), settings.tenant_inflight_jobs
         )
@@ -73,6 +76,7 @@ class JobRunner:
             self.store.finish(job_id, JobStatus.failed, owner, error=_timed_out(started))
             return
         with (
+            self._hold_scratch(job_id),
             JobLogCapture(self.store, job_id) as logs,
             Heartbeat(
                 self.store,
@@ -163,15 +167,22 @@ class JobRunner:
         return JobFiles(inputs, self._scratch(job.id) / "model_dir", bucket)
 
     def _scratch(self, job_id: str) -> Path:
-        return self.settings.data_dir.resolve() / "scratch" / job_id
+        return self.scratch.folder(job_id)
+
+    def _hold_scratch(self, job_id: str) -> AbstractContextManager[object]:
+        """With bucket storage, the job's scratch folder while it runs (removed after),
+        and no other: folders left by stopped processes go first."""
+        if self.cache is None:
+            return contextlib.nullcontext()
+        self.scratch.sweep()
+        return self.scratch.hold(job_id)
 
     def _disk_bytes(self, job: Job) -> int | None:
         """The bytes of the job's model_dir; with bucket storage, the bucket's, and the
-        job's local scratch and held cache files are let go."""
+        cache files the job held are let go."""
         if self.cache is None:
             return disk_usage(self._files(job).model_dir)
         self.cache.release()
-        shutil.rmtree(self._scratch(job.id), ignore_errors=True)
         files = self._files(job)
         try:
             return files.bucket.usage() if files.bucket is not None else None

@@ -149,9 +149,11 @@ class JobPhases:
         train_input = self._input_fn(train.dataset, batching)
         self._enter("training")
         bucket = self.files.bucket
-        listeners = (
-            [] if bucket is None else [sync.CheckpointPublisher(bucket, self.files.model_dir)]
-        )
+        listeners = []
+        if bucket is not None:
+            # An attempt that lost its lease stops publishing: the job is another's now.
+            owned = lambda: not self.control.lease_lost.is_set()  # noqa: E731
+            listeners.append(sync.CheckpointPublisher(bucket, self.files.model_dir, owned))
         built.estimator.train(
             train_input,
             hooks=[self._progress_hook(train.max_steps)],
@@ -223,7 +225,8 @@ class JobPhases:
         else:  # uploaded whole, then recorded: the record names a complete export
             relative = sync.publish_export(bucket, path)
         if not self.store.record_export(self.job.id, self.owner, relative, check.model_dump()):
-            if bucket is not None:  # not this attempt's to publish
+            if bucket is not None and self.store.export_path(self.job.id) != relative:
+                # Not this attempt's to publish: its upload goes again.
                 bucket.store.delete_prefix(f"{bucket.tenant_key(relative)}/")
             self.control.lease_lost.set()  # another attempt owns the job now
 
@@ -270,7 +273,7 @@ class JobPhases:
 
     def _publish_files(self) -> None:
         """With bucket storage, the model_dir's event files at the end of a phase."""
-        if self.files.bucket is not None:
+        if self.files.bucket is not None and not self.control.lease_lost.is_set():
             sync.publish_files(self.files.bucket, self.files.model_dir)
 
     def _progress_hook(self, max_steps: int) -> ProgressHook:

@@ -18,6 +18,7 @@ the same file names, and is the truth:
 import logging
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,20 +114,27 @@ def publish_files(bucket: BucketDir, model_dir: Path) -> int:
 class CheckpointPublisher(tf.estimator.CheckpointSaverListener):  # type: ignore[misc]
     """Publishes each checkpoint the Estimator saves (pass it in ``saving_listeners``)."""
 
-    def __init__(self, bucket: BucketDir, model_dir: Path) -> None:
+    def __init__(
+        self, bucket: BucketDir, model_dir: Path, owned: Callable[[], bool] = lambda: True
+    ) -> None:
         self.bucket = bucket
         self.model_dir = model_dir
+        self.owned = owned
         self.published: list[int] = []
 
     def after_save(self, session: Any, global_step_value: int) -> None:
         step = int(global_step_value)
+        if not self.owned():
+            log.warning("checkpoint model.ckpt-%d not published: the job is not ours", step)
+            return
         publish_checkpoint(self.bucket, self.model_dir, step)
         publish_files(self.bucket, self.model_dir)
         self.published.append(step)
         log.info("published checkpoint model.ckpt-%d to %s", step, self.bucket.store.url)
 
     def end(self, session: Any, global_step_value: int) -> None:
-        publish_files(self.bucket, self.model_dir)
+        if self.owned():
+            publish_files(self.bucket, self.model_dir)
 
 
 def restore_checkpoints(bucket: BucketDir, model_dir: Path) -> str | None:

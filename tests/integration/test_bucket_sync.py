@@ -130,6 +130,23 @@ def test_old_checkpoints_the_saver_removes_leave_the_bucket(
     assert 12 in steps
 
 
+def test_an_attempt_that_lost_its_lease_publishes_nothing_more(
+    store: RecordingStore, tmp_path: Path
+) -> None:
+    bucket = BucketDir(store, "t1", "jobs/e")
+    model_dir = tmp_path / "scratch"
+    estimator, input_fn = _estimator(model_dir, save_every=5)
+    publisher = CheckpointPublisher(bucket, model_dir, owned=lambda: not publisher.published)
+    estimator.train(input_fn, max_steps=12, saving_listeners=[publisher])
+    assert publisher.published == [0]
+    assert (
+        'model_checkpoint_path: "model.ckpt-0"'
+        in store.get_bytes(bucket.object("checkpoint")).decode()
+    )
+    steps = {_step(info.key) for info in store.list(f"{bucket.key}/model.ckpt-")}
+    assert steps == {0}
+
+
 def test_a_restored_model_dir_trains_on_to_exactly_max_steps(
     store: RecordingStore, tmp_path: Path
 ) -> None:

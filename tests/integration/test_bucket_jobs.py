@@ -73,7 +73,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     server = S3Server(root / "seaweedfs")
     try:
         server.start()
-        store = RecordingStore(BotoBlobStore(server, "k2e"))
+        store = RecordingStore(BotoBlobStore.of(server, "k2e"))
         api = Settings(data_dir=root / "api", redis_url=redis.url, database_url=None)
         worker = Settings(
             data_dir=root / "worker",

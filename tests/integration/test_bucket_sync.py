@@ -32,7 +32,7 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 @pytest.fixture
 def store(s3: S3Server, request: pytest.FixtureRequest) -> RecordingStore:
     prefix = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:60]
-    return RecordingStore(BotoBlobStore(s3, f"t/{prefix}"))
+    return RecordingStore(BotoBlobStore.of(s3, f"t/{prefix}"))
 
 
 def _estimator(

@@ -13,19 +13,40 @@ from typing import Any, BinaryIO
 
 from k2e.blobstore import BlobStore, ObjectInfo, check_key
 from k2e.errors import NotFound
-from tests.support.s3_server import S3Server, boto_client
+from k2e.settings import Settings
+from tests.support.s3_server import CREDENTIALS, S3Server
 
 
 class BotoBlobStore:
-    """The objects under ``prefix/`` of ``server``'s bucket."""
+    """The objects under ``prefix/`` of ``bucket`` at ``endpoint``."""
 
     local = False
 
-    def __init__(self, server: S3Server, prefix: str) -> None:
-        self.client: Any = boto_client(server)
-        self.bucket = server.bucket
+    def __init__(self, endpoint: str, bucket: str, prefix: str) -> None:
+        import boto3
+
+        self.client: Any = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            region_name=CREDENTIALS["AWS_REGION"],
+        )
+        self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.url = f"s3://{self.bucket}/{self.prefix}"
+
+    @classmethod
+    def of(cls, server: S3Server, prefix: str) -> BotoBlobStore:
+        return cls(server.endpoint, server.bucket, prefix)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BotoBlobStore:
+        """The store ``K2E_STORAGE_URL`` and ``K2E_S3_ENDPOINT_URL`` name."""
+        assert settings.storage_url is not None
+        assert settings.s3_endpoint_url is not None
+        bucket, _, prefix = settings.storage_url.removeprefix("s3://").partition("/")
+        return cls(settings.s3_endpoint_url, bucket, prefix)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{check_key(key)}"

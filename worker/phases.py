@@ -136,6 +136,14 @@ class JobPhases:
     def train(self, built: JobEstimator) -> int:
         train = self.spec.train
         assert train is not None
+        reached = checkpoint_step(built.newest_checkpoint())
+        if reached >= train.max_steps:
+            # A retry of a job that had trained to the end (it died evaluating or
+            # exporting), or a reused model_dir that is there already. The Estimator reads
+            # the step from the checkpoint's `global_step`, which object-based checkpoints
+            # do not have: it would train one step more.
+            log.info("job %s: the model_dir is at step %d: no training", self.job.id, reached)
+            return reached
         self._enter("loading the training data")
         batching = Batching(
             train.batch_size,

@@ -160,6 +160,15 @@ def test_a_job_on_bucket_storage_resumes_from_the_buckets_checkpoint_and_exports
     assert events  # the evaluation's event file is published
     assert list((stack.worker.data_dir / "scratch").iterdir()) == []
 
+    # A job whose model_dir is at its max_steps already trains no step more.
+    again = stack.run(
+        {**base, "train": {"dataset": uploads["dataset"], "max_steps": 20}, "export": False}
+    )
+    assert again["status"] == "succeeded", again["error"]
+    assert again["progress"]["global_step"] == 20
+    assert _published(again["logs"]) == []
+    assert stack.store.size(f"{key}/model.ckpt-21.index") is None
+
     # POST /jobs/{id}/predict's worker half: the newest export, from the bucket.
     runner = training.JobRunner(stack.worker)
     instances = [{"input_a": [0.1] * 16, "input_b": [0.2] * 16}]

@@ -173,6 +173,14 @@ class Settings(BaseSettings):
         "read the file again; larger data streams from its file every epoch. 0 turns this "
         "off.",
     )
+    worker_cache_bytes: int = Field(
+        default=10 * 1024**3,
+        ge=0,
+        description="With bucket storage (`K2E_STORAGE_URL=s3://...`): the most bytes of "
+        "uploaded models and datasets a worker keeps in `cache/` in its data folder, so a "
+        "job whose inputs an earlier job fetched downloads nothing; the least recently used "
+        "go first past this (never those a running job reads). Unused with the local folder.",
+    )
     job_memory_sample_s: float = Field(
         default=0.25, gt=0, description="Seconds between samples of a job's resident memory."
     )

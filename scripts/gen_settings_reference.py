@@ -79,6 +79,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "job_memory_sample_s",
         "job_stop_grace_s",
         "dataset_cache_bytes",
+        "worker_cache_bytes",
         "progress_min_interval_s",
     ),
     "Exports and predictions": (

@@ -21,7 +21,7 @@ from k2e.settings import Settings
 from k2e.spec.checks import ResolvedModel
 from k2e.storage import Storage
 from k2e.vetting.feature_columns import fed_inputs
-from worker import builtin_objects, export
+from worker import builtin_objects, export, sync
 from worker.estimator import JobEstimator, build_estimator
 from worker.heartbeat import RunControl
 from worker.hooks import LossCurve, ProgressHook, StopHook
@@ -45,10 +45,13 @@ log = logging.getLogger("k2e.worker")
 
 @dataclass(frozen=True)
 class JobFiles:
-    """Where a job's files are: its tenant's storage, and its model_dir in it."""
+    """Where a job's files are: its tenant's storage (with bucket storage, the worker's
+    cached copy of the uploads), and its model_dir (with bucket storage, local scratch
+    that ``bucket`` publishes to the bucket)."""
 
     storage: Storage
     model_dir: Path
+    bucket: sync.BucketDir | None = None
 
 
 @dataclass
@@ -133,6 +136,14 @@ class JobPhases:
     def train(self, built: JobEstimator) -> int:
         train = self.spec.train
         assert train is not None
+        reached = checkpoint_step(built.newest_checkpoint())
+        if reached >= train.max_steps:
+            # A retry of a job that had trained to the end (it died evaluating or
+            # exporting), or a reused model_dir that is there already. The Estimator reads
+            # the step from the checkpoint's `global_step`, which object-based checkpoints
+            # do not have: it would train one step more.
+            log.info("job %s: the model_dir is at step %d: no training", self.job.id, reached)
+            return reached
         self._enter("loading the training data")
         batching = Batching(
             train.batch_size,
@@ -145,9 +156,19 @@ class JobPhases:
         )
         train_input = self._input_fn(train.dataset, batching)
         self._enter("training")
+        bucket = self.files.bucket
+        listeners = []
+        if bucket is not None:
+            # An attempt that lost its lease stops publishing: the job is another's now.
+            owned = lambda: not self.control.lease_lost.is_set()  # noqa: E731
+            listeners.append(sync.CheckpointPublisher(bucket, self.files.model_dir, owned))
         built.estimator.train(
-            train_input, hooks=[self._progress_hook(train.max_steps)], max_steps=train.max_steps
+            train_input,
+            hooks=[self._progress_hook(train.max_steps)],
+            max_steps=train.max_steps,
+            saving_listeners=listeners,
         )
+        self._publish_files()
         return checkpoint_step(built.newest_checkpoint())
 
     def evaluate(self, built: JobEstimator) -> dict[str, float]:
@@ -165,6 +186,7 @@ class JobPhases:
             hooks=[StopHook(self.control), reference],
             checkpoint_path=checkpoint,
         )
+        self._publish_files()
         self.control.check()
         if reference.reference is not None:
             self._reference = (checkpoint, reference.reference)
@@ -205,8 +227,15 @@ class JobPhases:
             check.warmup_requests = write_warmup(written, signatures, features)
         self.control.check()
         path = export.publish(written, model_dir)
-        relative = self.files.storage.relative(path)
+        bucket = self.files.bucket
+        if bucket is None:
+            relative = self.files.storage.relative(path)
+        else:  # uploaded whole, then recorded: the record names a complete export
+            relative = sync.publish_export(bucket, path)
         if not self.store.record_export(self.job.id, self.owner, relative, check.model_dump()):
+            if bucket is not None and self.store.export_path(self.job.id) != relative:
+                # Not this attempt's to publish: its upload goes again.
+                bucket.store.delete_prefix(f"{bucket.tenant_key(relative)}/")
             self.control.lease_lost.set()  # another attempt owns the job now
 
     def _enter(self, phase: str) -> None:
@@ -244,7 +273,16 @@ class JobPhases:
     def _already_exported(self) -> bool:
         # An earlier attempt may have exported and died before finishing: one export per job.
         path = self.store.export_path(self.job.id)
-        return path is not None and self.files.storage.resolve(path).is_dir()
+        if path is None:
+            return False
+        if self.files.bucket is not None:
+            return sync.export_in_bucket(self.files.bucket, path)
+        return self.files.storage.resolve(path).is_dir()
+
+    def _publish_files(self) -> None:
+        """With bucket storage, the model_dir's event files at the end of a phase."""
+        if self.files.bucket is not None and not self.control.lease_lost.is_set():
+            sync.publish_files(self.files.bucket, self.files.model_dir)
 
     def _progress_hook(self, max_steps: int) -> ProgressHook:
         curve = LossCurve()

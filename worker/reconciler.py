@@ -15,6 +15,7 @@ import threading
 
 from celery import Celery
 
+from k2e.blobstore import blob_store
 from k2e.jobs.dispatch import Dispatcher
 from k2e.jobs.event_log import notifier_for
 from k2e.jobs.leases import JobLeases
@@ -36,6 +37,7 @@ class Reconciler:
         self.store = JobLeases(settings.sqlalchemy_url, notifier_for(settings.redis_url))
         self.dispatcher = Dispatcher(self.store.engine, self.sender, settings.tenant_inflight_jobs)
         self.storage = Storage(settings.storage_root)
+        self.blobs = blob_store(settings)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="k2e-reconciler", daemon=True)
 
@@ -81,8 +83,11 @@ class Reconciler:
         for job_id, tenant, stored in self.store.past_retention(
             self.settings.retention_days * 86400
         ):
-            storage = self.storage.for_tenant(tenant or DEFAULT_TENANT)
-            shutil.rmtree(storage.resolve(stored), ignore_errors=True)
+            tenant = tenant or DEFAULT_TENANT
+            if self.blobs.local:
+                shutil.rmtree(self.storage.for_tenant(tenant).resolve(stored), ignore_errors=True)
+            else:  # the model_dir's objects in the bucket
+                self.blobs.delete_prefix(f"tenants/{tenant}/{stored}/")
             days = self.settings.retention_days
             self.store.files_removed(job_id, f"files removed: retention of {days:g} days")
             removed += 1

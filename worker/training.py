@@ -1,10 +1,13 @@
 """One job: build the Estimator, train, evaluate, export. Runs inside a worker process."""
 
+import contextlib
 import logging
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+from k2e.blobstore import blob_store
 from k2e.catalog import Catalog, recorded_sha256
 from k2e.errors import InvalidSpec, K2EError
 from k2e.jobs.dispatch import Dispatcher
@@ -19,10 +22,13 @@ from k2e.spec.checks import check_spec
 from k2e.storage import Storage, disk_usage
 from k2e.tenancy.bodies import DEFAULT_TENANT
 from k2e.tenancy.scope import ANY_TENANT, Scope
+from worker import sync
+from worker.cache import InputCache, fetch_job_inputs
 from worker.export_predict import BadInstances, predict
 from worker.heartbeat import Heartbeat, JobInterrupted, RunControl, new_owner
 from worker.joblog import JobLogCapture
 from worker.phases import JobFiles, JobPhases, RunResult, checkpoint_step
+from worker.scratch import Scratch
 from worker.tfrt import tf
 from worker.verify import ExportMismatch, mismatch_error
 
@@ -37,6 +43,14 @@ class JobRunner:
         self.store = JobLeases(settings.sqlalchemy_url, notifier_for(settings.redis_url))
         self.storage = Storage(settings.storage_root)
         self.catalog = Catalog(self.store.engine)
+        # With bucket storage: uploads are copied into a local cache, model_dirs trained
+        # in local scratch and published (worker/sync.py). The local folder needs neither.
+        self.blobs = blob_store(settings)
+        self.cache: InputCache | None = None
+        if not self.blobs.local:
+            data_dir = settings.data_dir.resolve()
+            self.cache = InputCache(self.blobs, data_dir / "cache", settings.worker_cache_bytes)
+        self.scratch = Scratch(settings.data_dir.resolve() / "scratch")
         self.dispatcher = Dispatcher(
             self.store.engine, TaskSender(settings), settings.tenant_inflight_jobs
         )
@@ -64,6 +78,7 @@ class JobRunner:
             self.store.finish(job_id, JobStatus.failed, owner, error=_timed_out(started))
             return
         with (
+            self._hold_scratch(job_id),
             JobLogCapture(self.store, job_id) as logs,
             Heartbeat(
                 self.store,
@@ -85,6 +100,7 @@ class JobRunner:
                 result = self._stopped(started, control, 0)
             finally:
                 control.disarm()
+                disk_bytes = self._disk_bytes(started)
         if control.lease_lost.is_set():
             log.error("job %s: lease lost; leaving the job to its new owner", job_id)
             return
@@ -104,7 +120,7 @@ class JobRunner:
             eval_metrics=result.eval_metrics,
             error=result.error,
             progress=progress,
-            disk_bytes=disk_usage(self._files(started).model_dir),
+            disk_bytes=disk_bytes,
         )
         log.info("job %s %s at step %d", job_id, result.status.value, result.global_step)
         try:
@@ -126,20 +142,56 @@ class JobRunner:
         """Answer a POST /jobs/{id}/predict: the job's newest export on ``instances``.
         Never raises for bad instances: the client gets the reason."""
         try:
-            storage = self.storage.for_tenant(tenant)
             job = self.store.get(job_id, Scope.of(tenant))  # the API checked; it may be gone
-            export_dir = Storage.latest_export(storage.resolve(job.model_dir))
+            if self.cache is None:
+                storage = self.storage.for_tenant(tenant)
+                export_dir = Storage.latest_export(storage.resolve(job.model_dir))
+            else:
+                bucket = sync.BucketDir(self.blobs, tenant, job.model_dir)
+                export_dir = sync.fetch_newest_export(bucket, self.cache)
             if export_dir is None:
                 body: dict[str, Any] = {"error": f"job {job_id} has no exported SavedModel"}
             else:
                 body = predict(export_dir, instances, signature)
         except (BadInstances, K2EError) as exc:
             body = {"error": str(exc)}
+        finally:
+            if self.cache is not None:
+                self.cache.release()
         send_reply(self.settings.broker_url, reply_key, body)
 
     def _files(self, job: JobRecord) -> JobFiles:
-        storage = self.storage.for_tenant(job.tenant or DEFAULT_TENANT)
-        return JobFiles(storage, storage.resolve(job.model_dir))
+        tenant = job.tenant or DEFAULT_TENANT
+        if self.cache is None:
+            storage = self.storage.for_tenant(tenant)
+            return JobFiles(storage, storage.resolve(job.model_dir))
+        inputs = Storage(self.cache.root).for_tenant(tenant)
+        bucket = sync.BucketDir(self.blobs, tenant, job.model_dir)
+        return JobFiles(inputs, self._scratch(job.id) / "model_dir", bucket)
+
+    def _scratch(self, job_id: str) -> Path:
+        return self.scratch.folder(job_id)
+
+    def _hold_scratch(self, job_id: str) -> AbstractContextManager[object]:
+        """With bucket storage, the job's scratch folder while it runs (removed after),
+        and no other: folders left by stopped processes go first."""
+        if self.cache is None:
+            return contextlib.nullcontext()
+        self.scratch.sweep()
+        return self.scratch.hold(job_id)
+
+    def _disk_bytes(self, job: JobRecord) -> int | None:
+        """The bytes of the job's model_dir; with bucket storage, the bucket's, and the
+        cache files the job held are let go."""
+        if self.cache is None:
+            return disk_usage(self._files(job).model_dir)
+        self.cache.release()
+        files = self._files(job)
+        try:
+            return files.bucket.usage() if files.bucket is not None else None
+        except Exception:  # the record of a size must not fail the job's end
+            log.warning("job %s: could not size its model_dir", job.id, exc_info=True)
+            return None
 
     def _deadline(self, job: JobRecord) -> float | None:
         if job.timeout_s is None or job.started_at is None:
@@ -219,14 +271,27 @@ class JobRunner:
     def _phases(
         self, job: JobRecord, owner: str, spec: ConvertRequest, control: RunControl, files: JobFiles
     ) -> RunResult:
+        tenant = job.tenant or DEFAULT_TENANT
+        if self.cache is not None and files.bucket is not None:
+            # The bucket is the truth: the job's uploads into the cache, its model_dir's
+            # checkpoints (an earlier attempt's, a reused model_dir's) into scratch.
+            control.phase = "fetching inputs"
+            fetch_job_inputs(self.cache, self.catalog, tenant, spec)
+            sync.restore_checkpoints(files.bucket, files.model_dir)
         # Defence in depth: the files are checked again before TensorFlow sees them.
         # Only the job's tenant's uploads resolve: its storage is the tenant's folder.
         # An upload whose bytes match the job store's sha256 keeps its stored inspection.
-        digest = recorded_sha256(self.catalog, spec.keras_model_path, job.tenant or DEFAULT_TENANT)
+        digest = recorded_sha256(self.catalog, spec.keras_model_path, tenant)
         resolved = check_spec(spec, files.storage, self.settings, recorded_sha256=digest)
         phases = JobPhases(self.store, self.settings, job, owner, spec, resolved, control, files)
         if spec.warm_start_from is not None and job.warm_start_from is not None:
-            phases.warm_start_checkpoint = _start_checkpoint(files, job.warm_start_from)
+            if files.bucket is None:
+                phases.warm_start_checkpoint = _start_checkpoint(files, job.warm_start_from)
+            else:
+                start = self._scratch(job.id) / "start"
+                phases.warm_start_checkpoint = _bucket_start_checkpoint(
+                    files.bucket, job.warm_start_from, start
+                )
         try:
             return phases.run(lambda step: self._stopped(job, control, step))
         except ExportMismatch as exc:
@@ -244,6 +309,17 @@ def _start_checkpoint(files: JobFiles, stored: str) -> str:
             "or it kept only newer checkpoints (keep_checkpoint_max)"
         )
     return str(path)
+
+
+def _bucket_start_checkpoint(bucket: sync.BucketDir, stored: str, dest: Path) -> str:
+    """The checkpoint a fine-tuning job starts from, copied from the bucket."""
+    found = sync.fetch_checkpoint(bucket.store, bucket.tenant_key(stored), dest)
+    if found is None:
+        raise InvalidSpec(
+            f"the checkpoint {stored} this job starts from is gone: its job was deleted, "
+            "or it kept only newer checkpoints (keep_checkpoint_max)"
+        )
+    return str(found)
 
 
 def _error(error_type: str, message: str, reason: JobErrorReason = "error") -> JobError:

@@ -27,8 +27,11 @@ MAX_PATH_CHARS = 1024
 MAX_PATH_COMPONENT_BYTES = 255
 MAX_PATH_COMPONENTS = 32
 
+# A named model_dir: a plain folder name of at most this many characters.
+MAX_MODEL_DIR_CHARS = 128
+
 # Matched whole (fullmatch): `$` also matches before a final newline.
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_SAFE_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_MODEL_DIR_CHARS - 1}}}")
 _URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
@@ -81,7 +84,7 @@ def check_model_dir_name(name: str) -> None:
     if not _SAFE_NAME.fullmatch(name) or name in {".", ".."}:
         raise ValueError(
             "`model_dir` must be a plain folder name: letters, digits, '.', '_' or '-', "
-            "at most 128 characters"
+            f"at most {MAX_MODEL_DIR_CHARS} characters"
         )
 
 

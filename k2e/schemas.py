@@ -102,8 +102,7 @@ class RunConfigSpec(_Request):
 
     @model_validator(mode="after")
     def _one_checkpoint_trigger(self) -> "RunConfigSpec":
-        if self.save_checkpoints_steps is not None and self.save_checkpoints_secs is not None:
-            raise ValueError(rules.CHECKPOINT_TRIGGER_BOTH)
+        rules.check_one_checkpoint_trigger(self.save_checkpoints_steps, self.save_checkpoints_secs)
         return self
 
 
@@ -159,8 +158,7 @@ class ConvertRequest(_Request):
     @field_validator("checkpoint_format")
     @classmethod
     def _checkpoint_format(cls, value: str) -> str:
-        if value not in rules.CHECKPOINT_FORMATS:
-            raise ValueError(rules.checkpoint_format_message(value))
+        rules.check_checkpoint_format(value)
         return value
 
     @field_validator("keras_model_path")

@@ -175,8 +175,9 @@ def check_spec(
     model = resolve_model(spec, storage, settings, reinspect, recorded_sha256)
     loc_model = ("keras_model",) if spec.keras_model is not None else ("keras_model_path",)
     check_model_params(loc_model, model.summary.param_count, limits)
-    if not model.compiled:
-        raise InvalidSpec(rules.NOT_COMPILED, [FieldError(loc_model, rules.NOT_COMPILED)])
+    not_compiled = rules.compiled_errors(loc_model, model.compiled)
+    if not_compiled:
+        raise InvalidSpec(not_compiled[0].msg, not_compiled)
     if model.summary.unconvertible:
         layer_errors = [FieldError(loc_model, why) for why in model.summary.unconvertible]
         raise InvalidSpec(layer_errors[0].msg, layer_errors)
@@ -185,9 +186,7 @@ def check_spec(
         spec.custom_objects, model.custom_names, model.custom_uses, settings.plugins
     )
     errors += check_shared_names(loc_model, model.summary)
-    if spec.checkpoint_format == "checkpoint" and not model.summary.is_graph_network:
-        msg = "Object-based checkpoints are currently not supported with subclassed models."
-        errors.append(FieldError(("checkpoint_format",), msg))
+    errors += rules.checkpoint_format_errors(spec.checkpoint_format, model.summary.is_graph_network)
     errors += rules.check_metric_names_map(spec.metric_names_map, model.metric_names)
     errors += rules.check_export_outputs(
         spec.export_outputs, [(o.name, o.shape) for o in model.summary.outputs]

@@ -21,6 +21,9 @@ NOT_COMPILED = (
 )
 CHECKPOINT_FORMATS = ("checkpoint", "saver")
 CHECKPOINT_TRIGGER_BOTH = "`save_checkpoints_steps` and `save_checkpoints_secs` cannot be both set."
+SUBCLASSED_CHECKPOINT = (
+    "Object-based checkpoints are currently not supported with subclassed models."
+)
 # A path a spec names: what every file system takes (NAME_MAX is 255 bytes), with room
 # for the storage root before it (PATH_MAX 4096).
 MAX_PATH_CHARS = 1024
@@ -37,6 +40,30 @@ _URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 def checkpoint_format_message(value: object) -> str:
     return f'Checkpoint format must be one of "checkpoint" or "saver". Got {value}'
+
+
+def check_checkpoint_format(value: str) -> None:
+    if value not in CHECKPOINT_FORMATS:
+        raise ValueError(checkpoint_format_message(value))
+
+
+def check_one_checkpoint_trigger(steps: int | None, secs: int | None) -> None:
+    """At most one of ``save_checkpoints_steps`` and ``save_checkpoints_secs``."""
+    if steps is not None and secs is not None:
+        raise ValueError(CHECKPOINT_TRIGGER_BOTH)
+
+
+def compiled_errors(loc: tuple[str, ...], compiled: bool) -> list[FieldError]:
+    """The model must be compiled (``model.compile()``) before it is converted."""
+    return [] if compiled else [FieldError(loc, NOT_COMPILED)]
+
+
+def checkpoint_format_errors(checkpoint_format: str, is_graph_network: bool) -> list[FieldError]:
+    """Object-based checkpoints (``checkpoint``) need a graph network, not a subclassed
+    model."""
+    if checkpoint_format == "checkpoint" and not is_graph_network:
+        return [FieldError(("checkpoint_format",), SUBCLASSED_CHECKPOINT)]
+    return []
 
 
 def check_one_model(has_model: bool, has_path: bool) -> None:

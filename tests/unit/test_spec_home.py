@@ -1,21 +1,24 @@
-"""The spec's limits have one home, k2e.spec.limits: the server's spec limits and the
-tenant's ``max_steps`` quota are read there and nowhere else in the shipped packages,
-each limit's refusal comes from there, and with its check switched off no other place
-refuses what it refuses."""
+"""The spec's rules have one home, k2e.spec: the documented rules the schema checks are
+raised by k2e.spec.rules; the server's spec limits and the tenant's ``max_steps`` quota
+are read in k2e.spec.limits and nowhere else in the shipped packages, each limit's
+refusal comes from there, and with its check switched off no other place refuses what
+it refuses."""
 
 import ast
 import copy
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
 from k2e.errors import InvalidSpec
 from k2e.schemas import ConvertRequest
 from k2e.settings import Settings
-from k2e.spec import checks
+from k2e.spec import checks, rules
 from k2e.spec.limits import Limits, check_limits
 from k2e.tenancy.bodies import EffectiveQuotas
 from service.main import create_app
@@ -23,6 +26,57 @@ from tests.auth import TEST_ADMIN_KEY, admin_client, bearer, new_tenant
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMITS_MODULE = ROOT / "k2e" / "spec" / "limits.py"
+RULES_MODULE = ROOT / "k2e" / "spec" / "rules.py"
+# (rule, spec, the refused field, the message: the library's words where it documents it)
+DOCUMENTED = [
+    ("neither-model", {}, (), rules.NEITHER_MODEL),
+    (
+        "both-models",
+        {"keras_model": {"config": {}}, "keras_model_path": "m"},
+        (),
+        rules.BOTH_MODELS,
+    ),
+    ("gcs-path", {"keras_model_path": "gs://b/m.h5"}, ("keras_model_path",), rules.GCS_PATH),
+    (
+        "checkpoint-format",
+        {"keras_model_path": "m", "checkpoint_format": "foo"},
+        ("checkpoint_format",),
+        rules.checkpoint_format_message("foo"),
+    ),
+    (
+        "checkpoint-triggers",
+        {
+            "keras_model_path": "m",
+            "config": {"save_checkpoints_steps": 1, "save_checkpoints_secs": 1},
+        },
+        ("config",),
+        rules.CHECKPOINT_TRIGGER_BOTH,
+    ),
+    (
+        "model-dir-name",
+        {"keras_model_path": "m", "model_dir": "../x"},
+        ("model_dir",),
+        "plain folder",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("raw", "loc", "message"),
+    [pytest.param(raw, loc, m, id=case) for case, raw, loc, m in DOCUMENTED],
+)
+def test_each_rule_the_schema_checks_is_raised_by_the_rules_module(
+    raw: dict[str, Any], loc: tuple[str, ...], message: str
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        ConvertRequest.model_validate(raw)
+    [error] = refused.value.errors()
+    assert error["loc"] == loc
+    assert message in error["msg"]
+    raised = error["ctx"]["error"]
+    assert traceback.extract_tb(raised.__traceback__)[-1].filename == str(RULES_MODULE)
+
+
 # The Settings fields ("Spec limits") that bound a field of the spec, and the quota that
 # does: the tenant's max_steps.
 SPEC_LIMIT_SETTINGS = {

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from k2e.errors import Conflict, K2EError, NotFound, Unavailable
+from k2e.jobs.planning import model_under
 from k2e.jobs.records import JobRecord
 from k2e.schemas import CheckpointInfo, Job, JobEvent, JobLog, TensorInfo
 from k2e.storage import Storage, is_upload_id
@@ -15,7 +16,6 @@ from k2e.vetting.model_config import parse_model_config
 from service.auth import scope
 from service.backend import Backend
 from service.redaction import member_text
-from service.submission import model_under
 
 
 def model_dir_of(backend: Backend, job_id: str, caller: Caller) -> tuple[JobRecord, Path]:

@@ -14,6 +14,7 @@ from pydantic import (
 
 from k2e.compat import StrEnum
 from k2e.spec import rules
+from k2e.spec.numbers import INT32_MAX, INT64_MAX, INT64_MIN
 
 
 class _Request(BaseModel):
@@ -23,14 +24,13 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-# What the job store's columns and TensorFlow hold: timeout_s is an INTEGER column (int32),
-# steps, sizes and seeds are int64 in TensorFlow. The server's spec limits (k2e.settings,
-# "Spec limits") are tighter still for the sizes and steps.
-INT32_MAX = 2**31 - 1
-INT64_MAX = 2**63 - 1
+# What the job store's columns and TensorFlow hold (the published bounds): timeout_s is an
+# INTEGER column (int32), steps, sizes and seeds are int64 in TensorFlow. The server's spec
+# limits and the tenant's quotas are tighter still for the sizes and steps: k2e.spec.limits
+# checks them.
 PositiveInt = Annotated[int, Field(ge=1, le=INT64_MAX)]
 PositiveInt32 = Annotated[int, Field(ge=1, le=INT32_MAX)]
-Seed = Annotated[int, Field(ge=-(2**63), le=INT64_MAX)]
+Seed = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
 
 
 def _model_dir_name(value: str) -> str:
@@ -102,8 +102,7 @@ class RunConfigSpec(_Request):
 
     @model_validator(mode="after")
     def _one_checkpoint_trigger(self) -> "RunConfigSpec":
-        if self.save_checkpoints_steps is not None and self.save_checkpoints_secs is not None:
-            raise ValueError(rules.CHECKPOINT_TRIGGER_BOTH)
+        rules.check_one_checkpoint_trigger(self.save_checkpoints_steps, self.save_checkpoints_secs)
         return self
 
 
@@ -159,8 +158,7 @@ class ConvertRequest(_Request):
     @field_validator("checkpoint_format")
     @classmethod
     def _checkpoint_format(cls, value: str) -> str:
-        if value not in rules.CHECKPOINT_FORMATS:
-            raise ValueError(rules.checkpoint_format_message(value))
+        rules.check_checkpoint_format(value)
         return value
 
     @field_validator("keras_model_path")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from k2e.errors import Conflict, K2EError, NotFound, Unavailable
+from k2e.jobs.planning import model_under
 from k2e.jobs.records import JobRecord
 from k2e.schemas import CheckpointInfo, Job, JobEvent, JobLog, TensorInfo
 from k2e.storage import EXPORT_DIR, Storage, is_upload_id
@@ -22,7 +23,6 @@ from service.archive import Stored, tree_members
 from service.auth import scope
 from service.backend import Backend
 from service.redaction import member_text
-from service.submission import model_under
 
 Member = tuple[Path | Stored, str]
 

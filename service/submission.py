@@ -1,14 +1,13 @@
 """POST /convert's work: one ``accept`` path for JSON and multipart submissions.
 
 Hash the body (spec and files), replay an Idempotency-Key, check the tenant's job quota,
-keep the uploaded files, check the spec, plan the model_dir, record the job, hand it to
+keep the uploaded files, parse the spec, check it (k2e.spec.checks: its rules, the server's
+limits and the tenant's quotas), plan the job (k2e.jobs.planning), record it, hand it to
 the broker when the fairness rule allows. A refused submission keeps nothing.
 """
 
 import hashlib
 import json
-import uuid
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,13 +23,13 @@ from k2e.errors import (
     QuotaExceeded,
     Unavailable,
 )
-from k2e.jobs.job_store import JobStore, NewJob
-from k2e.jobs.queueing import queue_for
+from k2e.jobs.job_store import JobStore
+from k2e.jobs.planning import plan_job
 from k2e.jobs.records import JobRecord
 from k2e.schemas import ConvertRequest
 from k2e.spec.checks import check_spec
 from k2e.spec.numbers import may_hold_unusable, unusable_numbers
-from k2e.storage import Storage, file_sha256, is_upload_id
+from k2e.storage import file_sha256
 from k2e.tenancy.quota import JobQuotaReached
 from k2e.tenancy.scope import Scope
 from service.backend import Backend
@@ -202,47 +201,6 @@ def job_quota_exceeded(backend: Backend, active: int, limit: int) -> QuotaExceed
     )
 
 
-def plan_model_dir(spec: ConvertRequest, storage: Storage, job_id: str) -> tuple[Path, str | None]:
-    """The job's model_dir, and the folder it warm-starts from when it reuses one."""
-    name = spec.effective_model_dir()
-    if name is None:
-        return storage.job_model_dir(job_id), None
-    folder = storage.named_model_dir(name)
-    used = storage.holds_files(folder)
-    if used and not spec.warm_start:
-        msg = (
-            f"model_dir {name!r} already holds a run; reusing it warm-starts from its "
-            "checkpoints, so it must be explicit: set `warm_start: true`, or pick a new name"
-        )
-        loc = ("model_dir",) if spec.model_dir is not None else ("config", "model_dir")
-        raise InvalidSpec(msg, [FieldError(loc, msg)])
-    return folder, (storage.relative(folder) if used else None)
-
-
-def plan_warm_start(
-    spec: ConvertRequest, store: JobStore, storage: Storage, tenant: str, reused: str | None
-) -> str | None:
-    """The checkpoint a fine-tuning job starts from: its source job's newest, relative to
-    the tenant's folder. Another tenant's job is not found (404), as an unknown one is."""
-    if spec.warm_start_from is None:
-        return reused
-    loc = ("warm_start_from", "job")
-    source_id = spec.warm_start_from.job
-    if reused is not None:
-        msg = (
-            f"model_dir {spec.effective_model_dir()!r} already holds a run to warm-start from; "
-            "`warm_start_from` needs a fresh model_dir"
-        )
-        raise InvalidSpec(msg, [FieldError(loc, msg)])
-    source = store.get(source_id, Scope.of(tenant))  # NotFound: 404
-    folder = storage.resolve(source.model_dir)
-    checkpoints = storage.stored_checkpoints(folder)
-    if not checkpoints:
-        msg = f"job {source.id} ({source.status.value}) has no checkpoint to start from"
-        raise InvalidSpec(msg, [FieldError(loc, msg)])
-    return storage.relative(folder / checkpoints[-1].name)
-
-
 def request_hash(spec: object, files: dict[str, str] | None = None) -> str:
     """What makes two submissions "the same body": the spec and the uploaded files' hashes."""
     canonical = json.dumps({"spec": spec, "files": files or {}}, sort_keys=True)
@@ -261,18 +219,6 @@ def replay(store: JobStore, key: str | None, body_hash: str) -> JobRecord | None
     return job
 
 
-def check_limits(spec: ConvertRequest, backend: Backend, tenant: str) -> int:
-    """The tenant's ceiling on max_steps (422); returns the job's run-time limit: the
-    spec's timeout_s, capped by the tenant's max_run_s."""
-    quotas = backend.tenants.quotas(tenant)
-    if spec.train is not None and spec.train.max_steps > quotas.max_steps:
-        msg = f"max_steps {spec.train.max_steps} is above the tenant's ceiling {quotas.max_steps}"
-        raise InvalidSpec(msg, [FieldError(("train", "max_steps"), msg)])
-    if spec.timeout_s is None:
-        return quotas.max_run_s
-    return min(spec.timeout_s, quotas.max_run_s)
-
-
 def submit(
     spec: ConvertRequest,
     backend: Backend,
@@ -280,34 +226,19 @@ def submit(
     idempotency_key: str | None = None,
     body_hash: str | None = None,
 ) -> JobRecord:
-    """Check the spec, record the job, hand it to the broker when its tenant's turn allows.
-    Raises Replayed when a request with the same Idempotency-Key recorded its job first."""
+    """Check the spec (k2e.spec: its rules, the server's limits, the tenant's quotas), plan
+    the job (k2e.jobs.planning), record it, hand it to the broker when its tenant's turn
+    allows. Raises Replayed when a request with the same Idempotency-Key recorded its job
+    first."""
     store = backend.store
     storage = backend.storage.for_tenant(tenant)
-    timeout_s = check_limits(spec, backend, tenant)
-    check_spec(spec, storage, backend.settings, reinspect=False)
-    job_id = str(uuid.uuid4())
-    model_dir, reused = plan_model_dir(spec, storage, job_id)
-    warm_start_from = plan_warm_start(spec, store, storage, tenant, reused)
-    name = spec.effective_model_dir()
-    new = NewJob(
-        id=job_id,
-        tenant=tenant,
-        spec=spec.model_dump(mode="json"),
-        queue=queue_for(spec.accelerator),
-        model_dir=storage.relative(model_dir),
-        max_steps=spec.train.max_steps if spec.train is not None else None,
-        warm_start_from=warm_start_from,
-        timeout_s=timeout_s,
-        idempotency_key=idempotency_key,
-        request_hash=body_hash,
-        dir_lock=f"{tenant}:{name}" if name is not None else None,
-        uploads=upload_ids(spec, storage),
-    )
+    quotas = backend.tenants.quotas(tenant)
+    check_spec(spec, storage, backend.settings, reinspect=False, quotas=quotas)
+    new = plan_job(spec, store, storage, tenant, quotas, idempotency_key, body_hash)
+    job_id = new.id
     # The record exists before the task is sent: a worker never sees an unknown job.
-    limit = backend.tenants.quotas(tenant).max_active_jobs
     try:
-        store.create(new, max_active=limit)
+        store.create(new, max_active=quotas.max_active_jobs)
     except JobQuotaReached as reached:
         # A request with the same key that got in first answers this one too.
         existing = replay(store, idempotency_key, body_hash or "")
@@ -327,32 +258,6 @@ def submit(
         store.discard(job_id)
         raise
     return store.get(job_id, Scope.of(tenant))
-
-
-def upload_ids(spec: ConvertRequest, storage: Storage) -> tuple[str, ...]:
-    """The ids of the uploads a spec uses (what DELETE /models|/datasets checks): a model
-    named by a path into its upload folder (``models/<id>/model.h5``) counts as its id."""
-    ids = [spec.train.dataset] if spec.train else []
-    ids += [spec.eval.dataset] if spec.eval else []
-    path = spec.keras_model_path
-    if path is not None and is_upload_id(path):
-        ids.append(path)
-    elif path is not None:
-        model_id = model_under(storage, path)
-        ids += [model_id] if model_id is not None else []
-    return tuple(dict.fromkeys(ids))
-
-
-def model_under(storage: Storage, path: str) -> str | None:
-    """The upload whose folder ``path`` (checked by check_spec) leads into, through any
-    `.`, repeated `/` or symlink."""
-    models = (storage.root / "models").resolve()
-    try:
-        relative = storage.resolve_under_root(path, "keras_model_path").relative_to(models)
-    except (ValueError, InvalidSpec, OSError):
-        return None
-    first = relative.parts[0] if relative.parts else ""
-    return first if is_upload_id(first) else None
 
 
 def inject_uploads(raw: dict[str, Any], ids: dict[str, str]) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Checks a ConvertRequest against its model and datasets before anything is queued.
+"""Checks a ConvertRequest against its limits (k2e.spec.limits), its model and its datasets
+before anything is queued.
 
 The API runs this on every submission; the worker runs it again before it loads
 anything (defence in depth). Everything here reads files with h5py/numpy only.
@@ -16,7 +17,9 @@ from k2e.settings import Settings
 from k2e.spec import rules
 from k2e.spec.custom import check_custom_objects, check_shared_names
 from k2e.spec.dtypes import check_dtype
+from k2e.spec.limits import Limits, check_limits, check_model_params
 from k2e.storage import Storage, is_upload_id
+from k2e.tenancy.bodies import EffectiveQuotas
 from k2e.vetting.configs import VetPolicy, vet_model_config
 from k2e.vetting.feature_columns import column_shape_error
 from k2e.vetting.inspection import H5Summary, sorted_uses
@@ -157,28 +160,25 @@ def check_spec(
     settings: Settings,
     reinspect: bool = True,
     recorded_sha256: str | None = None,
+    quotas: EffectiveQuotas | None = None,
 ) -> ResolvedModel:
-    """Every rule that needs the model or the datasets; raises InvalidSpec listing all.
+    """The one check of a parsed spec: its limits (k2e.spec.limits: the server's, and
+    the tenant's ``quotas`` when given), then every rule that needs the model or the
+    datasets; raises InvalidSpec listing all.
 
-    The API passes ``reinspect=False`` (uploads were inspected when they arrived); the
-    worker checks every file again before loading it: an upload whose bytes still match
-    ``recorded_sha256`` (the job store's record) by its stored inspection, re-vetted, any
-    other file in the sandbox.
+    The API passes ``reinspect=False`` (uploads were inspected when they arrived) and the
+    tenant's quotas; the worker checks every file again before loading it: an upload whose
+    bytes still match ``recorded_sha256`` (the job store's record) by its stored
+    inspection, re-vetted, any other file in the sandbox.
     """
-    limits = check_spec_limits(spec, settings)
-    if limits:
-        raise InvalidSpec(limits[0].msg, limits)
+    limits = Limits.of(settings, quotas)
+    check_limits(spec, limits)
     model = resolve_model(spec, storage, settings, reinspect, recorded_sha256)
     loc_model = ("keras_model",) if spec.keras_model is not None else ("keras_model_path",)
-    params = model.summary.param_count
-    if params is not None and params > settings.max_model_params:
-        msg = (
-            f"the model has at least {params} parameters (counted from its config); the "
-            f"server's limit is {settings.max_model_params} (K2E_MAX_MODEL_PARAMS)"
-        )
-        raise InvalidSpec(msg, [FieldError(loc_model, msg)])
-    if not model.compiled:
-        raise InvalidSpec(rules.NOT_COMPILED, [FieldError(loc_model, rules.NOT_COMPILED)])
+    check_model_params(loc_model, model.summary.param_count, limits)
+    not_compiled = rules.compiled_errors(loc_model, model.compiled)
+    if not_compiled:
+        raise InvalidSpec(not_compiled[0].msg, not_compiled)
     if model.summary.unconvertible:
         layer_errors = [FieldError(loc_model, why) for why in model.summary.unconvertible]
         raise InvalidSpec(layer_errors[0].msg, layer_errors)
@@ -187,9 +187,7 @@ def check_spec(
         spec.custom_objects, model.custom_names, model.custom_uses, settings.plugins
     )
     errors += check_shared_names(loc_model, model.summary)
-    if spec.checkpoint_format == "checkpoint" and not model.summary.is_graph_network:
-        msg = "Object-based checkpoints are currently not supported with subclassed models."
-        errors.append(FieldError(("checkpoint_format",), msg))
+    errors += rules.checkpoint_format_errors(spec.checkpoint_format, model.summary.is_graph_network)
     errors += rules.check_metric_names_map(spec.metric_names_map, model.metric_names)
     errors += rules.check_export_outputs(
         spec.export_outputs, [(o.name, o.shape) for o in model.summary.outputs]
@@ -201,75 +199,6 @@ def check_spec(
     if errors:
         raise InvalidSpec(errors[0].msg, errors)
     return model
-
-
-def _above(loc: tuple[str, ...], value: int | None, limit: int, setting: str) -> list[FieldError]:
-    if value is None or value <= limit:
-        return []
-    name = loc[-1]
-    msg = f"{name} {value} is above the server's limit {limit} ({setting})"
-    return [FieldError(loc, msg)]
-
-
-def check_spec_limits(spec: ConvertRequest, settings: Settings) -> list[FieldError]:
-    """The server's spec limits (k2e.settings, "Spec limits"): sizes, steps, checkpoints."""
-    train = spec.train
-    errors = []
-    if train is not None:
-        errors += [
-            *_above(("train", "max_steps"), train.max_steps, settings.max_steps, "K2E_MAX_STEPS"),
-            *_above(
-                ("train", "batch_size"),
-                train.batch_size,
-                settings.max_batch_size,
-                "K2E_MAX_BATCH_SIZE",
-            ),
-            *_above(
-                ("train", "shuffle_buffer"),
-                train.shuffle_buffer,
-                settings.max_shuffle_buffer,
-                "K2E_MAX_SHUFFLE_BUFFER",
-            ),
-        ]
-    if spec.eval is not None:
-        batch = spec.eval.batch_size
-        limit = settings.max_batch_size
-        errors += _above(("eval", "batch_size"), batch, limit, "K2E_MAX_BATCH_SIZE")
-        errors += _above(("eval", "steps"), spec.eval.steps, settings.max_steps, "K2E_MAX_STEPS")
-    cfg = spec.config
-    if cfg is None:
-        return errors
-    if cfg.keep_checkpoint_max == 0:
-        msg = (
-            "keep_checkpoint_max 0 keeps every checkpoint; the server keeps at most "
-            f"{settings.max_keep_checkpoints} (K2E_MAX_KEEP_CHECKPOINTS)"
-        )
-        errors.append(FieldError(("config", "keep_checkpoint_max"), msg))
-    errors += _above(
-        ("config", "keep_checkpoint_max"),
-        cfg.keep_checkpoint_max,
-        settings.max_keep_checkpoints,
-        "K2E_MAX_KEEP_CHECKPOINTS",
-    )
-    floor = settings.min_keep_checkpoint_every_n_hours
-    if cfg.keep_checkpoint_every_n_hours < floor:
-        msg = (
-            f"keep_checkpoint_every_n_hours {cfg.keep_checkpoint_every_n_hours} is below the "
-            f"server's limit {floor} (K2E_MIN_KEEP_CHECKPOINT_EVERY_N_HOURS): each such "
-            "checkpoint is kept for good"
-        )
-        errors.append(FieldError(("config", "keep_checkpoint_every_n_hours"), msg))
-    steps = cfg.save_checkpoints_steps
-    most = settings.max_checkpoints_per_job
-    if train is not None and steps is not None and -(-train.max_steps // steps) > most:
-        least = -(-train.max_steps // most)
-        msg = (
-            f"save_checkpoints_steps {steps} writes {-(-train.max_steps // steps)} checkpoints "
-            f"in max_steps {train.max_steps}; the server's limit is {most} per job "
-            f"(K2E_MAX_CHECKPOINTS_PER_JOB): use at least {least}"
-        )
-        errors.append(FieldError(("config", "save_checkpoints_steps"), msg))
-    return errors
 
 
 def check_dataset(

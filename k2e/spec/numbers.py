@@ -11,7 +11,10 @@ from typing import Any
 
 from k2e.errors import FieldError
 
+# The integers k2e's numbers fit in: TensorFlow's int64 (steps, sizes, seeds) and the job
+# store's INTEGER columns (int32: timeout_s). The schema's bounds (k2e.schemas) are these.
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+INT32_MAX = 2**31 - 1
 # A body with many such numbers: the first few name the problem well enough.
 MAX_REPORTED = 20
 

@@ -21,19 +21,49 @@ NOT_COMPILED = (
 )
 CHECKPOINT_FORMATS = ("checkpoint", "saver")
 CHECKPOINT_TRIGGER_BOTH = "`save_checkpoints_steps` and `save_checkpoints_secs` cannot be both set."
+SUBCLASSED_CHECKPOINT = (
+    "Object-based checkpoints are currently not supported with subclassed models."
+)
 # A path a spec names: what every file system takes (NAME_MAX is 255 bytes), with room
 # for the storage root before it (PATH_MAX 4096).
 MAX_PATH_CHARS = 1024
 MAX_PATH_COMPONENT_BYTES = 255
 MAX_PATH_COMPONENTS = 32
 
+# A named model_dir: a plain folder name of at most this many characters.
+MAX_MODEL_DIR_CHARS = 128
+
 # Matched whole (fullmatch): `$` also matches before a final newline.
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_SAFE_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_MODEL_DIR_CHARS - 1}}}")
 _URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def checkpoint_format_message(value: object) -> str:
     return f'Checkpoint format must be one of "checkpoint" or "saver". Got {value}'
+
+
+def check_checkpoint_format(value: str) -> None:
+    if value not in CHECKPOINT_FORMATS:
+        raise ValueError(checkpoint_format_message(value))
+
+
+def check_one_checkpoint_trigger(steps: int | None, secs: int | None) -> None:
+    """At most one of ``save_checkpoints_steps`` and ``save_checkpoints_secs``."""
+    if steps is not None and secs is not None:
+        raise ValueError(CHECKPOINT_TRIGGER_BOTH)
+
+
+def compiled_errors(loc: tuple[str, ...], compiled: bool) -> list[FieldError]:
+    """The model must be compiled (``model.compile()``) before it is converted."""
+    return [] if compiled else [FieldError(loc, NOT_COMPILED)]
+
+
+def checkpoint_format_errors(checkpoint_format: str, is_graph_network: bool) -> list[FieldError]:
+    """Object-based checkpoints (``checkpoint``) need a graph network, not a subclassed
+    model."""
+    if checkpoint_format == "checkpoint" and not is_graph_network:
+        return [FieldError(("checkpoint_format",), SUBCLASSED_CHECKPOINT)]
+    return []
 
 
 def check_one_model(has_model: bool, has_path: bool) -> None:
@@ -81,7 +111,7 @@ def check_model_dir_name(name: str) -> None:
     if not _SAFE_NAME.fullmatch(name) or name in {".", ".."}:
         raise ValueError(
             "`model_dir` must be a plain folder name: letters, digits, '.', '_' or '-', "
-            "at most 128 characters"
+            f"at most {MAX_MODEL_DIR_CHARS} characters"
         )
 
 

@@ -232,8 +232,10 @@ def test_fuzzed_submissions_leave_a_job_exactly_when_answered_202(
         fuzz()
         # The fuzz reached both sides: garbage, and real ids both refused and accepted.
         assert sum(statuses[False].values()) >= 40, statuses
-        # (8: the derandomized sequence the current ConvertRequest schema yields)
-        assert statuses[True][422] >= 8, statuses
+        # Hypothesis also draws from literals it finds in the loaded modules, so the exact
+        # derandomized sequence moves with the code: the floors say only that both answers
+        # to real ids were reached (7 to 11 refusals of 150 cases, as the code has changed).
+        assert statuses[True][422] >= 3, statuses
         assert statuses[True][202] >= 5, statuses
         assert _job_ids(client, app) == (accepted, accepted), statuses
 

@@ -22,7 +22,7 @@ from k2e.spec import checks, rules
 from k2e.spec.limits import Limits, check_limits
 from k2e.tenancy.bodies import EffectiveQuotas
 from service.main import create_app
-from tests.auth import TEST_ADMIN_KEY, admin_client, bearer, new_tenant
+from tests.support.api_keys import TEST_ADMIN_KEY, admin_client, bearer, new_tenant
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMITS_MODULE = ROOT / "k2e" / "spec" / "limits.py"

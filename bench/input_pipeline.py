@@ -14,8 +14,8 @@ from typing import Any
 import tensorflow as tf
 
 from bench.workload import seed_multi_io_data, write_npz
-from k2e.formats.limits import ReadLimits
 from k2e.formats.npz import inspect_npz
+from k2e.formats.read_limits import ReadLimits
 from k2e.schemas import DatasetInfo, TensorInfo
 from k2e.settings import get_settings
 from worker.inputs import Batching, input_fn_for

@@ -34,8 +34,8 @@ from bench.workload import (  # noqa: E402
     write_npz,
 )
 from k2e.examples.seed_models import seed_multi_io_model  # noqa: E402
-from k2e.formats.limits import ReadLimits  # noqa: E402
 from k2e.formats.npz import inspect_npz  # noqa: E402
+from k2e.formats.read_limits import ReadLimits  # noqa: E402
 from k2e.schemas import ConvertRequest, DatasetInfo, TensorInfo  # noqa: E402
 from k2e.settings import get_settings  # noqa: E402
 from k2e.vetting.inspection import inspect_h5  # noqa: E402

@@ -13,7 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from k2e.catalog import Kind
 from k2e.errors import InvalidUpload
-from k2e.formats.limits import ReadLimits
+from k2e.formats.read_limits import ReadLimits
 from k2e.schemas import DatasetInfo, ModelInfo
 from k2e.storage import file_sha256, new_id
 from k2e.tenancy.scope import Scope

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 
 from k2e.formats.csvdata import inspect_csv, iter_csv_chunks
-from k2e.formats.limits import ReadLimits
 from k2e.formats.npz import chunk_rows as npz_chunk_rows
 from k2e.formats.npz import inspect_npz, iter_npz_chunks
+from k2e.formats.read_limits import ReadLimits
 from k2e.formats.tfrecord import is_gzip
 from k2e.schemas import DatasetInfo, TensorInfo
 from worker.tfrt import tf

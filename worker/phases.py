@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from k2e.formats.limits import ReadLimits
+from k2e.formats.read_limits import ReadLimits
 from k2e.jobs.leases import JobLeases
 from k2e.jobs.records import JobRecord
 from k2e.schemas import (

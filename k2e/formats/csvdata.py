@@ -18,7 +18,7 @@ from typing import IO
 import numpy as np
 
 from k2e.errors import InvalidUpload
-from k2e.formats.limits import ReadLimits
+from k2e.formats.read_limits import ReadLimits
 
 # A vector's index has at most 9 digits and no leading zero; any other numeric suffix
 # (a huge one included) is just part of a scalar column's name.

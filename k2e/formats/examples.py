@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from k2e.errors import InvalidUpload
-from k2e.formats.limits import ReadLimits
+from k2e.formats.read_limits import ReadLimits
 from k2e.formats.tfrecord import fields, open_records, read_records
 
 SAMPLE = 1000

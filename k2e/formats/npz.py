@@ -11,7 +11,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from k2e.errors import InvalidUpload
-from k2e.formats.limits import ReadLimits
+from k2e.formats.read_limits import ReadLimits
 
 
 @dataclass(frozen=True)

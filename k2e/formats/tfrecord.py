@@ -11,7 +11,7 @@ from typing import BinaryIO
 import crc32c
 
 from k2e.errors import InvalidUpload
-from k2e.formats.limits import RATIO_FLOOR_BYTES, ReadLimits
+from k2e.formats.read_limits import RATIO_FLOOR_BYTES, ReadLimits
 
 _MASK_DELTA = 0xA282EAD8
 CHUNK = 1024 * 1024

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from k2e.errors import InvalidUpload
-from k2e.formats.limits import ReadLimits
+from k2e.formats.read_limits import ReadLimits
 from k2e.vetting.configs import VetPolicy
 from k2e.vetting.confinement import confine, limit
 from k2e.vetting.sealing import Seal, prepare

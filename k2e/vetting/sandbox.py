@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from k2e.custom_registry import registry
 from k2e.errors import InvalidUpload
-from k2e.formats.limits import ReadLimits
+from k2e.formats.read_limits import ReadLimits
 from k2e.vetting.configs import VetPolicy
 from k2e.vetting.inspection import H5Summary
 from k2e.vetting.runner import SandboxLimits, run, run_child

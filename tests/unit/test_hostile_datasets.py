@@ -27,8 +27,8 @@ from hypothesis import strategies as st
 from k2e.errors import InvalidUpload
 from k2e.formats.csvdata import inspect_csv
 from k2e.formats.examples import inspect_tfrecord
-from k2e.formats.limits import ReadLimits
 from k2e.formats.npz import inspect_npz, load_npz_arrays
+from k2e.formats.read_limits import ReadLimits
 from k2e.launcher.embedded_redis import EmbeddedRedis
 from tests.support.api_keys import ADMIN, TEST_ADMIN_KEY
 from tests.support.api_server import running_api

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from k2e.formats.limits import ReadLimits
 from k2e.formats.npz import inspect_npz
+from k2e.formats.read_limits import ReadLimits
 from k2e.schemas import DatasetInfo, TensorInfo
 
 tf = pytest.importorskip("tensorflow")

@@ -25,6 +25,8 @@ DEFAULT_PART_BYTES = 16 * 1024 * 1024
 # S3's DeleteObjects takes at most this many keys per request.
 _DELETE_BATCH = 1000
 _MISSING = {"404", "NoSuchKey", "NotFound"}
+# Answers that say the bucket is there but cannot serve now (besides any 5xx status).
+_BUSY = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling"}
 
 
 class S3BlobStore:
@@ -225,4 +227,25 @@ def _missing(exc: BaseException) -> bool:
     if isinstance(response, dict):
         code = str(response.get("Error", {}).get("Code", ""))
         return code in _MISSING
+    return False
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether ``exc``, or an exception that led to it, says the bucket did not answer: no
+    connection, a timeout, a connection closed mid-answer, a 5xx or throttling answer
+    (boto3 has retried those already). A refusal (403, 404) is not."""
+    from botocore.exceptions import ClientError, HTTPClientError
+    from botocore.exceptions import ConnectionError as NoConnection
+
+    seen: set[int] = set()
+    found: BaseException | None = exc
+    while found is not None and id(found) not in seen:
+        seen.add(id(found))
+        if isinstance(found, NoConnection | HTTPClientError):
+            return True
+        if isinstance(found, ClientError):
+            error = found.response.get("Error", {})
+            status = int(found.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            return status >= 500 or str(error.get("Code", "")) in _BUSY
+        found = found.__cause__ or found.__context__
     return False

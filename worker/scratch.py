@@ -3,7 +3,9 @@
 A job holds its folder with an exclusive ``flock`` on ``<folder>/.lock`` while it runs and
 removes it when it ends. A worker process killed mid-job (the memory bound's kill, a
 crash) leaves its folder behind: :meth:`Scratch.sweep`, run as each job starts, removes
-every folder no running job holds, whichever worker process of the machine left it.
+every folder no running job holds, whichever worker process of the machine left it; a
+worker process also sweeps as it starts (worker.training.JobRunner), so a restarted machine keeps
+nothing of the jobs its killed processes ran.
 """
 
 import contextlib

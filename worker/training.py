@@ -7,6 +7,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+from k2e import blobstore_s3
 from k2e.blobstore import blob_store
 from k2e.catalog import Catalog, recorded_sha256
 from k2e.errors import InvalidSpec, K2EError
@@ -51,6 +52,10 @@ class JobRunner:
             data_dir = settings.data_dir.resolve()
             self.cache = InputCache(self.blobs, data_dir / "cache", settings.worker_cache_bytes)
         self.scratch = Scratch(settings.data_dir.resolve() / "scratch")
+        if self.cache is not None:
+            # Folders a killed process of this machine left (a crash, a restart), now
+            # rather than at the next job.
+            self.scratch.sweep()
         self.dispatcher = Dispatcher(
             self.store.engine, TaskSender(settings), settings.tenant_inflight_jobs
         )
@@ -169,6 +174,15 @@ class JobRunner:
         bucket = sync.BucketDir(self.blobs, tenant, job.model_dir)
         return JobFiles(inputs, self._scratch(job.id) / "model_dir", bucket)
 
+    def _storage_error(self, control: RunControl, exc: BaseException) -> JobError:
+        """The failure of a job whose bucket stopped answering: what the bucket's
+        checkpoints let a new run of it do."""
+        return _error(
+            "StorageUnavailable",
+            f"storage unavailable: the bucket {self.blobs.url} did not answer while "
+            f"{control.phase} ({exc}); the checkpoints published before are kept there",
+        )
+
     def _scratch(self, job_id: str) -> Path:
         return self.scratch.folder(job_id)
 
@@ -253,6 +267,9 @@ class JobRunner:
                 log.info("job %s: stopped while %s (%s)", job.id, control.phase, exc)
                 return self._stopped(job, control, self._step(files))
             log.exception("job %s failed", job.id)
+            if not self.blobs.local and blobstore_s3.unavailable(exc):
+                error = self._storage_error(control, exc)
+                return RunResult(JobStatus.failed, global_step=self._step(files), error=error)
             timed_out = type(exc).__name__ == "SoftTimeLimitExceeded"
             reason: JobErrorReason = "timed_out" if timed_out else "error"
             return RunResult(JobStatus.failed, error=_error(type(exc).__name__, str(exc), reason))

@@ -1,14 +1,7 @@
 """A real Celery worker process on bucket storage (SeaweedFS): it shares only the job
 store, Redis and the bucket with the API, trains in its own scratch, and leaves the job's
-checkpoints and export in the bucket.
+checkpoints and export in the bucket."""
 
-Until the API keeps uploads in the bucket itself, the test copies the API's stored files
-into the bucket under their storage keys; and the worker process reaches the bucket
-through the test suite's boto3 store (tests/support/bucket_store.py), installed as
-``k2e.blobstore_s3`` by a ``sitecustomize`` on its PYTHONPATH.
-"""
-
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -19,39 +12,23 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from k2e.blobstore_s3 import S3BlobStore
 from k2e.errors import NotFound
 from k2e.launcher.embedded_redis import EmbeddedRedis
 from k2e.settings import Settings
 from service.main import create_app
-from tests.auth import admin_client
-from tests.integration.conftest import ROOT, WorkerProcess, wait_for_job
-from tests.integration.test_faults import FAST_RECOVERY
-from tests.integration.test_seed_examples import upload
-from tests.support.bucket_store import BotoBlobStore
+from tests.support.api_keys import admin_client
+from tests.support.bucket_store import s3_store
+from tests.support.fault_deployment import FAST_RECOVERY
+from tests.support.job_polling import wait_for_job
 from tests.support.s3_server import S3Server
+from tests.support.uploads import upload
+from tests.support.worker_process import WorkerProcess
 
 tf = pytest.importorskip("tensorflow")
-from tests import models  # noqa: E402  (needs TensorFlow)
+from tests.support import keras_models as models  # noqa: E402  (needs TensorFlow)
 
 pytestmark = pytest.mark.integration
-
-SHIM = """
-import sys
-import types
-
-
-class S3BlobStore:
-    @staticmethod
-    def from_settings(settings):
-        from tests.support.bucket_store import BotoBlobStore
-
-        return BotoBlobStore.from_settings(settings)
-
-
-module = types.ModuleType("k2e.blobstore_s3")
-module.S3BlobStore = S3BlobStore
-sys.modules["k2e.blobstore_s3"] = module
-"""
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +60,7 @@ class Machines:
     root: Path
     client: TestClient
     api: Settings
-    store: BotoBlobStore
-    shim: Path
+    store: S3BlobStore
     redis_url: str
     workers: list[WorkerProcess] = field(default_factory=list)
 
@@ -101,16 +77,11 @@ class Machines:
         return process, settings
 
     def uploads(self) -> tuple[str, str, bytes]:
-        """A model and a dataset through the API, copied into the bucket."""
+        """A model and a dataset through the API (which keeps them in the bucket)."""
         h5 = models.save_h5(models.seed_multi_io_model(), self.root / "m.h5")
         model = upload(self.client, "/models", "seed.h5", h5.read_bytes())
         data = models.npz_bytes(models.seed_multi_io_data(n=256))
         dataset = upload(self.client, "/datasets", "d.npz", data)
-        root = self.api.storage_root
-        for path in sorted(root.rglob("*")):
-            key = path.relative_to(root).as_posix()
-            if path.is_file() and not key.startswith("tmp/"):
-                self.store.put_file(key, path)
         return model["id"], dataset["id"], data
 
     def submit(self, spec: dict) -> str:
@@ -121,23 +92,20 @@ class Machines:
 
 @pytest.fixture
 def machines(s3: S3Server, redis_for_bucket: EmbeddedRedis, tmp_path: Path) -> Iterator[Machines]:
-    api = Settings(data_dir=tmp_path / "api", redis_url=redis_for_bucket.url, database_url=None)
-    shim = tmp_path / "shim"
-    shim.mkdir()
-    (shim / "sitecustomize.py").write_text(SHIM)
-    store = BotoBlobStore.of(s3, "k2e")
-    with admin_client(create_app(api)) as client, pytest.MonkeyPatch.context() as patch:
+    with pytest.MonkeyPatch.context() as patch:
         for name, value in s3.env("k2e").items():
             patch.setenv(name, value)
-        patch.setenv("PYTHONPATH", os.pathsep.join([str(shim), str(ROOT)]))
-        found = Machines(tmp_path, client, api, store, shim, redis_for_bucket.url)
-        try:
-            yield found
-        finally:
-            for process in found.workers:
-                process.stop()
-            # Nothing of another test's stays queued for the next test's workers.
-            redis.Redis.from_url(redis_for_bucket.url).flushall()
+        api = Settings(data_dir=tmp_path / "api", redis_url=redis_for_bucket.url, database_url=None)
+        assert api.storage_url == "s3://k2e/k2e"
+        with admin_client(create_app(api)) as client:
+            found = Machines(tmp_path, client, api, s3_store(s3, "k2e"), redis_for_bucket.url)
+            try:
+                yield found
+            finally:
+                for process in found.workers:
+                    process.stop()
+                # Nothing of another test's stays queued for the next test's workers.
+                redis.Redis.from_url(redis_for_bucket.url).flushall()
 
 
 def test_a_celery_worker_on_bucket_storage_runs_a_job_end_to_end(machines: Machines) -> None:
@@ -167,7 +135,7 @@ def test_a_celery_worker_on_bucket_storage_runs_a_job_end_to_end(machines: Machi
     assert (cached / dataset / "data.npz").read_bytes() == data
 
 
-def _bucket_step(store: BotoBlobStore, key: str) -> int:
+def _bucket_step(store: S3BlobStore, key: str) -> int:
     try:
         state = store.get_bytes(f"{key}/checkpoint").decode()
     except NotFound:

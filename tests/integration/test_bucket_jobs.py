@@ -1,9 +1,8 @@
 """Jobs run by the worker's own code (worker.training.JobRunner) on bucket storage: a real
 S3 server (SeaweedFS), real TensorFlow, a job store shared with an API.
 
-The API here keeps its uploads in a local storage folder, copied into the bucket under
-the same keys (what the API does itself on bucket storage); the worker has its own data
-folder and sees the uploads through the bucket and the job store only.
+The API keeps its uploads in the bucket; the worker has its own data folder and sees the
+uploads through the bucket and the job store only.
 """
 
 import json
@@ -22,13 +21,13 @@ from k2e.jobs.queueing import make_celery
 from k2e.launcher.embedded_redis import EmbeddedRedis
 from k2e.settings import Settings
 from service.main import create_app
-from tests.auth import admin_client
-from tests.integration.test_seed_examples import upload
-from tests.support.bucket_store import BotoBlobStore, RecordingStore
-from tests.support.s3_server import S3Server
+from tests.support.api_keys import admin_client
+from tests.support.bucket_store import RecordingStore, s3_store
+from tests.support.s3_server import CREDENTIALS, S3Server
+from tests.support.uploads import upload
 
 tf = pytest.importorskip("tensorflow")
-from tests import models  # noqa: E402  (needs TensorFlow)
+from tests.support import keras_models as models  # noqa: E402  (needs TensorFlow)
 from worker import reconciler, training  # noqa: E402
 from worker.sync import fetch_checkpoint  # noqa: E402
 
@@ -42,18 +41,8 @@ class Stack:
     worker: Settings
     store: RecordingStore
 
-    def mirror(self) -> None:
-        """The API's stored files into the bucket, at their storage keys."""
-        root = self.api.storage_root
-        for path in sorted(root.rglob("*")):
-            key = path.relative_to(root).as_posix()
-            if path.is_file() and not key.startswith("tmp/"):
-                self.store.store.put_file(key, path)
-
-    def run(self, spec: dict, mirror: bool = True) -> dict:
+    def run(self, spec: dict) -> dict:
         """Submit ``spec``, run its job in this process as a worker does, return it."""
-        if mirror:
-            self.mirror()
         response = self.client.post("/convert", json=spec)
         assert response.status_code == 202, response.text
         job_id = response.json()["id"]
@@ -73,23 +62,28 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     server = S3Server(root / "seaweedfs")
     try:
         server.start()
-        store = RecordingStore(BotoBlobStore.of(server, "k2e"))
-        api = Settings(data_dir=root / "api", redis_url=redis.url, database_url=None)
-        worker = Settings(
-            data_dir=root / "worker",
+        store = RecordingStore(s3_store(server, "k2e"))
+        api = Settings(
+            data_dir=root / "api",
             redis_url=redis.url,
-            database_url=api.sqlalchemy_url,
+            database_url=None,
             storage_url="s3://k2e/k2e",
             s3_endpoint_url=server.endpoint,
-            worker_cache_bytes=50 * 1024**2,
         )
-        with (
-            pytest.MonkeyPatch.context() as patch,
-            admin_client(create_app(api)) as client,
-        ):
-            patch.setattr(training, "blob_store", lambda settings: store)
-            patch.setattr(reconciler, "blob_store", lambda settings: store)
-            yield Stack(client, api, worker, store)
+        worker = api.model_copy(
+            update={
+                "data_dir": root / "worker",
+                "database_url": api.sqlalchemy_url,
+                "worker_cache_bytes": 50 * 1024**2,
+            }
+        )
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in CREDENTIALS.items():
+                patch.setenv(name, value)
+            with admin_client(create_app(api)) as client:
+                patch.setattr(training, "blob_store", lambda settings: store)
+                patch.setattr(reconciler, "blob_store", lambda settings: store)
+                yield Stack(client, api, worker, store)
     finally:
         server.stop()
         redis.stop()
@@ -136,6 +130,7 @@ def test_a_job_on_bucket_storage_resumes_from_the_buckets_checkpoint_and_exports
     second = stack.run(
         {
             **base,
+            "warm_start": True,  # the API sees the run in the bucket's model_dir
             "train": {"dataset": uploads["dataset"], "max_steps": 20},
             "eval": {"dataset": uploads["dataset"], "steps": 2},
         }
@@ -162,7 +157,12 @@ def test_a_job_on_bucket_storage_resumes_from_the_buckets_checkpoint_and_exports
 
     # A job whose model_dir is at its max_steps already trains no step more.
     again = stack.run(
-        {**base, "train": {"dataset": uploads["dataset"], "max_steps": 20}, "export": False}
+        {
+            **base,
+            "warm_start": True,
+            "train": {"dataset": uploads["dataset"], "max_steps": 20},
+            "export": False,
+        }
     )
     assert again["status"] == "succeeded", again["error"]
     assert again["progress"]["global_step"] == 20
@@ -188,7 +188,6 @@ def test_a_dataset_whose_stored_bytes_differ_from_its_upload_fails_the_job(
 ) -> None:
     data = models.npz_bytes(models.seed_multi_io_data(n=16))
     dataset = upload(stack.client, "/datasets", "other.npz", data)
-    stack.mirror()
     key = f"tenants/default/datasets/{dataset['id']}/data.npz"
     stack.store.store.put_bytes(key, data[:-1] + bytes([data[-1] ^ 1]))
     job = stack.run(
@@ -196,8 +195,7 @@ def test_a_dataset_whose_stored_bytes_differ_from_its_upload_fails_the_job(
             "keras_model_path": uploads["model"],
             "train": {"dataset": dataset["id"], "max_steps": 2},
             "export": False,
-        },
-        mirror=False,
+        }
     )
     assert job["status"] == "failed"
     assert "does not match its upload" in job["error"]["message"], job["error"]
@@ -236,11 +234,8 @@ def test_a_fine_tuning_job_starts_from_the_source_checkpoint_in_the_bucket(
         }
     )
     assert source["status"] == "succeeded", source["error"]
-    # The API checks the source checkpoint before it accepts the job: here, in its
-    # local folder (on bucket storage, in the bucket).
+    # The API checks the source checkpoint in the bucket before it accepts the job.
     own = f"tenants/default/jobs/{source['id']}/"
-    for info in stack.store.list(own):
-        stack.store.store.get_file(info.key, stack.api.storage_root / info.key)
     tuned = stack.run(
         {
             "keras_model_path": uploads["model"],

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from k2e.storage import file_sha256
-from tests.support.bucket_store import BotoBlobStore, RecordingStore
+from tests.support.bucket_store import RecordingStore, s3_store
 from tests.support.s3_server import S3Server
 from worker.cache import InputCache, InputMismatch
 from worker.sync import BucketDir, CheckpointPublisher, fetch_checkpoint, restore_checkpoints
@@ -32,7 +32,7 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 @pytest.fixture
 def store(s3: S3Server, request: pytest.FixtureRequest) -> RecordingStore:
     prefix = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:60]
-    return RecordingStore(BotoBlobStore.of(s3, f"t/{prefix}"))
+    return RecordingStore(s3_store(s3, f"t/{prefix}"))
 
 
 def _estimator(

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from k2e.blobstore import blob_store
-from k2e.blobstore_s3 import S3BlobStore
+from k2e.blobstore_s3 import S3BlobStore, unavailable
 from k2e.errors import NotFound
 from k2e.settings import Settings
 from tests.support.s3_server import CREDENTIALS, S3Server, boto_client
@@ -139,3 +139,36 @@ def test_ping_fails_without_the_bucket(server: S3Server, monkeypatch: pytest.Mon
     S3BlobStore(server.bucket, "p", endpoint_url=server.endpoint).ping()
     with pytest.raises(ClientError):
         S3BlobStore("no-such-bucket", "p", endpoint_url=server.endpoint).ping()
+
+
+def test_a_bucket_that_does_not_answer_is_unavailable_a_refusal_is_not(
+    store: S3BlobStore, tmp_path: Path
+) -> None:
+    import boto3
+    from boto3.exceptions import S3UploadFailedError
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    nowhere = "http://127.0.0.1:9"  # the discard port: nothing listens
+    client = boto3.client(
+        "s3",
+        endpoint_url=nowhere,
+        config=Config(retries={"max_attempts": 1}, connect_timeout=1),
+        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        region_name=CREDENTIALS["AWS_REGION"],
+    )
+    down = S3BlobStore(store.bucket, store.prefix, endpoint_url=nowhere, client=client)
+    src = tmp_path / "f"
+    src.write_bytes(b"x")
+    for call in (lambda: down.put_file("a/f", src), lambda: down.get_bytes("a/f")):
+        with pytest.raises((BotoCoreError, S3UploadFailedError)) as caught:
+            call()
+        assert unavailable(caught.value), caught.value
+    with pytest.raises(NotFound) as missing:
+        store.get_bytes("no/such/object")
+    assert not unavailable(missing.value)
+    with pytest.raises(ClientError) as refused:
+        store.client.get_object(Bucket="no-such-bucket-here", Key="x")
+    assert not unavailable(refused.value)
+    assert not unavailable(ValueError("not storage"))

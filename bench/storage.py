@@ -19,7 +19,15 @@ from typing import Any
 import httpx
 
 from bench import client as rest
-from bench.e2e import WARMUP_STEPS, WarmHelper, direct_rate, k2e_run, prepare_assets
+from bench.e2e import (
+    PHASES,
+    WARMUP_STEPS,
+    WarmHelper,
+    direct_rate,
+    k2e_run,
+    prepare_assets,
+    worker_phases_s,
+)
 from bench.harness import ADMIN_KEY, ROOT, Stack
 from bench.storage_parts import cache, concurrent_local, transfers
 from bench.workload import STEPS, convert_spec
@@ -66,13 +74,19 @@ def end_to_end(
         helper.close()
         for client in clients.values():
             client.close()
+    for case, stack in (("L", local), ("B", bucket)):
+        for result in runs[case]:
+            result["phases_s"] = worker_phases_s(stack.logs / "worker.log", result["job_id"])
     median = {c: statistics.median(r["wall_s"] for r in rs) for c, rs in runs.items()}
     rates = {
         c: statistics.median(r["steps_per_sec"] for r in rs if r["steps_per_sec"])
         for c, rs in runs.items()
     }
     parts = {
-        c: {p: statistics.median(r[p] for r in runs[c]) for p in ("post_s", "pickup_s", "worker_s")}
+        c: {
+            p: statistics.median(r.get(p) or r["phases_s"].get(p, 0.0) for r in runs[c])
+            for p in ("post_s", "pickup_s", "worker_s", *PHASES)
+        }
         for c in ("L", "B")
     }
     summary = {
@@ -213,7 +227,7 @@ def main() -> None:
                 results["e2e"], model_ids = end_to_end(local, bucket, workdir, args.rounds)
             elif part == "transfers":
                 results["transfers"] = transfers(
-                    bucket, server, PREFIX, args.mib * 2**20, args.transfer_rounds, workdir
+                    bucket, local, server, PREFIX, args.mib * 2**20, args.transfer_rounds, workdir
                 )
             elif part == "cache":
                 if not model_ids:

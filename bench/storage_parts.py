@@ -17,7 +17,7 @@ from boto3.s3.transfer import TransferConfig
 from bench import client as rest
 from bench.downloads import MB, SendfileServer, concurrent, fetch
 from bench.e2e import _log_time
-from bench.harness import ADMIN_KEY, AUTH_HEADER, Stack
+from bench.harness import ADMIN_KEY, AUTH_HEADER, Stack, read_cpu_seconds
 from bench.memory import checkpoint_job
 from bench.workload import convert_spec, seed_multi_io_data, write_npz
 from k2e.blobkeys import CHUNK
@@ -74,58 +74,81 @@ def _boto_get(s3: Any, bucket: str, key: str) -> tuple[int, float]:
 
 
 def transfers(
-    stack: Stack, server: S3Server, prefix: str, size: int, rounds: int, workdir: Path
+    stack: Stack,
+    local: Stack,
+    server: S3Server,
+    prefix: str,
+    size: int,
+    rounds: int,
+    workdir: Path,
 ) -> dict[str, Any]:
     """Bucket storage, alternating within each round: GET /jobs/{id}/checkpoints/1?format=tar
-    against boto3's get_object of the same object; POST /datasets of a ``size`` npz
-    against boto3's upload_file of the same file (k2e's part size and concurrency)."""
+    ("api") against boto3's get_object of the same object ("boto"); POST /datasets of a
+    ``size`` npz against boto3's upload_file of the same file (k2e's part size and
+    concurrency). Beside them, for attribution, the same download and upload through the
+    API on the local folder ("local"), and the CPU each API process used meanwhile."""
     s3 = s3_client(server)
     job_id = bucket_checkpoint_job(stack, s3, server, prefix, size)
+    local_job, local_data = checkpoint_job(local, size)
     listing = s3.list_objects_v2(Bucket=server.bucket, Prefix=f"{prefix}/")["Contents"]
     key = next(o["Key"] for o in listing if job_id in o["Key"] and ".data-" in o["Key"])
     upload = random_file(workdir / "upload.npz", size)
     payload = upload.stat().st_size
-    path = f"/jobs/{job_id}/checkpoints/1?format=tar"
-    http = httpx.Client(
-        base_url=stack.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=600
-    )
-    out: dict[str, list[float]] = {k: [] for k in ("api_get", "boto_get", "api_put", "boto_put")}
+    auth = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    apis = {"api": stack, "local": local}
+    https = {n: httpx.Client(base_url=s.url, headers=auth, timeout=600) for n, s in apis.items()}
+    paths = {
+        n: f"/jobs/{j}/checkpoints/1?format=tar" for n, j in (("api", job_id), ("local", local_job))
+    }
+    out: dict[str, list[float]] = {
+        f"{c}_{op}": [] for c in ("api", "boto", "local") for op in ("get", "put")
+    }
+    cores: dict[str, list[float]] = {f"{c}_{op}": [] for c in apis for op in ("get", "put")}
+    cases = ["api", "boto", "local"]
     try:
         for i in range(rounds):
-            order = ["api", "boto"] if i % 2 == 0 else ["boto", "api"]
-            for case in order:
-                if case == "api":
-                    received, seconds = fetch(stack.port, path, (AUTH_HEADER,))
-                else:
-                    received, seconds = _boto_get(s3, server.bucket, key)
-                if received < size:
-                    raise RuntimeError(f"{case} get: {received} of {size} bytes")
-                out[f"{case}_get"].append(size / MB / seconds)
-                print(f"  get {case}: {size / MB / seconds:.0f} MB/s", flush=True)
-            for case in order:
-                started = time.perf_counter()
-                if case == "api":
-                    dataset = rest.upload(http, "/datasets", upload)
-                else:
-                    s3.upload_file(
-                        str(upload), server.bucket, f"{prefix}/bench/put-{i}", Config=TRANSFER
-                    )
-                seconds = time.perf_counter() - started
-                out[f"{case}_put"].append(payload / MB / seconds)
-                print(f"  put {case}: {payload / MB / seconds:.0f} MB/s", flush=True)
-                if case == "api":
-                    http.delete(f"/datasets/{dataset['id']}")
-                else:
-                    s3.delete_object(Bucket=server.bucket, Key=f"{prefix}/bench/put-{i}")
+            order = cases[i % 3 :] + cases[: i % 3]
+            for op in ("get", "put"):
+                for case in order:
+                    pid = apis[case].api.pid if case in apis else None  # type: ignore[union-attr]
+                    cpu = read_cpu_seconds(pid) if pid else 0.0
+                    started = time.perf_counter()
+                    if op == "get" and case == "boto":
+                        received, _ = _boto_get(s3, server.bucket, key)
+                    elif op == "get":
+                        received, _ = fetch(apis[case].port, paths[case], (AUTH_HEADER,))
+                    elif case == "boto":
+                        s3.upload_file(
+                            str(upload), server.bucket, f"{prefix}/bench/put", Config=TRANSFER
+                        )
+                        received = payload
+                    else:
+                        dataset = rest.upload(https[case], "/datasets", upload)
+                        received = payload
+                    seconds = time.perf_counter() - started
+                    if pid:
+                        cores[f"{case}_{op}"].append((read_cpu_seconds(pid) - cpu) / seconds)
+                    expected = size if op == "get" else payload
+                    if received < expected:
+                        raise RuntimeError(f"{case} {op}: {received} of {expected} bytes")
+                    out[f"{case}_{op}"].append(expected / MB / seconds)
+                    print(f"  {op} {case}: {expected / MB / seconds:.0f} MB/s", flush=True)
+                    if op == "put" and case == "boto":
+                        s3.delete_object(Bucket=server.bucket, Key=f"{prefix}/bench/put")
+                    elif op == "put":
+                        https[case].delete(f"/datasets/{dataset['id']}")
     finally:
-        http.close()
+        for http in https.values():
+            http.close()
         upload.unlink()
+        local_data.unlink()
     medians = {k: statistics.median(v) for k, v in out.items()}
     return {
         "size_bytes": size,
         "upload_bytes": payload,
         "mb_s": out,
         "median_mb_s": medians,
+        "api_cores": cores,
         "get_ratio": medians["api_get"] / medians["boto_get"],
         "put_ratio": medians["api_put"] / medians["boto_put"],
     }

@@ -21,7 +21,8 @@ from bench.harness import ADMIN_KEY, AUTH_HEADER, Stack, read_cpu_seconds
 from bench.memory import checkpoint_job
 from bench.workload import convert_spec, seed_multi_io_data, write_npz
 from k2e.blobkeys import CHUNK
-from k2e.blobstore_s3 import DEFAULT_PART_BYTES
+from k2e.blobstore_s3 import DEFAULT_PART_BYTES, S3BlobStore
+from service.archive import TAR_CHUNK
 from tests.support.s3_server import CREDENTIALS, S3Server
 
 # k2e.blobstore_s3's own transfer settings: boto3 direct does what the API's store does.
@@ -63,6 +64,20 @@ def bucket_checkpoint_job(stack: Stack, s3: Any, server: S3Server, prefix: str, 
     return job_id
 
 
+def _store_get(server: S3Server, key: str) -> tuple[int, float]:
+    """The API's own read path without the API: k2e.blobstore_s3's ``open`` read in the
+    download's chunk size (service/archive.py's TAR_CHUNK), in this thread."""
+    for name, value in CREDENTIALS.items():  # boto3's credential chain, as the API's
+        os.environ.setdefault(name, value)
+    store = S3BlobStore(server.bucket, endpoint_url=server.endpoint)
+    started = time.perf_counter()
+    received = 0
+    with store.open(key) as body:
+        while data := body.read(TAR_CHUNK):
+            received += len(data)
+    return received, time.perf_counter() - started
+
+
 def _boto_get(s3: Any, bucket: str, key: str) -> tuple[int, float]:
     """get_object streamed in 1 MB chunks and discarded (what the API's download does)."""
     started = time.perf_counter()
@@ -101,7 +116,7 @@ def transfers(
         n: f"/jobs/{j}/checkpoints/1?format=tar" for n, j in (("api", job_id), ("local", local_job))
     }
     out: dict[str, list[float]] = {
-        f"{c}_{op}": [] for c in ("api", "boto", "local") for op in ("get", "put")
+        f"{c}_{op}": [] for c in ("api", "boto", "local", "store") for op in ("get", "put")
     }
     cores: dict[str, list[float]] = {f"{c}_{op}": [] for c in apis for op in ("get", "put")}
     cases = ["api", "boto", "local"]
@@ -109,12 +124,15 @@ def transfers(
         for i in range(rounds):
             order = cases[i % 3 :] + cases[: i % 3]
             for op in ("get", "put"):
-                for case in order:
+                # "store": the bucket read path the API uses, alone (downloads only).
+                for case in order + (["store"] if op == "get" else []):
                     pid = apis[case].api.pid if case in apis else None  # type: ignore[union-attr]
                     cpu = read_cpu_seconds(pid) if pid else 0.0
                     started = time.perf_counter()
                     if op == "get" and case == "boto":
                         received, _ = _boto_get(s3, server.bucket, key)
+                    elif op == "get" and case == "store":
+                        received, _ = _store_get(server, key)
                     elif op == "get":
                         received, _ = fetch(apis[case].port, paths[case], (AUTH_HEADER,))
                     elif case == "boto":
@@ -142,7 +160,7 @@ def transfers(
             http.close()
         upload.unlink()
         local_data.unlink()
-    medians = {k: statistics.median(v) for k, v in out.items()}
+    medians = {k: statistics.median(v) for k, v in out.items() if v}
     return {
         "size_bytes": size,
         "upload_bytes": payload,

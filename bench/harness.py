@@ -68,8 +68,10 @@ def read_thread_cpu_seconds(pid: int) -> dict[int, float]:
 class Stack:
     """Start with :meth:`start`, stop with :meth:`stop`; ``url`` is the API's base URL."""
 
-    def __init__(self, scratch: Path, logs: Path) -> None:
+    def __init__(self, scratch: Path, logs: Path, env: dict[str, str] | None = None) -> None:
         self.scratch = scratch
+        # Settings of this stack's API and worker on top of the defaults (e.g. bucket storage).
+        self.extra_env = env or {}
         self.logs = logs
         self.data_dir = scratch / "data"
         self.redis = EmbeddedRedis(scratch / "redis")
@@ -94,6 +96,7 @@ class Stack:
             REDIS_URL=self.redis.url,
             DATABASE_URL=settings.sqlalchemy_url,
             PYTHONUNBUFFERED="1",
+            **self.extra_env,
         )
 
     def admin_headers(self) -> dict[str, str]:

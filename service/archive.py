@@ -15,7 +15,7 @@ import os
 import tarfile
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -120,8 +120,13 @@ class TarPlan:
 
     async def stream(self, chunk: int = TAR_CHUNK) -> AsyncIterator[bytes]:
         """The plain tar for an ASGI response: file reads on a worker thread, never on
-        the event loop; closes the files at the end or when the client goes away."""
+        the event loop; closes the files at the end or when the client goes away.
+
+        Each member's next read starts before the current chunk goes out, so reading
+        from disk or the bucket overlaps the socket write: at most two chunks per
+        response, the one being sent and the one being read."""
         loop = asyncio.get_running_loop()
+        ahead: Future[bytes] | None = None
         try:
             for member in self._members:
                 left = member.size
@@ -129,17 +134,24 @@ class TarPlan:
                 f = await loop.run_in_executor(_READERS, member.opened) if left else None
                 data = await loop.run_in_executor(_READERS, _read, f, first) if first else b""
                 left -= len(data)
-                yield member.header + data  # one message for a small file
+                data = member.header + data  # one message for a small file
                 while left:
-                    data = await loop.run_in_executor(_READERS, _read, f, min(chunk, left))
-                    left -= len(data)
+                    ahead = _READERS.submit(_read, f, min(chunk, left))
                     yield data
+                    data = await asyncio.wrap_future(ahead)
+                    ahead = None
+                    left -= len(data)
+                yield data
                 member.finished()
                 if _padding(member.size):
                     yield b"\0" * _padding(member.size)
             yield _END
         finally:
-            self.close()
+            if ahead is None:
+                self.close()
+            else:
+                # A read may still run on its thread: its file closes once it is done.
+                ahead.add_done_callback(lambda _: self.close())
 
 
 def tar_gz_stream(plan: TarPlan) -> Iterator[bytes]:

@@ -3,9 +3,10 @@
 Objects are kept under ``<data_dir>/cache/objects/`` at their storage keys, so that the
 folder is itself a storage root (k2e.storage.Storage reads a job's model and datasets from
 it as from the local folder). Each file is checked against the sha256 its upload recorded
-when it is fetched and again each time a job uses it: a cache hit costs a read, never a
-download, and a file changed on disk is fetched again (a bucket object that does not match
-its record is refused: the job fails with the reason).
+when it is fetched; a cache hit whose file is as it was left then (size, mtime, ctime and
+inode, kept beside the cache under ``verified/``) is trusted without reading it again, and
+any other is hashed again: a file changed on disk is fetched again (a bucket object that
+does not match its record is refused: the job fails with the reason).
 
 Past ``limit_bytes`` the least recently used files go (a file's mtime is its last use),
 never one a running job holds: a job holds its inputs with a shared ``flock`` on each file
@@ -43,6 +44,7 @@ class InputCache:
         self.store = store
         self.folder = folder
         self.root = folder / "objects"
+        self.verified = folder / "verified"
         self.limit_bytes = limit_bytes
         self.root.mkdir(parents=True, exist_ok=True)
         # Files this process holds for its running job: fd per path.
@@ -66,6 +68,8 @@ class InputCache:
                 self._download(key, path, sha256)
             now = time.time_ns()  # the last use (eviction order), finer than the clock
             os.utime(path, ns=(now, now))  # the file system's own times would give
+            if sha256:
+                self._remember(key, path, sha256)  # as it is now, after the utime
             self._hold(path)
             self._evict()
         return path
@@ -92,16 +96,41 @@ class InputCache:
         if not path.is_file():
             return False
         if sha256:
+            recorded = self._recorded(key)
+            if recorded is not None and recorded == _stamp(path, sha256):
+                log.info("cache: %s is here (unchanged since its sha256 was checked)", key)
+                return True
             if file_sha256(path) == sha256:
                 log.info("cache: %s is here (sha256 checked)", key)
                 return True
             log.warning("cache: %s changed on disk (sha256 differs); fetching it again", key)
-            path.unlink(missing_ok=True)
+            self._forget(key, path)
             return False
         if (self.store.size(key) if size is None else size) == path.stat().st_size:
             return True
-        path.unlink(missing_ok=True)
+        self._forget(key, path)
         return False
+
+    def _record_path(self, key: str) -> Path:
+        return self.verified / f"{check_key(key)}.json"
+
+    def _recorded(self, key: str) -> dict | None:
+        try:
+            return json.loads(self._record_path(key).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _remember(self, key: str, path: Path, sha256: str) -> None:
+        """Record that ``path``, as it stands now, has the digest ``sha256``."""
+        record = self._record_path(key)
+        record.parent.mkdir(parents=True, exist_ok=True)
+        tmp = record.with_name(f".put-{os.getpid()}-{record.name}")
+        tmp.write_text(json.dumps(_stamp(path, sha256)))
+        os.replace(tmp, record)
+
+    def _forget(self, key: str, path: Path) -> None:
+        path.unlink(missing_ok=True)
+        self._record_path(key).unlink(missing_ok=True)
 
     def _download(self, key: str, path: Path, sha256: str | None) -> None:
         log.info("cache: fetching %s", key)
@@ -145,6 +174,9 @@ class InputCache:
                 return
             if path in self._held or not self._take(path):
                 continue
+            key = path.relative_to(self.root).as_posix()
+            with contextlib.suppress(ValueError):
+                self._record_path(key).unlink(missing_ok=True)
             total -= size
             log.info("cache: evicted %s (%d bytes)", path.relative_to(self.root), size)
 
@@ -177,6 +209,22 @@ class InputCache:
             yield
         finally:
             os.close(fd)
+
+
+def _stamp(path: Path, sha256: str) -> dict | None:
+    """What a verified file's record holds: a write, a truncation, a replacement or a
+    reset of its times all change it."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return {
+        "sha256": sha256,
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "ctime_ns": stat.st_ctime_ns,
+        "ino": stat.st_ino,
+    }
 
 
 def fetch_job_inputs(

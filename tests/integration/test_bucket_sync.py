@@ -2,6 +2,7 @@
 the checkpoint publisher during an Estimator's training, a restore into empty scratch,
 and the worker's input cache (hits, tampering, a mismatched upload, eviction)."""
 
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import worker.cache
 from k2e.storage import file_sha256
 from tests.support.bucket_store import RecordingStore, s3_store
 from tests.support.s3_server import S3Server
@@ -213,6 +215,42 @@ def test_the_cache_fetches_once_and_checks_the_recorded_sha256(
     with pytest.raises(InputMismatch, match="does not match its upload"):
         cache.fetch(other, digest)
     assert not cache.path(other).exists()
+
+
+def test_a_cache_hit_on_an_unchanged_file_does_not_read_it_again(
+    store: RecordingStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hashed: list[Path] = []
+
+    def counting_sha256(path: Path) -> str:
+        hashed.append(path)
+        return file_sha256(path)
+
+    monkeypatch.setattr(worker.cache, "file_sha256", counting_sha256)
+    key = "tenants/t/datasets/hit/data.npz"
+    digest = _upload(store, key, b"x" * 1000)
+    cache = InputCache(store, tmp_path / "cache", limit_bytes=10_000)
+    path = cache.fetch(key, digest)
+    assert len(hashed) == 1  # the download, checked once
+    cache.fetch(key, digest)
+    cache.fetch(key, digest)
+    assert len(hashed) == 1
+
+    # Its stat changed (same bytes): hashed again, not fetched again, then trusted again.
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+    assert cache.fetch(key, digest) == path
+    assert hashed == [hashed[0], path]
+    cache.fetch(key, digest)
+    assert len(hashed) == 2
+    assert store.keys("get") == [key]
+
+    # Bytes rewritten in place with the mtime put back: the ctime tells, it is fetched again.
+    stat = path.stat()
+    path.write_bytes(b"y" * 1000)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert cache.fetch(key, digest).read_bytes() == b"x" * 1000
+    assert store.keys("get") == [key, key]
 
 
 def test_the_cache_evicts_the_least_recently_used_past_its_bound(

@@ -14,12 +14,11 @@ no caller can name an object outside the store's root or prefix.
 
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
-from k2e.blobkeys import CHUNK, ObjectInfo, check_key
+from k2e.blobkeys import CHUNK, ObjectInfo, check_key, written_whole
 from k2e.errors import NotFound
 
 if TYPE_CHECKING:
@@ -90,42 +89,19 @@ class LocalBlobStore:
         return self.root / check_key(key)
 
     def put_file(self, key: str, src: Path) -> None:
-        dest = self.path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".put-")
-        try:
-            with os.fdopen(fd, "wb") as out, src.open("rb") as inp:
-                shutil.copyfileobj(inp, out, CHUNK)
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with written_whole(self.path(key), ".put-") as tmp:
+            _copy(src, tmp)
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        dest = self.path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".put-")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with written_whole(self.path(key), ".put-") as tmp:
+            tmp.write_bytes(data)
 
     def get_file(self, key: str, dest: Path) -> None:
         src = self.path(key)
         if not src.is_file():
             raise NotFound(f"no stored object {key}")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".get-")
-        try:
-            with os.fdopen(fd, "wb") as out, src.open("rb") as inp:
-                shutil.copyfileobj(inp, out, CHUNK)
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with written_whole(dest, ".get-") as tmp:
+            _copy(src, tmp)
 
     def get_bytes(self, key: str) -> bytes:
         with self.open(key) as f:
@@ -191,3 +167,8 @@ def blob_store(settings: "Settings") -> BlobStore:
 
         return S3BlobStore.from_settings(settings)
     raise ValueError(f"K2E_STORAGE_URL must be unset or s3://bucket/prefix, not {url!r}")
+
+
+def _copy(src: Path, dest: Path) -> None:
+    with src.open("rb") as inp, dest.open("wb") as out:
+        shutil.copyfileobj(inp, out, CHUNK)

@@ -8,14 +8,12 @@ only once the last part is in, so a reader never sees part of an object. Reads s
 parallel into a temporary name beside ``dest``.
 """
 
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 from urllib.parse import urlparse
 
-from k2e.blobkeys import CHUNK, ObjectInfo, check_key
+from k2e.blobkeys import CHUNK, ObjectInfo, check_key, written_whole
 from k2e.errors import NotFound
 
 if TYPE_CHECKING:
@@ -134,14 +132,12 @@ class S3BlobStore:
     # reads ----------------------------------------------------------------
 
     def get_file(self, key: str, dest: Path) -> None:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".get-")
-        os.close(fd)
         try:
-            self.client.download_file(self.bucket, self.object_key(key), tmp, Config=self.transfer)
-            os.replace(tmp, dest)
-        except BaseException as exc:
-            Path(tmp).unlink(missing_ok=True)
+            with written_whole(dest, ".get-") as tmp:
+                self.client.download_file(
+                    self.bucket, self.object_key(key), str(tmp), Config=self.transfer
+                )
+        except Exception as exc:
             if _missing(exc):
                 raise NotFound(f"no stored object {key}") from None
             raise

@@ -1,5 +1,6 @@
 """Every error leaves the API as RFC 9457 ``application/problem+json``."""
 
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -157,4 +158,23 @@ def add_exception_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        if storage_outage(exc):
+            return problem(
+                503,
+                "Storage unavailable",
+                "the storage bucket did not answer; try again",
+                headers={"Retry-After": str(STORAGE_RETRY_AFTER_S)},
+            )
         return problem(500, "Internal error", f"{type(exc).__name__}: the error was logged")
+
+
+# How long a client is asked to wait after the bucket did not answer.
+STORAGE_RETRY_AFTER_S = 5
+
+
+def storage_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` says the S3 bucket did not answer (no connection, a timeout, a 5xx
+    after the client's retries). Only a server on bucket storage has loaded the bucket
+    store, so the local folder's errors never match."""
+    module = sys.modules.get("k2e.blobstore_s3")
+    return module is not None and bool(module.unavailable(exc))

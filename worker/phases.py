@@ -1,6 +1,7 @@
 """A job's phases on one worker: build the Estimator, train, evaluate, export (verified,
 with TF Serving warm-up requests). worker/training.py runs them under a lease."""
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,17 +158,20 @@ class JobPhases:
         train_input = self._input_fn(train.dataset, batching)
         self._enter("training")
         bucket = self.files.bucket
-        listeners = []
+        publisher: sync.CheckpointPublisher | None = None
         if bucket is not None:
             # An attempt that lost its lease stops publishing: the job is another's now.
             owned = lambda: not self.control.lease_lost.is_set()  # noqa: E731
-            listeners.append(sync.CheckpointPublisher(bucket, self.files.model_dir, owned))
-        built.estimator.train(
-            train_input,
-            hooks=[self._progress_hook(train.max_steps)],
-            max_steps=train.max_steps,
-            saving_listeners=listeners,
-        )
+            publisher = sync.CheckpointPublisher(bucket, self.files.model_dir, owned)
+        # However training ends (finished, failed, cancelled, timed out), it ends once the
+        # checkpoints it queued for the bucket are there, or their upload has failed.
+        with publisher or contextlib.nullcontext():
+            built.estimator.train(
+                train_input,
+                hooks=[self._progress_hook(train.max_steps)],
+                max_steps=train.max_steps,
+                saving_listeners=[publisher] if publisher else [],
+            )
         self._publish_files()
         return checkpoint_step(built.newest_checkpoint())
 

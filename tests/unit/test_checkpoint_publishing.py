@@ -20,6 +20,7 @@ from worker.sync import (
     export_in_bucket,
     fetch_newest_export,
     publish_export,
+    publish_files,
 )
 
 # How long an upload waits for the test to let it through: only a guard against a hang.
@@ -199,6 +200,28 @@ def test_a_failed_or_stopped_training_waits_for_its_queued_checkpoints(
             raise RuntimeError("training interrupted")
     assert publisher.queue.error is store.error
     assert _publisher_threads() == []
+
+
+def test_files_training_writes_for_a_moment_are_not_published(
+    store: HeldStore, tmp_path: Path
+) -> None:
+    """The publisher sends event files while training goes on: a save in progress (its
+    temporary folder) and an atomic write's temporary file are not for the bucket."""
+    store.gate.set()
+    bucket = BucketDir(store, "t1", "jobs/f")
+    model_dir = tmp_path / "scratch"
+    (model_dir / "model.ckpt-5_temp").mkdir(parents=True)
+    (model_dir / "model.ckpt-5_temp" / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"d")
+    (model_dir / "model.ckpt-5_temp" / "part-00000-of-00001.index").write_bytes(b"i")
+    (model_dir / f"graph.pbtxt.tmp{'0' * 32}").write_text("half a graph")
+    (model_dir / "events.out.tfevents.1.host").write_bytes(b"e")
+    (model_dir / "eval").mkdir()
+    (model_dir / "eval" / "events.out.tfevents.2.host").write_bytes(b"e")
+    assert publish_files(bucket, model_dir) == 2
+    assert sorted(k.split("jobs/f/", 1)[1] for k in store.puts) == [
+        "eval/events.out.tfevents.2.host",
+        "events.out.tfevents.1.host",
+    ]
 
 
 def _export(folder: Path) -> Path:

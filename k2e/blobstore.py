@@ -50,11 +50,6 @@ class BlobStore(Protocol):
         """The object for reading, as a file object; NotFound when absent."""
         ...
 
-    def read_range(self, key: str, start: int, length: int) -> bytes:
-        """``length`` bytes of the object from byte ``start``: NotFound when absent,
-        OSError when it ends before them."""
-        ...
-
     def size(self, key: str) -> int | None:
         """The object's size in bytes, or None when there is no such object."""
         ...
@@ -117,13 +112,6 @@ class LocalBlobStore:
             return self.path(key).open("rb")
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise NotFound(f"no stored object {key}") from None
-
-    def read_range(self, key: str, start: int, length: int) -> bytes:
-        with self.open(key) as f:
-            data = os.pread(f.fileno(), length, start)
-        if len(data) != length:
-            raise OSError(f"stored object {key} ends before byte {start + length - 1}")
-        return data
 
     def size(self, key: str) -> int | None:
         try:

@@ -155,29 +155,6 @@ class S3BlobStore:
             raise
         return cast(BinaryIO, _Body(answer["Body"], int(answer["ContentLength"])))
 
-    def read_range(self, key: str, start: int, length: int) -> bytes:
-        # A ranged GET: several of them at once read an object faster than one GET's
-        # stream (service/archive.py); boto3 checks no whole-object checksum on a range.
-        end = start + length - 1
-        try:
-            answer = self.client.get_object(
-                Bucket=self.bucket, Key=self.object_key(key), Range=f"bytes={start}-{end}"
-            )
-        except Exception as exc:
-            if _missing(exc):
-                raise NotFound(f"no stored object {key}") from None
-            if _status(exc) == 416:
-                raise OSError(f"stored object {key} ends before byte {end}") from None
-            raise
-        body = answer["Body"]
-        try:
-            data = bytes(body.read())
-        finally:
-            body.close()
-        if len(data) != length:
-            raise OSError(f"stored object {key} ends before byte {end}")
-        return data
-
     def size(self, key: str) -> int | None:
         try:
             answer = self.client.head_object(Bucket=self.bucket, Key=self.object_key(key))
@@ -239,13 +216,6 @@ class _Body:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _status(exc: BaseException) -> int:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-    return 0
 
 
 def _missing(exc: BaseException) -> bool:

@@ -6,8 +6,8 @@ page cache and the socket but large reads; and the contract's default tar.gz, th
 tar bytes through a stored (level 0) gzip stream.
 
 A member is a local file (a Path) or an object in the bucket (:class:`Stored`, its size
-known from the listing): the latter is read only when the archive reaches it, in ranges
-fetched several at once from the bucket.
+known from the listing): the latter is opened only when the archive reaches it, its
+bytes streamed from the bucket.
 """
 
 import asyncio
@@ -29,17 +29,17 @@ CHUNK = 1024 * 1024
 # Plain tar reads of local files: 1 MB (bench/STORAGE.md: larger reads were no faster,
 # and the API grows by about two of them per download).
 TAR_CHUNK = CHUNK
-# Bucket objects: ranges of STORED_PART bytes, STORED_AHEAD of them fetched at once per
-# download, so the bucket's answers overlap each other and the socket writes (one GET
-# streamed in 1 MB reads ran at 0.6-0.8 of boto3's get_object; bench/STORAGE.md). The
-# API holds at most STORED_AHEAD + 1 parts per download.
-STORED_PART = 8 * 1024 * 1024
-STORED_AHEAD = 4
+# Bucket objects: one GET read in STORED_READ-byte reads, STORED_AHEAD of them queued
+# ahead of the socket, so the bucket's answer keeps arriving while the API sends (1 MB
+# reads one ahead ran at 0.6-0.8 of boto3's get_object; several ranged GETs at once
+# cost the API twice the CPU per byte, on cores it shares with the bucket). The API
+# holds at most STORED_AHEAD + 1 reads per download.
+STORED_READ = 4 * 1024 * 1024
+STORED_AHEAD = 3
 COMPRESS_LEVEL = 0
 # Threads of their own for reads that would block: cheaper per read than anyio's pool,
 # and few threads mean few malloc arenas holding freed read buffers (the API's memory).
 _READERS = ThreadPoolExecutor(4, thread_name_prefix="k2e-archive-read")
-_FETCHERS = ThreadPoolExecutor(8, thread_name_prefix="k2e-archive-fetch")
 _BLOCK = tarfile.BLOCKSIZE
 _END = b"\0" * (2 * _BLOCK)
 # Reads that return at once or not at all (Linux): is a chunk in the page cache?
@@ -63,6 +63,8 @@ class _Member:
     file: BinaryIO | None
     size: int
     stored: Stored | None = None
+    # A stored member's close, queued behind its reads on their thread (TarPlan.stream).
+    closing: "Future[None] | None" = None
 
     def opened(self) -> BinaryIO:
         if self.file is None:
@@ -116,7 +118,7 @@ class TarPlan:
             running[0].add_done_callback(lambda _: self.close())
             return
         for member in self._members:
-            if member.file is not None:
+            if member.file is not None and member.closing is None:
                 member.file.close()
 
     def blocks(self, chunk: int = CHUNK) -> Iterator[bytes]:
@@ -143,12 +145,12 @@ class TarPlan:
         A local file's chunk that is in the page cache is read on the event loop (no
         thread hand-off: with several downloads at once, the hand-offs cost more than
         the reads); one that is not is read on a reader thread, never blocking the loop
-        on the disk. A bucket object arrives in ranges fetched ahead (STORED_AHEAD)."""
+        on the disk. A bucket object's reads run ahead of the socket (STORED_AHEAD)."""
         try:
             for member in self._members:
                 header = member.header
                 if member.stored is not None:
-                    pieces = self._ranges(member.stored)
+                    pieces = self._object_reads(member)
                 else:
                     pieces = self._reads(member, chunk)
                 async with aclosing(pieces):
@@ -181,15 +183,19 @@ class TarPlan:
             offset += len(data)
             yield data
 
-    async def _ranges(self, stored: Stored) -> AsyncGenerator[bytes, None]:
-        """A bucket object's bytes, STORED_PART at a time, STORED_AHEAD fetched at once."""
+    async def _object_reads(self, member: _Member) -> AsyncGenerator[bytes, None]:
+        """A bucket object's bytes from one GET, in STORED_READ-byte reads made in order
+        on a thread of the object's own, up to STORED_AHEAD of them ahead of the socket."""
+        reader = ThreadPoolExecutor(1, thread_name_prefix="k2e-archive-object")
         ahead: deque[Future[bytes]] = deque()
-        starts = iter(range(0, stored.size, STORED_PART))
+        sizes = iter(_pieces(member.size, STORED_READ))
         try:
+            opened = reader.submit(member.opened)
+            await asyncio.wrap_future(opened)
+            f = member.file
             while True:
-                for start in islice(starts, STORED_AHEAD - len(ahead)):
-                    size = min(STORED_PART, stored.size - start)
-                    ahead.append(_FETCHERS.submit(stored.store.read_range, stored.key, start, size))
+                for size in islice(sizes, STORED_AHEAD - len(ahead)):
+                    ahead.append(reader.submit(_read_whole, f, size))
                 if not ahead:
                     return
                 data = await asyncio.wrap_future(ahead[0])
@@ -197,7 +203,10 @@ class TarPlan:
                 yield data
         finally:
             for future in ahead:
-                future.cancel()  # those not started; a running fetch ends on its own
+                future.cancel()  # a read already running ends on its own, then the close
+            # The response body closes on its thread, after a read still running there.
+            member.closing = reader.submit(member.finished)
+            reader.shutdown(wait=False)
 
     async def _on_thread(self, future: "Future[bytes]") -> bytes:
         self._reading.add(future)
@@ -247,6 +256,12 @@ def _in_cache(fd: int, offset: int, size: int) -> bool:
         return False
 
 
+def _pieces(size: int, piece: int) -> Iterator[int]:
+    """The sizes of ``size`` bytes read ``piece`` at a time."""
+    for start in range(0, size, piece):
+        yield min(piece, size - start)
+
+
 def _read(f: BinaryIO | None, size: int) -> bytes:
     assert f is not None
     data = f.read(size)
@@ -254,6 +269,14 @@ def _read(f: BinaryIO | None, size: int) -> bytes:
         # The header promised more bytes than the file holds now (truncated in place):
         # end the response broken rather than send a tar that lies.
         raise OSError(f"{getattr(f, 'name', 'a file')} shrank while it was being sent")
+    return data
+
+
+def _read_whole(f: BinaryIO | None, size: int) -> bytes:
+    """``size`` bytes (a response body may answer a read with fewer)."""
+    data = _read(f, size)
+    while len(data) < size:
+        data += _read(f, size - len(data))
     return data
 
 

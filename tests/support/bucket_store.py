@@ -48,10 +48,6 @@ class RecordingStore:
         self.calls.append(("get", key))
         return self.store.open(key)
 
-    def read_range(self, key: str, start: int, length: int) -> bytes:
-        self.calls.append(("get", key))
-        return self.store.read_range(key, start, length)
-
     def size(self, key: str) -> int | None:
         return self.store.size(key)
 

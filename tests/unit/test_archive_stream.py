@@ -1,5 +1,5 @@
-"""The plain tar an API download streams (``TarPlan.stream``): bucket objects come in
-ranges fetched several at once, local files from the page cache or a reader thread, and
+"""The plain tar an API download streams (``TarPlan.stream``): a bucket object's reads
+run ahead of the socket, local files come from the page cache or a reader thread, and
 the bytes are those of the synchronous tar."""
 
 import asyncio
@@ -9,6 +9,7 @@ import tarfile
 import threading
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -48,63 +49,66 @@ def test_the_streamed_tar_holds_every_byte_around_chunk_boundaries(tmp_path: Pat
     assert _members(streamed) == files
 
 
-class _RangeStore(LocalBlobStore):
-    """Records the ranges read; the first ``together`` of them wait for one another (each
-    returns only once that many are being read at the same time)."""
+class _CountingStore(LocalBlobStore):
+    """Counts the reads of the objects it opens; each read answers at most ``most``
+    bytes, as a response body may."""
 
-    def __init__(self, root: Path, together: int = 1) -> None:
+    def __init__(self, root: Path, most: int | None = None) -> None:
         super().__init__(root)
-        self.ranges: list[tuple[int, int]] = []
+        self.reads = 0
+        self.most = most
         self.lock = threading.Lock()
-        self.barrier = threading.Barrier(together, timeout=30)
 
-    def read_range(self, key: str, start: int, length: int) -> bytes:
-        with self.lock:
-            self.ranges.append((start, length))
-            first = len(self.ranges) <= self.barrier.parties
-        if first:
-            self.barrier.wait()
-        return super().read_range(key, start, length)
+    def open(self, key: str) -> BinaryIO:
+        f = super().open(key)
+        inner = f.read
+
+        def read(size: int = -1) -> bytes:
+            with self.lock:
+                self.reads += 1
+            return inner(size if self.most is None else min(size, self.most))
+
+        f.read = read  # type: ignore[method-assign]
+        return f
 
 
-PART = 1000
+READ = 1000
 
 
-def test_a_bucket_object_is_fetched_in_ranges_several_at_once(
+def test_a_bucket_object_holds_every_byte_across_its_reads_short_or_not(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(archive, "STORED_PART", PART)
-    store = _RangeStore(tmp_path / "bucket", together=archive.STORED_AHEAD)
-    data = os.urandom(10 * PART + 5)
+    monkeypatch.setattr(archive, "STORED_READ", READ)
+    store = _CountingStore(tmp_path / "bucket", most=700)
+    data = os.urandom(10 * READ + 5)
     store.put_bytes("k/data", data)
     members: list[tuple[Path | Stored, str]] = [(Stored(store, "k/data", len(data)), "data")]
 
-    streamed = asyncio.run(_collect(TarPlan(members)))  # the barrier: STORED_AHEAD at once
+    streamed = asyncio.run(_collect(TarPlan(members)))
     assert streamed == b"".join(TarPlan(members).blocks())
     assert _members(streamed) == {"data": data}
-    assert sorted(store.ranges) == [(i * PART, PART) for i in range(10)] + [(10 * PART, 5)]
 
 
-def test_no_more_ranges_than_stored_ahead_are_read_before_they_are_sent(
+def test_stored_ahead_reads_are_made_before_the_first_is_sent_and_no_more(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(archive, "STORED_PART", PART)
-    store = _RangeStore(tmp_path / "bucket")
-    store.put_bytes("k/data", os.urandom(20 * PART))
-    plan = TarPlan([(Stored(store, "k/data", 20 * PART), "data")])
+    monkeypatch.setattr(archive, "STORED_READ", READ)
+    store = _CountingStore(tmp_path / "bucket")
+    store.put_bytes("k/data", os.urandom(20 * READ))
+    plan = TarPlan([(Stored(store, "k/data", 20 * READ), "data")])
 
-    async def ranges_after_first_piece() -> int:
+    async def reads_after_first_piece() -> int:
         stream = plan.stream()
-        await stream.__anext__()  # the header and the first range, not yet sent on
+        await stream.__anext__()  # the header and the first read, not yet sent on
         deadline = time.monotonic() + 5
-        while len(store.ranges) < archive.STORED_AHEAD and time.monotonic() < deadline:
+        while store.reads < archive.STORED_AHEAD and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-        await asyncio.sleep(0.1)  # and no further range than those ahead
-        ranges = len(store.ranges)
+        await asyncio.sleep(0.1)  # and no further read than those ahead
+        reads = store.reads
         await stream.aclose()
-        return ranges
+        return reads
 
-    assert asyncio.run(ranges_after_first_piece()) == archive.STORED_AHEAD
+    assert asyncio.run(reads_after_first_piece()) == archive.STORED_AHEAD
 
 
 @pytest.mark.parametrize("cached", [True, False])

@@ -95,20 +95,6 @@ def test_missing_objects_are_not_found(store: S3BlobStore, tmp_path: Path) -> No
     assert store.size("tenants/a/none") is None
 
 
-def test_ranges_read_the_bytes_asked_for(store: S3BlobStore) -> None:
-    data = os.urandom(3000)
-    store.put_bytes("tenants/a/blob", data)
-    assert store.read_range("tenants/a/blob", 0, 1000) == data[:1000]
-    assert store.read_range("tenants/a/blob", 2999, 1) == data[2999:]
-    assert store.read_range("tenants/a/blob", 1000, 2000) == data[1000:]
-    with pytest.raises(OSError, match="ends before byte 3000"):
-        store.read_range("tenants/a/blob", 2000, 1001)
-    with pytest.raises(OSError, match="ends before byte 3000"):
-        store.read_range("tenants/a/blob", 3000, 1)
-    with pytest.raises(NotFound):
-        store.read_range("tenants/a/none", 0, 1)
-
-
 @pytest.mark.parametrize("key", ["../escape", "/abs", "a/../../b", "a\\b", ""])
 def test_keys_outside_the_prefix_are_refused(store: S3BlobStore, key: str) -> None:
     with pytest.raises(ValueError, match="not a storage key"):

@@ -1,12 +1,10 @@
 """Storage's calls through its BlobStore on the local folder (the default): the same
 calls the bucket answers (tests/unit/test_bucket_api.py), with files used in place."""
 
-import os
 from pathlib import Path
 
 import pytest
 
-from k2e.blobstore import LocalBlobStore
 from k2e.errors import NotFound
 from k2e.schemas import DatasetInfo
 from k2e.storage import Storage
@@ -52,14 +50,3 @@ def test_an_entry_is_moved_into_place_with_its_info(tmp_path: Path) -> None:
     assert target.read_bytes() == b"data"
     assert view.dataset_info(info.id) == info
     assert view.exists(target)
-
-
-def test_ranges_of_a_local_object_read_the_bytes_asked_for(tmp_path: Path) -> None:
-    store = LocalBlobStore(tmp_path)
-    data = os.urandom(3000)
-    store.put_bytes("tenants/a/blob", data)
-    assert store.read_range("tenants/a/blob", 1000, 2000) == data[1000:]
-    with pytest.raises(OSError, match="ends before byte 3000"):
-        store.read_range("tenants/a/blob", 2000, 1001)
-    with pytest.raises(NotFound):
-        store.read_range("tenants/a/none", 0, 1)

@@ -14,25 +14,37 @@ import asyncio
 import os
 import tarfile
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import aclosing
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import BinaryIO
 
 from k2e.blobstore import BlobStore
 
 CHUNK = 1024 * 1024
-# Plain tar reads: 1 MB, as the gzip stream's. 2 MB reads were no faster within this
-# machine's noise and eight concurrent downloads then grew the API by ~60 MB (1 MB: ~35 MB;
-# bench/downloads.py): each response holds about two reads at a time.
+# Plain tar reads of local files: 1 MB (bench/STORAGE.md: larger reads were no faster,
+# and the API grows by about two of them per download).
 TAR_CHUNK = CHUNK
+# Bucket objects: one GET read in STORED_READ-byte reads, STORED_AHEAD of them queued
+# ahead of the socket, so the bucket's answer keeps arriving while the API sends (1 MB
+# reads one ahead ran at 0.6-0.8 of boto3's get_object; several ranged GETs at once
+# cost the API twice the CPU per byte, on cores it shares with the bucket). The API
+# holds at most STORED_AHEAD + 1 reads per download.
+STORED_READ = 4 * 1024 * 1024
+STORED_AHEAD = 3
 COMPRESS_LEVEL = 0
-# A few threads of their own for file reads: cheaper per read than anyio's pool, and few
-# threads mean few malloc arenas holding freed read buffers (the API's memory).
+# Threads of their own for reads that would block: cheaper per read than anyio's pool,
+# and few threads mean few malloc arenas holding freed read buffers (the API's memory).
 _READERS = ThreadPoolExecutor(4, thread_name_prefix="k2e-archive-read")
 _BLOCK = tarfile.BLOCKSIZE
 _END = b"\0" * (2 * _BLOCK)
+# Reads that return at once or not at all (Linux): is a chunk in the page cache?
+_NOWAIT = getattr(os, "RWF_NOWAIT", None)
+_PROBE = bytearray(1)
 
 
 @dataclass(frozen=True)
@@ -50,19 +62,22 @@ class _Member:
     header: bytes
     file: BinaryIO | None
     size: int
-    opener: Callable[[], BinaryIO] | None = None
+    stored: Stored | None = None
+    # A stored member's close, queued behind its reads on their thread (TarPlan.stream).
+    closing: "Future[None] | None" = None
 
     def opened(self) -> BinaryIO:
         if self.file is None:
-            assert self.opener is not None
-            self.file = self.opener()
+            assert self.stored is not None
+            self.file = self.stored.store.open(self.stored.key)
         return self.file
 
     def finished(self) -> None:
         """A stored member's response is closed once it is sent (one connection at a
         time); a local file stays open until the plan's end, as it was opened."""
-        if self.opener is not None and self.file is not None:
+        if self.stored is not None and self.file is not None:
             self.file.close()
+            self.file = None
 
 
 class TarPlan:
@@ -71,10 +86,13 @@ class TarPlan:
 
     def __init__(self, members: Iterable[tuple[Path | Stored, str]]) -> None:
         self._members: list[_Member] = []
+        # Reads still running on a thread when the response ends: the files close after.
+        self._reading: set[Future[bytes]] = set()
         try:
             for path, arcname in members:
                 if isinstance(path, Stored):
-                    self._members.append(_stored_member(path, arcname))
+                    header = _header(arcname, path.size, path.mtime or 0)
+                    self._members.append(_Member(header, None, path.size, path))
                     continue
                 f = path.open("rb", buffering=0)
                 try:
@@ -82,11 +100,8 @@ class TarPlan:
                 except BaseException:
                     f.close()
                     raise
-                info = tarfile.TarInfo(arcname)
-                info.size = stat.st_size
-                info.mtime = int(stat.st_mtime)
-                info.mode = 0o644
-                self._members.append(_Member(info.tobuf(format=tarfile.PAX_FORMAT), f, info.size))
+                header = _header(arcname, stat.st_size, stat.st_mtime)
+                self._members.append(_Member(header, f, stat.st_size))
         except BaseException:
             self.close()
             raise
@@ -97,8 +112,13 @@ class TarPlan:
         return sum(len(m.header) + m.size + _padding(m.size) for m in self._members) + len(_END)
 
     def close(self) -> None:
+        """Closes the files; while a read still runs on a thread, once it is done."""
+        running = [future for future in self._reading if not future.done()]
+        if running:
+            running[0].add_done_callback(lambda _: self.close())
+            return
         for member in self._members:
-            if member.file is not None:
+            if member.file is not None and member.closing is None:
                 member.file.close()
 
     def blocks(self, chunk: int = CHUNK) -> Iterator[bytes]:
@@ -119,39 +139,79 @@ class TarPlan:
             self.close()
 
     async def stream(self, chunk: int = TAR_CHUNK) -> AsyncIterator[bytes]:
-        """The plain tar for an ASGI response: file reads on a worker thread, never on
-        the event loop; closes the files at the end or when the client goes away.
+        """The plain tar for an ASGI response; closes the files at the end or when the
+        client goes away.
 
-        Each member's next read starts before the current chunk goes out, so reading
-        from disk or the bucket overlaps the socket write: at most two chunks per
-        response, the one being sent and the one being read."""
-        loop = asyncio.get_running_loop()
-        ahead: Future[bytes] | None = None
+        A local file's chunk that is in the page cache is read on the event loop (no
+        thread hand-off: with several downloads at once, the hand-offs cost more than
+        the reads); one that is not is read on a reader thread, never blocking the loop
+        on the disk. A bucket object's reads run ahead of the socket (STORED_AHEAD)."""
         try:
             for member in self._members:
-                left = member.size
-                first = min(chunk, left)
-                f = await loop.run_in_executor(_READERS, member.opened) if left else None
-                data = await loop.run_in_executor(_READERS, _read, f, first) if first else b""
-                left -= len(data)
-                data = member.header + data  # one message for a small file
-                while left:
-                    ahead = _READERS.submit(_read, f, min(chunk, left))
-                    yield data
-                    data = await asyncio.wrap_future(ahead)
-                    ahead = None
-                    left -= len(data)
-                yield data
-                member.finished()
+                header = member.header
+                if member.stored is not None:
+                    pieces = self._object_reads(member)
+                else:
+                    pieces = self._reads(member, chunk)
+                async with aclosing(pieces):
+                    async for data in pieces:
+                        yield header + data if header else data  # one message for a small file
+                        header = b""
+                if header:
+                    yield header  # an empty file
                 if _padding(member.size):
                     yield b"\0" * _padding(member.size)
             yield _END
         finally:
-            if ahead is None:
-                self.close()
+            self.close()
+
+    async def _reads(self, member: _Member, chunk: int) -> AsyncGenerator[bytes, None]:
+        """A local file's bytes in ``chunk``-sized reads."""
+        assert member.file is not None
+        fd = member.file.fileno()
+        offset = 0
+        while offset < member.size:
+            size = min(chunk, member.size - offset)
+            if _in_cache(fd, offset, size):
+                data = os.pread(fd, size, offset)
             else:
-                # A read may still run on its thread: its file closes once it is done.
-                ahead.add_done_callback(lambda _: self.close())
+                data = await self._on_thread(_READERS.submit(os.pread, fd, size, offset))
+            if not data:
+                # The header promised more bytes than the file holds now (truncated in
+                # place): end the response broken rather than send a tar that lies.
+                raise OSError(f"{member.file.name} shrank while it was being sent")
+            offset += len(data)
+            yield data
+
+    async def _object_reads(self, member: _Member) -> AsyncGenerator[bytes, None]:
+        """A bucket object's bytes from one GET, in STORED_READ-byte reads made in order
+        on a thread of the object's own, up to STORED_AHEAD of them ahead of the socket."""
+        reader = ThreadPoolExecutor(1, thread_name_prefix="k2e-archive-object")
+        ahead: deque[Future[bytes]] = deque()
+        sizes = iter(_pieces(member.size, STORED_READ))
+        try:
+            opened = reader.submit(member.opened)
+            await asyncio.wrap_future(opened)
+            f = member.file
+            while True:
+                for size in islice(sizes, STORED_AHEAD - len(ahead)):
+                    ahead.append(reader.submit(_read_whole, f, size))
+                if not ahead:
+                    return
+                data = await asyncio.wrap_future(ahead[0])
+                ahead.popleft()
+                yield data
+        finally:
+            for future in ahead:
+                future.cancel()  # a read already running ends on its own, then the close
+            # The response body closes on its thread, after a read still running there.
+            member.closing = reader.submit(member.finished)
+            reader.shutdown(wait=False)
+
+    async def _on_thread(self, future: "Future[bytes]") -> bytes:
+        self._reading.add(future)
+        future.add_done_callback(self._reading.discard)
+        return await asyncio.wrap_future(future)
 
 
 def tar_gz_stream(plan: TarPlan) -> Iterator[bytes]:
@@ -177,13 +237,29 @@ def tree_members(root: Path, prefix: str) -> list[tuple[Path, str]]:
     ]
 
 
-def _stored_member(stored: Stored, arcname: str) -> _Member:
+def _header(arcname: str, size: int, mtime: float) -> bytes:
     info = tarfile.TarInfo(arcname)
-    info.size = stored.size
-    info.mtime = int(stored.mtime or 0)
+    info.size = size
+    info.mtime = int(mtime)
     info.mode = 0o644
-    header = info.tobuf(format=tarfile.PAX_FORMAT)
-    return _Member(header, None, stored.size, lambda: stored.store.open(stored.key))
+    return info.tobuf(format=tarfile.PAX_FORMAT)
+
+
+def _in_cache(fd: int, offset: int, size: int) -> bool:
+    """Whether the first and last bytes of ``size`` at ``offset`` are in the page cache
+    (then the kernel's read-ahead has the rest): read them without waiting for the disk."""
+    if _NOWAIT is None:
+        return False
+    try:
+        return all(os.preadv(fd, [_PROBE], at, _NOWAIT) == 1 for at in (offset, offset + size - 1))
+    except OSError:  # EAGAIN: on the disk (or a file system that cannot tell)
+        return False
+
+
+def _pieces(size: int, piece: int) -> Iterator[int]:
+    """The sizes of ``size`` bytes read ``piece`` at a time."""
+    for start in range(0, size, piece):
+        yield min(piece, size - start)
 
 
 def _read(f: BinaryIO | None, size: int) -> bytes:
@@ -193,6 +269,14 @@ def _read(f: BinaryIO | None, size: int) -> bytes:
         # The header promised more bytes than the file holds now (truncated in place):
         # end the response broken rather than send a tar that lies.
         raise OSError(f"{getattr(f, 'name', 'a file')} shrank while it was being sent")
+    return data
+
+
+def _read_whole(f: BinaryIO | None, size: int) -> bytes:
+    """``size`` bytes (a response body may answer a read with fewer)."""
+    data = _read(f, size)
+    while len(data) < size:
+        data += _read(f, size - len(data))
     return data
 
 

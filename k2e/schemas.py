@@ -187,6 +187,8 @@ class JobStatus(StrEnum):
     failed = "failed"
     cancelling = "cancelling"
     cancelled = "cancelled"
+    # Checkpointed and off its worker until resumed (POST /jobs/{id}/resume); not an end.
+    suspended = "suspended"
 
 
 TERMINAL_STATUSES = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})

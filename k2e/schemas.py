@@ -154,6 +154,15 @@ class ConvertRequest(_Request):
     accelerator: Literal["cpu", "gpu"] = "cpu"
     # Training stops at this many seconds after the job first starts: failed, timed_out.
     timeout_s: PositiveInt32 | None = None
+    priority: str = Field(
+        default="normal",
+        min_length=1,
+        max_length=32,
+        description="The job's priority class (K2E_PRIORITY_CLASSES; by default `low`, "
+        "`normal`, `high`): waiting jobs start highest class first, and a job may preempt "
+        "a running job of a lower class at its next checkpoint. At most the tenant's "
+        "`max_priority`.",
+    )
 
     @field_validator("checkpoint_format")
     @classmethod

@@ -6,6 +6,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Index,
     Integer,
     MetaData,
     String,
@@ -68,6 +69,8 @@ jobs = Table(
     Column("preempted_at", DateTime(timezone=True)),
     # "suspend" or "preempt" while the job's worker is asked to checkpoint and yield.
     Column("yield_request", String(16)),
+    # The scheduler's turns: when a tenant last had a job handed over in a queue.
+    Index("ix_k2e_jobs_turns", "tenant", "queue", "dispatched_at"),
 )
 
 events = Table(

@@ -35,6 +35,7 @@ class Backend:
             max_bytes=settings.quota_max_bytes,
             max_steps=settings.quota_max_steps,
             max_run_s=settings.quota_max_run_s,
+            max_priority=settings.quota_max_priority,
         )
         return cls(
             store=store,

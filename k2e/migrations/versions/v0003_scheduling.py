@@ -25,6 +25,8 @@ def upgrade() -> None:
     ):
         if column.name not in have:
             op.add_column("k2e_jobs", column)
+    if "ix_k2e_jobs_turns" not in {i["name"] for i in inspector.get_indexes("k2e_jobs")}:
+        op.create_index("ix_k2e_jobs_turns", "k2e_jobs", ["tenant", "queue", "dispatched_at"])
     tables = set(inspector.get_table_names())
     if "k2e_workers" not in tables:
         op.create_table(
@@ -50,5 +52,6 @@ def downgrade() -> None:
     op.drop_table("k2e_scheduler")
     op.drop_index("ix_k2e_workers_seen_at", table_name="k2e_workers")
     op.drop_table("k2e_workers")
+    op.drop_index("ix_k2e_jobs_turns", table_name="k2e_jobs")
     for name in ("yield_request", "preempted_at", "preemptions", "priority"):
         op.drop_column("k2e_jobs", name)

@@ -44,7 +44,7 @@ class Backend:
             settings=settings,
             tenants=TenantStore(store.engine, defaults),
             catalog=Catalog(store.engine),
-            dispatcher=Dispatcher(store.engine, sender, settings.tenant_inflight_jobs),
+            dispatcher=Dispatcher.from_settings(store.engine, sender, settings),
             sessions=SessionStore(store.engine, settings.session_ttl_s),
         )
 

@@ -205,7 +205,8 @@ def test_a_waiting_higher_priority_job_preempts_the_lowest_newest_running_one(
     yielded(store, newer_low)
     dispatcher.pump(ANY_TENANT)
     assert sender.sent[-1] == high
-    assert same not in sender.sent and newer_low not in sender.sent[2:]
+    assert same not in sender.sent
+    assert newer_low not in sender.sent[2:]
 
 
 def test_a_cancelling_job_and_a_job_in_its_cool_down_are_not_victims(

@@ -13,6 +13,7 @@ from pydantic import (
 )
 
 from k2e.compat import StrEnum
+from k2e.queue_schemas import QueuePlace
 from k2e.spec import rules
 from k2e.spec.numbers import INT32_MAX, INT64_MAX, INT64_MIN
 
@@ -272,6 +273,13 @@ class Job(BaseModel):
     # The run-time limit the worker enforces, in seconds from the first start.
     timeout_s: int | None = None
     export: ExportCheck | None = None
+    # Named `scheduling`: `queue` is the queue's name (v1).
+    scheduling: QueuePlace | None = Field(
+        default=None, description="While the job is queued: its place in its queue."
+    )
+    preemptions: int = Field(
+        default=0, description="How often it yielded its worker to a job ranked above it."
+    )
 
 
 class JobPage(BaseModel):

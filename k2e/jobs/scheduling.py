@@ -212,7 +212,7 @@ def read_snapshot(
         for r in conn.execute(outer).all()
     ]
     snapshot = Snapshot(now, policy, live_slots(conn, now, policy.live_s), holding, waiting)
-    names = {job.tenant for job in (*holding, *waiting)}
+    names = {job.tenant for job in holding} | {job.tenant for job in waiting}
     snapshot.shares = read_shares(conn, names)
     for q, tenant in {(job.queue, job.tenant) for job in waiting}:
         last = conn.execute(

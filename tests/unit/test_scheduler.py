@@ -164,6 +164,7 @@ def test_a_tenant_has_at_most_k_jobs_handed_over(
     ids = [submit(store, "acme") for _ in range(3)]
     other = submit(store, "globex")
     assert dispatcher.pump(Scope.of("acme")) == ids[:2]
+    assert dispatcher.pump(Scope.of("acme")) == []  # free slots, but two are in flight
     # The other tenant's job was handed over too, and not named to this tenant.
     assert sorted(sender.sent) == sorted([*ids[:2], other])
 

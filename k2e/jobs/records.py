@@ -41,7 +41,7 @@ class JobRecord:
     request_hash: str | None  # the body an Idempotency-Key was first used with
     priority: int | None = None  # its class's value (None: normal, rows older than it)
     preemptions: int = 0
-    dispatched: bool = False  # handed to the broker (and not ended)
+    dispatched: bool = False  # handed to the broker (dispatched_at set)
 
     @classmethod
     def from_row(cls, row: RowMapping) -> JobRecord:

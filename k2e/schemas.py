@@ -13,6 +13,7 @@ from pydantic import (
 )
 
 from k2e.compat import StrEnum
+from k2e.queue_schemas import QueuePlace
 from k2e.spec import rules
 from k2e.spec.numbers import INT32_MAX, INT64_MAX, INT64_MIN
 
@@ -154,6 +155,15 @@ class ConvertRequest(_Request):
     accelerator: Literal["cpu", "gpu"] = "cpu"
     # Training stops at this many seconds after the job first starts: failed, timed_out.
     timeout_s: PositiveInt32 | None = None
+    priority: str = Field(
+        default="normal",
+        min_length=1,
+        max_length=32,
+        description="The job's priority class (K2E_PRIORITY_CLASSES; by default `low`, "
+        "`normal`, `high`): waiting jobs start highest class first, and a job may preempt "
+        "a running job of a lower class at its next checkpoint. At most the tenant's "
+        "`max_priority`.",
+    )
 
     @field_validator("checkpoint_format")
     @classmethod
@@ -187,6 +197,8 @@ class JobStatus(StrEnum):
     failed = "failed"
     cancelling = "cancelling"
     cancelled = "cancelled"
+    # Checkpointed and off its worker until resumed (POST /jobs/{id}/resume); not an end.
+    suspended = "suspended"
 
 
 TERMINAL_STATUSES = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
@@ -261,6 +273,13 @@ class Job(BaseModel):
     # The run-time limit the worker enforces, in seconds from the first start.
     timeout_s: int | None = None
     export: ExportCheck | None = None
+    # Named `scheduling`: `queue` is the queue's name (v1).
+    scheduling: QueuePlace | None = Field(
+        default=None, description="While the job is queued: its place in its queue."
+    )
+    preemptions: int = Field(
+        default=0, description="How often it yielded its worker to a job ranked above it."
+    )
 
 
 class JobPage(BaseModel):

@@ -6,6 +6,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Index,
     Integer,
     MetaData,
     String,
@@ -59,6 +60,17 @@ jobs = Table(
     # The number of the job's newest event (k2e_job_events.num): the row a writer updates
     # to number its events also orders them, one writer at a time per job.
     Column("events_num", Integer),
+    # The job's priority class's value when it was submitted (higher runs first); NULL
+    # in rows older than priorities: the "normal" class.
+    Column("priority", Integer),
+    # How often the scheduler made the job yield its worker to another (NULL = never),
+    # and when it last did: a job is preempted at most once per cool-down.
+    Column("preemptions", Integer),
+    Column("preempted_at", DateTime(timezone=True)),
+    # "suspend" or "preempt" while the job's worker is asked to checkpoint and yield.
+    Column("yield_request", String(16)),
+    # The scheduler's turns: when a tenant last had a job handed over in a queue.
+    Index("ix_k2e_jobs_turns", "tenant", "queue", "dispatched_at"),
 )
 
 events = Table(
@@ -148,4 +160,27 @@ server_secrets = Table(
     # Keys every API process shares: "cursor" signs and encrypts list cursors (k2e.cursors).
     Column("name", String(32), primary_key=True),
     Column("value", String(128), nullable=False),
+)
+
+
+workers = Table(
+    "k2e_workers",
+    metadata,
+    # One row per worker process pool (a Celery worker), kept fresh by its heartbeat: the
+    # scheduler counts the job slots of the live ones per queue.
+    Column("name", String(200), primary_key=True),  # "<host>:<pid>"
+    Column("node", String(128), nullable=False),
+    Column("queues", String(200), nullable=False),  # space-separated
+    Column("slots", Integer, nullable=False),
+    Column("version", String(32), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("seen_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+scheduler = Table(
+    "k2e_scheduler",
+    metadata,
+    # One row: a scheduling pass updates it first, so passes from any process take turns.
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("passed_at", DateTime(timezone=True)),
 )

@@ -39,6 +39,12 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "tenant_inflight_jobs",
         "retention_days",
     ),
+    "Scheduling: priorities and preemption": (
+        "priority_classes",
+        "quota_max_priority",
+        "preempt_cooldown_s",
+        "worker_heartbeat_s",
+    ),
     "Uploads and their inspection": (
         "max_upload_bytes",
         "allow_lambda",

@@ -7,7 +7,9 @@ from k2e.catalog import Catalog
 from k2e.jobs.dispatch import Dispatcher
 from k2e.jobs.event_log import notifier_for
 from k2e.jobs.job_store import JobStore
+from k2e.jobs.placement import Placement
 from k2e.jobs.queueing import TaskSender
+from k2e.jobs.scheduling import Policy
 from k2e.settings import Settings
 from k2e.storage import Storage
 from k2e.tenancy.bodies import EffectiveQuotas
@@ -25,6 +27,7 @@ class Backend:
     catalog: Catalog
     dispatcher: Dispatcher
     sessions: SessionStore
+    placement: Placement
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Backend":
@@ -35,6 +38,7 @@ class Backend:
             max_bytes=settings.quota_max_bytes,
             max_steps=settings.quota_max_steps,
             max_run_s=settings.quota_max_run_s,
+            max_priority=settings.quota_max_priority,
         )
         return cls(
             store=store,
@@ -43,8 +47,9 @@ class Backend:
             settings=settings,
             tenants=TenantStore(store.engine, defaults),
             catalog=Catalog(store.engine),
-            dispatcher=Dispatcher(store.engine, sender, settings.tenant_inflight_jobs),
+            dispatcher=Dispatcher.from_settings(store.engine, sender, settings),
             sessions=SessionStore(store.engine, settings.session_ttl_s),
+            placement=Placement(store.engine, Policy.from_settings(settings)),
         )
 
     def upload_limit(self, tenant: str) -> tuple[int, str]:

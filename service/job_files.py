@@ -14,7 +14,8 @@ from typing import Any
 from k2e.errors import Conflict, K2EError, NotFound, Unavailable
 from k2e.jobs.planning import model_under
 from k2e.jobs.records import JobRecord
-from k2e.schemas import CheckpointInfo, Job, JobEvent, JobLog, TensorInfo
+from k2e.queue_schemas import QueuePlace
+from k2e.schemas import CheckpointInfo, Job, JobEvent, JobLog, JobStatus, TensorInfo
 from k2e.storage import EXPORT_DIR, Storage, is_upload_id
 from k2e.tenancy.bodies import DEFAULT_TENANT, Caller
 from k2e.tenancy.scope import Scope
@@ -177,9 +178,14 @@ def member_view(backend: Backend) -> Callable[[Job], Job]:
     return view
 
 
-def shown(backend: Backend, caller: Caller, record: JobRecord) -> Job:
-    """The job's public body as ``caller`` sees it."""
-    job = record.public()
+def shown(
+    backend: Backend, caller: Caller, record: JobRecord, place: QueuePlace | None = None
+) -> Job:
+    """The job's public body as ``caller`` sees it; a queued job's place is read unless
+    given (a listing reads the places of its page at once)."""
+    if place is None and record.status is JobStatus.queued:
+        place = backend.placement.place(record)
+    job = record.public(place)
     return job if caller.is_admin else member_view(backend)(job)
 
 

@@ -25,7 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from k2e.jobs.job_store import JobStore
 from k2e.jobs.records import JobRecord
-from k2e.schemas import TERMINAL_STATUSES, Job
+from k2e.queue_schemas import QueuePlace
+from k2e.schemas import TERMINAL_STATUSES, Job, JobStatus
 from k2e.tenancy.scope import Scope
 
 MAX_ENTRIES = 10_000
@@ -41,10 +42,12 @@ class JobCache:
         live_ttl_s: float = 0.05,
         readers: int = 4,
         member_view: Callable[[Job], Job] | None = None,
+        place: Callable[[JobRecord], QueuePlace | None] | None = None,
     ) -> None:
         self.ttl_s = ttl_s
         self.live_ttl_s = live_ttl_s
         self.member_view = member_view
+        self.place = place
         self._entries: dict[Key, tuple[bytes, float]] = {}
         self._scopes: dict[str, set[Scope]] = {}  # job id -> scopes holding it
         self._reading: dict[Key, asyncio.Future[bytes]] = {}
@@ -66,8 +69,7 @@ class JobCache:
         future: asyncio.Future[bytes] = loop.create_future()
         self._reading[key] = future
         try:
-            record: JobRecord = await loop.run_in_executor(self._readers, store.get, job_id, scope)
-            job = record.public()
+            job = await loop.run_in_executor(self._readers, self._load, store, job_id, scope)
             if not scope.is_any and self.member_view is not None:
                 job = self.member_view(job)
             body = job.model_dump_json().encode()
@@ -80,6 +82,13 @@ class JobCache:
             raise
         finally:
             self._reading.pop(key, None)
+
+    def _load(self, store: JobStore, job_id: str, scope: Scope) -> Job:
+        """The job's public body (with its place in its queue while queued)."""
+        record = store.get(job_id, scope)
+        if record.status is JobStatus.queued and self.place is not None:
+            return record.public(self.place(record))
+        return record.public()
 
     def fresh(self, scope: Scope, job_id: str) -> bytes | None:
         """The job's JSON as ``scope`` sees it, if in memory and fresh, else None (no

@@ -20,7 +20,7 @@ from service.job_files import member_view
 from service.jobcache import JobCache
 from service.openapi import add_request_schemas
 from service.problems import add_exception_handlers
-from service.routes import convert, events, health, jobs, predict, tenants, uploads
+from service.routes import convert, events, health, jobs, predict, queues, tenants, uploads
 from service.ui import dashboard as ui
 
 log = logging.getLogger("k2e.api")
@@ -52,14 +52,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.key_cache = KeyCache(settings.key_cache_s)
     app.state.session_cache = SessionCache(settings.key_cache_s)
     app.state.job_cache = JobCache(
-        settings.job_cache_s, settings.live_job_cache_s, member_view=member_view(backend)
+        settings.job_cache_s,
+        settings.live_job_cache_s,
+        member_view=member_view(backend),
+        place=backend.placement.place,
     )
     app.state.event_broker = EventBroker(
         backend.store, settings.redis_url, settings.events_poll_s, settings.events_keepalive_s
     )
     add_exception_handlers(app)
     app.add_middleware(JobReadFastPath)
-    for module in (health, uploads, convert, jobs, predict, events, tenants, ui):
+    for module in (health, uploads, convert, jobs, predict, events, tenants, queues, ui):
         app.include_router(module.router)
     add_docs(app)
     add_request_schemas(app, {"ConvertRequest": ConvertRequest, "PredictRequest": PredictRequest})

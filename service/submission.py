@@ -6,6 +6,7 @@ limits and the tenant's quotas), plan the job (k2e.jobs.planning), record it, ha
 the broker when the fairness rule allows. A refused submission keeps nothing.
 """
 
+import dataclasses
 import hashlib
 import json
 from typing import Any
@@ -235,6 +236,8 @@ def submit(
     quotas = backend.tenants.quotas(tenant)
     check_spec(spec, storage, backend.settings, reinspect=False, quotas=quotas)
     new = plan_job(spec, store, storage, tenant, quotas, idempotency_key, body_hash)
+    # The class's value now: a class an admin renumbers later leaves this job's order.
+    new = dataclasses.replace(new, priority=backend.settings.priority_values[spec.priority])
     job_id = new.id
     # The record exists before the task is sent: a worker never sees an unknown job.
     try:

@@ -21,6 +21,7 @@ app.conf.worker_max_memory_per_child = settings.job_memory_bytes // 1024  # KiB
 
 log = logging.getLogger("k2e.worker")
 _reconciler: Any = None
+_registry: Any = None
 
 
 @lru_cache(maxsize=1)
@@ -53,7 +54,22 @@ def _start_reconciler(**_: Any) -> None:
     )
 
 
+@worker_ready.connect
+def _join_registry(sender: Any = None, **_: Any) -> None:
+    """The main process registers the worker's queues and job slots (its pool's
+    concurrency) for the scheduler, and keeps them fresh."""
+    global _registry
+    from worker.registry import RegistryHeartbeat
+
+    queues = sorted(app.amqp.queues.consume_from)
+    slots = int(getattr(getattr(sender, "controller", None), "concurrency", None) or 1)
+    _registry = RegistryHeartbeat(settings, app, queues, slots)
+    _registry.start()
+
+
 @worker_shutdown.connect
 def _stop_reconciler(**_: Any) -> None:
     if _reconciler is not None:
         _reconciler.stop()
+    if _registry is not None:
+        _registry.stop()

@@ -35,7 +35,7 @@ class Reconciler:
         self.settings = settings
         self.sender = TaskSender(settings, celery)
         self.store = JobLeases(settings.sqlalchemy_url, notifier_for(settings.redis_url))
-        self.dispatcher = Dispatcher(self.store.engine, self.sender, settings.tenant_inflight_jobs)
+        self.dispatcher = Dispatcher.from_settings(self.store.engine, self.sender, settings)
         self.storage = Storage(settings.storage_root)
         self.blobs = blob_store(settings)
         self._stop = threading.Event()

@@ -25,16 +25,33 @@ def create_tenant(
     max_bytes: Annotated[int | None, typer.Option(help="Bytes of uploads and models.")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Largest train.max_steps.")] = None,
     max_run_s: Annotated[int | None, typer.Option(help="A job's run-time limit.")] = None,
+    max_priority: Annotated[
+        str | None, typer.Option(help="The highest priority class its jobs may ask for.")
+    ] = None,
+    share_cpu: Annotated[
+        int | None, typer.Option(help="Guaranteed job slots of the cpu queue.")
+    ] = None,
+    share_gpu: Annotated[
+        int | None, typer.Option(help="Guaranteed job slots of the gpu queue.")
+    ] = None,
+    borrow: Annotated[
+        bool | None,
+        typer.Option("--borrow/--no-borrow", help="May use idle slots beyond its share."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Create a tenant; quotas not given take the server's defaults."""
-    quotas = {
+    share = {k: v for k, v in {"cpu": share_cpu, "gpu": share_gpu}.items() if v is not None}
+    quotas: dict[str, object] = {
         k: v
         for k, v in {
             "max_active_jobs": max_active_jobs,
             "max_bytes": max_bytes,
             "max_steps": max_steps,
             "max_run_s": max_run_s,
+            "max_priority": max_priority,
+            "share": share or None,
+            "borrow": borrow,
         }.items()
         if v is not None
     }

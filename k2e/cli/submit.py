@@ -91,6 +91,13 @@ def submit(
     idempotency_key: Annotated[
         str | None, typer.Option(help="Submitting again with this key gives the same job.")
     ] = None,
+    priority: Annotated[
+        str | None,
+        typer.Option(
+            help="The job's priority class (low, normal, high, or one the server adds); at "
+            "most the tenant's max_priority."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
 ) -> None:
     """Upload MODEL and its data and submit a job (with --wait: exit 0 succeeded, 1 failed,
@@ -122,7 +129,7 @@ def submit(
             if isinstance(spec["eval"], dict):
                 spec["eval"]["dataset"] = eval_id
         try:
-            job = client.submit(spec, idempotency_key)
+            job = client.submit(spec, idempotency_key, priority=priority)
         except ProblemError as exc:
             print_problem(st.err, exc, "spec refused" if exc.status == 422 else "submit")
             raise typer.Exit(EXIT_REJECTED if exc.status in (400, 413, 422) else 1) from exc

@@ -1,110 +1,182 @@
-"""Fair hand-over of queued jobs to the broker.
+"""Hands waiting jobs to the broker by the scheduling rules, and asks running jobs to
+yield their worker to a waiting job that ranks above them.
 
-The fairness rule: a tenant has at most ``tenant_inflight_jobs`` (K) jobs in the broker
-or running at once. Its other queued jobs wait in the job store (``dispatched_at`` NULL)
-and are handed over, oldest first, as its earlier jobs end. So when a worker frees up,
-the jobs ahead of a newly submitted job in the broker's FIFO queue are at most K per
-other tenant, whatever those tenants have queued: one tenant's burst of 1000 jobs delays
-another tenant's next job by at most K of its jobs.
+One pass (``Dispatcher.pump``) looks at every tenant and every queue, inside one
+transaction that first updates the ``k2e_scheduler`` row: passes from any process
+(the API after a submission or a cancel, a worker after a job ends or yields, the
+reconciler every round, a worker registering) take turns, so each sees what the one
+before it handed over.
 
-Anyone may pump: the API after a submission or a cancel (the submitting tenant only),
-a worker after a job ends, and the reconciler every round (all tenants). Claiming a job
-is one conditional UPDATE, so a job is handed over once however many pump at once;
-the per-tenant bound itself is counted, then claimed, and may be passed by one or two
-jobs when pumps race.
+Per queue, the job slots are those of its live workers (k2e.jobs.workers):
+
+- No live worker known for the queue: jobs are handed to the broker, which holds them
+  until a worker starts: each tenant's waiting jobs up to its in-flight limit K.
+- Otherwise jobs are handed over only while the queue's jobs handed over and not ended
+  (queued in the broker, running, cancelling) are fewer than its slots, best first in the
+  order of k2e.jobs.scheduling (tenants below their share, then priority, then the
+  tenant holding fewer slots, then turns, then age). A tenant never has more than K jobs
+  handed over, and takes a slot beyond its share only if it may borrow.
+
+Then, for a queue that is full while a waiting job could use a slot, a running job is
+asked to yield (k2e.jobs.preemption): ``yield_request`` = "preempt". Its worker
+checkpoints, stops, puts it back in the queue and pumps again; the slot goes to the best
+waiting job then.
+
+Claiming a job is a conditional UPDATE, so a job is handed over once however many pump
+at once.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, insert, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from k2e.db import utcnow
 from k2e.errors import Unavailable
+from k2e.jobs.preemption import choose_victims
 from k2e.jobs.queueing import TaskSender
+from k2e.jobs.scheduling import Policy, Snapshot, Waiting, read_snapshot
 from k2e.schemas import JobStatus
-from k2e.tables import jobs
+from k2e.settings import Settings, get_settings
+from k2e.tables import jobs, scheduler
 from k2e.tenancy.scope import Scope, tenant_of
 
 log = logging.getLogger("k2e.dispatch")
-_IN_FLIGHT = [JobStatus.queued.value, JobStatus.running.value, JobStatus.cancelling.value]
+PREEMPT = "preempt"
 
 
 class Dispatcher:
-    def __init__(self, engine: Engine, sender: TaskSender, inflight_per_tenant: int) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        sender: TaskSender,
+        inflight_per_tenant: int,
+        policy: Policy | None = None,
+    ) -> None:
         self.engine = engine
         self.sender = sender
-        self.limit = inflight_per_tenant
+        base = policy if policy is not None else Policy.from_settings(get_settings())
+        self.policy = replace(base, inflight_per_tenant=inflight_per_tenant)
+
+    @classmethod
+    def from_settings(cls, engine: Engine, sender: TaskSender, settings: Settings) -> Dispatcher:
+        policy = Policy.from_settings(settings)
+        return cls(engine, sender, policy.inflight_per_tenant, policy)
+
+    @property
+    def limit(self) -> int:
+        return self.policy.inflight_per_tenant
 
     def pump(self, scope: Scope) -> list[str]:
-        """Hand over what the rule allows (for the scope's tenant, or every tenant with
-        ``ANY_TENANT``); returns the job ids.
+        """One pass over every tenant and queue; returns the ids of the jobs it handed
+        over that are in ``scope`` (the caller's tenant, or every tenant's with
+        ``ANY_TENANT``): a caller never learns another tenant's job.
 
-        Raises Unavailable when the broker does not answer; the job it was handing over
-        goes back to waiting.
+        Raises Unavailable when the broker does not answer while a job in ``scope`` was
+        being handed over; that job and those after it go back to waiting.
         """
-        sent: list[str] = []
         tenant = tenant_of(scope)
-        for name in [tenant] if tenant is not None else self._waiting_tenants():
-            while self._in_flight(name) < self.limit:
-                claimed = self._claim_oldest(name)
-                if claimed is None:
-                    break
-                job_id, queue, timeout_s = claimed
-                try:
-                    self.sender.send_train(job_id, queue, timeout_s)
-                except Unavailable:
-                    self._unclaim(job_id)
+        claimed = self._pass()
+        sent: list[str] = []
+        for index, job in enumerate(claimed):
+            try:
+                self.sender.send_train(job.id, job.queue, job.timeout_s)
+            except Unavailable:
+                unsent = claimed[index:]
+                self._unclaim([j.id for j in unsent])
+                if any(tenant is None or j.tenant == tenant for j in unsent):
                     raise
-                sent.append(job_id)
+                log.warning(
+                    "the broker does not answer: %d jobs wait for the next pass", len(unsent)
+                )
+                break
+            if tenant is None or job.tenant == tenant:
+                sent.append(job.id)
         return sent
 
-    def _waiting_tenants(self) -> list[str]:
-        """Tenants with jobs waiting, the one waiting longest first."""
-        query = (
-            select(jobs.c.tenant)
-            .where(jobs.c.status == JobStatus.queued.value, jobs.c.dispatched_at.is_(None))
-            .group_by(jobs.c.tenant)
-            .order_by(func.min(jobs.c.seq))
-        )
-        with self.engine.connect() as conn:
-            return [row[0] for row in conn.execute(query).all()]
-
-    def _in_flight(self, tenant: str) -> int:
-        query = select(func.count()).where(
-            jobs.c.tenant == tenant,
-            jobs.c.status.in_(_IN_FLIGHT),
-            jobs.c.dispatched_at.is_not(None),
-        )
-        with self.engine.connect() as conn:
-            return int(conn.execute(query).scalar_one())
-
-    def _claim_oldest(self, tenant: str) -> tuple[str, str, int | None] | None:
-        waiting = (
-            select(jobs.c.id, jobs.c.queue, jobs.c.timeout_s)
-            .where(
-                jobs.c.tenant == tenant,
-                jobs.c.status == JobStatus.queued.value,
-                jobs.c.dispatched_at.is_(None),
-            )
-            .order_by(jobs.c.seq)
-            .limit(1)
-        )
+    def _pass(self) -> list[Waiting]:
+        """Claim what the rules hand over and ask for the yields they call for, in one
+        transaction behind the scheduler's row; returns the claimed jobs."""
         with self.engine.begin() as conn:
-            for _ in range(3):  # another pump may take the oldest first: try the next
-                row = conn.execute(waiting).first()
-                if row is None:
-                    return None
-                taken = conn.execute(
+            take_turn(conn)
+            snapshot = read_snapshot(conn, self.policy, per_tenant=self.limit)
+            claimed = [job for job in choose_handovers(snapshot) if _claim(conn, job, snapshot)]
+            for victim in choose_victims(snapshot, {job.id for job in claimed}):
+                asked = conn.execute(
                     update(jobs)
-                    .where(jobs.c.id == row.id, jobs.c.dispatched_at.is_(None))
-                    .values(dispatched_at=utcnow(), updated_at=utcnow())
+                    .where(
+                        jobs.c.id == victim.id,
+                        jobs.c.status == JobStatus.running.value,
+                        jobs.c.yield_request.is_(None),
+                    )
+                    .values(yield_request=PREEMPT)
                 ).rowcount
-                if taken:
-                    return str(row.id), str(row.queue), row.timeout_s
-        return None
+                if asked:
+                    log.info("job %s: asked to yield its %s slot", victim.id, victim.queue)
+        return claimed
 
-    def _unclaim(self, job_id: str) -> None:
+    def _unclaim(self, job_ids: list[str]) -> None:
         with self.engine.begin() as conn:
-            conn.execute(update(jobs).where(jobs.c.id == job_id).values(dispatched_at=None))
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id.in_(job_ids), jobs.c.status == JobStatus.queued.value)
+                .values(dispatched_at=None)
+            )
+
+
+def take_turn(conn: Connection) -> None:
+    """Update the scheduler's one row (created when missing): a pass in another process
+    waits here until this transaction ends."""
+    now = utcnow()
+    turn = update(scheduler).where(scheduler.c.id == 1).values(passed_at=now)
+    if conn.execute(turn).rowcount:
+        return
+    try:
+        with conn.begin_nested():
+            conn.execute(insert(scheduler).values(id=1, passed_at=now))
+    except IntegrityError:  # another pass created it first: wait for its turn
+        conn.execute(turn)
+
+
+def choose_handovers(snapshot: Snapshot) -> list[Waiting]:
+    """The waiting jobs to hand over now, in order; counted in ``snapshot`` as taken."""
+    picks: list[Waiting] = []
+    queues = sorted({job.queue for job in snapshot.waiting})
+    for queue in queues:
+        waiting = [job for job in snapshot.waiting if job.queue == queue]
+        slots = snapshot.slots.get(queue, 0)
+        if slots <= 0:
+            # No live worker known: the broker holds them until one starts.
+            for job in sorted(waiting, key=lambda j: (-j.priority, j.seq)):
+                if snapshot.inflight[job.tenant] < snapshot.policy.inflight_per_tenant:
+                    snapshot.take(job)
+                    picks.append(job)
+            continue
+        free = slots - sum(n for (q, _), n in snapshot.held.items() if q == queue)
+        while free > 0:
+            eligible = [job for job in waiting if snapshot.may_take(queue, job.tenant)]
+            if not eligible:
+                break
+            best = min(eligible, key=snapshot.order_key)
+            waiting.remove(best)
+            snapshot.take(best)
+            picks.append(best)
+            free -= 1
+    return picks
+
+
+def _claim(conn: Connection, job: Waiting, snapshot: Snapshot) -> bool:
+    taken = conn.execute(
+        update(jobs)
+        .where(
+            jobs.c.id == job.id,
+            jobs.c.status == JobStatus.queued.value,
+            jobs.c.dispatched_at.is_(None),
+        )
+        .values(dispatched_at=snapshot.now, updated_at=snapshot.now)
+    ).rowcount
+    return bool(taken)

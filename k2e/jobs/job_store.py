@@ -52,6 +52,7 @@ class NewJob:
     request_hash: str | None = None
     dir_lock: str | None = None  # "<tenant>:<name>" for a named model_dir
     uploads: tuple[str, ...] = ()
+    priority: int | None = None  # the value of its priority class (None: normal)
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,7 @@ class JobStore:
                         dir_lock=new.dir_lock,
                         uploads=" ".join(new.uploads),
                         events_num=0,
+                        priority=new.priority,
                     )
                 )
                 add_event(conn, new.id, JobStatus.queued.value, f"queued on {new.queue}")

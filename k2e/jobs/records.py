@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy.engine import RowMapping
 
 from k2e.db import aware
+from k2e.queue_schemas import QueuePlace
 from k2e.schemas import ExportCheck, Job, JobError, JobMetrics, JobStatus, Progress
 
 
@@ -38,6 +39,9 @@ class JobRecord:
     export: ExportCheck | None
     export_path: str | None  # the published export, relative to the tenant's folder
     request_hash: str | None  # the body an Idempotency-Key was first used with
+    priority: int | None = None  # its class's value (None: normal, rows older than it)
+    preemptions: int = 0
+    dispatched: bool = False  # handed to the broker (dispatched_at set)
 
     @classmethod
     def from_row(cls, row: RowMapping) -> JobRecord:
@@ -62,10 +66,14 @@ class JobRecord:
             export=None if export is None else ExportCheck.model_validate(export),
             export_path=row["export_path"],
             request_hash=row["request_hash"],
+            priority=row["priority"],
+            preemptions=row["preemptions"] or 0,
+            dispatched=row["dispatched_at"] is not None,
         )
 
-    def public(self) -> Job:
-        """The job as the API answers it: paths relative to the tenant's folder."""
+    def public(self, place: QueuePlace | None = None) -> Job:
+        """The job as the API answers it: paths relative to the tenant's folder; with
+        ``place``, where it stands in its queue (k2e.jobs.placement)."""
         return Job(
             id=self.id,
             status=self.status,
@@ -83,6 +91,8 @@ class JobRecord:
             tenant=self.tenant,
             timeout_s=self.timeout_s,
             export=self.export,
+            scheduling=place if self.status is JobStatus.queued else None,
+            preemptions=self.preemptions,
         )
 
 

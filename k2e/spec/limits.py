@@ -1,13 +1,13 @@
 """What one spec may ask for on this server and for its tenant: the server's spec limits
-(k2e.settings, "Spec limits") and the tenant's quota on ``train.max_steps``, checked in
-one place.
+(k2e.settings, "Spec limits"), the tenant's quota on ``train.max_steps`` and its highest
+priority class (``max_priority``), checked in one place.
 
 The schema (k2e.schemas) bounds each field by what its type holds (int32, int64), which
 the published OpenAPI shows; these are the operator's and the tenant's tighter limits,
 which it does not.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from k2e.errors import FieldError, InvalidSpec
 from k2e.schemas import ConvertRequest
@@ -29,6 +29,10 @@ class Limits:
     max_checkpoints_per_job: int
     min_keep_checkpoint_every_n_hours: float
     tenant_max_steps: int | None = None
+    # The priority classes by name, and the tenant's highest (None: not checked, as in
+    # the worker's check: a class removed since the submission does not fail the job).
+    priority_classes: dict[str, int] = field(default_factory=dict)
+    tenant_max_priority: str | None = None
 
     @classmethod
     def of(cls, settings: Settings, quotas: EffectiveQuotas | None = None) -> "Limits":
@@ -41,6 +45,8 @@ class Limits:
             max_checkpoints_per_job=settings.max_checkpoints_per_job,
             min_keep_checkpoint_every_n_hours=settings.min_keep_checkpoint_every_n_hours,
             tenant_max_steps=quotas.max_steps if quotas is not None else None,
+            priority_classes=settings.priority_values,
+            tenant_max_priority=quotas.max_priority if quotas is not None else None,
         )
 
 
@@ -53,12 +59,35 @@ def check_limits(spec: ConvertRequest, limits: Limits) -> None:
 
 
 def tenant_limit_errors(spec: ConvertRequest, limits: Limits) -> list[FieldError]:
-    """The tenant's ceiling on ``train.max_steps`` (its ``max_steps`` quota)."""
+    """The tenant's ceiling on ``train.max_steps`` (its ``max_steps`` quota) and on
+    ``priority`` (its ``max_priority``)."""
+    errors = priority_errors(spec.priority, limits)
     ceiling = limits.tenant_max_steps
     if ceiling is None or spec.train is None or spec.train.max_steps <= ceiling:
-        return []
+        return errors
     msg = f"max_steps {spec.train.max_steps} is above the tenant's ceiling {ceiling}"
-    return [FieldError(("train", "max_steps"), msg)]
+    return [*errors, FieldError(("train", "max_steps"), msg)]
+
+
+def priority_errors(priority: str, limits: Limits) -> list[FieldError]:
+    """A class the server has (K2E_PRIORITY_CLASSES), at most the tenant's max_priority."""
+    ceiling = limits.tenant_max_priority
+    if ceiling is None:
+        return []
+    classes = limits.priority_classes
+    if priority not in classes:
+        names = ", ".join(sorted(classes, key=classes.__getitem__))
+        msg = f"priority {priority!r} is not a priority class of this server ({names})"
+        return [FieldError(("priority",), msg)]
+    # A ceiling no longer among the classes (an admin removed it) allows the default.
+    most = classes.get(ceiling, classes.get("normal", 0))
+    if classes[priority] <= most:
+        return []
+    msg = (
+        f"priority {priority!r} is above the tenant's max_priority {ceiling!r}: a job may "
+        "ask for that class or a lower one"
+    )
+    return [FieldError(("priority",), msg)]
 
 
 def _above(loc: tuple[str, ...], value: int | None, limit: int, setting: str) -> list[FieldError]:

@@ -82,7 +82,8 @@ class TenantStore:
         return self._effective(overrides or {})
 
     def _effective(self, overrides: dict[str, Any]) -> EffectiveQuotas:
-        return self.default_quotas.model_copy(update=overrides)
+        # Validated: a stored share is a plain object.
+        return EffectiveQuotas.model_validate({**self.default_quotas.model_dump(), **overrides})
 
     def _tenant(self, row: RowMapping, with_usage: bool) -> Tenant:
         return Tenant(

@@ -57,7 +57,8 @@ def list_jobs(
     tenant: TenantFilter = None,
 ) -> JobPage:
     page = backend.store.list_jobs(list_scope(caller, tenant), status_, limit, cursor)
-    items = [job_files.shown(backend, caller, record) for record in page.items]
+    places = backend.placement.places(page.items)
+    items = [job_files.shown(backend, caller, r, places.get(r.id)) for r in page.items]
     return JobPage(items=items, next_cursor=page.next_cursor)
 
 

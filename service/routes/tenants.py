@@ -13,6 +13,7 @@ from k2e.tenancy.bodies import (
     KeyCreate,
     Tenant,
     TenantCreate,
+    check_quotas,
 )
 from k2e.tenancy.scope import ANY_TENANT
 from service.auth import AdminDep, CallerDep, KeyCache, SessionCache, current_caller
@@ -49,6 +50,7 @@ router = APIRouter(
     operation_id="createTenant",
 )
 def create_tenant(body: TenantCreate, backend: BackendDep, _: AdminDep) -> Tenant:
+    check_quotas(body.quotas, backend.settings.priority_values)
     backend.tenants.create_tenant(body.name, body.quotas)
     backend.storage.for_tenant(body.name)
     return backend.tenants.get_tenant(body.name, with_usage=True)

@@ -178,3 +178,21 @@ def test_demo_trains_the_seed_example_and_downloads_its_savedmodel(
     assert "acc_1" in done.stdout
     assert "tensorflow/serving" in done.stdout
     assert list((tmp_path / "demo" / "export").glob("*/saved_model.pb"))
+
+
+def test_submit_takes_a_priority_class_and_refuses_an_unknown_one(
+    api_url: str, seed_files: Path, tmp_path: Path
+) -> None:
+    done = k2e(
+        api_url, "submit", str(seed_files / "seed.h5"), "--train", str(seed_files / "train.npz"),
+        "--set", "train.max_steps=5", "--priority", "high", "--json", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["spec"]["priority"] == "high"
+    refused = k2e(
+        api_url, "submit", str(seed_files / "seed.h5"), "--train", str(seed_files / "train.npz"),
+        "--priority", "urgent", cwd=tmp_path,
+    )  # fmt: skip
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "priority:" in refused.stderr
+    assert "not a priority class" in refused.stderr

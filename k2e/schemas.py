@@ -263,6 +263,9 @@ class Job(BaseModel):
     # The run-time limit the worker enforces, in seconds from the first start.
     timeout_s: int | None = None
     export: ExportCheck | None = None
+    # How often the job gave its worker to a job of higher priority (and queued again,
+    # to go on from its checkpoint).
+    preemptions: int = 0
 
 
 class JobPage(BaseModel):

@@ -38,6 +38,10 @@ class JobRecord:
     export: ExportCheck | None
     export_path: str | None  # the published export, relative to the tenant's folder
     request_hash: str | None  # the body an Idempotency-Key was first used with
+    # How often the job yielded its worker to another job; the yield its worker is asked
+    # for now ("suspend" or "preempt", k2e.jobs.yielding), or None.
+    preemptions: int = 0
+    yield_request: str | None = None
 
     @classmethod
     def from_row(cls, row: RowMapping) -> JobRecord:
@@ -62,6 +66,8 @@ class JobRecord:
             export=None if export is None else ExportCheck.model_validate(export),
             export_path=row["export_path"],
             request_hash=row["request_hash"],
+            preemptions=row.get("preemptions") or 0,
+            yield_request=row.get("yield_request"),
         )
 
     def public(self) -> Job:
@@ -83,6 +89,7 @@ class JobRecord:
             tenant=self.tenant,
             timeout_s=self.timeout_s,
             export=self.export,
+            preemptions=self.preemptions,
         )
 
 

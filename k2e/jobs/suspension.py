@@ -13,6 +13,8 @@ or a cancel has one outcome.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sqlalchemy import Engine, update
 
 from k2e.db import utcnow
@@ -33,11 +35,11 @@ class SuspendResume:
 
     engine: Engine
 
-    def get(self, job_id: str, scope: Scope) -> JobRecord:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # JobStore's
 
-    def _notify(self, job_id: str) -> None:
-        raise NotImplementedError
+        def get(self, job_id: str, scope: Scope) -> JobRecord: ...
+
+        def _notify(self, job_id: str) -> None: ...
 
     def request_suspend(self, job_id: str, scope: Scope) -> JobRecord:
         """Suspend a waiting job at once; ask a dispatched or running one's worker to

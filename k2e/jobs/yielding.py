@@ -19,7 +19,7 @@ lease, like every write a worker makes.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, case, func, update
 
@@ -33,8 +33,9 @@ from k2e.tables import jobs
 class YieldReleases:
     engine: Engine
 
-    def _notify(self, job_id: str) -> None:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # JobStore's
+
+        def _notify(self, job_id: str) -> None: ...
 
     def release_yielded(
         self, job_id: str, owner: str, step: int, progress: dict[str, Any] | None = None

@@ -97,15 +97,15 @@ def _ends_whole(env: Env, job_id: str, max_steps: int) -> dict:
     assert done["metrics"]["eval"]["global_step"] == max_steps
     assert len(env.exports(done)) == 1
     steps = _checkpoints(env, job_id)
-    assert steps == sorted(steps) and steps[-1] == max_steps, steps
+    assert steps == sorted(steps), steps
+    assert steps[-1] == max_steps, steps
     curve = _loss_steps(done)
-    assert curve == sorted(set(curve)) and curve[-1] <= max_steps, curve
+    assert curve == sorted(set(curve)), curve
+    assert curve[-1] <= max_steps, curve
     return done
 
 
-@pytest.mark.parametrize(
-    "phase", ["building the model", "loading the training data", "evaluating"]
-)
+@pytest.mark.parametrize("phase", ["building the model", "loading the training data", "evaluating"])
 def test_a_suspend_in_a_phase_suspends_there_and_resume_ends_at_max_steps(
     deployment: PhaseEnv, phase: str
 ) -> None:
@@ -147,12 +147,14 @@ def test_a_job_suspended_in_the_broker_is_suspended_as_its_worker_takes_it(
     waiting = deployment.submit()  # in the broker behind the held job
     assert env.job(waiting)["status"] == "queued"
     response = env.client.post(f"/jobs/{waiting}/suspend")
-    assert response.status_code == 202 and response.json()["status"] == "queued"
+    assert response.status_code == 202
+    assert response.json()["status"] == "queued"
     env.client.post(f"/jobs/{holder}/suspend")  # frees the worker
     suspended = _status(env, waiting, "suspended")
     assert suspended["progress"]["global_step"] == 0
     logs = deployment.log_text(waiting)
-    assert "building the model" not in logs and "loading" not in logs, logs
+    assert "building the model" not in logs, logs
+    assert "loading" not in logs, logs
     for job_id in (waiting, holder):
         assert env.client.post(f"/jobs/{job_id}/resume").status_code == 202
     for job_id in (waiting, holder):
@@ -225,7 +227,8 @@ def test_a_preempted_job_is_queued_again_and_goes_on_from_where_it_stopped(
     assert kinds == ["queued", "running", "queued", "running", "succeeded"], kinds
     # Steps redone: 0. It never names who it yielded to.
     assert _restored_after(env, job_id, 1)[0] == at
-    assert "tenant" not in note and "job" not in note
+    assert "tenant" not in note
+    assert "job" not in note
 
 
 def test_a_worker_killed_while_suspending_leaves_the_job_suspended_once(tmp_path: Path) -> None:

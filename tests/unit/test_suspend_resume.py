@@ -246,10 +246,12 @@ def test_a_suspended_job_holds_no_job_quota_but_keeps_its_model_dir(
     assert usage["queued_jobs"] == usage["running_jobs"] == 0
     # Its model_dir stays its own, and so do its uploads.
     taken = api.post("/convert", json={**spec, "model_dir": "kept"}, headers=headers)
-    assert taken.status_code == 409 and job_id in taken.json()["detail"]
+    assert taken.status_code == 409
+    assert job_id in taken.json()["detail"]
     for path in (f"/models/{ids[0]}", f"/datasets/{ids[1]}"):
         refused = api.delete(path, headers=headers)
-        assert refused.status_code == 409 and job_id in refused.json()["detail"]
+        assert refused.status_code == 409
+        assert job_id in refused.json()["detail"]
     assert api.post("/convert", json=spec, headers=headers).status_code == 202
 
 

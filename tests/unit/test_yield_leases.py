@@ -100,7 +100,9 @@ def test_a_preemption_queues_the_job_again_and_counts_it(store: JobLeases) -> No
     assert (row["status"], row["preemptions"]) == ("queued", 1)
     assert row["preempted_at"] is not None
     kind, message = _last_status(store, job_id)
-    assert kind == "queued" and "preempted" in message and "step 30" in message
+    assert kind == "queued"
+    assert "preempted" in message
+    assert "step 30" in message
     assert store.get(job_id, ANY_TENANT).public().preemptions == 1
     # Again: counted again.
     assert store.start(job_id, OWNER, 30) is not None
@@ -143,7 +145,8 @@ def test_a_started_job_carries_its_pending_yield(store: JobLeases) -> None:
     store.create(NewJob(job_id, "t", {}, "cpu", f"jobs/{job_id}", 20))
     _set(store, job_id, yield_request="suspend")
     started = store.start(job_id, OWNER, 30)
-    assert started is not None and started.yield_request == "suspend"
+    assert started is not None
+    assert started.yield_request == "suspend"
     # Started from a redelivered message while it waited for its turn: in flight now.
     assert _row(store, job_id)["dispatched_at"] is not None
     lease = store.renew_lease(job_id, OWNER, 30)
@@ -182,16 +185,19 @@ def test_the_reconciler_releases_a_job_whose_worker_died_yielding(
     sent = reconciler.reconcile_once()
     row = _row(store, job_id)
     assert row["status"] == status
-    assert row["lease_owner"] is None and row["yield_request"] is None
+    assert row["lease_owner"] is None
+    assert row["yield_request"] is None
     assert row["dir_lock"] is not None
     assert row["attempts"] == 1  # a lost worker's attempt counts
     assert note in [e["message"] for e in store.events(job_id)]
     if status == "queued":
         # Waiting for its turn, and handed over by the same round's pump: once.
-        assert sent == [job_id] and row["dispatched_at"] is not None
+        assert sent == [job_id]
+        assert row["dispatched_at"] is not None
         assert row["preemptions"] == 1
     else:
-        assert sent == [] and row["dispatched_at"] is None
+        assert sent == []
+        assert row["dispatched_at"] is None
     reconciler.store.engine.dispose()
     reconciler.dispatcher.engine.dispose()
 
@@ -212,7 +218,8 @@ def test_the_heartbeat_hands_a_yield_request_to_the_job(request_: str) -> None:
         while not control.yield_requested.is_set() and time.monotonic() < deadline:
             time.sleep(0.01)
     assert control.yield_reason == request_
-    assert control.must_stop() and control.should_stop()
+    assert control.must_stop()
+    assert control.should_stop()
     assert not control.cancel_requested.is_set()
 
 
@@ -220,4 +227,5 @@ def test_no_yield_request_leaves_the_job_running() -> None:
     control = RunControl()
     with Heartbeat(_AskingLease(None), "job", "o", 30, 0.01, control):  # type: ignore[arg-type]
         time.sleep(0.1)
-    assert not control.yield_requested.is_set() and not control.must_stop()
+    assert not control.yield_requested.is_set()
+    assert not control.must_stop()

@@ -186,6 +186,7 @@ def training(tmp_path: Path) -> Iterator[Env]:
 
 
 def test_a_suspend_while_training_checkpoints_at_the_step_it_stopped(training: Env) -> None:
+    """Then Redis restarts; resumed, the job restores exactly that step."""
     env = training
     job_id = _long_job(env, 1500)
     seen = env.wait_step(job_id, 300)
@@ -198,6 +199,11 @@ def test_a_suspend_while_training_checkpoints_at_the_step_it_stopped(training: E
     assert 300 <= at < 1500
     assert env.transitions(job_id)[-1] == "suspended"
     before = _loss_steps(suspended)
+    # Redis restarted while it is suspended: nothing of it is in the broker to lose.
+    assert not any(job_id.encode() in m for m in env.broker_queue("cpu"))
+    env.redis.stop()
+    env.redis.start()
+    assert env.broker_queue("cpu") == []
     assert env.client.post(f"/jobs/{job_id}/resume").status_code == 202
     done = _ends_whole(env, job_id, 1500)
     # Steps redone: 0. The second attempt restored exactly the step it stopped at.

@@ -196,6 +196,7 @@ def test_a_suspend_while_training_checkpoints_at_the_step_it_stopped(training: E
     at = suspended["progress"]["global_step"]
     # A checkpoint of its own at the step it stopped, whatever the interval (200).
     assert _newest_checkpoint(env, suspended) == at
+    print(f"\nsuspended at step {at}; checkpoints {_checkpoints(env, job_id)}")
     assert 300 <= at < 1500
     assert env.transitions(job_id)[-1] == "suspended"
     before = _loss_steps(suspended)
@@ -233,6 +234,7 @@ def test_a_preempted_job_is_queued_again_and_goes_on_from_where_it_stopped(
     assert kinds == ["queued", "running", "queued", "running", "succeeded"], kinds
     # Steps redone: 0. It never names who it yielded to.
     assert _restored_after(env, job_id, 1)[0] == at
+    print(f"\npreempted at step {at}, restored from {at}: {kinds}")
     assert "tenant" not in note
     assert "job" not in note
 

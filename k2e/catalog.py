@@ -20,7 +20,13 @@ from k2e.tenancy.scope import Scope, tenant_of
 
 Kind = Literal["model", "dataset"]
 MAX_PAGE = 200
-ACTIVE = (JobStatus.queued.value, JobStatus.running.value, JobStatus.cancelling.value)
+# Jobs that may still read their uploads: a suspended job does when it is resumed.
+USING = (
+    JobStatus.queued.value,
+    JobStatus.running.value,
+    JobStatus.cancelling.value,
+    JobStatus.suspended.value,
+)
 
 
 class Catalog:
@@ -93,13 +99,13 @@ class Catalog:
         return [row.info for row in rows[:limit]], next_cursor
 
     def remove(self, kind: Kind, upload_id: str, scope: Scope) -> None:
-        """Forget an upload (one outside ``scope`` is not found); Conflict while a queued
-        or running job uses it."""
+        """Forget an upload (one outside ``scope`` is not found); Conflict while a queued,
+        running or suspended job uses it."""
         self.info(kind, upload_id, scope)
         with self.engine.begin() as conn:
             user = conn.execute(
                 select(jobs.c.id)
-                .where(jobs.c.status.in_(ACTIVE), jobs.c.uploads.contains(upload_id))
+                .where(jobs.c.status.in_(USING), jobs.c.uploads.contains(upload_id))
                 .limit(1)
             ).scalar_one_or_none()
             if user is not None:

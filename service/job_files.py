@@ -211,3 +211,19 @@ def cancel_job(backend: Backend, job_id: str, caller: Caller) -> JobRecord:
         except Unavailable:
             pass  # the reconciler hands it over once the broker answers
     return job
+
+
+def suspend_job(backend: Backend, job_id: str, caller: Caller) -> JobRecord:
+    """Suspend: at once while it waits, at its next step on a worker (k2e.jobs.suspension)."""
+    return backend.store.request_suspend(job_id, scope(caller))
+
+
+def resume_job(backend: Backend, job_id: str, caller: Caller) -> JobRecord:
+    """Resume a suspended job: queued again, and handed over when its tenant's turn allows."""
+    job = backend.store.resume(job_id, scope(caller))
+    if job.tenant is not None:
+        try:
+            backend.dispatcher.pump(Scope.of(job.tenant))
+        except Unavailable:
+            pass  # the reconciler hands it over once the broker answers
+    return job

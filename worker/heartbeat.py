@@ -1,7 +1,8 @@
 """A running job's lease, renewed by a heartbeat thread, and why training should stop.
 
-Stopping reaches a job in every phase. Training and evaluation stop at their next step
-through a hook (worker.hooks); each phase boundary checks :class:`RunControl`; and when
+Stopping (a cancel, a yield request) reaches a job in every phase. Training and
+evaluation stop at their next step through a hook (worker.hooks); each phase boundary
+checks :class:`RunControl`; and when
 a job has not stopped within ``grace_s`` of a cancel or of its memory bound (it is
 loading a large dataset, building a graph, exporting), the heartbeat raises
 :class:`JobInterrupted` in the job's thread (``PyThreadState_SetAsyncExc``: it lands at
@@ -56,6 +57,10 @@ class RunControl:
     def __init__(self, deadline: float | None = None) -> None:
         self.deadline = deadline  # time.monotonic() value, or None
         self.cancel_requested = threading.Event()
+        # Asked to checkpoint and give the worker back ("suspend" or "preempt"):
+        # k2e.jobs.yielding. Set once; the store decides what the job becomes.
+        self.yield_requested = threading.Event()
+        self.yield_reason: str | None = None
         self.lease_lost = threading.Event()
         self.out_of_memory = threading.Event()
         self.phase = "starting"
@@ -67,11 +72,19 @@ class RunControl:
     def timed_out(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
 
+    def request_yield(self, reason: str) -> None:
+        """Stop at the next step (training saves a checkpoint there) and yield the worker."""
+        if not self.yield_requested.is_set():
+            self.yield_reason = reason
+            self.yield_requested.set()
+
     def must_stop(self) -> bool:
-        """Cancelled, lease lost or over the memory bound: the job ends in any phase.
-        (A timeout stops training; Celery's time limits backstop the other phases.)"""
+        """Cancelled, asked to yield, lease lost or over the memory bound: the job stops
+        in any phase. (A timeout stops training; Celery's time limits backstop the other
+        phases.)"""
         return (
             self.cancel_requested.is_set()
+            or self.yield_requested.is_set()
             or self.lease_lost.is_set()
             or self.out_of_memory.is_set()
         )
@@ -118,8 +131,9 @@ def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> bool:
 
 
 class Heartbeat:
-    """Renews the lease every ``interval`` seconds while the job runs; notices cancels
-    and a lost lease (after which this worker must stop writing)."""
+    """Renews the lease every ``interval`` seconds while the job runs; notices cancels,
+    yield requests (suspend, preempt) and a lost lease (after which this worker must stop
+    writing)."""
 
     def __init__(
         self,
@@ -201,17 +215,26 @@ class Heartbeat:
     def _beat(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                status = self.store.renew_lease(self.job_id, self.owner, self.lease_s)
+                lease = self.store.renew_lease(self.job_id, self.owner, self.lease_s)
             except Exception:  # the store is briefly unreachable: try again next beat
                 log.warning("job %s: lease renewal failed", self.job_id, exc_info=True)
                 continue
-            if status is None:
+            if lease is None:
                 log.error("job %s: lease lost; this worker stops writing", self.job_id)
                 self.control.lease_lost.set()
                 return
-            if status == JobStatus.cancelling.value and not self.control.cancel_requested.is_set():
-                log.info("job %s: cancel requested while %s", self.job_id, self.control.phase)
-                self.control.cancel_requested.set()
+            control = self.control
+            if lease.status == JobStatus.cancelling.value and not control.cancel_requested.is_set():
+                log.info("job %s: cancel requested while %s", self.job_id, control.phase)
+                control.cancel_requested.set()
+            if lease.yield_request and not control.yield_requested.is_set():
+                log.info(
+                    "job %s: asked to yield (%s) while %s",
+                    self.job_id,
+                    lease.yield_request,
+                    control.phase,
+                )
+                control.request_yield(lease.yield_request)
             if self.on_beat is not None:
                 try:
                     self.on_beat()

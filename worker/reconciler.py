@@ -3,7 +3,8 @@ Runs as a thread in each worker's main process.
 
 A job's lease expires ``lease_s`` after its worker's last heartbeat; every
 ``reconcile_interval_s`` this loop requeues such jobs (their checkpoints stay, so
-the next attempt resumes), re-sends queued jobs whose message may have been lost,
+the next attempt resumes; one asked to suspend ends suspended, one preempted waits for
+its turn again), re-sends queued jobs whose message may have been lost,
 hands each tenant's waiting jobs to the broker as the fairness rule allows
 (k2e.jobs.dispatch), and removes finished jobs' files past ``retention_days``.
 Requeueing and claiming are single atomic updates, so with many workers only one sends.
@@ -21,6 +22,7 @@ from k2e.jobs.event_log import notifier_for
 from k2e.jobs.leases import JobLeases
 from k2e.jobs.queueing import TaskSender
 from k2e.jobs.records import JobRecord
+from k2e.jobs.suspension import PREEMPT, SUSPEND
 from k2e.schemas import JobStatus
 from k2e.settings import Settings
 from k2e.storage import Storage
@@ -61,6 +63,14 @@ class Reconciler:
             if job.status is JobStatus.cancelling:
                 if self.store.cancel_expired(job.id):
                     log.warning("job %s: worker lost while cancelling; cancelled", job.id)
+            elif job.yield_request == SUSPEND:
+                # Its newest checkpoint stays: resumed, the job goes on from there.
+                if self.store.suspend_expired(job.id):
+                    log.warning("job %s: worker lost while suspending; suspended", job.id)
+            elif job.yield_request == PREEMPT:
+                # Back to waiting for its turn: the pump below hands it over when due.
+                if self.store.preempt_expired(job.id):
+                    log.warning("job %s: worker lost while preempted; queued", job.id)
             elif self.store.requeue_expired(job.id):
                 log.warning("job %s: worker lost (lease expired); requeued", job.id)
                 self._send(job)

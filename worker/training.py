@@ -79,6 +79,11 @@ class JobRunner:
             return
         log.info("job %s: attempt %d as %s", job_id, started.attempts, owner)
         control = RunControl(self._deadline(started))
+        if started.yield_request is not None:
+            # Asked to yield before it started (suspended while in the broker): nothing
+            # is loaded; it goes on from where it was when resumed.
+            self._release(started, owner, started.progress.global_step)
+            return
         if control.timed_out:
             self.store.finish(job_id, JobStatus.failed, owner, error=_timed_out(started))
             return
@@ -116,6 +121,9 @@ class JobRunner:
             result = RunResult(JobStatus.cancelled, global_step=result.global_step)
         if control.peak_rss:
             log.info("job %s: peak worker memory %d bytes", job_id, control.peak_rss)
+        if result.status is JobStatus.suspended:
+            self._release(current, owner, result.global_step)
+            return
         last = current.progress.model_dump()
         progress = {**last, "global_step": result.global_step, "eta_s": 0.0}
         self.store.finish(
@@ -128,13 +136,35 @@ class JobRunner:
             disk_bytes=disk_bytes,
         )
         log.info("job %s %s at step %d", job_id, result.status.value, result.global_step)
+        self._pump(started)
+
+    def _release(self, job: JobRecord, owner: str, step: int) -> None:
+        """Give the worker back for a yield request, the checkpoint at ``step`` saved
+        (and, with bucket storage, published: the attempt's end waited for it). A cancel
+        that came first wins: the job ends cancelled."""
+        progress = {**job.progress.model_dump(), "global_step": step, "eta_s": None}
+        released = self.store.release_yielded(job.id, owner, step, progress)
+        if released is None:
+            current = self.store.get(job.id, ANY_TENANT)
+            if current.status is not JobStatus.cancelling:
+                log.error("job %s: lease lost while yielding; leaving it", job.id)
+                return
+            self.store.finish(job.id, JobStatus.cancelled, owner, progress=progress)
+            released = JobStatus.cancelled
+        log.info("job %s: yielded at step %d; now %s", job.id, step, released.value)
+        # The worker it gave back may be what another tenant's job waits for.
+        self._pump(job, every_tenant=True)
+
+    def _pump(self, job: JobRecord, every_tenant: bool = False) -> None:
         try:
             # This job's turn has ended: its tenant's next waiting job may go to the broker.
             # A job older than tenancy has no tenant: every tenant's turn is looked at.
-            tenant = started.tenant
-            self.dispatcher.pump(ANY_TENANT if tenant is None else Scope.of(tenant))
+            if every_tenant or job.tenant is None:
+                self.dispatcher.pump(ANY_TENANT)
+            else:
+                self.dispatcher.pump(Scope.of(job.tenant))
         except Exception:  # the reconciler hands it over on its next round
-            log.warning("job %s: handing over the next job failed", job_id, exc_info=True)
+            log.warning("job %s: handing over the next job failed", job.id, exc_info=True)
 
     def predict(
         self,
@@ -235,6 +265,9 @@ class JobRunner:
             return RunResult(JobStatus.failed, global_step=step)
         if control.cancel_requested.is_set():
             return RunResult(JobStatus.cancelled, global_step=step)
+        if control.yield_requested.is_set():
+            # Not an end: JobRunner.run releases the job (k2e.jobs.yielding).
+            return RunResult(JobStatus.suspended, global_step=step)
         if control.timed_out:
             return RunResult(JobStatus.failed, global_step=step, error=_timed_out(job))
         return RunResult(JobStatus.failed, global_step=step, error=_error("Interrupted", ""))

@@ -1,4 +1,4 @@
-"""Job commands: jobs, status, watch, logs, cancel, delete, download."""
+"""Job commands: jobs, status, watch, logs, cancel, suspend, resume, delete, download."""
 
 from pathlib import Path
 from typing import Annotated, Any
@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from k2e.cli.context import state
+from k2e.cli.context import CliState, state
 from k2e.cli.progress import JobProgressView, eval_table
 from k2e.cli.render import ago, duration, job_duration, jobs_table, print_json, status_text
 from k2e.cli.watching import watch_job
@@ -85,7 +85,8 @@ def watch(
         bool, typer.Option(help="Ctrl-C cancels the job instead of detaching.")
     ] = False,
 ) -> None:
-    """Follow a job's progress until it ends (exit 0 succeeded, 1 failed or cancelled)."""
+    """Follow a job's progress until it ends (exit 0 succeeded, 1 failed or cancelled) or is
+    suspended (exit 130)."""
     st = state(ctx)
     with st.client() as client:
         code, _ = watch_job(st, client, job_id, cancel_on_interrupt)
@@ -138,6 +139,30 @@ def cancel(ctx: typer.Context, job_id: JobIdArg, as_json: JsonOption = False) ->
     st = state(ctx)
     with st.client() as client:
         job = client.cancel(job_id)
+    if as_json:
+        print_json(st.out, job)
+    else:
+        st.out.print(Text(f"job {job.id} ") + status_text(job.status))
+
+
+def suspend(ctx: typer.Context, job_id: JobIdArg, as_json: JsonOption = False) -> None:
+    """Suspend a job (queued: at once; running: at its next step, after a checkpoint
+    there); it keeps its model_dir and resumes from that checkpoint."""
+    st = state(ctx)
+    with st.client() as client:
+        job = client.suspend(job_id)
+    _print_job_status(st, job, as_json)
+
+
+def resume(ctx: typer.Context, job_id: JobIdArg, as_json: JsonOption = False) -> None:
+    """Resume a suspended job from its newest checkpoint."""
+    st = state(ctx)
+    with st.client() as client:
+        job = client.resume(job_id)
+    _print_job_status(st, job, as_json)
+
+
+def _print_job_status(st: CliState, job: Job, as_json: bool) -> None:
     if as_json:
         print_json(st.out, job)
     else:

@@ -22,6 +22,7 @@ STATUS_STYLE = {
     "succeeded": "green",
     "failed": "red",
     "cancelled": "magenta",
+    "suspended": "blue",
 }
 
 

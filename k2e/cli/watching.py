@@ -7,14 +7,17 @@ from k2e.schemas import Job, JobStatus
 
 
 def exit_code(job: Job) -> int:
+    """0 succeeded; 130 suspended (like a detach: the job goes on once resumed); 1 else."""
+    if job.status == JobStatus.suspended:
+        return EXIT_DETACHED
     return 0 if job.status == JobStatus.succeeded else EXIT_FAILED
 
 
 def watch_job(
     state: CliState, client: Client, job_id: str, cancel_on_interrupt: bool = False
 ) -> tuple[int, Job | None]:
-    """Show the job's progress until it ends. Ctrl-C detaches (the job goes on) and says how
-    to come back, or cancels the job with ``cancel_on_interrupt``."""
+    """Show the job's progress until it ends or is suspended. Ctrl-C detaches (the job
+    goes on) and says how to come back, or cancels the job with ``cancel_on_interrupt``."""
     view = JobProgressView(job_id)
     try:
         job = show_events(state.out, view, client.events(job_id))

@@ -15,7 +15,7 @@ from k2e.client.exceptions import ApiUnreachable, ProblemError
 from k2e.client.sse import SSEDecoder, iter_events
 from k2e.client.transport import Session
 from k2e.compat import UTC
-from k2e.schemas import TERMINAL_STATUSES, Job, JobLog
+from k2e.schemas import TERMINAL_STATUSES, Job, JobLog, JobStatus
 
 EVENT_KINDS = ("status", "progress", "loss", "log", "eval", "end")
 # The server sends a keep-alive comment every ~15 s: a read silent for far longer than
@@ -54,7 +54,9 @@ def follow(
     options: FollowOptions | None = None,
 ) -> Iterator[JobStreamEvent]:
     """Every event of the job after ``last_event_id`` (all of them by default), ending
-    with ``end``. Falls back to polling when the API has no event stream."""
+    with ``end``: the job's own when it ends, or one made here with the job when it is
+    suspended (nothing comes until it is resumed). Falls back to polling when the API
+    has no event stream."""
     options = options or FollowOptions()
     failures = 0
     delay = options.reconnect_delay_s
@@ -77,6 +79,13 @@ def follow(
                     yield event
                     if event.event == "end":
                         return
+                    if _suspended(event):
+                        # Not an end, but nothing more comes until someone resumes it:
+                        # the follower stops here, told so by a last `end` with the job.
+                        job = _suspended_job(session, job_id)
+                        if job is not None:
+                            yield JobStreamEvent("end", job.model_dump(mode="json"))
+                            return
         except ProblemError as exc:
             if exc.status in (404, 405) and _job_exists(session, job_id):
                 # The job is there but the route is not: an API from before the stream.
@@ -96,6 +105,17 @@ def follow(
         time.sleep(delay)
         if options.on_reconnect is not None:
             options.on_reconnect(last_event_id)
+
+
+def _suspended(event: JobStreamEvent) -> bool:
+    return event.event == "status" and event.data.get("status") == JobStatus.suspended
+
+
+def _suspended_job(session: Session, job_id: str) -> Job | None:
+    """The job if it is suspended now (a suspended event of its history is not enough:
+    it may have been resumed since)."""
+    job = session.get_as(Job, f"/jobs/{job_id}")
+    return job if job.status == JobStatus.suspended else None
 
 
 def _id(raw: str | None) -> int | None:
@@ -154,7 +174,7 @@ def poll(session: Session, job_id: str, interval_s: float = 0.5) -> Iterator[Job
         if job.metrics.eval and job.metrics.eval != eval_metrics:
             eval_metrics = dict(job.metrics.eval)
             yield JobStreamEvent("eval", {"metrics": eval_metrics})
-        if job.status in TERMINAL_STATUSES:
+        if job.status in TERMINAL_STATUSES or job.status == JobStatus.suspended:
             yield JobStreamEvent("end", job.model_dump(mode="json"))
             return
         time.sleep(interval_s)

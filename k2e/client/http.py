@@ -209,6 +209,15 @@ class Client:
     def cancel(self, job_id: str) -> Job:
         return self.session.call_as(Job, "POST", f"/jobs/{job_id}/cancel")
 
+    def suspend(self, job_id: str) -> Job:
+        """Suspend a job: at once while it waits, at its next step (a checkpoint saved
+        there) while it runs; ``resume`` goes on from there."""
+        return self.session.call_as(Job, "POST", f"/jobs/{job_id}/suspend")
+
+    def resume(self, job_id: str) -> Job:
+        """Queue a suspended job again (or withdraw a suspend still pending)."""
+        return self.session.call_as(Job, "POST", f"/jobs/{job_id}/resume")
+
     def delete_job(self, job_id: str) -> None:
         self.session.request("DELETE", f"/jobs/{job_id}")
 
@@ -234,8 +243,9 @@ class Client:
         return follow(self.session, job_id, last_event_id, options)
 
     def wait(self, job_id: str, timeout_s: float | None = None) -> Job:
-        """Follow the job until it ends and return it; ``WaitTimeout`` after ``timeout_s``
-        (checked at each event: the server sends one at least every ~15 s)."""
+        """Follow the job until it ends, or is suspended, and return it; ``WaitTimeout``
+        after ``timeout_s`` (checked at each event: the server sends one at least every
+        ~15 s)."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         for event in self.events(job_id):
             if event.event == "end":

@@ -26,6 +26,7 @@ from k2e.errors import Conflict, NotFound
 from k2e.jobs.event_log import END, STREAM_ONLY, EventNotifier
 from k2e.jobs.records import JobRecord
 from k2e.jobs.rows import BY_ID, BY_ID_AND_TENANT, TERMINAL_VALUES, add_event
+from k2e.jobs.suspension import SuspendResume
 from k2e.schemas import JobStatus
 from k2e.tables import events, jobs
 from k2e.tenancy.quota import hold_job_slot
@@ -63,8 +64,8 @@ class RecordPage:
     next_cursor: str | None = None
 
 
-class JobStore:
-    """Create, read, list, cancel and delete jobs.
+class JobStore(SuspendResume):
+    """Create, read, list, cancel, suspend, resume and delete jobs.
 
     With a ``notifier``, every write that adds events to a job announces it after its
     commit (k2e.jobs.event_log), so that event streams read at once instead of polling.
@@ -151,25 +152,32 @@ class JobStore:
             conn.execute(delete(jobs).where(jobs.c.id == job_id))
 
     def request_cancel(self, job_id: str, scope: Scope) -> JobRecord:
-        """Queued jobs end cancelled at once; running ones go to cancelling for the worker;
-        a job outside ``scope`` is not found."""
-        self.get(job_id, scope)
+        """Queued and suspended jobs end cancelled at once; running ones go to cancelling
+        for the worker (a cancel wins over a pending suspend or preemption); a job outside
+        ``scope`` is not found."""
+        before = self.get(job_id, scope).status
         now = utcnow()
         with self.engine.begin() as conn:
             queued = conn.execute(
                 update(jobs)
-                .where(jobs.c.id == job_id, jobs.c.status == JobStatus.queued.value)
+                .where(jobs.c.id == job_id)
+                .where(jobs.c.status.in_([JobStatus.queued.value, JobStatus.suspended.value]))
                 .values(
-                    status=JobStatus.cancelled.value, finished_at=now, updated_at=now, dir_lock=None
+                    status=JobStatus.cancelled.value,
+                    finished_at=now,
+                    updated_at=now,
+                    dir_lock=None,
+                    yield_request=None,
                 )
             ).rowcount
             running = conn.execute(
                 update(jobs)
                 .where(jobs.c.id == job_id, jobs.c.status == JobStatus.running.value)
-                .values(status=JobStatus.cancelling.value, updated_at=now)
+                .values(status=JobStatus.cancelling.value, updated_at=now, yield_request=None)
             ).rowcount
             if queued:
-                add_event(conn, job_id, JobStatus.cancelled.value, "cancelled while queued")
+                was = "suspended" if before is JobStatus.suspended else "queued"
+                add_event(conn, job_id, JobStatus.cancelled.value, f"cancelled while {was}")
             if running:
                 add_event(conn, job_id, JobStatus.cancelling.value, "cancel requested")
         if queued or running:

@@ -10,7 +10,7 @@ two workers (or a worker and the reconciler) racing for a job cannot both win.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import func, insert, or_, select, update
 
@@ -20,6 +20,7 @@ from k2e.jobs.event_log import EVAL, LOSS, PROGRESS
 from k2e.jobs.job_store import JobStore
 from k2e.jobs.records import JobRecord
 from k2e.jobs.rows import add_event, number_events
+from k2e.jobs.yielding import YieldReleases
 from k2e.schemas import TERMINAL_STATUSES, JobError, JobStatus
 from k2e.tables import events, jobs
 from k2e.tenancy.scope import ANY_TENANT
@@ -27,7 +28,14 @@ from k2e.tenancy.scope import ANY_TENANT
 ACTIVE = (JobStatus.running.value, JobStatus.cancelling.value)
 
 
-class JobLeases(JobStore):
+class Lease(NamedTuple):
+    """A renewed lease: the job's status, and the yield its worker is asked for."""
+
+    status: str
+    yield_request: str | None = None
+
+
+class JobLeases(YieldReleases, JobStore):
     """The job store as a worker and the reconciler use it."""
 
     def start(self, job_id: str, owner: str, lease_s: float) -> JobRecord | None:
@@ -48,6 +56,9 @@ class JobLeases(JobStore):
                     lease_owner=owner,
                     lease_expires_at=now + timedelta(seconds=lease_s),
                     error=None,
+                    # A redelivered message may start a job that waits for its turn:
+                    # running, it is in flight, and no pump hands it over again.
+                    dispatched_at=func.coalesce(jobs.c.dispatched_at, now),
                 )
             )
             if result.rowcount != 1:
@@ -102,8 +113,9 @@ class JobLeases(JobStore):
         with self.engine.begin() as conn:
             conn.execute(update(jobs).where(jobs.c.id == job_id).values(updated_at=utcnow()))
 
-    def renew_lease(self, job_id: str, owner: str, lease_s: float) -> str | None:
-        """Extend the lease; returns the job's status, or None when the lease is lost."""
+    def renew_lease(self, job_id: str, owner: str, lease_s: float) -> Lease | None:
+        """Extend the lease; returns the job's status and yield request, or None when the
+        lease is lost."""
         now = utcnow()
         with self.engine.begin() as conn:
             result = conn.execute(
@@ -114,7 +126,10 @@ class JobLeases(JobStore):
             )
             if result.rowcount != 1:
                 return None
-            return conn.execute(select(jobs.c.status).where(jobs.c.id == job_id)).scalar_one()
+            row = conn.execute(
+                select(jobs.c.status, jobs.c.yield_request).where(jobs.c.id == job_id)
+            ).one()
+            return Lease(str(row.status), row.yield_request)
 
     def record_progress(
         self,
@@ -198,6 +213,7 @@ class JobLeases(JobStore):
                 "lease_owner": None,
                 "lease_expires_at": None,
                 "dir_lock": None,
+                "yield_request": None,
             }
             if disk_bytes is not None:
                 values["disk_bytes"] = disk_bytes

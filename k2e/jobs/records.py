@@ -40,8 +40,11 @@ class JobRecord:
     export_path: str | None  # the published export, relative to the tenant's folder
     request_hash: str | None  # the body an Idempotency-Key was first used with
     priority: int | None = None  # its class's value (None: normal, rows older than it)
-    preemptions: int = 0
     dispatched: bool = False  # handed to the broker (dispatched_at set)
+    # How often the job yielded its worker to another job; the yield its worker is asked
+    # for now ("suspend" or "preempt", k2e.jobs.yielding), or None.
+    preemptions: int = 0
+    yield_request: str | None = None
 
     @classmethod
     def from_row(cls, row: RowMapping) -> JobRecord:
@@ -69,6 +72,7 @@ class JobRecord:
             priority=row["priority"],
             preemptions=row["preemptions"] or 0,
             dispatched=row["dispatched_at"] is not None,
+            yield_request=row["yield_request"],
         )
 
     def public(self, place: QueuePlace | None = None) -> Job:

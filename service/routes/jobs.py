@@ -1,5 +1,6 @@
-"""Jobs: status, listing, cancel, delete, logs, metrics, and downloads from the job's
-model_dir. A member sees its tenant's jobs only; another tenant's id is not found."""
+"""Jobs: status, listing, cancel, suspend and resume, delete, logs, metrics, and downloads
+from the job's model_dir. A member sees its tenant's jobs only; another tenant's id is not
+found."""
 
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -81,6 +82,36 @@ async def get_job(
 )
 def cancel_job(job_id: JobId, backend: BackendDep, caller: CallerDep, request: Request) -> Job:
     job = job_files.cancel_job(backend, job_id, caller)
+    request.app.state.job_cache.forget(job_id)
+    return job_files.shown(backend, caller, job)
+
+
+@router.post(
+    "/jobs/{job_id}/suspend",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Job,
+    responses=problems(404, 409),
+    summary="Suspend: checkpoint at the next step and give the worker back (status "
+    "`suspended`; 409 from a job that ended or is being cancelled)",
+    operation_id="suspendJob",
+)
+def suspend_job(job_id: JobId, backend: BackendDep, caller: CallerDep, request: Request) -> Job:
+    job = job_files.suspend_job(backend, job_id, caller)
+    request.app.state.job_cache.forget(job_id)
+    return job_files.shown(backend, caller, job)
+
+
+@router.post(
+    "/jobs/{job_id}/resume",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Job,
+    responses=problems(404, 409),
+    summary="Resume a suspended job from its newest checkpoint (a suspend still pending "
+    "is withdrawn; 409 otherwise)",
+    operation_id="resumeJob",
+)
+def resume_job(job_id: JobId, backend: BackendDep, caller: CallerDep, request: Request) -> Job:
+    job = job_files.resume_job(backend, job_id, caller)
     request.app.state.job_cache.forget(job_id)
     return job_files.shown(backend, caller, job)
 

@@ -9,9 +9,11 @@ that the worker imports like any operator's plugin when a job maps one of its la
   thread at the start of the phase named in ``$K2E_TEST_PAUSE_DIR/pause``; building the
   model pauses in the layer's constructor (Keras builds the model there). The file holds
   ``<phase>\\n<until>``; ``until`` is ``interrupted`` (the job's thread waits in Python
-  code, as a long load does, until the heartbeat interrupts it) or ``cancelling`` (it
-  waits until the job store says the job is cancelling, then goes on). A pause is taken
-  once: the file is renamed to ``paused`` and holds ``<job id> <phase>``.
+  code, as a long load does, until the heartbeat interrupts it), ``cancelling`` (it
+  waits until the job store says the job is cancelling, then goes on) or ``yielding``
+  (it waits until the worker has heard of a yield request, then goes on to the next
+  stop check). A pause is taken once: the file is renamed to ``paused`` and holds
+  ``<job id> <phase>``.
 """
 
 import logging
@@ -51,9 +53,12 @@ def pause_if_asked(job_id: str, phase: str) -> None:
         return
     taken.write_text(f"{job_id} {phase}")
     os.rename(taken, folder / "paused")
+    control = _current_control()
     end = time.monotonic() + PAUSE_LIMIT_S
     while time.monotonic() < end:
         if until == "cancelling" and _status(job_id) == "cancelling":
+            return
+        if until == "yielding" and control is not None and control.yield_requested.is_set():
             return
         time.sleep(0.05)
 
@@ -76,6 +81,17 @@ def _current_job() -> tuple[str, str] | None:
         owner = frame.f_locals.get("self")
         if type(owner).__name__ == "JobPhases":
             return owner.job.id, owner.control.phase
+        frame = frame.f_back  # type: ignore[assignment]
+    return None
+
+
+def _current_control() -> Any:
+    """The RunControl of the JobPhases running in this thread's stack, if any."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        owner = frame.f_locals.get("self")
+        if type(owner).__name__ == "JobPhases":
+            return owner.control
         frame = frame.f_back  # type: ignore[assignment]
     return None
 

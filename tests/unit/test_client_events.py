@@ -261,3 +261,61 @@ def test_a_stream_that_never_ends_gives_up_after_the_reconnect_budget(
         follow()
     assert got == [1, 2, 3]
     assert len(stream_server.seen_last_ids) == FAST.max_reconnects + 1
+
+
+# --- a suspended job ------------------------------------------------------------------------------
+
+
+def _suspend_api(current: dict[str, Any], body: bytes, calls: list[str]) -> httpx.MockTransport:
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(f"{request.method} {request.url.path}")
+        if request.url.path == "/jobs/j1/events":
+            return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
+        if request.url.path == "/jobs/j1":
+            return httpx.Response(200, json=current)
+        if request.method == "POST":
+            return httpx.Response(202, json=current)
+        return httpx.Response(500)
+
+    return httpx.MockTransport(handler)
+
+
+def test_a_follower_stops_at_a_suspend_and_returns_the_suspended_job() -> None:
+    """Nothing comes until someone resumes it: wait() returns rather than hangs."""
+    suspended = {**JOB, "status": "suspended", "progress": {"global_step": 10, "max_steps": 20}}
+    body = _sse(
+        (1, "status", {"status": "running"}),
+        (2, "status", {"status": "suspended", "message": "suspended at step 10"}),
+    )
+    calls: list[str] = []
+    with Client("http://k2e.test", "k", transport=_suspend_api(suspended, body, calls)) as client:
+        events = list(client.events("j1", options=FAST))
+        job = client.wait("j1")
+    assert [e.event for e in events] == ["status", "status", "end"]
+    assert events[-1].id is None
+    assert job.status == "suspended"
+    assert job.progress.global_step == 10
+
+
+def test_a_suspend_earlier_in_the_history_does_not_stop_the_follower() -> None:
+    """Followed from the start, a job suspended once and resumed goes on to its end."""
+    body = _sse(
+        (1, "status", {"status": "suspended"}),
+        (2, "status", {"status": "queued"}),
+        (3, "status", {"status": "succeeded"}),
+        (4, "end", JOB),
+    )
+    calls: list[str] = []
+    with Client("http://k2e.test", "k", transport=_suspend_api(JOB, body, calls)) as client:
+        job = client.wait("j1")
+    assert job.status == "succeeded"
+    assert calls.count("GET /jobs/j1") == 1  # asked once, at the suspended event
+
+
+def test_the_client_suspends_and_resumes() -> None:
+    calls: list[str] = []
+    suspended = {**JOB, "status": "suspended"}
+    with Client("http://k2e.test", "k", transport=_suspend_api(suspended, b"", calls)) as client:
+        assert client.suspend("j1").status == "suspended"
+        client.resume("j1")
+    assert calls == ["POST /jobs/j1/suspend", "POST /jobs/j1/resume"]

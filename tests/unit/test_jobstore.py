@@ -9,7 +9,7 @@ import sqlalchemy
 
 from k2e.errors import Conflict, InvalidInput, NotFound
 from k2e.jobs.job_store import NewJob
-from k2e.jobs.leases import JobLeases
+from k2e.jobs.leases import JobLeases, Lease
 from k2e.schemas import ExportCheck, JobStatus
 from k2e.tables import events, jobs
 from k2e.tenancy.scope import ANY_TENANT
@@ -117,7 +117,7 @@ def test_an_expired_lease_lets_the_next_attempt_in_and_fences_the_old_owner(
     assert store.record_progress(job_id, "w1", {"global_step": 99}, []) is None
     assert store.finish(job_id, JobStatus.succeeded, "w1") is None
     assert store.get(job_id, ANY_TENANT).status is JobStatus.running
-    assert store.renew_lease(job_id, "w2", 30) == "running"
+    assert store.renew_lease(job_id, "w2", 30) == Lease("running")
 
 
 def test_an_export_is_recorded_only_by_the_worker_holding_the_lease(store: JobLeases) -> None:
@@ -183,7 +183,7 @@ def test_cancel_queued_ends_it_and_running_asks_the_worker(store: JobLeases) -> 
     store.start(running, "w1", 30)
     assert store.request_cancel(queued, ANY_TENANT).status is JobStatus.cancelled
     assert store.request_cancel(running, ANY_TENANT).status is JobStatus.cancelling
-    assert store.renew_lease(running, "w1", 30) == "cancelling"
+    assert store.renew_lease(running, "w1", 30) == Lease("cancelling")
     assert store.start(queued, "w1", 30) is None
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from k2e.jobs.leases import Lease
 from worker.heartbeat import Heartbeat, JobInterrupted, RunControl, rss_bytes
 
 
@@ -79,8 +80,8 @@ def test_rss_is_this_process_resident_set() -> None:
 class _LiveLease:
     """A store whose lease is always renewed: only memory can stop the job here."""
 
-    def renew_lease(self, job_id: str, owner: str, lease_s: float) -> str:
-        return "running"
+    def renew_lease(self, job_id: str, owner: str, lease_s: float) -> Lease:
+        return Lease("running")
 
 
 def test_the_watchdog_samples_memory_and_leaves_a_job_under_its_bound_alone() -> None:
@@ -110,13 +111,14 @@ def test_the_watchdog_samples_memory_and_leaves_a_job_under_its_bound_alone() ->
 # since the watchdog started; the watchdog ends the process with SIGKILL when it gives up.
 WATCHED_JOB = """
 import json, sys, threading, time
+from k2e.jobs.leases import Lease
 from worker.heartbeat import Heartbeat, JobInterrupted, RunControl, rss_bytes
 
 ratio, grace = float(sys.argv[1]), float(sys.argv[2])
 
 class LiveLease:
     def renew_lease(self, job_id, owner, lease_s):
-        return "running"
+        return Lease("running")
 
 def say(kind, **data):
     print(json.dumps({"kind": kind, "t": time.monotonic() - started, **data}), flush=True)

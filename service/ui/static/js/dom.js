@@ -54,7 +54,8 @@ export function number(value) {
     : String(Math.round(value * 1e4) / 1e4);
 }
 
-export const ACTIVE = new Set(["queued", "running", "cancelling"]);
+// Not ended: a suspended job goes on once resumed.
+export const ACTIVE = new Set(["queued", "running", "cancelling", "suspended"]);
 
 export function statusBadge(status) {
   return h("span", { class: `badge s-${status}`, "data-status": status }, status);

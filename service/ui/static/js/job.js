@@ -73,8 +73,13 @@ export function jobView({ main, id, go }) {
     state.status = status;
     el.status.replaceChildren(statusBadge(status));
     el.actions.replaceChildren();
+    if (status === "queued" || status === "running") {
+      el.actions.append(h("button", { type: "button", id: "suspend", onclick: () => act("suspend") }, "Suspend"));
+    } else if (status === "suspended") {
+      el.actions.append(h("button", { type: "button", id: "resume", onclick: () => act("resume") }, "Resume"));
+    }
     if (ACTIVE.has(status) && status !== "cancelling") {
-      el.actions.append(h("button", { type: "button", id: "cancel", class: "danger", onclick: cancel }, "Cancel"));
+      el.actions.append(h("button", { type: "button", id: "cancel", class: "danger", onclick: () => act("cancel") }, "Cancel"));
     } else if (!ACTIVE.has(status)) {
       el.actions.append(h("button", { type: "button", id: "delete", class: "danger", onclick: remove }, "Delete"));
     }
@@ -213,10 +218,11 @@ export function jobView({ main, id, go }) {
   }
 
   // --- actions --------------------------------------------------------------------------
-  async function cancel() {
+  // cancel, suspend or resume: each answers the job.
+  async function act(action) {
     el.message.textContent = "";
     try {
-      showJob(await api(`/jobs/${id}/cancel`, { method: "POST" }));
+      showJob(await api(`/jobs/${id}/${action}`, { method: "POST" }));
     } catch (err) {
       el.message.textContent = err.message;
     }

@@ -2,7 +2,7 @@
 import { api } from "./api.js";
 import { ACTIVE, duration, h, jobDuration, progressBar, statusBadge, when } from "./dom.js";
 
-const STATUSES = ["queued", "running", "cancelling", "succeeded", "failed", "cancelled"];
+const STATUSES = ["queued", "running", "suspended", "cancelling", "succeeded", "failed", "cancelled"];
 const PAGE = 25;
 
 export function jobsView({ main, params, go }) {

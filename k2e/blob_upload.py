@@ -146,3 +146,25 @@ class StreamedPut:
         """``abort`` on the part pool, without waiting (from a cancelled request)."""
         if not self._ended:
             _part_pool().submit(self.abort)
+
+
+def abort_stale(store: S3BlobStore, older_than_s: float = 3600) -> int:
+    """Abort the multipart uploads under the store's prefix begun more than
+    ``older_than_s`` ago: those of an API process that died mid-upload, or that could not
+    abort one while the bucket did not answer (run at start, like the tmp/ sweep; another
+    API process may be streaming an upload right now, hence the age)."""
+    import time
+
+    cutoff = time.time() - older_than_s
+    prefix = f"{store.prefix}/" if store.prefix else ""
+    stale = [
+        (upload["Key"], upload["UploadId"])
+        for page in store.client.get_paginator("list_multipart_uploads").paginate(
+            Bucket=store.bucket, Prefix=prefix
+        )
+        for upload in page.get("Uploads") or []
+        if upload["Initiated"].timestamp() < cutoff
+    ]
+    for key, upload_id in stale:
+        store.client.abort_multipart_upload(Bucket=store.bucket, Key=key, UploadId=upload_id)
+    return len(stale)

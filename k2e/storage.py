@@ -189,18 +189,22 @@ class Storage:
         return self._entry("datasets", dataset_id)
 
     def save_entry(
-        self, kind: str, entry_id: str, data_file: Path, name: str, info: BaseModel
+        self, kind: str, entry_id: str, data_file: Path | None, name: str, info: BaseModel
     ) -> Path:
         """Move an inspected upload into place; its info.json is written last, so an
-        entry with an info.json is always complete."""
+        entry with an info.json is always complete. ``data_file`` None: the data is in
+        the bucket at its key already (sent there while it arrived)."""
         folder = self.root / kind / entry_id
         target = folder / name
         if not self.local:
-            self.put_file(target, data_file)
+            if data_file is not None:
+                self.put_file(target, data_file)
             self.blobs.put_bytes(
                 self.key(folder / "info.json"), _json(info.model_dump(mode="json"))
             )
             return target
+        if data_file is None:
+            raise ValueError("the local folder keeps an upload by moving its file")
         folder.mkdir(parents=True, exist_ok=True)
         os.replace(data_file, target)
         _write_json_atomic(folder / "info.json", info.model_dump(mode="json"))

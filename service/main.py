@@ -2,6 +2,7 @@
 
 import logging
 import os
+import threading
 
 from fastapi import FastAPI
 
@@ -44,6 +45,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     stale = backend.storage.remove_stale_tmp()
     if stale:
         log.info("removed %d upload files left by an earlier crash", stale)
+    # In the background: a bucket that does not answer must not hold up the start.
+    threading.Thread(target=abort_stale_uploads, args=(backend,), daemon=True).start()
     bootstrap_admin_key(backend)
     backend.storage.for_tenant(DEFAULT_TENANT)
     # In the background: /readyz and uploads wait for it, the rest of the API does not.
@@ -88,3 +91,22 @@ def bootstrap_admin_key(backend: Backend) -> None:
     os.chmod(path, 0o600)
     # Printed once, on the first start: later starts find a key in the store.
     print(f"k2e: created the first admin API key, also written to {path}:\n  {key}", flush=True)
+
+
+def abort_stale_uploads(backend: Backend) -> None:
+    """On bucket storage, abort the multipart uploads an earlier process left unfinished
+    (k2e.blob_upload.abort_stale); a bucket that does not answer now is only logged."""
+    from k2e.blobstore_s3 import S3BlobStore
+
+    blobs = backend.storage.blobs
+    if not isinstance(blobs, S3BlobStore):
+        return
+    from k2e.blob_upload import abort_stale
+
+    try:
+        aborted = abort_stale(blobs)
+    except Exception:
+        log.warning("could not look for unfinished uploads in the bucket", exc_info=True)
+        return
+    if aborted:
+        log.info("aborted %d unfinished uploads in the bucket", aborted)

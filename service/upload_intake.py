@@ -1,11 +1,13 @@
 """Uploads: check a received file's format, inspect it (models in the sandbox), keep it.
 
-A file is received into tmp/ on this machine and inspected there. A refused file is
-removed; a kept one goes into the store (moved on the local folder, put into the bucket
-on bucket storage) with its info.json last.
+A file is received into tmp/ on this machine (hashed as it arrives) and inspected there.
+A refused file is removed; a kept one goes into the store (moved on the local folder, put
+into the bucket on bucket storage) with its info.json last. On bucket storage a file of
+more than one part goes on into the bucket while it arrives (k2e.blob_upload), at its
+final key but invisible until the upload is accepted; a refused one is aborted there.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from fastapi import Request
@@ -15,7 +17,7 @@ from k2e.catalog import Kind
 from k2e.errors import InvalidUpload
 from k2e.formats.read_limits import ReadLimits
 from k2e.schemas import DatasetInfo, ModelInfo
-from k2e.storage import file_sha256, new_id
+from k2e.storage import new_id
 from k2e.tenancy.scope import Scope
 from k2e.vetting.sandbox import (
     SandboxLimits,
@@ -40,9 +42,19 @@ DATASET_SUFFIXES = {
 }
 
 
-async def receive_one(request: Request, backend: Backend, tenant: str) -> ReceivedFile:
+SUFFIXES: dict[Kind, dict[str, str]] = {"model": MODEL_SUFFIXES, "dataset": DATASET_SUFFIXES}
+
+
+async def receive_one(
+    request: Request, backend: Backend, tenant: str, kind: Kind | None = None
+) -> ReceivedFile:
+    """The request's ``file`` part, received; on bucket storage (``kind`` given) sent on
+    into the bucket as it arrives."""
     limit, limit_name = await run_in_threadpool(backend.upload_limit, tenant)
-    body = await receive_multipart(request, backend.storage.tmp_path, {"file"}, limit, limit_name)
+    outlet = None if kind is None else stream_to_bucket(backend, tenant, kind)
+    body = await receive_multipart(
+        request, backend.storage.tmp_path, {"file"}, limit, limit_name, outlet_for=outlet
+    )
     if "file" not in body.files:
         body.discard()
         raise InvalidUpload("the multipart body has no `file` part")
@@ -53,14 +65,42 @@ async def receive_one(request: Request, backend: Backend, tenant: str) -> Receiv
     return received
 
 
-def format_of(received: ReceivedFile, suffixes: dict[str, str]) -> str:
-    name = received.filename.lower()
+def stream_to_bucket(
+    backend: Backend, tenant: str, kind: Kind
+) -> Callable[[ReceivedFile], None] | None:
+    """On bucket storage, what gives a received ``kind`` file its outlet: a multipart
+    upload to the key it will have if it is kept (its id chosen now). None on the local
+    folder, where the received file is moved into place."""
+    storage = backend.storage.for_tenant(tenant)
+    if storage.local:
+        return None
+
+    def outlet_for(received: ReceivedFile) -> None:
+        from k2e.blob_upload import StreamedPut
+        from k2e.blobstore_s3 import S3BlobStore
+
+        fmt = suffix_format(received.filename, SUFFIXES[kind])
+        if fmt is None or not isinstance(storage.blobs, S3BlobStore):
+            return  # refused after receipt, or a store without multipart uploads
+        received.entry_id = new_id()
+        target = storage.root / f"{kind}s" / received.entry_id / f"{FILE_NAME[kind]}.{fmt}"
+        received.outlet = StreamedPut(storage.blobs, storage.key(target), received.path)
+
+    return outlet_for
+
+
+def suffix_format(filename: str, suffixes: dict[str, str]) -> str | None:
+    name = filename.lower()
     # Longest suffix first: "x.tfrecord.gz" is a TFRecord, not a bare ".gz".
-    fmt = next(
+    return next(
         (suffixes[s] for s in sorted(suffixes, key=len, reverse=True) if name.endswith(s)), None
     )
+
+
+def format_of(received: ReceivedFile, suffixes: dict[str, str]) -> str:
+    fmt = suffix_format(received.filename, suffixes)
     if fmt is None:
-        received.path.unlink(missing_ok=True)
+        received.abandon()
         raise InvalidUpload(
             f"{received.filename!r}: expected a file ending in one of {sorted(suffixes)}"
         )
@@ -92,13 +132,13 @@ def store_model(received: ReceivedFile, backend: Backend, tenant: str) -> ModelI
                 SandboxLimits.from_settings(settings),
             )
             info = ModelInfo(
-                id=new_id(),
+                id=received.entry_id or new_id(),
                 format=fmt,
                 inputs=summary.summary.inputs,
                 outputs=summary.summary.outputs,
                 compiled=summary.compiled,
                 metric_names=summary.metric_names,
-                sha256=file_sha256(received.path),
+                sha256=received.sha256,
                 size=received.size,
                 model_class=summary.summary.model_class,
                 custom_names=summary.custom_names,
@@ -115,7 +155,7 @@ def store_model(received: ReceivedFile, backend: Backend, tenant: str) -> ModelI
             )
             return info
     finally:
-        received.path.unlink(missing_ok=True)
+        received.abandon()
 
 
 def store_dataset(received: ReceivedFile, backend: Backend, tenant: str) -> DatasetInfo:
@@ -138,18 +178,18 @@ def store_dataset(received: ReceivedFile, backend: Backend, tenant: str) -> Data
                 SandboxLimits.from_settings(settings),
             )
             info = DatasetInfo(
-                id=new_id(),
+                id=received.entry_id or new_id(),
                 format=fmt,
                 num_examples=summary.num_examples,
                 arrays=summary.arrays,
                 dtypes=summary.dtypes,
-                sha256=file_sha256(received.path),
+                sha256=received.sha256,
                 size=received.size,
             )
             keep(backend, tenant, "dataset", info, received, reservation)
             return info
     finally:
-        received.path.unlink(missing_ok=True)
+        received.abandon()
 
 
 @contextmanager
@@ -174,14 +214,23 @@ def keep(
     reservation: int,
     summary: dict | None = None,
 ) -> None:
-    """Move an inspected file into place and record it; if that fails, none of it stays."""
+    """Move an inspected file into place and record it; if that fails, none of it stays.
+    A file streamed into the bucket is committed there (it appears at its key whole)."""
     storage = backend.storage.for_tenant(tenant)
     folder = storage.root / f"{kind}s" / info.id
     try:
         if summary is not None:
             storage.write_summary(info.id, summary)
+        outlet = received.outlet
+        streamed = outlet is not None and outlet.started
+        if outlet is not None and streamed:
+            outlet.commit()
         storage.save_entry(
-            f"{kind}s", info.id, received.path, f"{FILE_NAME[kind]}.{info.format}", info
+            f"{kind}s",
+            info.id,
+            None if streamed else received.path,
+            f"{FILE_NAME[kind]}.{info.format}",
+            info,
         )
         backend.catalog.add(kind, tenant, info, reservation)
     except BaseException:

@@ -49,7 +49,7 @@ def _upload_routes(
         operation_id=f"upload{title}",
     )
     async def upload(request: Request, backend: BackendDep, caller: CallerDep) -> Any:
-        received = await receive_one(request, backend, caller.tenant)
+        received = await receive_one(request, backend, caller.tenant, kind)
         return await run_in_threadpool(keep, received, backend, caller.tenant)
 
     @router.get(

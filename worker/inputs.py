@@ -143,6 +143,17 @@ def _finish(ds: Any, batching: Batching) -> Any:
     return ds.batch(batching.batch_size, drop_remainder=batching.drop_remainder)
 
 
+def without_autotune(ds: Any) -> Any:
+    """``ds`` without tf.data's autotuning model. Its optimization thread made closing a
+    session that had read the dataset wait about 1 s in one run of two (the end of
+    training and of evaluation; bench/training_tail.py measures it). The pipeline stays
+    adaptive without it: prefetch(AUTOTUNE) grows its own buffer as it empties, and a
+    map's AUTOTUNE parallelism is the machine's cores."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.with_options(options)
+
+
 def _chunked_input_fn(
     info: DatasetInfo,
     read_chunks: Callable[[], Iterator[dict[str, np.ndarray]]],
@@ -207,7 +218,7 @@ def _chunked_input_fn(
         ds = tf.data.Dataset.range(chunks).map(read)
         if cache:
             ds = ds.cache()
-        return _finish(ds.unbatch(), batching).prefetch(tf.data.AUTOTUNE)
+        return without_autotune(_finish(ds.unbatch(), batching).prefetch(tf.data.AUTOTUNE))
 
     return input_fn
 
@@ -345,6 +356,6 @@ def _tfrecord_input_fn(
             lambda serialized: split(tf.io.parse_example(serialized, spec)),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
-        return ds.prefetch(tf.data.AUTOTUNE)
+        return without_autotune(ds.prefetch(tf.data.AUTOTUNE))
 
     return input_fn

@@ -104,3 +104,13 @@ def test_out_of_order_indices_and_wrong_counts_lose_nothing() -> None:
     long = _source(4, [])  # too many: the index past the end has no examples
     assert [_rows(long.read(i)) for i in range(4)] == [[0, 1], [2, 3], [4, 5], []]
     assert long.read(3)[0].shape == (0, 1)
+
+
+def test_input_functions_turn_tf_data_autotuning_off(tmp_path: Path) -> None:
+    # Its optimization thread made closing the session of a training or an evaluation
+    # wait about 1 s in one run of two (bench/training_tail.py).
+    info, path = _dataset(tmp_path)
+    for batching in (Batching(16, training=True, cache_bytes=1024**2), Batching(16, False)):
+        with tf.Graph().as_default():
+            ds = input_fn_for(info, path, INPUTS, OUTPUTS, batching, ReadLimits())()
+            assert ds.options().autotune.enabled is False

@@ -22,7 +22,7 @@ import pytest
 
 from k2e.examples.seed_data import SEED_METRIC_NAMES_MAP, seed_multi_io_data
 from k2e.settings import Settings
-from tests.support.api_keys import ADMIN
+from tests.support.api_keys import ADMIN, TEST_ADMIN_KEY
 from tests.support.api_server import running_api
 from tests.support.checkout import ROOT
 from tests.support.worker_process import WorkerProcess, worker_env
@@ -215,6 +215,102 @@ def test_a_broken_rule_shows_at_its_field(team: dict, api: str) -> None:
     at_map = page.wait_for_selector("[data-loc^='metric_names_map'] .field-error")
     assert "dense_3_categorical_accuracy" in at_map.inner_text()
     assert page.url == f"{api}/ui/submit"
+
+
+def _submit_long_job(page: Any, base: str, team: dict, priority: str) -> str:
+    """A seed job long enough to hold the worker's only slot until it is stopped."""
+    _fill_seed_form(page, base, team["model"], team["dataset"])
+    page.fill("#max-steps", "5000000")
+    page.fill("#checkpoint-steps", "1000")
+    page.fill("#priority", priority)
+    page.click("#submit")
+    page.wait_for_url(f"{base}/ui/jobs/*", timeout=60_000)
+    return str(page.url.rsplit("/", 1)[1])
+
+
+def _job_status(page: Any, wanted: str, timeout: float = 120_000) -> None:
+    page.wait_for_selector(f"#job-status .badge[data-status='{wanted}']", timeout=timeout)
+
+
+def test_priority_place_queues_and_suspend_resume(
+    team: dict, chromium: Any, api: str, keys: dict
+) -> None:
+    """The worker has one slot: a `normal` job holds it and a `low` one waits for it. The
+    pages show each job's class, the waiting one's place and why it waits, the admin's
+    queue view counts both; Suspend hands the slot over, Resume queues the job again."""
+    page = team["page"]
+    holder = _submit_long_job(page, api, team, "normal")
+    waiter = None
+    try:
+        _job_status(page, "running")
+        assert page.inner_text("#priority") == "normal"
+        waiter = _submit_long_job(page, api, team, "low")
+        assert page.inner_text("#priority") == "low"
+        facts = page.wait_for_selector("#facts[data-waiting-for='slot']", timeout=30_000)
+        place = httpx.get(f"{api}/jobs/{waiter}", headers=ADMIN).json()["scheduling"]
+        assert place == {"position": 1, "priority": "low", "waiting_for": "slot"}
+        assert facts.get_attribute("data-position") == "1"
+        assert page.inner_text("#waiting") == "#1 in queue · every slot of its queue is taken"
+        assert page.inner_text("#preemptions") == "0"
+
+        # The jobs list: each job's class, the waiting one's place.
+        page.goto(f"{api}/ui/jobs")
+        row = page.wait_for_selector(f"tr[data-job='{waiter}'] [data-waiting-for='slot']")
+        assert row.get_attribute("data-position") == "1"
+        assert page.inner_text(f"tr[data-job='{waiter}'] [data-priority]") == "low"
+        assert page.inner_text(f"tr[data-job='{holder}'] [data-priority]") == "normal"
+        assert page.query_selector(f"tr[data-job='{holder}'] [data-waiting-for]") is None
+
+        # The queue view is an admin's: a member has no link to it and is refused.
+        assert page.locator("#nav-queues").is_hidden()
+        page.goto(f"{api}/ui/queues")
+        page.wait_for_selector("#queues-info.error")
+        admin = _sign_in(chromium, api, TEST_ADMIN_KEY, "/ui/queues")
+        assert admin.locator("#nav-queues").is_visible()
+        cpu = admin.wait_for_selector("[data-queue='cpu'] tr[data-tenant='dash-team']")
+        summary = next(
+            q for q in httpx.get(f"{api}/queues", headers=ADMIN).json() if q["name"] == "cpu"
+        )
+        team_row = next(t for t in summary["tenants"] if t["tenant"] == "dash-team")
+        assert (team_row["running"], team_row["waiting"]) == (1, 1)
+        for key in ("share", "running", "waiting", "borrowed"):
+            assert cpu.query_selector(f"[data-field='{key}']").inner_text() == str(team_row[key])
+        for key in ("slots", "running", "waiting", "borrowed"):
+            shown = admin.inner_text(f"[data-queue='cpu'] .nums [data-field='{key}']")
+            assert shown == str(summary[key]), key
+        admin.context.close()
+
+        # Suspend the holder from its page: it ends suspended and the waiting job starts.
+        page.goto(f"{api}/ui/jobs/{holder}")
+        page.click("#suspend")
+        _job_status(page, "suspended")
+        page.wait_for_selector("#resume")
+        assert page.query_selector("#facts[data-waiting-for]") is None
+        page.goto(f"{api}/ui/jobs/{waiter}")
+        _job_status(page, "running")
+        # Resumed, it is queued again (or, ranked above the low job, already back).
+        page.goto(f"{api}/ui/jobs/{holder}")
+        page.click("#resume")
+        page.wait_for_selector("#suspend")
+        again = httpx.get(f"{api}/jobs/{holder}", headers=ADMIN).json()
+        assert again["status"] in ("queued", "running"), again["status"]
+    finally:
+        for job_id in (holder, waiter):
+            if job_id is not None:
+                httpx.post(f"{api}/jobs/{job_id}/cancel", headers=ADMIN)
+        for job_id in (holder, waiter):
+            if job_id is not None:
+                _wait_ended(api, job_id)
+
+
+def _wait_ended(base: str, job_id: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = httpx.get(f"{base}/jobs/{job_id}", headers=ADMIN).json()["status"]
+        if status in ("succeeded", "failed", "cancelled"):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} did not end")
 
 
 def test_another_tenants_job_page_is_a_404(team: dict, chromium: Any, api: str, keys: dict) -> None:

@@ -3,6 +3,7 @@ import { api, ApiError, setCsrf } from "./api.js";
 import { h } from "./dom.js";
 import { jobView } from "./job.js";
 import { jobsView } from "./jobs.js";
+import { queuesView } from "./queues.js";
 import { submitView } from "./submit.js";
 import { uploadsView } from "./uploads.js";
 
@@ -19,6 +20,7 @@ const ROUTES = [
   [/^\/ui\/models\/?$/, () => (ctx) => uploadsView(ctx, "models")],
   [/^\/ui\/datasets\/?$/, () => (ctx) => uploadsView(ctx, "datasets")],
   [/^\/ui\/submit\/?$/, () => submitView],
+  [/^\/ui\/queues\/?$/, () => queuesView],
 ];
 
 export function go(path) {
@@ -51,6 +53,8 @@ function route() {
 function showSession() {
   nav.hidden = !session;
   who.replaceChildren();
+  // The queues view reads GET /queues, which answers admins only.
+  nav.querySelector("#nav-queues").hidden = !session || session.role !== "admin";
   if (!session) return;
   who.append(
     h("span", { class: "muted" }, `${session.tenant} · ${session.role}`),

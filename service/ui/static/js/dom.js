@@ -73,3 +73,27 @@ export function progressBar(progress, status) {
     h("span", { class: "bar-text" }, label),
   );
 }
+
+// A job's priority class: the scheduler's name for it while queued, else the spec's.
+export function priorityOf(job) {
+  return (job.scheduling && job.scheduling.priority) || (job.spec && job.spec.priority) || "normal";
+}
+
+// Why a queued job has not started (Job.scheduling.waiting_for), in a user's words.
+export const WAITING_FOR = {
+  slot: "every slot of its queue is taken",
+  tenant_limit: "its tenant has its limit of jobs handed over",
+  share: "its tenant holds its whole share and may not borrow",
+  worker: "no live worker takes its queue",
+  pickup: "handed over: a worker takes it next",
+};
+
+export function waitingText(place) {
+  const why = WAITING_FOR[place.waiting_for] || place.waiting_for;
+  return place.position === null || place.position === undefined ? why : `#${place.position} in queue · ${why}`;
+}
+
+export function priorityTag(job) {
+  const priority = priorityOf(job);
+  return h("span", { class: `tag p-${priority}`, "data-priority": priority }, priority);
+}

@@ -3,10 +3,11 @@
 // has none (the stream answers 404), the page polls the job and its log instead.
 import { api, ApiError } from "./api.js";
 import { LossChart } from "./chart.js";
-import { ACTIVE, duration, h, jobDuration, number, progressBar, statusBadge, when } from "./dom.js";
+import { ACTIVE, duration, h, jobDuration, number, priorityTag, progressBar, statusBadge, waitingText, when } from "./dom.js";
 
 const LOG_LINES = 500;
 const POLL_MS = 1000;
+const PLACE_MS = 2000;
 
 export function jobView({ main, id, go }) {
   document.title = `Job ${id.slice(0, 8)} · k2e`;
@@ -56,6 +57,7 @@ export function jobView({ main, id, go }) {
   const state = { job: null, progress: null, status: null, ended: false, stopped: false, since: 0 };
   let source = null;
   let timer = null;
+  let placeTimer = null;
 
   function appendLog(line) {
     const atBottom = el.log.scrollTop + el.log.clientHeight >= el.log.scrollHeight - 8;
@@ -123,8 +125,18 @@ export function jobView({ main, id, go }) {
         ),
       );
     }
-    const fact = (k, v) => [h("dt", {}, k), h("dd", {}, v)];
+    showFacts(job);
+    el.spec.textContent = JSON.stringify(job.spec, null, 2);
+    if (!ACTIVE.has(job.status)) ended();
+  }
+
+  function showFacts(job) {
+    const fact = (k, v, id) => [h("dt", {}, k), h("dd", { id }, v)];
+    const place = job.scheduling;
     el.facts.replaceChildren(
+      ...fact("Priority", priorityTag(job), "priority"),
+      ...(place ? fact("Waiting", waitingText(place), "waiting") : []),
+      ...fact("Preemptions", job.preemptions || 0, "preemptions"),
       ...fact("Created", when(job.created_at)),
       ...fact("Started", when(job.started_at)),
       ...fact("Finished", when(job.finished_at)),
@@ -133,8 +145,28 @@ export function jobView({ main, id, go }) {
       ...fact("model_dir", h("code", {}, job.model_dir)),
       ...(job.tenant ? fact("Tenant", job.tenant) : []),
     );
-    el.spec.textContent = JSON.stringify(job.spec, null, 2);
-    if (!ACTIVE.has(job.status)) ended();
+    if (place) {
+      el.facts.dataset.position = place.position ?? "";
+      el.facts.dataset.waitingFor = place.waiting_for;
+    } else {
+      delete el.facts.dataset.position;
+      delete el.facts.dataset.waitingFor;
+    }
+  }
+
+  // The event stream carries no queue place: while the job waits (or its status changes)
+  // the page reads the job again for its place, priority and preemptions.
+  async function refreshFacts() {
+    clearTimeout(placeTimer);
+    try {
+      const job = await api(`/jobs/${id}`);
+      if (state.stopped) return;
+      state.job = job;
+      showFacts(job);
+    } catch (err) {
+      if (!(err instanceof ApiError)) throw err;
+    }
+    if (!state.stopped && source && state.status === "queued") placeTimer = setTimeout(refreshFacts, PLACE_MS);
   }
 
   async function ended() {
@@ -165,6 +197,9 @@ export function jobView({ main, id, go }) {
     const on = (name, fn) => source.addEventListener(name, (e) => fn(JSON.parse(e.data)));
     on("status", (d) => {
       showStatus(d.status);
+      // Debounced: an ended job's stream replays every status at once.
+      clearTimeout(placeTimer);
+      placeTimer = setTimeout(refreshFacts, 300);
       logLine(d.at, d.status, d.message || "");
     });
     on("progress", (d) => showProgress(d));
@@ -208,6 +243,7 @@ export function jobView({ main, id, go }) {
 
   function stopLive() {
     clearTimeout(timer);
+    clearTimeout(placeTimer);
     if (source) source.close();
     source = null;
   }
@@ -257,8 +293,10 @@ export function jobView({ main, id, go }) {
     document.body.dataset.rendered = "job";
     if (state.stopped) return;
     // An ended job's stream replays its whole history (the log, every loss point) and ends.
-    if (window.EventSource) stream();
-    else poll();
+    if (window.EventSource) {
+      stream();
+      if (job.status === "queued") placeTimer = setTimeout(refreshFacts, PLACE_MS);
+    } else poll();
   })();
 
   return () => {

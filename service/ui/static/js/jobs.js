@@ -1,6 +1,6 @@
 // The jobs list: newest first, a status filter, live status and progress, cursor paging.
 import { api } from "./api.js";
-import { ACTIVE, duration, h, jobDuration, progressBar, statusBadge, when } from "./dom.js";
+import { ACTIVE, duration, h, jobDuration, priorityTag, progressBar, statusBadge, waitingText, when } from "./dom.js";
 
 const STATUSES = ["queued", "running", "suspended", "cancelling", "succeeded", "failed", "cancelled"];
 const PAGE = 25;
@@ -30,7 +30,7 @@ export function jobsView({ main, params, go }) {
       "table",
       { class: "list", id: "jobs" },
       h("caption", { class: "sr-only" }, "Jobs, newest first"),
-      h("thead", {}, h("tr", {}, ["Job", "Status", "Progress", "Created", "Duration", "Model"].map((t) => h("th", { scope: "col" }, t)))),
+      h("thead", {}, h("tr", {}, ["Job", "Status", "Priority", "Progress", "Created", "Duration", "Model"].map((t) => h("th", { scope: "col" }, t)))),
       body,
     ),
     info,
@@ -83,12 +83,25 @@ export function jobsView({ main, params, go }) {
       "tr",
       { "data-job": job.id },
       h("td", { "data-label": "Job" }, h("a", { href: `/ui/jobs/${job.id}` }, h("code", {}, job.id.slice(0, 8)))),
-      h("td", { "data-label": "Status" }, statusBadge(job.status)),
+      h("td", { "data-label": "Status" }, statusBadge(job.status), waiting(job)),
+      h("td", { "data-label": "Priority" }, priorityTag(job), preempted(job)),
       h("td", { "data-label": "Progress" }, progressBar(job.progress, job.status)),
       h("td", { "data-label": "Created" }, when(job.created_at)),
       h("td", { "data-label": "Duration" }, duration(jobDuration(job))),
       h("td", { "data-label": "Model" }, h("code", { class: "trim" }, model)),
     );
+  }
+
+  // While queued: its place and why it waits (Job.scheduling).
+  function waiting(job) {
+    const place = job.scheduling;
+    if (!place) return null;
+    return h("div", { class: "wait", "data-position": place.position ?? "", "data-waiting-for": place.waiting_for }, waitingText(place));
+  }
+
+  function preempted(job) {
+    if (!job.preemptions) return null;
+    return h("div", { class: "wait", "data-preemptions": job.preemptions }, `preempted ${job.preemptions}×`);
   }
 
   load();

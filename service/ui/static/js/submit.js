@@ -68,6 +68,7 @@ export function submitView({ main, params, go }) {
       modelDir: h("input", { id: "model-dir", name: "model_dir", autocomplete: "off" }),
       timeout: numberInput("timeout", ""),
       export: h("input", { type: "checkbox", id: "export", checked: true }),
+      priority: h("input", { id: "priority", name: "priority", value: "normal", list: "priorities", autocomplete: "off" }),
       accelerator: h("select", { id: "accelerator" }, h("option", { value: "cpu" }, "cpu"), h("option", { value: "gpu" }, "gpu")),
       extra: h("textarea", { id: "extra", rows: 4, spellcheck: "false", placeholder: '{"config": {"keep_checkpoint_max": 3}}' }),
       preview: h("pre", { id: "preview", class: "code" }),
@@ -77,6 +78,7 @@ export function submitView({ main, params, go }) {
       "form",
       { id: "submit-form", novalidate: true },
       h("datalist", { id: "formats" }, h("option", { value: "checkpoint" }), h("option", { value: "saver" })),
+      h("datalist", { id: "priorities" }, ["low", "normal", "high"].map((p) => h("option", { value: p }))),
       el.summary,
       h(
         "fieldset",
@@ -120,6 +122,13 @@ export function submitView({ main, params, go }) {
         field("timeout_s", "timeout", "timeout_s", el.timeout),
         h("div", { class: "field", "data-loc": "export" }, h("label", { class: "inline" }, el.export, " export a SavedModel")),
         field("accelerator", "accelerator", "accelerator", el.accelerator),
+        field(
+          "priority",
+          "priority",
+          "priority",
+          el.priority,
+          "Its priority class: low, normal, high, or one your server adds; at most your tenant's max_priority. Higher classes start first and may take a lower one's worker at its next checkpoint.",
+        ),
         field("", "extra", "More of the spec (JSON, merged over the fields above)", el.extra),
       ),
       h("details", { class: "card" }, h("summary", {}, "The spec as it will be sent"), el.preview),
@@ -162,6 +171,7 @@ export function submitView({ main, params, go }) {
         checkpoint_format: el.format.value,
         export: el.export.checked,
         accelerator: el.accelerator.value,
+        priority: el.priority.value.trim() || undefined,
       };
       const evalId = ids.eval ?? { "=train": s.train.dataset, "": null, "=file": "<uploaded dataset>" }[el.evalSel.value] ?? el.evalSel.value;
       if (evalId) s.eval = { dataset: evalId, steps: num(el.evalSteps) };

@@ -310,6 +310,10 @@ def test_a_worker_killed_while_its_job_is_preempted_loses_nothing_and_runs_nothi
     resumed = _running_starts(low_stream)[1]
     assert _restored(low_stream[resumed:])[0] == left
     assert reported - left < INTERVAL
+    # Its loss curve has one point per step, in step order, the steps trained again
+    # included once.
+    curve = [point["step"] for point in low_done["metrics"]["train"]]
+    assert curve == sorted(set(curve)), curve
 
 
 def _new_tenant(env: Env, name: str) -> Caller:

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import time
 from collections.abc import Iterator
 
@@ -275,7 +276,7 @@ def test_a_worker_killed_while_its_job_is_preempted_loses_nothing_and_runs_nothi
     low = caller.submit(LOW_STEPS, "low")
     caller.wait_step(low, 2 * INTERVAL + 50)
     assert frozen.process is not None
-    os.killpg(frozen.process.pid, signal.SIGSTOP)
+    _freeze(frozen.process.pid, env.settings.sqlalchemy_url)
     try:
         high = caller.submit(HIGH_STEPS, "high")
         store = JobStore(env.settings.sqlalchemy_url)
@@ -314,6 +315,25 @@ def test_a_worker_killed_while_its_job_is_preempted_loses_nothing_and_runs_nothi
     # included once.
     curve = [point["step"] for point in low_done["metrics"]["train"]]
     assert curve == sorted(set(curve)), curve
+
+
+def _freeze(group: int, url: str) -> None:
+    """SIGSTOP the worker's processes at a moment none of them holds the store's write
+    lock (SQLite): a frozen writer would lock the API out."""
+    path = url.removeprefix("sqlite:///")
+    for _ in range(100):
+        os.killpg(group, signal.SIGSTOP)
+        probe = sqlite3.connect(path, timeout=0.2)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.rollback()
+            return
+        except sqlite3.OperationalError:
+            os.killpg(group, signal.SIGCONT)
+            time.sleep(0.05)
+        finally:
+            probe.close()
+    raise AssertionError("the worker always held the store's write lock")
 
 
 def _new_tenant(env: Env, name: str) -> Caller:

@@ -11,13 +11,18 @@ MAX_CURVE_POINTS = 500
 
 
 class LossCurve:
-    """The train loss curve, bounded: when full, every other old point is dropped."""
+    """The train loss curve, bounded: when full, every other old point is dropped; one
+    point per step, in step order."""
 
     def __init__(self, limit: int = MAX_CURVE_POINTS) -> None:
         self.limit = limit
         self.points: list[dict[str, Any]] = []
 
     def add(self, step: int, loss: float) -> None:
+        # Points past ``step`` are of steps trained again from an older checkpoint (the
+        # previous attempt's worker died after reporting them): the new ones replace them.
+        while self.points and self.points[-1]["step"] > step:
+            self.points.pop()
         if self.points and self.points[-1]["step"] == step:
             return
         self.points.append({"step": step, "loss": loss})

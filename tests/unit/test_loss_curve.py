@@ -27,3 +27,19 @@ def test_the_default_cap_and_a_repeated_step_is_not_added_twice() -> None:
     assert len(curve.points) <= MAX_CURVE_POINTS
     curve.add(curve.points[-1]["step"], -1.0)
     assert curve.points[-1]["loss"] != -1.0
+
+
+def test_steps_trained_again_after_a_restore_replace_the_points_past_it() -> None:
+    """A worker killed between two checkpoints reported steps its job trains again from
+    the newest checkpoint: the curve keeps one point per step, in step order."""
+    curve = LossCurve()
+    for step in (1, 202, 401, 505):
+        curve.add(step, 1.0)
+    curve.add(401, 2.0)  # resumed from the checkpoint at 400
+    curve.add(505, 2.0)
+    assert curve.points == [
+        {"step": 1, "loss": 1.0},
+        {"step": 202, "loss": 1.0},
+        {"step": 401, "loss": 1.0},
+        {"step": 505, "loss": 2.0},
+    ]

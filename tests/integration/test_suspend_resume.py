@@ -138,27 +138,29 @@ def test_a_suspend_in_a_phase_suspends_there_and_resume_ends_at_max_steps(
 
 
 def test_a_job_suspended_in_the_broker_is_suspended_as_its_worker_takes_it(
-    deployment: PhaseEnv,
+    tmp_path: Path,
 ) -> None:
-    env = deployment.env
-    deployment.pause("building the model", "yielding")
-    holder = deployment.submit()
-    assert deployment.wait_paused(holder) == "building the model"
-    waiting = deployment.submit()  # in the broker behind the held job
-    assert env.job(waiting)["status"] == "queued"
-    response = env.client.post(f"/jobs/{waiting}/suspend")
-    assert response.status_code == 202
-    assert response.json()["status"] == "queued"
-    env.client.post(f"/jobs/{holder}/suspend")  # frees the worker
-    suspended = _status(env, waiting, "suspended")
-    assert suspended["progress"]["global_step"] == 0
-    logs = deployment.log_text(waiting)
-    assert "building the model" not in logs, logs
-    assert "loading" not in logs, logs
-    for job_id in (waiting, holder):
-        assert env.client.post(f"/jobs/{job_id}/resume").status_code == 202
-    for job_id in (waiting, holder):
-        assert _ends_whole(env, job_id, 5)["attempts"] == 1
+    """With no live worker for its queue the scheduler hands a job to the broker, where
+    it waits; suspended there, it is suspended by the first worker that takes it, before
+    that worker loads or builds anything."""
+    env = Env(tmp_path, **FAST_RECOVERY)
+    try:
+        waiting = _long_job(env, 50)
+        assert env.job(waiting)["status"] == "queued"
+        assert len(env.broker_queue("cpu")) == 1  # handed over: no worker is live yet
+        response = env.client.post(f"/jobs/{waiting}/suspend")
+        assert response.status_code == 202
+        assert response.json()["status"] == "queued"  # the worker has it to do
+        env.worker()
+        suspended = _status(env, waiting, "suspended")
+        assert suspended["progress"]["global_step"] == 0
+        assert env.broker_queue("cpu") == []
+        messages = [e["message"] for e in env.events(waiting) if e["kind"] == "log"]
+        assert not [m for m in messages if "loading" in m or "building" in m], messages
+        assert env.client.post(f"/jobs/{waiting}/resume").status_code == 202
+        assert _ends_whole(env, waiting, 50)["attempts"] == 1
+    finally:
+        env.close()
 
 
 def _long_job(env: Env, max_steps: int) -> str:

@@ -68,6 +68,17 @@ def _training_past(http: httpx.Client, job_id: str, step: int, timeout: float = 
     )
 
 
+# Each figure of a preemption: from one mark to another (bench/scheduling_log.py's names).
+SPANS = {
+    "latency_s": ("posted_at", "high_first_step_at"),  # the figure
+    "notice_s": ("posted_at", "asked_at"),  # until the low job's heartbeat sees the request
+    "save_s": ("save_start_at", "save_end_at"),  # its checkpoint at the yielded step
+    "stop_s": ("asked_at", "yielded_at"),  # asked -> released (save, session close, store)
+    "pickup_s": ("yielded_at", "high_attempt_at"),  # released -> the high job's attempt
+    "start_s": ("high_attempt_at", "high_first_step_at"),  # model, data, Estimator, step 1
+}
+
+
 def preemptions(
     stack: Stack, http: httpx.Client, assets: Assets, rounds: int, heartbeat_s: float
 ) -> dict[str, Any]:
@@ -89,28 +100,34 @@ def preemptions(
             rest.require_success(job)
             low_job = rest.get_job(http, low)
             samples.append(
-                {"round": i, "low": low, "high": high, "posted": posted, "accepted": accepted,
-                 "high_created_at": job["created_at"], "high_started_at": job["started_at"],
-                 "low_preemptions": low_job["preemptions"]}
+                {
+                    "round": i,
+                    "low": low,
+                    "high": high,
+                    "posted": posted,
+                    "accepted": accepted,
+                    "high_created_at": job["created_at"],
+                    "high_started_at": job["started_at"],
+                    "low_preemptions": low_job["preemptions"],
+                }
             )
             print(f"  preemption {i}: low preempted {low_job['preemptions']}x", flush=True)
             yielded = max(yielded, low_job["progress"]["global_step"])
         _training_past(http, low, yielded)  # the last preemption's restore is in the log
     finally:
         http.post(f"/jobs/{low}/cancel")
-    lines = wlog.read_lines(stack.logs / "worker.log")
+    return analyse(low, samples, stack.logs / "worker.log")
+
+
+def analyse(low: str, samples: list[dict[str, Any]], worker_log: Path) -> dict[str, Any]:
+    """Each preemption's marks from the worker's log, and their summary."""
+    lines = wlog.read_lines(worker_log)
     for attempt, sample in enumerate(samples):
         marks = wlog.preemption(lines, low, sample["high"], attempt)
-        posted = datetime.fromtimestamp(sample["posted"])
+        marks["posted_at"] = datetime.fromtimestamp(sample["posted"])
         sample["marks"] = {k: str(v) for k, v in marks.items()}
-        sample["latency_s"] = wlog.seconds(posted, marks.get("high_first_step_at"))  # type: ignore[arg-type]
-        sample["notice_s"] = wlog.seconds(posted, marks.get("asked_at"))  # type: ignore[arg-type]
-        sample["save_s"] = wlog.seconds(marks.get("save_start_at"), marks.get("save_end_at"))  # type: ignore[arg-type]
-        sample["stop_s"] = wlog.seconds(marks.get("asked_at"), marks.get("yielded_at"))  # type: ignore[arg-type]
-        sample["pickup_s"] = wlog.seconds(marks.get("yielded_at"), marks.get("high_attempt_at"))  # type: ignore[arg-type]
-        sample["start_s"] = wlog.seconds(
-            marks.get("high_attempt_at"), marks.get("high_first_step_at")  # type: ignore[arg-type]
-        )
+        for key, (a, b) in SPANS.items():
+            sample[key] = wlog.span(marks, a, b)
         y, r = marks.get("yielded_step"), marks.get("restored_step")
         sample["yielded_step"], sample["restored_step"] = y, r
         sample["redone_steps"] = y - r if isinstance(y, int) and isinstance(r, int) else None
@@ -119,7 +136,7 @@ def preemptions(
 
 def _summary(samples: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key in ("latency_s", "notice_s", "save_s", "stop_s", "pickup_s", "start_s"):
+    for key in SPANS:
         values = [s[key] for s in samples if s.get(key) is not None]
         out[key] = {**percentiles(values), "n": len(values)}
     target = [
@@ -133,11 +150,17 @@ def _summary(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def burst(http: httpx.Client, assets: Assets, n: int, steps: int, mixed: bool) -> dict[str, Any]:
-    """Submit ``n`` jobs at once and wait for all; priorities drawn with a fixed seed."""
+def burst(
+    http: httpx.Client, assets: Assets, n: int, steps: int, mixed: bool, stagger_s: float
+) -> dict[str, Any]:
+    """Submit ``n`` jobs (back to back, or one every ``stagger_s``) and wait for all;
+    priorities drawn with a fixed seed."""
     draw = random.Random(24)
     priorities = [draw.choice(("low", "normal", "high")) if mixed else "normal" for _ in range(n)]
-    ids = [rest.submit(http, _spec(assets, steps, p))["id"] for p in priorities]
+    ids = []
+    for p in priorities:
+        ids.append(rest.submit(http, _spec(assets, steps, p))["id"])
+        time.sleep(stagger_s)
     deadline = time.monotonic() + 60 * n
     done: dict[str, dict[str, Any]] = {}
     while len(done) < n:
@@ -178,24 +201,45 @@ def main() -> None:
     parser.add_argument("--burst-steps", type=int, default=1000)
     parser.add_argument("--burst-rounds", type=int, default=2, help="first-come, mixed pairs")
     parser.add_argument(
-        "--only", action="append", choices=["preemption", "preemption-hb1", "burst"]
+        "--only",
+        action="append",
+        choices=["preemption", "preemption-hb1", "burst", "burst-staggered"],
+    )
+    parser.add_argument(
+        "--stagger-s", type=float, default=0.5, help="burst-staggered: seconds between POSTs"
+    )
+    parser.add_argument(
+        "--reparse", action="store_true", help="re-read the kept worker logs, run nothing"
     )
     args = parser.parse_args()
-    parts = args.only or ["preemption", "preemption-hb1", "burst"]
-    shutil.rmtree(OUT / "scheduling-scratch", ignore_errors=True)
-    shutil.rmtree(OUT / "logs-scheduling", ignore_errors=True)
-    results: dict[str, Any] = {"args": vars(args), "machine": machine_info(), "parts": {}}
+    parts = args.only or ["preemption", "preemption-hb1", "burst", "burst-staggered"]
     path = OUT / "scheduling.json"
+    if args.reparse:
+        kept = json.loads(path.read_text())
+        for part, record in kept["parts"].items():
+            if "samples" in record:
+                log = OUT / "logs-scheduling" / part / "worker.log"
+                record.update(analyse(record["low"], record["samples"], log))
+        path.write_text(json.dumps(kept, indent=1, default=str))
+        return
+    shutil.rmtree(OUT / "scheduling-scratch", ignore_errors=True)
+    results: dict[str, Any] = {"machine": machine_info(), "parts": {}, "runs": []}
+    if args.only and path.exists():  # the other parts' figures stay
+        results = json.loads(path.read_text())
+        results.setdefault("runs", [{"args": results.pop("args", None)}])
+    results["runs"].append({"args": vars(args), "started": time.strftime("%H:%M:%S UTC")})
     try:
         for part in parts:
             record: dict[str, Any] = {"loadavg_start": loadavg()}
             results["parts"][part] = record
             print(f"{part} (loadavg {record['loadavg_start']})", flush=True)
             started = time.perf_counter()
+            shutil.rmtree(OUT / "logs-scheduling" / part, ignore_errors=True)
             # preemption: default settings but the cool-down (0: one low job is preempted
             # again and again); preemption-hb1: the same with a 1 s heartbeat (attribution:
             # the worker learns of the request at its heartbeat).
-            env = {} if part == "burst" else {"K2E_PREEMPT_COOLDOWN_S": "0"}
+            bursts = part.startswith("burst")
+            env = {} if bursts else {"K2E_PREEMPT_COOLDOWN_S": "0"}
             heartbeat_s = 1.0 if part == "preemption-hb1" else 5.0
             if part == "preemption-hb1":
                 env["K2E_HEARTBEAT_S"] = "1"
@@ -205,7 +249,7 @@ def main() -> None:
                 with httpx.Client(base_url=stack.url, headers=AUTH, timeout=120) as http:
                     assets = prepare_assets(http, stack.scratch / "assets")
                     record["ready_s"] = time.perf_counter() - started
-                    if part != "burst":
+                    if not bursts:
                         record.update(preemptions(stack, http, assets, args.rounds, heartbeat_s))
                     else:
                         rest.wait_until(  # a warm worker: one job first
@@ -216,7 +260,10 @@ def main() -> None:
                             order = (False, True) if i % 2 == 0 else (True, False)
                             for mixed in order:
                                 record.setdefault("loadavg_runs", []).append(loadavg())
-                                run = burst(http, assets, args.burst, args.burst_steps, mixed)
+                                stagger = args.stagger_s if part == "burst-staggered" else 0.0
+                                run = burst(
+                                    http, assets, args.burst, args.burst_steps, mixed, stagger
+                                )
                                 runs.append(run)
                                 print(f"  burst mixed={mixed}: {run['makespan_s']:.1f} s")
                         first = [r["makespan_s"] for r in runs if not r["mixed"]]
@@ -229,8 +276,13 @@ def main() -> None:
     finally:
         path.write_text(json.dumps(results, indent=1, default=str))
         shutil.rmtree(OUT / "scheduling-scratch", ignore_errors=True)
-    print(json.dumps({p: r.get("summary", r.get("throughput_ratio")) for p, r in
-                      results["parts"].items()}, indent=1, default=str))
+    print(
+        json.dumps(
+            {p: r.get("summary", r.get("throughput_ratio")) for p, r in results["parts"].items()},
+            indent=1,
+            default=str,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def read_lines(path: Path) -> list[Line]:
 def _first(lines: list[Line], start: int, needle: str | re.Pattern[str]) -> int | None:
     for i in range(start, len(lines)):
         text = lines[i].text
-        if (needle.search(text) if isinstance(needle, re.Pattern) else needle in text):
+        if needle.search(text) if isinstance(needle, re.Pattern) else needle in text:
             return i
     return None
 
@@ -62,8 +62,12 @@ def first_step(lines: list[Line], job_id: str) -> tuple[datetime, int] | None:
     return lines[i].at, int(match[1])
 
 
-def seconds(a: datetime | None, b: datetime | None) -> float | None:
-    return None if a is None or b is None else (b - a).total_seconds()
+def span(marks: dict[str, object], start: str, end: str) -> float | None:
+    """Seconds from mark ``start`` to mark ``end``; None when either is missing."""
+    a, b = marks.get(start), marks.get(end)
+    if isinstance(a, datetime) and isinstance(b, datetime):
+        return (b - a).total_seconds()
+    return None
 
 
 def preemption(lines: list[Line], low: str, high: str, attempt: int) -> dict[str, object]:
@@ -79,12 +83,14 @@ def preemption(lines: list[Line], low: str, high: str, attempt: int) -> dict[str
     yielded = _first(lines, begin, _YIELDED)
     if asked is None or yielded is None:
         return out
-    save = _first(lines, asked, _SAVE)
+    match = _YIELDED.search(lines[yielded].text)
+    assert match is not None
+    # The checkpoint the job stopped at: the one of the yielded step (the preemption's own,
+    # or an interval's save already under way when the request came).
+    save = _first(lines, begin, re.compile(rf"Saving checkpoints for {match[2]} into"))
     save_end = _first(lines, save, _AFTER_SAVE) if save is not None else None
     if save is not None and (save > yielded or (save_end or 0) > yielded):
         save = save_end = None
-    match = _YIELDED.search(lines[yielded].text)
-    assert match is not None
     high_start = _first(lines, yielded, f"job {high}: attempt")
     high_step = _first(lines, high_start, _LOSS) if high_start is not None else None
     nxt = starts[attempt + 1] if attempt + 1 < len(starts) else None

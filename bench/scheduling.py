@@ -203,7 +203,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         action="append",
-        choices=["preemption", "preemption-hb1", "burst", "burst-staggered"],
+        choices=["preemption", "preemption-hb1", "burst", "burst-staggered", "burst-k1"],
     )
     parser.add_argument(
         "--stagger-s", type=float, default=0.5, help="burst-staggered: seconds between POSTs"
@@ -240,6 +240,8 @@ def main() -> None:
             # the worker learns of the request at its heartbeat).
             bursts = part.startswith("burst")
             env = {} if bursts else {"K2E_PREEMPT_COOLDOWN_S": "0"}
+            if part == "burst-k1":  # staggered, one job in flight: running jobs can be preempted
+                env["K2E_TENANT_INFLIGHT_JOBS"] = "1"
             heartbeat_s = 1.0 if part == "preemption-hb1" else 5.0
             if part == "preemption-hb1":
                 env["K2E_HEARTBEAT_S"] = "1"
@@ -260,7 +262,7 @@ def main() -> None:
                             order = (False, True) if i % 2 == 0 else (True, False)
                             for mixed in order:
                                 record.setdefault("loadavg_runs", []).append(loadavg())
-                                stagger = args.stagger_s if part == "burst-staggered" else 0.0
+                                stagger = 0.0 if part == "burst" else args.stagger_s
                                 run = burst(
                                     http, assets, args.burst, args.burst_steps, mixed, stagger
                                 )

@@ -205,11 +205,7 @@ def job_log(backend: Backend, job_id: str, since: int, limit: int, caller: Calle
 def cancel_job(backend: Backend, job_id: str, caller: Caller) -> JobRecord:
     """Cancel; a queued job's place in its tenant's turn goes to the next one waiting."""
     job = backend.store.request_cancel(job_id, scope(caller))
-    if job.tenant is not None:
-        try:
-            backend.dispatcher.pump(Scope.of(job.tenant))
-        except Unavailable:
-            pass  # the reconciler hands it over once the broker answers
+    _hand_over(backend, job)
     return job
 
 
@@ -221,9 +217,15 @@ def suspend_job(backend: Backend, job_id: str, caller: Caller) -> JobRecord:
 def resume_job(backend: Backend, job_id: str, caller: Caller) -> JobRecord:
     """Resume a suspended job: queued again, and handed over when its tenant's turn allows."""
     job = backend.store.resume(job_id, scope(caller))
+    _hand_over(backend, job)
+    return job
+
+
+def _hand_over(backend: Backend, job: JobRecord) -> None:
+    """A scheduling pass after a job left or rejoined the queue; a broker that does not
+    answer leaves it to the reconciler, which hands jobs over once it does."""
     if job.tenant is not None:
         try:
             backend.dispatcher.pump(Scope.of(job.tenant))
         except Unavailable:
-            pass  # the reconciler hands it over once the broker answers
-    return job
+            pass

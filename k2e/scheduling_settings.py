@@ -55,6 +55,14 @@ class SchedulingSettings(BaseSettings):
         description="A job is asked to yield its worker to a waiting job at most once per "
         "this many seconds (counted from its last preemption), so that nothing thrashes.",
     )
+    control_poll_s: float = Field(
+        default=0.25,
+        gt=0,
+        le=60,
+        description="Seconds between a running job's reads of its own row for a cancel, "
+        "suspend or preemption request, between its lease renewals (`K2E_HEARTBEAT_S`): "
+        "how soon a job hears it must stop. One small read per running job each time.",
+    )
     worker_heartbeat_s: float = Field(
         default=5.0,
         gt=0,

@@ -43,6 +43,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "priority_classes",
         "quota_max_priority",
         "preempt_cooldown_s",
+        "control_poll_s",
         "worker_heartbeat_s",
     ),
     "Uploads and their inspection": (

@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from k2e.jobs.leases import JobLeases
+from k2e.jobs.leases import JobLeases, Lease
 from k2e.schemas import JobStatus
 
 log = logging.getLogger("k2e.worker")
@@ -148,8 +148,11 @@ class Heartbeat:
         sample_s: float = 0.25,
         grace_s: float = 5.0,
         on_out_of_memory: Callable[[int], None] | None = None,
+        poll_s: float | None = None,
     ) -> None:
         self.store, self.job_id, self.owner = store, job_id, owner
+        # Between renewals the job's row is read every poll_s for a stop request.
+        self.poll_s = interval if poll_s is None else min(poll_s, interval)
         self.lease_s, self.interval, self.control = lease_s, interval, control
         self.on_beat = on_beat
         self.memory_bytes, self.sample_s, self.grace_s = memory_bytes, sample_s, grace_s
@@ -213,7 +216,17 @@ class Heartbeat:
                 os.kill(os.getpid(), 9)
 
     def _beat(self) -> None:
-        while not self._stop.wait(self.interval):
+        next_renewal = time.monotonic() + self.interval
+        while not self._stop.wait(self.poll_s):
+            if time.monotonic() < next_renewal:
+                try:
+                    lease = self.store.control(self.job_id, self.owner)
+                except Exception:  # the store is briefly unreachable: the renewal retries
+                    continue
+                if lease is not None:
+                    self._heed(lease)
+                continue
+            next_renewal = time.monotonic() + self.interval
             try:
                 lease = self.store.renew_lease(self.job_id, self.owner, self.lease_s)
             except Exception:  # the store is briefly unreachable: try again next beat
@@ -223,23 +236,27 @@ class Heartbeat:
                 log.error("job %s: lease lost; this worker stops writing", self.job_id)
                 self.control.lease_lost.set()
                 return
-            control = self.control
-            if lease.status == JobStatus.cancelling.value and not control.cancel_requested.is_set():
-                log.info("job %s: cancel requested while %s", self.job_id, control.phase)
-                control.cancel_requested.set()
-            if lease.yield_request and not control.yield_requested.is_set():
-                log.info(
-                    "job %s: asked to yield (%s) while %s",
-                    self.job_id,
-                    lease.yield_request,
-                    control.phase,
-                )
-                control.request_yield(lease.yield_request)
+            self._heed(lease)
             if self.on_beat is not None:
                 try:
                     self.on_beat()
                 except Exception:
                     log.warning("job %s: heartbeat side task failed", self.job_id, exc_info=True)
+
+    def _heed(self, lease: Lease) -> None:
+        """Act on a cancel or yield request the job's row shows."""
+        control = self.control
+        if lease.status == JobStatus.cancelling.value and not control.cancel_requested.is_set():
+            log.info("job %s: cancel requested while %s", self.job_id, control.phase)
+            control.cancel_requested.set()
+        if lease.yield_request and not control.yield_requested.is_set():
+            log.info(
+                "job %s: asked to yield (%s) while %s",
+                self.job_id,
+                lease.yield_request,
+                control.phase,
+            )
+            control.request_yield(lease.yield_request)
 
     def __enter__(self) -> "Heartbeat":
         self._thread.start()

@@ -102,6 +102,7 @@ class JobRunner:
                 sample_s=self.settings.job_memory_sample_s,
                 grace_s=self.settings.job_stop_grace_s,
                 on_out_of_memory=lambda rss: self._record_out_of_memory(started, owner, rss),
+                poll_s=self.settings.control_poll_s,
             ),
         ):
             try:

@@ -131,6 +131,17 @@ class JobLeases(YieldReleases, JobStore):
             ).one()
             return Lease(str(row.status), row.yield_request)
 
+    def control(self, job_id: str, owner: str) -> Lease | None:
+        """The job's status and yield request, read without renewing; None when ``owner``
+        no longer holds it (the next renewal says what that means)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(jobs.c.status, jobs.c.yield_request).where(
+                    jobs.c.id == job_id, jobs.c.lease_owner == owner
+                )
+            ).first()
+        return None if row is None else Lease(str(row.status), row.yield_request)
+
     def record_progress(
         self,
         job_id: str,

@@ -229,3 +229,35 @@ def test_no_yield_request_leaves_the_job_running() -> None:
         time.sleep(0.1)
     assert not control.yield_requested.is_set()
     assert not control.must_stop()
+
+
+class _QuietRenewals:
+    """Renewals show nothing; the row, read between them, shows a yield request."""
+
+    def __init__(self) -> None:
+        self.renewals = 0
+
+    def renew_lease(self, job_id: str, owner: str, lease_s: float) -> Lease:
+        self.renewals += 1
+        return Lease("running")
+
+    def control(self, job_id: str, owner: str) -> Lease:
+        return Lease("running", "preempt")
+
+
+def test_a_yield_request_is_heard_between_lease_renewals() -> None:
+    control = RunControl()
+    store = _QuietRenewals()
+    beat = Heartbeat(store, "job", "o", 60, 30, control, poll_s=0.01)  # type: ignore[arg-type]
+    with beat:
+        control.yield_requested.wait(10)
+    assert control.yield_reason == "preempt"
+    assert store.renewals == 0  # heard long before the first renewal (30 s)
+
+
+def test_the_control_read_shows_the_holders_job_only(store: JobLeases) -> None:
+    job_id = _running(store, "suspend")
+    expires = _row(store, job_id)["lease_expires_at"]
+    assert store.control(job_id, OWNER) == Lease("running", "suspend")
+    assert store.control(job_id, "someone-else") is None
+    assert _row(store, job_id)["lease_expires_at"] == expires  # a read, not a renewal

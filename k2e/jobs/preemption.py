@@ -9,6 +9,10 @@ jobs that are not already asked to yield and were not preempted within the cool-
 2. else a job of lower priority, of the waiting job's own tenant or of a tenant holding
    more than its share (a guaranteed slot is never taken for priority alone).
 
+A waiting job whose tenant is at its in-flight limit (K) may still take the slot of its
+own tenant's lower-priority running job: that job's yield brings the tenant back under
+the limit.
+
 Among candidates the lowest priority goes first, then the most recently started. Jobs
 already asked to yield count first: their slots go to the best waiting jobs, so there
 are never more victims than waiting jobs that could use their slots. Cancelling jobs
@@ -47,11 +51,23 @@ def choose_victims(snapshot: Snapshot, handed_over: set[str]) -> list[Holding]:
         ]
         freed = len(pending)
         while waiting:
-            eligible = [j for j in waiting if snapshot.may_take(queue, j.tenant)]
+            eligible = [
+                j
+                for j in waiting
+                if snapshot.may_take(queue, j.tenant) or _own_lower(j, candidates) is not None
+            ]
             if not eligible:
                 break
             best = min(eligible, key=snapshot.order_key)
             waiting.remove(best)
+            if not snapshot.may_take(queue, best.tenant):  # at its limit: its own job yields
+                own = _own_lower(best, candidates)
+                assert own is not None
+                candidates.remove(own)
+                victims.append(own)
+                _release(snapshot, own)
+                snapshot.take(best)
+                continue
             if freed > 0:  # a pending yield's slot goes to it
                 freed -= 1
                 snapshot.take(best)
@@ -73,20 +89,28 @@ def victim_for(snapshot: Snapshot, waiting: Waiting, running: list[Holding]) -> 
     def borrowed(job: Holding) -> bool:
         return snapshot.held[queue, job.tenant] > snapshot.share(queue, job.tenant)
 
-    def order(job: Holding) -> tuple[int, float]:
-        started = job.started_at.timestamp() if job.started_at is not None else float("inf")
-        return (job.priority, -started)
-
     if snapshot.below_share(queue, waiting.tenant):
         reclaim = [j for j in running if j.tenant != waiting.tenant and borrowed(j)]
         if reclaim:
-            return min(reclaim, key=order)
+            return min(reclaim, key=_victim_order)
     lower = [
         j
         for j in running
         if j.priority < waiting.priority and (j.tenant == waiting.tenant or borrowed(j))
     ]
-    return min(lower, key=order) if lower else None
+    return min(lower, key=_victim_order) if lower else None
+
+
+def _own_lower(waiting: Waiting, running: list[Holding]) -> Holding | None:
+    """The waiting job's own tenant's lower-priority running job to yield to it, if any."""
+    own = [j for j in running if j.tenant == waiting.tenant and j.priority < waiting.priority]
+    return min(own, key=_victim_order) if own else None
+
+
+def _victim_order(job: Holding) -> tuple[int, float]:
+    """Lowest priority first, then the most recently started."""
+    started = job.started_at.timestamp() if job.started_at is not None else float("inf")
+    return (job.priority, -started)
 
 
 def _release(snapshot: Snapshot, job: Holding) -> None:

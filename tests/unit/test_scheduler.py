@@ -278,3 +278,22 @@ def test_suspended_jobs_are_never_handed_over(
     dispatcher.pump(ANY_TENANT)
     assert sender.sent == []
     assert row(store, job_id)["dispatched_at"] is None
+
+
+def test_a_tenant_at_its_limit_preempts_its_own_lower_priority_job(
+    store: JobLeases, sender: RecordingSender
+) -> None:
+    one_each = Dispatcher(store.engine, sender, 1, POLICY)  # type: ignore[arg-type]
+    worker(store, 1)
+    low = submit(store, "acme", LOW)
+    one_each.pump(ANY_TENANT)
+    start(store, low)
+    high = submit(store, "acme", HIGH)
+    one_each.pump(ANY_TENANT)
+    assert asked_to_yield(store) == {low}  # K = 1 is held by the job that yields
+    yielded(store, low)
+    one_each.pump(ANY_TENANT)
+    assert sender.sent == [low, high]
+    other_low = submit(store, "acme", LOW)
+    one_each.pump(ANY_TENANT)
+    assert other_low not in sender.sent  # equal or lower priority waits its turn

@@ -249,8 +249,10 @@ def test_gpu_jobs_route_to_the_gpu_queue_and_run_there(env: Env) -> None:
 
 @pytest.mark.parametrize("stop", ["sigterm", "sigkill"])
 def test_redis_restart_mid_queue_loses_no_accepted_job(env: Env, stop: str) -> None:
-    env.worker()
+    # Submitted before any worker is live, the first two jobs (K = 2) go to the broker, as
+    # the scheduler does for a queue without a live worker; the third waits in the store.
     jobs = [env.submit(max_steps=400) for _ in range(3)]
+    env.worker()
     env.wait_step(jobs[0]["id"], 50)
     # Mid-queue: the first job runs (prefetch 1), the others wait; the next one's message
     # exists only in Redis, so its surviving the restart is what this test checks.

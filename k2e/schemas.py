@@ -12,6 +12,7 @@ from pydantic import (
     model_validator,
 )
 
+from k2e.cluster_schemas import Cluster, Distribution
 from k2e.compat import StrEnum
 from k2e.queue_schemas import QueuePlace
 from k2e.spec import rules
@@ -164,6 +165,9 @@ class ConvertRequest(_Request):
         "a running job of a lower class at its next checkpoint. At most the tenant's "
         "`max_priority`.",
     )
+    distribution: Distribution | None = Field(
+        default=None, description="Train on a TF_CONFIG cluster placed as a gang."
+    )
 
     @field_validator("checkpoint_format")
     @classmethod
@@ -279,6 +283,9 @@ class Job(BaseModel):
     )
     preemptions: int = Field(
         default=0, description="How often it yielded its worker to a job ranked above it."
+    )
+    cluster: Cluster | None = Field(
+        default=None, description="A cluster job's newest placement and its members."
     )
 
 

@@ -69,6 +69,9 @@ jobs = Table(
     Column("preempted_at", DateTime(timezone=True)),
     # "suspend" or "preempt" while the job's worker is asked to checkpoint and yield.
     Column("yield_request", String(16)),
+    # A cluster job (spec.distribution): how often its gang has been placed; its members'
+    # rows (job_members) carry the placement they belong to.
+    Column("gang", Integer),
     # The scheduler's turns: when a tenant last had a job handed over in a queue.
     Index("ix_k2e_jobs_turns", "tenant", "queue", "dispatched_at"),
 )
@@ -183,4 +186,20 @@ scheduler = Table(
     # One row: a scheduling pass updates it first, so passes from any process take turns.
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("passed_at", DateTime(timezone=True)),
+)
+
+
+job_members = Table(
+    "k2e_job_members",
+    metadata,
+    # One row per member of a cluster job's newest placement (k2e.jobs.gangs).
+    Column("job_id", String(64), primary_key=True),
+    Column("role", String(16), primary_key=True),  # chief, worker, ps, evaluator
+    Column("index", Integer, primary_key=True, autoincrement=False),
+    Column("gang", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("owner", String(128)),  # the worker process holding it
+    Column("node", String(128)),
+    Column("address", String(280)),  # host:port in TF_CONFIG
+    Column("beat_at", DateTime(timezone=True)),
 )

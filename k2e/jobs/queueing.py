@@ -15,6 +15,8 @@ from k2e.errors import Unavailable
 from k2e.settings import Settings
 
 TRAIN_TASK = "k2e.train_job"
+# A cluster job's members other than its chief (the chief runs as TRAIN_TASK).
+MEMBER_TASK = "k2e.cluster_member"
 CPU_QUEUE = "cpu"
 GPU_QUEUE = "gpu"
 
@@ -89,6 +91,18 @@ class TaskSender:
         options = train_task_options(job_id, queue, timeout_s, self._grace_s)
         try:
             self._celery.send_task(TRAIN_TASK, args=[job_id], **options)
+        except (OperationalError, redis.RedisError, OSError) as exc:
+            raise Unavailable(f"the broker does not answer: {exc}") from exc
+
+    def send_member(self, job_id: str, queue: str, gang: int, role: str, index: int) -> None:
+        """Enqueue one non-chief member of a cluster job's placement ``gang``."""
+        try:
+            self._celery.send_task(
+                MEMBER_TASK,
+                args=[job_id, gang, role, index],
+                task_id=f"{job_id}:{gang}:{role}:{index}",
+                queue=queue,
+            )
         except (OperationalError, redis.RedisError, OSError) as exc:
             raise Unavailable(f"the broker does not answer: {exc}") from exc
 

@@ -98,7 +98,7 @@ class Dispatcher:
                 self._send(job)
             except Unavailable:
                 unsent = claimed[index:]
-                self._unclaim([j.id for j in unsent])
+                self.unclaim([j.id for j in unsent])
                 if any(tenant is None or j.tenant == tenant for j in unsent):
                     raise
                 log.warning(
@@ -141,7 +141,8 @@ class Dispatcher:
                     log.info("job %s: asked to yield its %s slot", victim.id, victim.queue)
         return claimed
 
-    def _unclaim(self, job_ids: list[str]) -> None:
+    def unclaim(self, job_ids: list[str]) -> None:
+        """Put handed-over jobs that are still queued back among the waiting ones."""
         with self.engine.begin() as conn:
             conn.execute(
                 update(jobs)

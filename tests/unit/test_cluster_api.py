@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, update
 
+from k2e.client import Client, ProblemError
 from k2e.cluster_schemas import Distribution
 from k2e.db import utcnow
 from k2e.jobs.gangs import GangStore, place
@@ -209,3 +210,18 @@ def test_the_job_shows_its_clusters_members(api: TestClient, tenant) -> None:  #
     assert members(listed[job["id"]]) == expected
     assert listed[single["id"]]["cluster"] is None
     assert api.get(f"/jobs/{single['id']}").json()["cluster"] is None
+
+
+def test_the_client_submits_a_clusters_shape_and_reads_its_refusal(api: TestClient, tenant) -> None:  # noqa: ANN001
+    who = tenant()
+    _live_worker(api, 3)
+    spec = {"keras_model_path": who["model"], "train": {"dataset": who["data"], "max_steps": 5}}
+    with Client("http://testserver", who["key"], http=TestClient(api.app)) as client:
+        job = client.submit(spec, distribution=Distribution(workers=2, parameter_servers=1))
+        assert job.spec["distribution"]["workers"] == 2
+        assert client.get_job(job.id).cluster is None  # not placed yet
+        with pytest.raises(ProblemError) as refused:
+            client.submit(spec, distribution={"workers": 3, "parameter_servers": 1})
+    assert refused.value.status == 422
+    assert refused.value.errors[0].field == "distribution"
+    assert "needs 4 worker slots at once" in refused.value.errors[0].msg

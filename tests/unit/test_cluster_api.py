@@ -2,6 +2,7 @@
 submission is refused by (each a 422 naming its field), and ``Job.cluster`` from the
 members' rows (written here as the scheduler writes them, k2e.jobs.gangs.place)."""
 
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -225,3 +226,22 @@ def test_the_client_submits_a_clusters_shape_and_reads_its_refusal(api: TestClie
     assert refused.value.status == 422
     assert refused.value.errors[0].field == "distribution"
     assert "needs 4 worker slots at once" in refused.value.errors[0].msg
+
+
+def test_the_end_event_of_a_cluster_job_carries_its_members(api: TestClient, tenant) -> None:  # noqa: ANN001
+    who = tenant()
+    _live_worker(api, 3)
+    job = _submit(api, who, CLUSTER).json()
+    assert api.post(f"/jobs/{job['id']}/cancel", headers=bearer(who["key"])).status_code == 202
+    engine = _engine(api)
+    with engine.begin() as conn:
+        place(conn, job["id"], Distribution.model_validate(CLUSTER))
+    stream = api.get(f"/jobs/{job['id']}/events", headers=bearer(who["key"]))
+    assert stream.status_code == 200
+    blocks = [b for b in stream.text.split("\n\n") if "event: end" in b]
+    assert len(blocks) == 1, stream.text
+    data = next(line for line in blocks[0].splitlines() if line.startswith("data: "))
+    ended = json.loads(data[len("data: ") :])
+    assert ended["status"] == "cancelled"
+    roles = [(m["role"], m["state"]) for m in ended["cluster"]["members"]]
+    assert roles == [("chief", "placed"), ("worker", "placed"), ("ps", "placed")]

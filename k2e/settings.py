@@ -115,6 +115,14 @@ class Settings(LimitSettings, SchedulingSettings):
         description="Comma-separated queues `make run`'s worker consumes; `gpu` is added "
         "when an NVIDIA GPU is visible.",
     )
+    local_workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Worker processes `make run` starts, one job slot each (Celery node "
+        "`k2e-<i>@<host>`), so that a cluster job's members or several jobs run on one "
+        "machine. Each loads TensorFlow (about 0.5 GB).",
+    )
     plugins: str = Field(
         default="",
         description="Comma-separated paths of JSON plugin manifests that add custom objects "

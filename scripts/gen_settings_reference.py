@@ -76,6 +76,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     ),
     "Workers, delivery and faults": (
         "worker_queues",
+        "local_workers",
         "visibility_timeout_s",
         "max_attempts",
         "lease_s",

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 from k2e.blobstore import blob_store
 from k2e.catalog import Catalog
+from k2e.jobs.cluster_views import ClusterViews
 from k2e.jobs.dispatch import Dispatcher
 from k2e.jobs.event_log import notifier_for
 from k2e.jobs.job_store import JobStore
@@ -28,6 +29,7 @@ class Backend:
     dispatcher: Dispatcher
     sessions: SessionStore
     placement: Placement
+    clusters: ClusterViews
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Backend":
@@ -50,6 +52,7 @@ class Backend:
             dispatcher=Dispatcher.from_settings(store.engine, sender, settings),
             sessions=SessionStore(store.engine, settings.session_ttl_s),
             placement=Placement(store.engine, Policy.from_settings(settings)),
+            clusters=ClusterViews(store.engine, settings.lease_s),
         )
 
     def upload_limit(self, tenant: str) -> tuple[int, str]:

@@ -22,8 +22,10 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
+from k2e.cluster_schemas import Cluster
 from k2e.jobs.event_log import END, channel, payload
 from k2e.jobs.job_store import JobStore
+from k2e.jobs.records import JobRecord
 from k2e.schemas import Job
 from k2e.tenancy.scope import ANY_TENANT
 
@@ -49,9 +51,15 @@ class EventBroker:
     """Streams of this API process: store reads on threads of its own, one feed per job."""
 
     def __init__(
-        self, store: JobStore, redis_url: str | None, poll_s: float, keepalive_s: float
+        self,
+        store: JobStore,
+        redis_url: str | None,
+        poll_s: float,
+        keepalive_s: float,
+        cluster: Callable[[JobRecord], Cluster | None] | None = None,
     ) -> None:
         self.store = store
+        self.cluster = cluster
         self.poll_s = poll_s
         self.keepalive_s = keepalive_s
         self._redis = (
@@ -66,7 +74,10 @@ class EventBroker:
     async def job(self, job_id: str) -> Job:
         """The job, read now (never a cached copy)."""
         record = await self.run(self.store.get, job_id, ANY_TENANT)
-        return record.public()
+        if self.cluster is None:
+            return record.public()
+        # A cluster job's end shows its members as GET /jobs/{id} does.
+        return record.public(None, await self.run(self.cluster, record))
 
     @contextlib.asynccontextmanager
     async def follow(self, job_id: str) -> AsyncIterator["asyncio.Queue[Batch]"]:

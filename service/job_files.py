@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from k2e.cluster_schemas import Cluster
 from k2e.errors import Conflict, K2EError, NotFound, Unavailable
 from k2e.jobs.planning import model_under
 from k2e.jobs.records import JobRecord
@@ -179,13 +180,18 @@ def member_view(backend: Backend) -> Callable[[Job], Job]:
 
 
 def shown(
-    backend: Backend, caller: Caller, record: JobRecord, place: QueuePlace | None = None
+    backend: Backend,
+    caller: Caller,
+    record: JobRecord,
+    place: QueuePlace | None = None,
+    clusters: dict[str, Cluster] | None = None,
 ) -> Job:
-    """The job's public body as ``caller`` sees it; a queued job's place is read unless
-    given (a listing reads the places of its page at once)."""
+    """The job's public body as ``caller`` sees it; a queued job's place and a cluster
+    job's members are read unless given (a listing reads those of its page at once)."""
     if place is None and record.status is JobStatus.queued:
         place = backend.placement.place(record)
-    job = record.public(place)
+    cluster = backend.clusters.of(record) if clusters is None else clusters.get(record.id)
+    job = record.public(place, cluster)
     return job if caller.is_admin else member_view(backend)(job)
 
 

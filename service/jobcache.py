@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from k2e.cluster_schemas import Cluster
 from k2e.jobs.job_store import JobStore
 from k2e.jobs.records import JobRecord
 from k2e.queue_schemas import QueuePlace
@@ -43,11 +44,13 @@ class JobCache:
         readers: int = 4,
         member_view: Callable[[Job], Job] | None = None,
         place: Callable[[JobRecord], QueuePlace | None] | None = None,
+        cluster: Callable[[JobRecord], Cluster | None] | None = None,
     ) -> None:
         self.ttl_s = ttl_s
         self.live_ttl_s = live_ttl_s
         self.member_view = member_view
         self.place = place
+        self.cluster = cluster
         self._entries: dict[Key, tuple[bytes, float]] = {}
         self._scopes: dict[str, set[Scope]] = {}  # job id -> scopes holding it
         self._reading: dict[Key, asyncio.Future[bytes]] = {}
@@ -84,11 +87,14 @@ class JobCache:
             self._reading.pop(key, None)
 
     def _load(self, store: JobStore, job_id: str, scope: Scope) -> Job:
-        """The job's public body (with its place in its queue while queued)."""
+        """The job's public body (with its place in its queue while queued, and a cluster
+        job's members)."""
         record = store.get(job_id, scope)
+        place = None
         if record.status is JobStatus.queued and self.place is not None:
-            return record.public(self.place(record))
-        return record.public()
+            place = self.place(record)
+        cluster = self.cluster(record) if self.cluster is not None else None
+        return record.public(place, cluster)
 
     def fresh(self, scope: Scope, job_id: str) -> bytes | None:
         """The job's JSON as ``scope`` sees it, if in memory and fresh, else None (no

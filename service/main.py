@@ -59,9 +59,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.live_job_cache_s,
         member_view=member_view(backend),
         place=backend.placement.place,
+        cluster=backend.clusters.of,
     )
     app.state.event_broker = EventBroker(
-        backend.store, settings.redis_url, settings.events_poll_s, settings.events_keepalive_s
+        backend.store,
+        settings.redis_url,
+        settings.events_poll_s,
+        settings.events_keepalive_s,
+        cluster=backend.clusters.of,
     )
     add_exception_handlers(app)
     app.add_middleware(JobReadFastPath)

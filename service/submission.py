@@ -24,8 +24,10 @@ from k2e.errors import (
     QuotaExceeded,
     Unavailable,
 )
+from k2e.jobs.gang_capacity import check_gang_fits
 from k2e.jobs.job_store import JobStore
 from k2e.jobs.planning import plan_job
+from k2e.jobs.queueing import queue_for
 from k2e.jobs.records import JobRecord
 from k2e.schemas import ConvertRequest
 from k2e.spec.checks import check_spec
@@ -235,6 +237,9 @@ def submit(
     storage = backend.storage.for_tenant(tenant)
     quotas = backend.tenants.quotas(tenant)
     check_spec(spec, storage, backend.settings, reinspect=False, quotas=quotas)
+    # A gang larger than its queue's live workers (or the tenant's share) never starts.
+    queue = queue_for(spec.accelerator)
+    check_gang_fits(store.engine, spec, queue, quotas, backend.settings.worker_live_s)
     new = plan_job(spec, store, storage, tenant, quotas, idempotency_key, body_hash)
     # The class's value now: a class an admin renumbers later leaves this job's order.
     new = dataclasses.replace(new, priority=backend.settings.priority_values[spec.priority])

@@ -10,7 +10,16 @@ from rich.text import Text
 
 from k2e.cli.context import CliState, state
 from k2e.cli.progress import JobProgressView, eval_table
-from k2e.cli.render import ago, duration, job_duration, jobs_table, print_json, status_text
+from k2e.cli.render import (
+    ago,
+    cluster_shape,
+    duration,
+    job_duration,
+    jobs_table,
+    members_table,
+    print_json,
+    status_text,
+)
 from k2e.cli.watching import watch_job
 from k2e.schemas import Job, JobStatus
 
@@ -58,6 +67,9 @@ def describe_job(job: Job) -> Table:
     ]
     if job.tenant:
         rows.append(("tenant", job.tenant))
+    shape = cluster_shape(job)
+    if shape is not None:
+        rows.append(("cluster", shape))
     if job.error is not None:
         rows.append(("error", Text(f"({job.error.reason}) {job.error.type}: {job.error.message}")))
     for name, value in rows:
@@ -66,7 +78,7 @@ def describe_job(job: Job) -> Table:
 
 
 def status(ctx: typer.Context, job_id: JobIdArg, as_json: JsonOption = False) -> None:
-    """Show a job: state, progress, metrics, error."""
+    """Show a job: state, progress, a cluster's members, metrics, error."""
     st = state(ctx)
     with st.client() as client:
         job = client.get_job(job_id)
@@ -74,6 +86,8 @@ def status(ctx: typer.Context, job_id: JobIdArg, as_json: JsonOption = False) ->
         print_json(st.out, job)
         return
     st.out.print(describe_job(job))
+    if job.cluster is not None:
+        st.out.print(members_table(job.cluster))
     if job.metrics.eval:
         st.out.print(eval_table(job.metrics.eval))
 

@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from k2e.client.exceptions import ProblemError
+from k2e.cluster_schemas import Cluster
 from k2e.compat import UTC
 from k2e.schemas import DatasetInfo, Job, ModelInfo
 from k2e.tenancy.bodies import ApiKey, Tenant
@@ -74,8 +75,53 @@ def job_duration(job: Job) -> float | None:
     return (end - start).total_seconds()
 
 
+MEMBER_STYLE = {
+    "placed": "yellow",
+    "ready": "cyan",
+    "running": "cyan",
+    "done": "green",
+    "failed": "red",
+    "lost": "red",
+}
+
+
 def status_text(status: str) -> Text:
     return Text(status, style=STATUS_STYLE.get(status, ""))
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def cluster_shape(job: Job) -> str | None:
+    """A cluster job's shape as asked for: ``3 workers (the chief + 2), 1 parameter server,
+    an evaluator; between_graph, placement 1``; None for a job on one worker."""
+    shape = job.spec.get("distribution")
+    if not isinstance(shape, dict):
+        return None
+    workers = int(shape.get("workers", 1))
+    parts = [f"{_count(workers, 'worker')} (the chief + {workers - 1})"]
+    parts.append(_count(int(shape.get("parameter_servers", 0)), "parameter server"))
+    if shape.get("evaluator"):
+        parts.append("an evaluator")
+    placed = f"placement {job.cluster.gang}" if job.cluster is not None else "not placed yet"
+    return f"{', '.join(parts)}; {shape.get('strategy', 'between_graph')}, {placed}"
+
+
+def members_table(cluster: Cluster) -> Table:
+    """Each member of a cluster's placement: role:index, state, node, address, last seen."""
+    table = Table(box=None, header_style="bold")
+    for column in ("MEMBER", "STATE", "NODE", "ADDRESS", "SEEN"):
+        table.add_column(column, no_wrap=True)
+    for m in cluster.members:
+        table.add_row(
+            f"{m.role}:{m.index}",
+            Text(m.state, style=MEMBER_STYLE.get(m.state, "")),
+            m.node or "-",
+            m.address or "-",
+            ago(m.beat_at),
+        )
+    return table
 
 
 def steps(job: Job) -> str:

@@ -54,6 +54,24 @@ def build_spec(spec_file: Path | None, settings: list[str]) -> dict[str, Any]:
     return spec
 
 
+def cluster_shape(
+    spec: dict[str, Any], workers: int | None, parameter_servers: int | None, evaluator: bool
+) -> dict[str, Any] | None:
+    """The spec's ``distribution`` with the cluster options over it; None when neither
+    asks for a cluster."""
+    if workers is None and parameter_servers is None and not evaluator:
+        return None
+    given = spec.get("distribution")
+    shape: dict[str, Any] = dict(given) if isinstance(given, dict) else {}
+    if workers is not None:
+        shape["workers"] = workers
+    if parameter_servers is not None:
+        shape["parameter_servers"] = parameter_servers
+    if evaluator:
+        shape["evaluator"] = True
+    return shape
+
+
 def _upload(st: CliState, client: Client, kind: str, path: Path) -> str:
     try:
         if kind == "model":
@@ -98,12 +116,32 @@ def submit(
             "most the tenant's max_priority."
         ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Train on a cluster of this many workers (the chief among them), placed "
+            "at once on as many worker slots.",
+        ),
+    ] = None,
+    parameter_servers: Annotated[
+        int | None,
+        typer.Option(min=0, help="The cluster's parameter servers (at least 1)."),
+    ] = None,
+    evaluator: Annotated[
+        bool,
+        typer.Option(
+            "--evaluator", help="Add a cluster member that evaluates the chief's checkpoints."
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
 ) -> None:
     """Upload MODEL and its data and submit a job (with --wait: exit 0 succeeded, 1 failed,
     2 refused).
 
-    Without --spec the job trains 1000 steps on --train and evaluates on --eval.
+    Without --spec the job trains 1000 steps on --train and evaluates on --eval. With
+    --workers, --parameter-servers or --evaluator it trains on a cluster; `k2e status`
+    shows its members.
     """
     st = state(ctx)
     for path in (model, train, eval_data):
@@ -129,7 +167,8 @@ def submit(
             if isinstance(spec["eval"], dict):
                 spec["eval"]["dataset"] = eval_id
         try:
-            job = client.submit(spec, idempotency_key, priority=priority)
+            shape = cluster_shape(spec, workers, parameter_servers, evaluator)
+            job = client.submit(spec, idempotency_key, priority=priority, distribution=shape)
         except ProblemError as exc:
             print_problem(st.err, exc, "spec refused" if exc.status == 422 else "submit")
             raise typer.Exit(EXIT_REJECTED if exc.status in (400, 413, 422) else 1) from exc

@@ -13,6 +13,7 @@ from k2e.client.endpoint import resolve_config
 from k2e.client.exceptions import ClientError
 from k2e.client.following import FollowOptions, JobStreamEvent, follow
 from k2e.client.transport import DEFAULT_TIMEOUT, Session
+from k2e.cluster_schemas import Distribution
 from k2e.compat import Self
 from k2e.schemas import (
     CheckpointInfo,
@@ -34,6 +35,8 @@ from k2e.tenancy.bodies import ApiKey, ApiKeyCreated, Quotas, Tenant
 # file name's suffix).
 Source = str | Path | bytes
 Spec = ConvertRequest | dict[str, Any]
+# A cluster's shape: ``Distribution(workers=2, parameter_servers=1)`` or its JSON.
+Shape = Distribution | dict[str, Any]
 
 
 class WaitTimeout(ClientError):
@@ -47,14 +50,21 @@ def _file(source: Source, filename: str | None, default: str) -> tuple[str, IO[b
     return filename or path.name, path.open("rb")
 
 
-def _spec_body(spec: Spec, priority: str | None = None) -> dict[str, Any]:
-    """The JSON body of a spec; ``priority`` (a class name) over the spec's own."""
+def _spec_body(
+    spec: Spec, priority: str | None = None, distribution: Shape | None = None
+) -> dict[str, Any]:
+    """The JSON body of a spec; ``priority`` (a class name) and ``distribution`` (a
+    cluster's shape) over the spec's own."""
     body = (
         spec.model_dump(mode="json", exclude_unset=True)
         if isinstance(spec, ConvertRequest)
         else spec
     )
-    return body if priority is None else {**body, "priority": priority}
+    if priority is not None:
+        body = {**body, "priority": priority}
+    if isinstance(distribution, Distribution):
+        distribution = distribution.model_dump(mode="json")
+    return body if distribution is None else {**body, "distribution": distribution}
 
 
 class Client:
@@ -135,12 +145,17 @@ class Client:
     # --- jobs ------------------------------------------------------------------------------
 
     def submit(
-        self, spec: Spec, idempotency_key: str | None = None, priority: str | None = None
+        self,
+        spec: Spec,
+        idempotency_key: str | None = None,
+        priority: str | None = None,
+        distribution: Shape | None = None,
     ) -> Job:
         """Submit a spec naming uploaded ids; 202 gives the queued job. ``priority``: its
-        priority class (e.g. "high"), over the spec's."""
+        priority class (e.g. "high"), over the spec's; ``distribution``: train on a cluster
+        of that shape (``Job.cluster`` then shows its members)."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        body = _spec_body(spec, priority)
+        body = _spec_body(spec, priority, distribution)
         return self.session.call_as(Job, "POST", "/convert", json=body, headers=headers)
 
     def submit_files(
@@ -151,9 +166,10 @@ class Client:
         eval_data: Source | None = None,
         idempotency_key: str | None = None,
         priority: str | None = None,
+        distribution: Shape | None = None,
     ) -> Job:
         """Submit a spec and its files in one multipart request (the spec names no ids for
-        the files it carries); ``priority`` as for ``submit``."""
+        the files it carries); ``priority`` and ``distribution`` as for ``submit``."""
         files: dict[str, tuple[str, IO[bytes] | bytes]] = {}
         for field, source, default in (
             ("model", model, "model.h5"),
@@ -168,7 +184,7 @@ class Client:
                 Job,
                 "POST",
                 "/convert",
-                data={"spec": json.dumps(_spec_body(spec, priority))},
+                data={"spec": json.dumps(_spec_body(spec, priority, distribution))},
                 files=files,
                 headers=headers,
             )

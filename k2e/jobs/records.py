@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy.engine import RowMapping
 
+from k2e.cluster_schemas import Cluster
 from k2e.db import aware
 from k2e.queue_schemas import QueuePlace
 from k2e.schemas import ExportCheck, Job, JobError, JobMetrics, JobStatus, Progress
@@ -75,9 +76,10 @@ class JobRecord:
             yield_request=row["yield_request"],
         )
 
-    def public(self, place: QueuePlace | None = None) -> Job:
+    def public(self, place: QueuePlace | None = None, cluster: Cluster | None = None) -> Job:
         """The job as the API answers it: paths relative to the tenant's folder; with
-        ``place``, where it stands in its queue (k2e.jobs.placement)."""
+        ``place``, where it stands in its queue (k2e.jobs.placement); with ``cluster``, a
+        cluster job's members (k2e.jobs.cluster_views)."""
         return Job(
             id=self.id,
             status=self.status,
@@ -97,6 +99,7 @@ class JobRecord:
             export=self.export,
             scheduling=place if self.status is JobStatus.queued else None,
             preemptions=self.preemptions,
+            cluster=cluster,
         )
 
 

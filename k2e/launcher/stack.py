@@ -1,9 +1,9 @@
-"""`make run` (``python -m k2e.launcher``): the API and one worker, plus an embedded Redis
-when REDIS_URL is unset.
+"""`make run` (``python -m k2e.launcher``): the API and ``K2E_LOCAL_WORKERS`` worker
+processes (one job slot each), plus an embedded Redis when REDIS_URL is unset.
 
 Supervises what it starts: an embedded Redis that dies is started again on the same
 port from its append-only file (the workers' and API's connections find it there); the
-API or worker exiting stops the stack. On Ctrl-C or SIGTERM it stops every process it
+API or any worker exiting stops the stack. On Ctrl-C or SIGTERM it stops every process it
 started, killing one that has not exited STOP_GRACE_S seconds after SIGTERM.
 """
 
@@ -33,7 +33,9 @@ def gpu_visible() -> bool:
     return any(os.path.exists(f"/dev/nvidia{i}") for i in range(16))
 
 
-def worker_command(queues: str) -> list[str]:
+def worker_command(queues: str, node: str | None = None) -> list[str]:
+    """A worker process with one job slot; ``node``: its Celery node name, which several
+    on one host need (the images run one per container and keep Celery's default)."""
     return [
         sys.executable,
         "-m",
@@ -45,9 +47,16 @@ def worker_command(queues: str) -> list[str]:
         queues,
         "--concurrency",
         "1",
+        *(["-n", node] if node is not None else []),
         "--loglevel",
         "INFO",
     ]
+
+
+def local_node(index: int) -> str:
+    """The node name of ``make run``'s worker ``index`` (from 1); Celery expands ``%h`` to
+    the host name."""
+    return f"k2e-{index}@%h"
 
 
 def api_command(host: str, port: int) -> list[str]:
@@ -94,9 +103,11 @@ def main() -> int:
     store = settings.database_url.split("@")[-1] if settings.database_url else data_dir / "k2e.db"
     log.info("data in %s; job store %s", data_dir, store)
 
+    workers = settings.local_workers
+    commands = [worker_command(queues, local_node(i)) for i in range(1, workers + 1)]
     children = [
         # Each in a process group of its own: a kill reaches the worker's pool processes too.
-        subprocess.Popen(dies_with_us(worker_command(queues)), env=env, start_new_session=True),
+        *(subprocess.Popen(dies_with_us(c), env=env, start_new_session=True) for c in commands),
         subprocess.Popen(
             dies_with_us(api_command(settings.api_host, settings.api_port)),
             env=env,
@@ -104,7 +115,12 @@ def main() -> int:
         ),
     ]
     log.info(
-        "API on http://%s:%d ; worker consumes %s", settings.api_host, settings.api_port, queues
+        "API on http://%s:%d ; %d worker process%s (one job slot each) consume %s",
+        settings.api_host,
+        settings.api_port,
+        workers,
+        "" if workers == 1 else "es",
+        queues,
     )
     if settings.admin_key:
         log.info("admin API key: the one K2E_ADMIN_KEY gives")

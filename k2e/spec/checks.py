@@ -16,6 +16,7 @@ from k2e.schemas import ConvertRequest, DatasetInfo, TensorInfo
 from k2e.settings import Settings
 from k2e.spec import rules
 from k2e.spec.custom import check_custom_objects, check_shared_names
+from k2e.spec.distribution import distribution_errors
 from k2e.spec.dtypes import check_dtype
 from k2e.spec.limits import Limits, check_limits, check_model_params
 from k2e.storage import Storage, is_upload_id
@@ -163,7 +164,8 @@ def check_spec(
     quotas: EffectiveQuotas | None = None,
 ) -> ResolvedModel:
     """The one check of a parsed spec: its limits (k2e.spec.limits: the server's, and
-    the tenant's ``quotas`` when given), then every rule that needs the model or the
+    the tenant's ``quotas`` when given), its cluster's rules (k2e.spec.distribution), then
+    every rule that needs the model or the
     datasets; raises InvalidSpec listing all.
 
     The API passes ``reinspect=False`` (uploads were inspected when they arrived) and the
@@ -173,6 +175,9 @@ def check_spec(
     """
     limits = Limits.of(settings, quotas)
     check_limits(spec, limits)
+    cluster = distribution_errors(spec)
+    if cluster:
+        raise InvalidSpec(cluster[0].msg, cluster)
     model = resolve_model(spec, storage, settings, reinspect, recorded_sha256)
     loc_model = ("keras_model",) if spec.keras_model is not None else ("keras_model_path",)
     check_model_params(loc_model, model.summary.param_count, limits)

@@ -59,7 +59,8 @@ def list_jobs(
 ) -> JobPage:
     page = backend.store.list_jobs(list_scope(caller, tenant), status_, limit, cursor)
     places = backend.placement.places(page.items)
-    items = [job_files.shown(backend, caller, r, places.get(r.id)) for r in page.items]
+    clusters = backend.clusters.of_many(page.items)
+    items = [job_files.shown(backend, caller, r, places.get(r.id), clusters) for r in page.items]
     return JobPage(items=items, next_cursor=page.next_cursor)
 
 

@@ -191,3 +191,81 @@ def test_make_run_restarts_its_redis_and_stops_within_a_bound(tmp_path: Path) ->
             except ProcessLookupError:
                 pass
         print(log_path.read_text()[-3000:] if log_path.exists() else "")
+
+
+def test_make_run_starts_local_workers_with_one_slot_each(tmp_path: Path) -> None:
+    """K2E_LOCAL_WORKERS=2: two worker processes, each its own Celery node with one job
+    slot; the queue counts both, a cluster larger than that is refused, and SIGTERM stops
+    them all."""
+    port = free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("REDIS_URL", "K2E_REDIS_URL", "DATABASE_URL", "K2E_DATABASE_URL")
+    }
+    env.update(
+        K2E_DATA_DIR=str(tmp_path / "data"),
+        K2E_API_PORT=str(port),
+        K2E_LOCAL_WORKERS="2",
+        K2E_WORKER_HEARTBEAT_S="1",
+        PYTHONUNBUFFERED="1",
+    )
+    log_path = tmp_path / "launcher.log"
+    with log_path.open("wb") as log:
+        launcher = subprocess.Popen(
+            die_with_the_suite([sys.executable, "-m", "k2e.launcher"]),
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+    try:
+        api = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=ADMIN, timeout=30)
+
+        def cpu_slots() -> int:
+            try:
+                queues = api.get("/queues").json()
+            except (httpx.HTTPError, ValueError):
+                return 0
+            return sum(q["slots"] for q in queues if q["name"] == "cpu")
+
+        wait_for(lambda: cpu_slots() == 2, 300, "two live workers of one slot each")
+        nodes = sorted(
+            m.group(1)
+            for pid in children_of(launcher.pid)
+            if (m := re.search(r"celery .*-n (k2e-\d+@%h)", cmdline(pid)))
+            and "--concurrency 1" in cmdline(pid)
+        )
+        # Each node's main process (its pool child has the same command line).
+        assert sorted(set(nodes)) == ["k2e-1@%h", "k2e-2@%h"], nodes
+        assert "2 worker processes (one job slot each)" in log_path.read_text()
+
+        h5 = keras_models.save_h5(keras_models.seed_multi_io_model(), tmp_path / "seed.h5")
+        model = api.post("/models", files={"file": ("seed.h5", h5.read_bytes())})
+        data = api.post(
+            "/datasets",
+            files={"file": ("d.npz", keras_models.npz_bytes(keras_models.seed_multi_io_data()))},
+        )
+        assert model.status_code == data.status_code == 201, (model.text, data.text)
+        spec = {
+            "keras_model_path": model.json()["id"],
+            "train": {"dataset": data.json()["id"], "max_steps": 10},
+            "distribution": {"workers": 2, "parameter_servers": 1},
+        }
+        refused = api.post("/convert", json=spec)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["errors"][0]["loc"] == ["distribution"]
+        assert "the live workers of queue 'cpu' have 2" in refused.json()["detail"]
+
+        stack = children_of(launcher.pid)
+        launcher.send_signal(signal.SIGTERM)
+        launcher.wait(STOP_BOUND_S)
+        wait_for(lambda: not any(alive(p) for p in stack), 15, "every child to exit")
+    finally:
+        leftovers = children_of(launcher.pid)
+        stop_group(launcher, grace_s=STOP_BOUND_S)
+        for pid in leftovers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        print(log_path.read_text()[-3000:] if log_path.exists() else "")

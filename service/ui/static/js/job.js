@@ -3,6 +3,7 @@
 // has none (the stream answers 404), the page polls the job and its log instead.
 import { api, ApiError } from "./api.js";
 import { LossChart } from "./chart.js";
+import { showCluster } from "./cluster.js";
 import { ACTIVE, duration, h, jobDuration, number, priorityTag, progressBar, statusBadge, waitingText, when } from "./dom.js";
 
 const LOG_LINES = 500;
@@ -20,6 +21,7 @@ export function jobView({ main, id, go }) {
     evalBody: h("tbody"),
     error: h("div", { id: "job-error" }),
     facts: h("dl", { class: "facts", id: "facts" }),
+    cluster: h("section", { class: "card wide", id: "cluster", "aria-labelledby": "h-cluster", hidden: true }),
     downloads: h("ul", { id: "downloads", class: "plain" }),
     spec: h("pre", { id: "spec", class: "code" }),
     log: h("pre", { id: "log", class: "code log", tabindex: "0", "aria-label": "Log tail" }),
@@ -42,6 +44,7 @@ export function jobView({ main, id, go }) {
         h("h2", { id: "h-eval" }, "Evaluation"),
         h("table", { class: "kv", id: "eval-metrics" }, h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Metric"), h("th", { scope: "col" }, "Value"))), el.evalBody),
       ),
+      el.cluster,
       h("section", { class: "card", "aria-labelledby": "h-facts" }, h("h2", { id: "h-facts" }, "Details"), el.facts),
       h("section", { class: "card", "aria-labelledby": "h-dl" }, h("h2", { id: "h-dl" }, "Downloads"), el.downloads),
       h(
@@ -152,6 +155,7 @@ export function jobView({ main, id, go }) {
       delete el.facts.dataset.position;
       delete el.facts.dataset.waitingFor;
     }
+    showCluster(el.cluster, job);
   }
 
   // The event stream carries no queue place: while the job waits (or its status changes)
@@ -166,7 +170,9 @@ export function jobView({ main, id, go }) {
     } catch (err) {
       if (!(err instanceof ApiError)) throw err;
     }
-    if (!state.stopped && source && state.status === "queued") placeTimer = setTimeout(refreshFacts, PLACE_MS);
+    // A cluster's members change state without events of their own: read them again too.
+    const members = state.job && state.job.spec.distribution && ACTIVE.has(state.status);
+    if (!state.stopped && source && (state.status === "queued" || members)) placeTimer = setTimeout(refreshFacts, PLACE_MS);
   }
 
   async function ended() {
@@ -295,7 +301,7 @@ export function jobView({ main, id, go }) {
     // An ended job's stream replays its whole history (the log, every loss point) and ends.
     if (window.EventSource) {
       stream();
-      if (job.status === "queued") placeTimer = setTimeout(refreshFacts, PLACE_MS);
+      if (job.status === "queued" || (job.spec.distribution && ACTIVE.has(job.status))) placeTimer = setTimeout(refreshFacts, PLACE_MS);
     } else poll();
   })();
 

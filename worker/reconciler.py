@@ -73,12 +73,18 @@ class Reconciler:
                     log.warning("job %s: worker lost while preempted; queued", job.id)
             elif self.store.requeue_expired(job.id):
                 log.warning("job %s: worker lost (lease expired); requeued", job.id)
+                if _is_cluster(job):  # the pump below places a whole new gang
+                    self.dispatcher.unclaim([job.id])
+                    continue
                 self._send(job)
                 sent.append(job.id)
         # Past the visibility timeout a lost message would have been redelivered by now.
         for job in self.store.stale_queued(self.settings.visibility_timeout_s):
             log.warning("job %s: queued for long; sending it again", job.id)
             self.store.touch(job.id)
+            if _is_cluster(job):
+                self.dispatcher.unclaim([job.id])
+                continue
             self._send(job)
             sent.append(job.id)
         sent += self.dispatcher.pump(ANY_TENANT)
@@ -105,3 +111,9 @@ class Reconciler:
 
     def _send(self, job: JobRecord) -> None:
         self.sender.send_train(job.id, job.queue, job.timeout_s)
+
+
+def _is_cluster(job: JobRecord) -> bool:
+    """A cluster job goes back to the scheduler, never straight to the broker: its members
+    need a gang placed together."""
+    return bool(job.spec.get("distribution"))

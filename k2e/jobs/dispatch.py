@@ -17,6 +17,16 @@ Per queue, the job slots are those of its live workers (k2e.jobs.workers):
   tenant holding fewer slots, then turns, then age). A tenant never has more than K jobs
   handed over, and takes a slot beyond its share only if it may borrow.
 
+A cluster job (spec.distribution) takes as many slots as it has members, all at once:
+it is handed over only while that many are free, and never through the broker alone
+(with no live worker known, it waits for one). Its hand-over places a new gang
+(k2e.jobs.gangs): the chief's task is the job's own, one more task goes out per other
+member. The rule that keeps gangs from deadlocking and large ones from starving: slots
+are reserved for a whole gang before any member is sent (so two gangs never each hold
+half of what they need), and a queue hands over strictly in its order: when the best
+waiting job needs more slots than are free, nothing behind it takes them, and no job is
+preempted for the jobs behind it; slots free as running jobs end, until it fits.
+
 Then, for a queue that is full while a waiting job could use a slot, a running job is
 asked to yield (k2e.jobs.preemption): ``yield_request`` = "preempt". Its worker
 checkpoints, stops, puts it back in the queue and pumps again; the slot goes to the best
@@ -37,6 +47,7 @@ from sqlalchemy.exc import IntegrityError
 
 from k2e.db import utcnow
 from k2e.errors import Unavailable
+from k2e.jobs import gangs
 from k2e.jobs.preemption import choose_victims
 from k2e.jobs.queueing import TaskSender
 from k2e.jobs.scheduling import Policy, Snapshot, Waiting, read_snapshot
@@ -84,10 +95,10 @@ class Dispatcher:
         sent: list[str] = []
         for index, job in enumerate(claimed):
             try:
-                self.sender.send_train(job.id, job.queue, job.timeout_s)
+                self._send(job)
             except Unavailable:
                 unsent = claimed[index:]
-                self._unclaim([j.id for j in unsent])
+                self.unclaim([j.id for j in unsent])
                 if any(tenant is None or j.tenant == tenant for j in unsent):
                     raise
                 log.warning(
@@ -98,13 +109,24 @@ class Dispatcher:
                 sent.append(job.id)
         return sent
 
+    def _send(self, job: Waiting) -> None:
+        """The job's task; for a cluster, the chief's (the job's own) and each member's."""
+        self.sender.send_train(job.id, job.queue, job.timeout_s)
+        if job.cluster is not None and job.gang is not None:
+            for role, index in job.cluster.roles()[1:]:
+                self.sender.send_member(job.id, job.queue, job.gang, role, index)
+
     def _pass(self) -> list[Waiting]:
         """Claim what the rules hand over and ask for the yields they call for, in one
         transaction behind the scheduler's row; returns the claimed jobs."""
         with self.engine.begin() as conn:
             take_turn(conn)
             snapshot = read_snapshot(conn, self.policy, per_tenant=self.limit)
-            claimed = [job for job in choose_handovers(snapshot) if _claim(conn, job, snapshot)]
+            claimed = [
+                placed
+                for job in choose_handovers(snapshot)
+                if (placed := _claim(conn, job, snapshot)) is not None
+            ]
             for victim in choose_victims(snapshot, {job.id for job in claimed}):
                 asked = conn.execute(
                     update(jobs)
@@ -119,7 +141,8 @@ class Dispatcher:
                     log.info("job %s: asked to yield its %s slot", victim.id, victim.queue)
         return claimed
 
-    def _unclaim(self, job_ids: list[str]) -> None:
+    def unclaim(self, job_ids: list[str]) -> None:
+        """Put handed-over jobs that are still queued back among the waiting ones."""
         with self.engine.begin() as conn:
             conn.execute(
                 update(jobs)
@@ -150,8 +173,11 @@ def choose_handovers(snapshot: Snapshot) -> list[Waiting]:
         waiting = [job for job in snapshot.waiting if job.queue == queue]
         slots = snapshot.slots.get(queue, 0)
         if slots <= 0:
-            # No live worker known: the broker holds them until one starts.
+            # No live worker known: the broker holds them until one starts. A cluster
+            # waits for live workers (its gang needs their slots counted).
             for job in sorted(waiting, key=lambda j: (-j.priority, j.seq)):
+                if job.cluster is not None:
+                    continue
                 if snapshot.inflight[job.tenant] < snapshot.policy.inflight_per_tenant:
                     snapshot.take(job)
                     picks.append(job)
@@ -162,14 +188,17 @@ def choose_handovers(snapshot: Snapshot) -> list[Waiting]:
             if not eligible:
                 break
             best = min(eligible, key=snapshot.order_key)
+            if best.size > free:
+                break  # strict order: the slots that free up are kept for it
             waiting.remove(best)
             snapshot.take(best)
             picks.append(best)
-            free -= 1
+            free -= best.size
     return picks
 
 
-def _claim(conn: Connection, job: Waiting, snapshot: Snapshot) -> bool:
+def _claim(conn: Connection, job: Waiting, snapshot: Snapshot) -> Waiting | None:
+    """Mark the job handed over (once); a cluster's hand-over also places its gang."""
     taken = conn.execute(
         update(jobs)
         .where(
@@ -179,4 +208,8 @@ def _claim(conn: Connection, job: Waiting, snapshot: Snapshot) -> bool:
         )
         .values(dispatched_at=snapshot.now, updated_at=snapshot.now)
     ).rowcount
-    return bool(taken)
+    if not taken:
+        return None
+    if job.cluster is None:
+        return job
+    return replace(job, gang=gangs.place(conn, job.id, job.cluster))

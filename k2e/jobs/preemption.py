@@ -13,6 +13,10 @@ A waiting job whose tenant is at its in-flight limit (K) may still take the slot
 own tenant's lower-priority running job: that job's yield brings the tenant back under
 the limit.
 
+A cluster job that ranks first among a queue's waiting jobs stops preemption in that
+queue: it waits for its slots to free (k2e.jobs.dispatch), and a job behind it must not
+take them. A running cluster yields all its slots.
+
 Among candidates the lowest priority goes first, then the most recently started. Jobs
 already asked to yield count first: their slots go to the best waiting jobs, so there
 are never more victims than waiting jobs that could use their slots. Cancelling jobs
@@ -36,7 +40,7 @@ def choose_victims(snapshot: Snapshot, handed_over: set[str]) -> list[Holding]:
         if slots <= 0:
             continue
         waiting = [j for j in snapshot.waiting if j.queue == queue and j.id not in handed_over]
-        if not waiting:
+        if not waiting or _cluster_first(snapshot, waiting):
             continue
         in_queue = [h for h in snapshot.holding if h.queue == queue]
         pending = [h for h in in_queue if h.yield_request is not None]
@@ -113,6 +117,13 @@ def _victim_order(job: Holding) -> tuple[int, float]:
     return (job.priority, -started)
 
 
+def _cluster_first(snapshot: Snapshot, waiting: list[Waiting]) -> bool:
+    """Whether the queue's best waiting job is a cluster: it waits for slots to free as
+    jobs end (k2e.jobs.dispatch's strict order), and no job behind it preempts one."""
+    eligible = [j for j in waiting if snapshot.may_take(j.queue, j.tenant)]
+    return bool(eligible) and min(eligible, key=snapshot.order_key).cluster is not None
+
+
 def _release(snapshot: Snapshot, job: Holding) -> None:
-    snapshot.held[job.queue, job.tenant] -= 1
+    snapshot.held[job.queue, job.tenant] -= job.size
     snapshot.inflight[job.tenant] -= 1

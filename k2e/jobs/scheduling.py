@@ -16,10 +16,12 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
+from k2e.cluster_schemas import Distribution
 from k2e.db import aware, utcnow
 from k2e.scheduling_settings import DEFAULT_CLASS
 from k2e.schemas import JobStatus
@@ -72,6 +74,13 @@ class Waiting:
     priority: int
     seq: int
     timeout_s: int | None
+    # A cluster job's shape (spec.distribution): it takes ``size`` slots at once.
+    cluster: Distribution | None = None
+    gang: int | None = None  # set when a cluster's hand-over places its gang
+
+    @property
+    def size(self) -> int:
+        return self.cluster.size if self.cluster is not None else 1
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,7 @@ class Holding:
     started_at: datetime | None
     preempted_at: datetime | None
     yield_request: str | None
+    size: int = 1  # slots held: a cluster's members, else 1
 
 
 @dataclass
@@ -102,7 +112,7 @@ class Snapshot:
 
     def __post_init__(self) -> None:
         for job in self.holding:
-            self.held[job.queue, job.tenant] += 1
+            self.held[job.queue, job.tenant] += job.size
             self.inflight[job.tenant] += 1
 
     def share(self, queue: str, tenant: str | None) -> int:
@@ -134,7 +144,7 @@ class Snapshot:
 
     def take(self, job: Waiting) -> None:
         """Count the job as handed over (within this pass)."""
-        self.held[job.queue, job.tenant] += 1
+        self.held[job.queue, job.tenant] += job.size
         self.inflight[job.tenant] += 1
         self.served[job.queue, job.tenant] = self.now
 
@@ -172,6 +182,7 @@ def read_snapshot(
             jobs.c.started_at,
             jobs.c.preempted_at,
             jobs.c.yield_request,
+            jobs.c.spec,
         ).where(jobs.c.status.in_(IN_FLIGHT), jobs.c.dispatched_at.is_not(None))
     ).all()
     holding = [
@@ -184,6 +195,7 @@ def read_snapshot(
             aware(r.started_at),
             aware(r.preempted_at),
             r.yield_request,
+            _size(cluster_of(r.spec)),
         )
         for r in holding_rows
     ]
@@ -199,6 +211,7 @@ def read_snapshot(
         priority.label("priority"),
         jobs.c.seq,
         jobs.c.timeout_s,
+        jobs.c.spec,
         rank,
     ).where(jobs.c.status == JobStatus.queued.value, jobs.c.dispatched_at.is_(None))
     if queue is not None:
@@ -208,7 +221,15 @@ def read_snapshot(
     if per_tenant is not None:
         outer = outer.where(inner.c.rank <= per_tenant)
     waiting = [
-        Waiting(str(r.id), r.tenant, str(r.queue), int(r.priority), int(r.seq), r.timeout_s)
+        Waiting(
+            str(r.id),
+            r.tenant,
+            str(r.queue),
+            int(r.priority),
+            int(r.seq),
+            r.timeout_s,
+            cluster_of(r.spec),
+        )
         for r in conn.execute(outer).all()
     ]
     snapshot = Snapshot(now, policy, live_slots(conn, now, policy.live_s), holding, waiting)
@@ -224,6 +245,16 @@ def read_snapshot(
         if last is not None:
             snapshot.served[q, tenant] = aware(last)  # type: ignore[assignment]
     return snapshot
+
+
+def cluster_of(spec: Any) -> Distribution | None:
+    """The stored spec's cluster shape, or None for a one-worker job."""
+    shape = spec.get("distribution") if isinstance(spec, dict) else None
+    return Distribution.model_validate(shape) if shape else None
+
+
+def _size(cluster: Distribution | None) -> int:
+    return cluster.size if cluster is not None else 1
 
 
 def read_shares(conn: Connection, names: set[str | None]) -> dict[str | None, tuple[Share, bool]]:

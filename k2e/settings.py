@@ -105,6 +105,17 @@ class Settings(LimitSettings, SchedulingSettings):
         "workers' jobs, hand waiting jobs to the broker, apply retention). A dead worker's "
         "job is requeued at most `lease_s + reconcile_interval_s` after its last heartbeat.",
     )
+    gang_form_timeout_s: float = Field(
+        default=60.0,
+        description="Seconds a cluster job's chief waits for every member of its gang to "
+        "join; past it the job goes back to the queue and is placed again.",
+    )
+    worker_address: str | None = Field(
+        default=None,
+        description="The host a cluster member puts in its `host:port` (TF_CONFIG) for the "
+        "others to reach it; set it for nodes behind NAT. Unset: the address this node "
+        "reaches the broker from (127.0.0.1 with a broker on loopback).",
+    )
     timeout_grace_s: int = Field(
         default=60,
         description="Celery's soft time limit is a job's `timeout_s` plus this, its hard "

@@ -3,6 +3,7 @@ with TF Serving warm-up requests). worker/training.py runs them under a lease.""
 
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,8 @@ class JobPhases:
     control: RunControl
     files: JobFiles
     warm_start_checkpoint: str | None = None
+    # A cluster job's training on its gang, run by the chief (worker/cluster_chief.py).
+    train_on_cluster: Callable[[JobEstimator], None] | None = None
     # The evaluated checkpoint, and its evaluation's examples and predictions.
     _reference: tuple[str, Reference] | None = field(default=None, init=False)
 
@@ -145,17 +148,17 @@ class JobPhases:
             # do not have: it would train one step more.
             log.info("job %s: the model_dir is at step %d: no training", self.job.id, reached)
             return reached
+        if self.train_on_cluster is not None:
+            # The gang trains (worker/cluster_chief.py); here the Estimator then finds the
+            # model_dir at max_steps, or the attempt stops.
+            self._enter("training on the cluster")
+            self.train_on_cluster(built)
+            reached = checkpoint_step(built.newest_checkpoint())
+            if reached >= train.max_steps or self.control.should_stop():
+                return reached
+            raise RuntimeError(f"the cluster stopped training at step {reached}")
         self._enter("loading the training data")
-        batching = Batching(
-            train.batch_size,
-            training=True,
-            shuffle=train.shuffle,
-            shuffle_buffer=train.shuffle_buffer,
-            shuffle_seed=train.shuffle_seed,
-            drop_remainder=train.drop_remainder,
-            cache_bytes=self.settings.dataset_cache_bytes,
-        )
-        train_input = self._input_fn(train.dataset, batching)
+        train_input = self.train_input()
         self._enter("training")
         bucket = self.files.bucket
         publisher: sync.CheckpointPublisher | None = None
@@ -175,11 +178,32 @@ class JobPhases:
         self._publish_files()
         return checkpoint_step(built.newest_checkpoint())
 
+    def train_input(self) -> Any:
+        """The input_fn of the job's training data."""
+        train = self.spec.train
+        assert train is not None
+        batching = Batching(
+            train.batch_size,
+            training=True,
+            shuffle=train.shuffle,
+            shuffle_buffer=train.shuffle_buffer,
+            shuffle_seed=train.shuffle_seed,
+            drop_remainder=train.drop_remainder,
+            cache_bytes=self.settings.dataset_cache_bytes,
+        )
+        return self._input_fn(train.dataset, batching)
+
+    def eval_input(self) -> Any:
+        """The input_fn of the job's evaluation data."""
+        ev = self.spec.eval
+        assert ev is not None
+        return self._input_fn(ev.dataset, Batching(ev.batch_size, training=False))
+
     def evaluate(self, built: JobEstimator) -> dict[str, float]:
         ev = self.spec.eval
         assert ev is not None
         self._enter("loading the evaluation data")
-        eval_input = self._input_fn(ev.dataset, Batching(ev.batch_size, training=False))
+        eval_input = self.eval_input()
         self._enter("evaluating")
         # Without training, the uploaded weights (global_step 0) or a reused model_dir's.
         checkpoint = built.weights_checkpoint()
@@ -289,9 +313,18 @@ class JobPhases:
             sync.publish_files(self.files.bucket, self.files.model_dir)
 
     def _progress_hook(self, max_steps: int) -> ProgressHook:
+        return ProgressHook(
+            self.progress_report(max_steps),
+            self.control,
+            every_steps=self.spec.config.log_step_count_steps if self.spec.config else 100,
+            min_interval_s=self.settings.progress_min_interval_s,
+        )
+
+    def progress_report(self, max_steps: int) -> Callable[[int, float, float | None], None]:
+        """``report(step, loss, steps_per_sec)``: the job's progress and loss curve into
+        the store (fenced on the lease); a cancel or a lost lease it reveals stops the job."""
         curve = LossCurve()
         curve.points = [p.model_dump() for p in self.job.metrics.train]  # resume keeps it
-        every = self.spec.config.log_step_count_steps if self.spec.config else 100
         control = self.control
 
         def report(step: int, loss: float, rate: float | None) -> None:
@@ -309,12 +342,7 @@ class JobPhases:
             elif status == JobStatus.cancelling.value:
                 control.cancel_requested.set()
 
-        return ProgressHook(
-            report,
-            control,
-            every_steps=every,
-            min_interval_s=self.settings.progress_min_interval_s,
-        )
+        return report
 
 
 def checkpoint_step(path: str | None) -> int:

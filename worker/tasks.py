@@ -2,8 +2,9 @@
 
 from typing import Any
 
+from k2e.cluster_schemas import Role
 from k2e.jobs.predictions import PREDICT_TASK
-from k2e.jobs.queueing import TRAIN_TASK
+from k2e.jobs.queueing import MEMBER_TASK, TRAIN_TASK
 from worker.celery_app import app, runner
 
 
@@ -17,3 +18,10 @@ def predict_job(
     job_id: str, tenant: str, instances: list[Any], signature: str | None, reply_key: str
 ) -> None:
     runner().predict(job_id, tenant, instances, signature, reply_key)
+
+
+@app.task(name=MEMBER_TASK)
+def cluster_member(job_id: str, gang: int, role: Role, index: int) -> None:
+    from worker.cluster_member import run_member
+
+    run_member(runner(), job_id, gang, role, index)

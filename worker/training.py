@@ -25,7 +25,9 @@ from k2e.tenancy.bodies import DEFAULT_TENANT
 from k2e.tenancy.scope import ANY_TENANT, Scope
 from worker import sync
 from worker.cache import InputCache, fetch_job_inputs
+from worker.cluster_chief import ChiefCluster, end_placement, trains_on_cluster
 from worker.export_predict import BadInstances, predict
+from worker.gang_watch import ClusterDown, GangGone
 from worker.heartbeat import Heartbeat, JobInterrupted, RunControl, new_owner
 from worker.joblog import JobLogCapture
 from worker.phases import JobFiles, JobPhases, RunResult, checkpoint_step
@@ -105,15 +107,21 @@ class JobRunner:
                 poll_s=self.settings.control_poll_s,
             ),
         ):
+            placement_end: ClusterDown | GangGone | None = None
             try:
                 result = self._attempt(started, owner, control)
             except JobInterrupted:  # landed between the attempt's own handlers
                 result = self._stopped(started, control, 0)
+            except (ClusterDown, GangGone) as end:  # worker/cluster_chief.py
+                placement_end, result = end, RunResult(JobStatus.queued)
             finally:
                 control.disarm()
                 disk_bytes = self._disk_bytes(started)
         if control.lease_lost.is_set():
             log.error("job %s: lease lost; leaving the job to its new owner", job_id)
+            return
+        if placement_end is not None:
+            end_placement(self, started, owner, placement_end, self._step(self._files(started)))
             return
         current = self.store.get(job_id, ANY_TENANT)
         if current.status == JobStatus.cancelling and result.status != JobStatus.cancelled:
@@ -343,6 +351,8 @@ class JobRunner:
                 phases.warm_start_checkpoint = _bucket_start_checkpoint(
                     files.bucket, job.warm_start_from, start
                 )
+        if trains_on_cluster(spec):
+            phases.train_on_cluster = ChiefCluster(self, phases, control).train
         try:
             return phases.run(lambda step: self._stopped(job, control, step))
         except ExportMismatch as exc:

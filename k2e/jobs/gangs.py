@@ -24,6 +24,8 @@ from sqlalchemy.engine import Connection
 
 from k2e.cluster_schemas import Cluster, ClusterMember, Distribution, MemberState, Role
 from k2e.db import aware, utcnow
+from k2e.jobs.rows import add_event
+from k2e.schemas import JobStatus
 from k2e.tables import job_members, jobs
 
 # TF_CONFIG's cluster keys per task type; the evaluator is not part of the cluster.
@@ -101,6 +103,19 @@ class GangStore:
         with self.engine.connect() as conn:
             return conn.execute(select(jobs.c.gang).where(jobs.c.id == job_id)).scalar()
 
+    def placement_live(self, job_id: str, gang: int, forming: bool = False) -> bool:
+        """True while the job runs (or is being cancelled) with placement ``gang``, or,
+        ``forming``, waits for its chief to start it: a member of an older placement, or
+        of a job that ended or went back to the queue, stops."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(jobs.c.status, jobs.c.gang).where(jobs.c.id == job_id)
+            ).first()
+        live = [JobStatus.running.value, JobStatus.cancelling.value]
+        if forming:
+            live.append(JobStatus.queued.value)
+        return row is not None and row.gang == gang and row.status in live
+
     def members(self, job_id: str) -> list[Member]:
         with self.engine.connect() as conn:
             rows = conn.execute(
@@ -149,6 +164,48 @@ class GangStore:
                 .values(**values)
             ).rowcount
         return bool(seen)
+
+    def formed(self, job_id: str, gang: int) -> list[Member] | None:
+        """Every member of placement ``gang`` once each has joined (holds an address);
+        None while some have not, or when the placement is not the newest any more."""
+        members = self.members(job_id)
+        if not members or any(m.gang != gang for m in members):
+            return None
+        if any(m.address is None or m.state == "placed" for m in members):
+            return None
+        return members
+
+    def bring_down(self, job_id: str, gang: int, owner: str, note: str) -> bool:
+        """The chief's end of a placement that lost a member: its members are marked
+        ``lost`` where still live, and the job goes back to waiting for a new placement
+        (status queued, not handed over). The attempt stays counted: a gang that fails
+        uses the job's attempts as a crashed single-node run does. False when ``owner``
+        no longer holds the job running."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            released = conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.lease_owner == owner)
+                .where(jobs.c.status == JobStatus.running.value, jobs.c.gang == gang)
+                .values(
+                    status=JobStatus.queued.value,
+                    dispatched_at=None,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    yield_request=None,
+                    updated_at=now,
+                )
+            ).rowcount
+            if not released:
+                return False
+            conn.execute(
+                update(job_members)
+                .where(job_members.c.job_id == job_id, job_members.c.gang == gang)
+                .where(job_members.c.state.in_(["placed", "ready", "running"]))
+                .values(state="lost")
+            )
+            add_event(conn, job_id, JobStatus.queued.value, note)
+        return True
 
     def public(self, job_id: str, lease_s: float) -> Cluster | None:
         """``Job.cluster``: the newest placement's members, a silent one shown ``lost``."""

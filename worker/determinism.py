@@ -39,17 +39,18 @@ def versions() -> dict[str, str]:
 
 @contextmanager
 def op_determinism(enabled: bool) -> Iterator[bool]:
-    """Op determinism on while the block runs when ``enabled``; yields whether it is on."""
-    if not enabled:
-        yield False
-        return
-    # TensorFlow's public API (2.15) can enable it only; the module it comes from also
-    # disables it, which a long-lived worker needs before its next job.
+    """Op determinism on while the block runs when ``enabled``, off otherwise; yields
+    whether it is on (read back from TensorFlow, not assumed)."""
+    # TensorFlow's public API (2.15) can only enable it; the module it comes from also
+    # reads and disables it, which a long-lived worker needs around each job.
     from tensorflow.python.framework import config as tf_config
 
-    tf_config.enable_op_determinism()
+    if enabled:
+        tf_config.enable_op_determinism()
+    elif tf_config.is_op_determinism_enabled():
+        tf_config.disable_op_determinism()
     try:
-        yield True
+        yield bool(tf_config.is_op_determinism_enabled())
     finally:
         tf_config.disable_op_determinism()
 
@@ -68,6 +69,6 @@ def run_recorded(
             }
         )
         record_run(store.engine, job.id, owner, provenance)
-        if deterministic:
-            log.info("job %s: op determinism on, seeds %s", job.id, provenance.seeds)
+        state = "on" if deterministic else "off"
+        log.info("job %s: op determinism %s, seeds %s", job.id, state, provenance.seeds)
         return run()

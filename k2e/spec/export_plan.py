@@ -41,8 +41,11 @@ def eval_metric_keys(spec: ConvertRequest, metric_names: list[str]) -> list[str]
     return [mapped.get(name, name) for name in metric_names] + list(EVAL_EXTRA_KEYS)
 
 
-def _batched(tensor: TensorInfo, name: str | None = None) -> SignatureTensor:
-    shape = None if tensor.shape == [None] else [None, *tensor.shape[1:]]
+def _batched(tensor: TensorInfo, name: str | None = None, output: bool = False) -> SignatureTensor:
+    """An input's shape is always known (a bare ``[None]`` is one value per example); an
+    output's ``[None]`` is inspection's "rank unknown" (ModelSummary.outputs)."""
+    unknown = output and tensor.shape == [None]
+    shape = None if unknown else [None, *tensor.shape[1:]]
     return SignatureTensor(name=name or tensor.name, dtype=tensor.dtype or "float32", shape=shape)
 
 
@@ -61,7 +64,7 @@ def planned_signatures(
     heads = spec.export_outputs or {}
     parse = needs_example_parsing(heads, inputs)
     raw_in = [_batched(t) for t in inputs]
-    predicted = [_batched(o) for o in outputs]
+    predicted = [_batched(o, output=True) for o in outputs]
     received = [_serialized(EXAMPLES)] if parse else raw_in
     found = [
         SignaturePlan(name="serving_default", method="predict", inputs=received, outputs=predicted)
@@ -73,7 +76,7 @@ def planned_signatures(
                 name=key,
                 method="predict",
                 inputs=received,
-                outputs=[_batched(by_name[key], "output")],
+                outputs=[_batched(by_name[key], "output", output=True)],
             )
             found.append(head)
             predict_heads.append(head)
@@ -84,7 +87,7 @@ def planned_signatures(
                     name=key,
                     method=method,
                     inputs=[_serialized("inputs")],
-                    outputs=[_batched(by_name[key], out)],
+                    outputs=[_batched(by_name[key], out, output=True)],
                 )
             )
     if parse:

@@ -38,6 +38,10 @@ class MemoryPlan(BaseModel):
     explanation: str
     limit_bytes: int = Field(description="K2E_JOB_MEMORY_BYTES: a job that grows past it fails.")
 
+    @property
+    def total(self) -> int:
+        return self.tensorflow_bytes + self.variables_bytes + self.batches_bytes + self.data_bytes
+
 
 class QueuePlan(BaseModel):
     """Where the job would wait if it were submitted now."""

@@ -27,8 +27,10 @@ from k2e.tenancy.bodies import EffectiveQuotas
 from k2e.vetting.feature_columns import fed_inputs
 
 # A worker process running a small job: TensorFlow imported (~470 MB, DESIGN.md's
-# measure), the Estimator's graphs and sessions, the input pipeline's threads.
-TENSORFLOW_BYTES = 640 * 1024**2
+# measure), the Estimator's graphs and sessions, the input pipeline's threads. Measured:
+# 535-550 MB peak RSS for jobs of a few thousand parameters (the workers' "peak worker
+# memory" log lines, tests/integration/test_determinism.py, 2026-12-07).
+TENSORFLOW_BYTES = 512 * 1024**2
 # Copies of each weight: the Keras model, the Estimator graph's variable, its gradient.
 WEIGHT_COPIES = 3
 # Batches alive at once: the one a step runs on and the pipeline's prefetched ones.
@@ -67,8 +69,7 @@ def dry_run(
         eval_metric_keys=eval_metric_keys(spec, model.metric_names),
         signatures=planned_signatures(spec, inputs, summary.outputs),
         parameters=parameters,
-        memory_bytes=sum((memory.tensorflow_bytes, memory.variables_bytes, memory.batches_bytes))
-        + memory.data_bytes,
+        memory_bytes=memory.total,
         memory=memory,
         queue=QueuePlan(
             name=queue, priority=spec.priority, place=placement.prospect(queue, tenant, priority)
@@ -148,11 +149,8 @@ def estimate_memory(
     optimizer = _optimizer_name(model, spec)
     slots = 1 if optimizer == "sgd_momentum" else OPTIMIZER_SLOTS.get(optimizer, 0)
     variables = parameters * 4 * (WEIGHT_COPIES + slots)
-    batch = (
-        max(s.batch_size for s in (spec.train, spec.eval) if s is not None)
-        if (spec.train or spec.eval)
-        else 1
-    )
+    sections = [s for s in (spec.train, spec.eval) if s is not None]
+    batch = max((s.batch_size for s in sections), default=1)
     section = spec.train or spec.eval
     info = storage.dataset_info(section.dataset) if section is not None else None
     per_example = _example_bytes(info) if info is not None else 0

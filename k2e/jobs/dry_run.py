@@ -117,13 +117,13 @@ def _optimizer_name(model: ResolvedModel, spec: ConvertRequest) -> str:
         optimizer: Any = spec.keras_model.compile.optimizer
     else:
         optimizer = (model.compile_args or {}).get("optimizer")
+    """The optimizer's name in lower case: a Keras 2.15 HDF5 stores ``Custom>RMSprop``."""
     if isinstance(optimizer, dict):
         name = optimizer.get("class_name") or optimizer.get("config", {}).get("name", "")
+        name = str(name).rsplit(">", 1)[-1].lower()
         momentum = (optimizer.get("config") or {}).get("momentum") or 0
-        if str(name).lower() == "sgd" and momentum:
-            return "sgd_momentum"
-        return str(name).lower()
-    return str(optimizer or "rmsprop").lower()
+        return "sgd_momentum" if name == "sgd" and momentum else name
+    return str(optimizer or "rmsprop").rsplit(">", 1)[-1].lower()
 
 
 def _example_bytes(info: DatasetInfo) -> int:

@@ -65,6 +65,8 @@ def test_the_plan_names_the_eval_keys_signatures_parameters_and_queue(client, se
     parts = ("tensorflow_bytes", "variables_bytes", "batches_bytes", "data_bytes")
     assert plan["memory_bytes"] == sum(memory[p] for p in parts)
     assert "parameters" in memory["explanation"]
+    # The seed model is compiled with RMSprop: one slot per weight, besides three copies.
+    assert memory["variables_bytes"] == plan["parameters"] * 4 * (3 + 1)
     assert plan["queue"]["name"] == "cpu"
     assert plan["queue"]["priority"] == "normal"
     assert plan["queue"]["place"]["position"] >= 1

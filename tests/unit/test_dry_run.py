@@ -137,3 +137,13 @@ def test_dry_runs_hold_no_job_slot_and_answer_the_quota_as_a_submission(client, 
     # The quota's one job slot is still free: the dry runs held none.
     assert client.post("/convert", json=_spec(ids), headers=member).status_code == 202
     assert client.post("/convert?dry_run=true", json=_spec(ids), headers=member).status_code == 429
+
+
+def test_dense_features_give_their_columns_width() -> None:
+    from k2e.vetting.model_config import parse_model_config
+    from tests.support.keras_models import identity_columns_model
+
+    model = identity_columns_model()
+    summary = parse_model_config(json.loads(model.to_json()))
+    # Indicator columns of identity columns of 4, 2 and 4 buckets: 10 values, then Dense(1).
+    assert [o.shape for o in summary.outputs] == [list(model.output_shape)]

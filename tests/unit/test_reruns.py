@@ -89,3 +89,10 @@ def test_a_rerun_whose_dataset_is_gone_is_422_on_its_field(client, ids) -> None:
 def test_another_tenants_job_is_not_found_for_a_rerun(client) -> None:
     response = client.post("/jobs/00000000-0000-0000-0000-000000000000/rerun")
     assert response.status_code == 404
+
+
+def test_a_deterministic_cluster_job_is_refused_at_the_field(client, ids) -> None:
+    spec = _spec(ids, deterministic=True, distribution={"workers": 2})
+    response = client.post("/convert", json=spec)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"][-1] == "deterministic"

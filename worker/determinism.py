@@ -21,7 +21,7 @@ from k2e.jobs.records import JobRecord
 from k2e.plan_schemas import Provenance, WorkerInfo
 from k2e.schemas import ConvertRequest
 from k2e.version import __version__
-from worker.tfrt import tf
+from worker.tfrt import tf, tf_config
 
 log = logging.getLogger("k2e.worker")
 T = TypeVar("T")
@@ -41,10 +41,6 @@ def versions() -> dict[str, str]:
 def op_determinism(enabled: bool) -> Iterator[bool]:
     """Op determinism on while the block runs when ``enabled``, off otherwise; yields
     whether it is on (read back from TensorFlow, not assumed)."""
-    # TensorFlow's public API (2.15) can only enable it; the module it comes from also
-    # reads and disables it, which a long-lived worker needs around each job.
-    from tensorflow.python.framework import config as tf_config
-
     if enabled:
         tf_config.enable_op_determinism()
     elif tf_config.is_op_determinism_enabled():

@@ -7,7 +7,7 @@ Each round trains a fresh Estimator (the same seeds) for STEPS steps with the sw
 then on, then the order reversed the next round; the figure is the median of the
 per-round ratios on/off. Also checks that two runs with it on end with equal variables.
 
-    flock /tmp/k2e-integration.lock .venv/bin/python -m bench.determinism
+    flock /tmp/k2e-integration.lock .venv/bin/python -m bench.determinism [ROUNDS]
 """
 
 import json
@@ -89,13 +89,14 @@ def train(build: Any, data: Any, deterministic: bool, folder: Path) -> tuple[flo
     return rate, {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()}
 
 
-def main() -> dict[str, Any]:
+def main(rounds: int = ROUNDS) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="k2e-determinism-"))
-    results: dict[str, Any] = {"rounds": ROUNDS, "steps": STEPS, "batch_size": 32}
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    results: dict[str, Any] = {"rounds": rounds, "steps": STEPS, "batch_size": 32, "load": load}
     for name, build, data in (("seed", seed_model, seed_data), ("wide", wide_model, wide_data)):
         rates: dict[str, list[float]] = {"off": [], "on": []}
         ratios, variables = [], []
-        for round_ in range(ROUNDS):
+        for round_ in range(rounds):
             order = (False, True) if round_ % 2 == 0 else (True, False)
             got = {}
             for deterministic in order:
@@ -118,6 +119,6 @@ def main() -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    found = main()
+    found = main(*(int(a) for a in sys.argv[1:2]))
     json.dump(found, sys.stdout, indent=2)
     print()

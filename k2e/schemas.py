@@ -14,6 +14,7 @@ from pydantic import (
 
 from k2e.cluster_schemas import Cluster, Distribution
 from k2e.compat import StrEnum
+from k2e.plan_schemas import Provenance
 from k2e.queue_schemas import QueuePlace
 from k2e.spec import rules
 from k2e.spec.numbers import INT32_MAX, INT64_MAX, INT64_MIN
@@ -168,6 +169,9 @@ class ConvertRequest(_Request):
     distribution: Distribution | None = Field(
         default=None, description="Train on a TF_CONFIG cluster placed as a gang."
     )
+    deterministic: bool = Field(
+        default=False, description="Op determinism and fixed seeds: a rerun is bit-identical."
+    )
 
     @field_validator("checkpoint_format")
     @classmethod
@@ -287,6 +291,7 @@ class Job(BaseModel):
     cluster: Cluster | None = Field(
         default=None, description="A cluster job's newest placement and its members."
     )
+    provenance: Provenance | None = Field(default=None, description="How the job was made.")
 
 
 class JobPage(BaseModel):

@@ -72,6 +72,9 @@ jobs = Table(
     # A cluster job (spec.distribution): how often its gang has been placed; its members'
     # rows (job_members) carry the placement they belong to.
     Column("gang", Integer),
+    # How the job was made (schemas.Provenance): digests and seeds from its submission,
+    # versions and worker from its start.
+    Column("provenance", JSON),
     # The scheduler's turns: when a tenant last had a job handed over in a queue.
     Index("ix_k2e_jobs_turns", "tenant", "queue", "dispatched_at"),
 )

@@ -28,6 +28,7 @@ from k2e.jobs.gang_capacity import check_gang_fits
 from k2e.jobs.job_store import JobStore
 from k2e.jobs.planning import plan_job
 from k2e.jobs.queueing import queue_for
+from k2e.jobs.provenance import submitted
 from k2e.jobs.records import JobRecord
 from k2e.schemas import ConvertRequest
 from k2e.spec.checks import check_spec
@@ -158,27 +159,38 @@ def accept(
     check_job_quota(backend, tenant)
     created: dict[Kind, list[str]] = {"model": [], "dataset": []}
     try:
-        ids: dict[str, str] = {}
-        for field, received in files.items():
-            if field == "model":
-                ids[field] = store_model(received, backend, tenant).id
-                created["model"].append(ids[field])
-            else:
-                ids[field] = store_dataset(received, backend, tenant).id
-                created["dataset"].append(ids[field])
+        ids = keep_uploads(files, backend, tenant, created)
         spec = parse_spec(inject_uploads(raw, ids))
         return submit(spec, backend, tenant, key, body_hash)
     except Replayed as replayed:
         # Another request with the key won the race: its job answers, our copies go.
-        for kind, entry_ids in created.items():
-            for entry_id in entry_ids:
-                delete_upload(kind, entry_id, backend, Scope.of(tenant))
+        drop_uploads(created, backend, tenant)
         return replayed.job
     except Exception:
-        for kind, entry_ids in created.items():
-            for entry_id in entry_ids:
-                delete_upload(kind, entry_id, backend, Scope.of(tenant))
+        drop_uploads(created, backend, tenant)
         raise
+
+
+def keep_uploads(
+    files: dict[str, ReceivedFile], backend: Backend, tenant: str, created: dict[Kind, list[str]]
+) -> dict[str, str]:
+    """Keep a submission's files as uploads (each id added to ``created`` as it is
+    kept); their ids by field."""
+    ids: dict[str, str] = {}
+    for field, received in files.items():
+        if field == "model":
+            ids[field] = store_model(received, backend, tenant).id
+            created["model"].append(ids[field])
+        else:
+            ids[field] = store_dataset(received, backend, tenant).id
+            created["dataset"].append(ids[field])
+    return ids
+
+
+def drop_uploads(created: dict[Kind, list[str]], backend: Backend, tenant: str) -> None:
+    for kind, entry_ids in created.items():
+        for entry_id in entry_ids:
+            delete_upload(kind, entry_id, backend, Scope.of(tenant))
 
 
 def tenant_key(tenant: str, idempotency_key: str | None) -> str | None:
@@ -242,7 +254,12 @@ def submit(
     check_gang_fits(store.engine, spec, queue, quotas, backend.settings.worker_live_s)
     new = plan_job(spec, store, storage, tenant, quotas, idempotency_key, body_hash)
     # The class's value now: a class an admin renumbers later leaves this job's order.
-    new = dataclasses.replace(new, priority=backend.settings.priority_values[spec.priority])
+    # The digests and seeds a rerun reuses (k2e.jobs.provenance).
+    new = dataclasses.replace(
+        new,
+        priority=backend.settings.priority_values[spec.priority],
+        provenance=submitted(spec, storage).model_dump(mode="json"),
+    )
     job_id = new.id
     # The record exists before the task is sent: a worker never sees an unknown job.
     try:

@@ -1,4 +1,5 @@
-"""SavedModel export in the TF Serving layout, written atomically."""
+"""SavedModel export in the TF Serving layout, written atomically (the signatures it
+writes: k2e.spec.export_plan)."""
 
 import os
 import shutil
@@ -7,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from k2e.schemas import TensorInfo
+from k2e.spec.export_plan import EXAMPLES
+from k2e.spec.export_plan import RAW_ALTERNATIVE as RAW
 from k2e.storage import EXPORT_DIR, EXPORT_STAGING_DIR
 from worker.inputs import example_dtype
 from worker.tfrt import tf
@@ -16,7 +19,6 @@ EXPORT_CLASSES = {
     "classification": tf.estimator.export.ClassificationOutput,
     "predict": tf.estimator.export.PredictOutput,
 }
-RAW = "raw"
 
 
 def export_output_classes(export_outputs: Mapping[str, str] | None) -> dict[str, Any] | None:
@@ -43,18 +45,10 @@ def serving_input_fn(inputs: list[TensorInfo], parse_examples: bool) -> Any:
         parsed = tf.io.parse_example(serialized, spec)
         features = {t.name: tf.cast(parsed[t.name], _dtype(t)) for t in inputs}
         return tf.estimator.export.ServingInputReceiver(
-            features, {"examples": serialized}, receiver_tensors_alternatives={RAW: features}
+            features, {EXAMPLES: serialized}, receiver_tensors_alternatives={RAW: features}
         )
 
     return parsing if parse_examples else raw
-
-
-def needs_example_parsing(
-    export_outputs: Mapping[str, str] | None, inputs: list[TensorInfo]
-) -> bool:
-    heads = set((export_outputs or {}).values()) & {"regression", "classification"}
-    fixed = all(d is not None for t in inputs for d in t.shape[1:])
-    return bool(heads) and fixed
 
 
 def export_to_staging(estimator: Any, model_dir: Path, receiver_fn: Any, checkpoint: str) -> Path:

@@ -21,6 +21,7 @@ from k2e.schemas import (
 )
 from k2e.settings import Settings
 from k2e.spec.checks import ResolvedModel
+from k2e.spec.export_plan import needs_example_parsing
 from k2e.storage import Storage
 from k2e.vetting.feature_columns import fed_inputs
 from worker import builtin_objects, export, sync
@@ -233,7 +234,7 @@ class JobPhases:
 
     def _export(self, built: JobEstimator, model_dir: Path) -> None:
         receiver = export.serving_input_fn(
-            self.inputs, export.needs_example_parsing(self.spec.export_outputs, self.inputs)
+            self.inputs, needs_example_parsing(self.spec.export_outputs, self.inputs)
         )
         checkpoint = built.weights_checkpoint()
         written = export.export_to_staging(built.estimator, model_dir, receiver, checkpoint)

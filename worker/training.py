@@ -15,6 +15,7 @@ from k2e.jobs.dispatch import Dispatcher
 from k2e.jobs.event_log import notifier_for
 from k2e.jobs.leases import JobLeases
 from k2e.jobs.predictions import send_reply
+from k2e.jobs.provenance import seeded
 from k2e.jobs.queueing import TaskSender
 from k2e.jobs.records import JobRecord
 from k2e.schemas import ConvertRequest, JobError, JobErrorReason, JobStatus
@@ -26,6 +27,7 @@ from k2e.tenancy.scope import ANY_TENANT, Scope
 from worker import sync
 from worker.cache import InputCache, fetch_job_inputs
 from worker.cluster_chief import ChiefCluster, end_placement, trains_on_cluster
+from worker.determinism import run_recorded
 from worker.export_predict import BadInstances, predict
 from worker.gang_watch import ClusterDown, GangGone
 from worker.heartbeat import Heartbeat, JobInterrupted, RunControl, new_owner
@@ -283,6 +285,8 @@ class JobRunner:
 
     def _attempt(self, job: JobRecord, owner: str, control: RunControl) -> RunResult:
         spec = ConvertRequest.model_validate(job.spec)
+        if job.provenance is not None:  # the seeds chosen at submission
+            spec = seeded(spec, job.provenance.seeds)
         files: JobFiles | None = None
         try:
             control.arm()
@@ -354,7 +358,8 @@ class JobRunner:
         if trains_on_cluster(spec):
             phases.train_on_cluster = ChiefCluster(self, phases, control).train
         try:
-            return phases.run(lambda step: self._stopped(job, control, step))
+            run = lambda: phases.run(lambda step: self._stopped(job, control, step))  # noqa: E731
+            return run_recorded(self.store, job, owner, spec, run)
         except ExportMismatch as exc:
             log.error("job %s: %s", job.id, exc)
             error = mismatch_error(exc.check, exc.tolerance)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from k2e.cli import admin, demo, job_commands, login, run, submit, upload_commands
+from k2e.cli import admin, demo, job_commands, login, plans, run, submit, upload_commands
 from k2e.cli.context import EXIT_FAILED, EXIT_REJECTED, CliState
 from k2e.cli.render import print_problem
 from k2e.client import ApiUnreachable, ClientError, ProblemError
@@ -56,6 +56,7 @@ app.command("logs")(job_commands.logs)
 app.command("cancel")(job_commands.cancel)
 app.command("suspend")(job_commands.suspend)
 app.command("resume")(job_commands.resume)
+app.command("rerun")(plans.rerun)
 app.command("delete")(job_commands.delete)
 app.command("download")(job_commands.download)
 app.add_typer(upload_commands.models_app, name="models")

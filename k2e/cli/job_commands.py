@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from k2e.cli.context import CliState, state
+from k2e.cli.plans import provenance_rows
 from k2e.cli.progress import JobProgressView, eval_table
 from k2e.cli.render import (
     ago,
@@ -70,6 +71,7 @@ def describe_job(job: Job) -> Table:
     shape = cluster_shape(job)
     if shape is not None:
         rows.append(("cluster", shape))
+    rows += provenance_rows(job.provenance)
     if job.error is not None:
         rows.append(("error", Text(f"({job.error.reason}) {job.error.type}: {job.error.message}")))
     for name, value in rows:

@@ -8,6 +8,7 @@ import typer
 from rich.text import Text
 
 from k2e.cli.context import EXIT_REJECTED, CliState, state
+from k2e.cli.plans import print_plan
 from k2e.cli.render import print_json, print_problem
 from k2e.cli.watching import watch_job
 from k2e.client import Client, ProblemError
@@ -134,6 +135,17 @@ def submit(
             "--evaluator", help="Add a cluster member that evaluates the chief's checkpoints."
         ),
     ] = False,
+    deterministic: Annotated[
+        bool,
+        typer.Option(help="Op determinism and fixed seeds: `k2e rerun` gives the same bits."),
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            help="Check everything a submission checks and print the job's plan (metric "
+            "keys, signatures, parameters, memory, queue); nothing is uploaded or kept."
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
 ) -> None:
     """Upload MODEL and its data and submit a job (with --wait: exit 0 succeeded, 1 failed,
@@ -153,6 +165,14 @@ def submit(
     except SpecError as exc:
         st.err.print(str(exc))
         raise typer.Exit(EXIT_REJECTED) from exc
+    if deterministic:
+        spec["deterministic"] = True
+    if dry_run:
+        shape = cluster_shape(spec, workers, parameter_servers, evaluator)
+        if shape is not None:
+            spec["distribution"] = shape
+        _dry_run(st, spec, model, train, eval_data, priority, as_json)
+        return
     with st.client() as client:
         spec["keras_model_path"] = _upload(st, client, "model", model)
         train_id = _upload(st, client, "dataset", train)
@@ -181,3 +201,30 @@ def submit(
             return
         code, _ = watch_job(st, client, job.id, cancel_on_interrupt)
     raise typer.Exit(code)
+
+
+def _dry_run(
+    st: CliState,
+    spec: dict[str, Any],
+    model: Path,
+    train: Path,
+    eval_data: Path | None,
+    priority: str | None,
+    as_json: bool,
+) -> None:
+    """The plan of the job, its files sent with the check (one multipart request) and
+    kept nowhere."""
+    spec.setdefault("train", {})
+    if isinstance(spec["train"], dict):
+        spec["train"].setdefault("max_steps", DEFAULT_MAX_STEPS)
+    with st.client() as client:
+        try:
+            plan = client.plan(spec, model, train, eval_data, priority=priority)
+        except ProblemError as exc:
+            print_problem(st.err, exc, "spec refused" if exc.status == 422 else "dry run")
+            raise typer.Exit(EXIT_REJECTED if exc.status in (400, 413, 422) else 1) from exc
+    if as_json:
+        print_json(st.out, plan)
+        return
+    st.err.print("dry run: nothing was submitted or kept")
+    print_plan(st.out, plan)

@@ -4,7 +4,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import httpx
 
@@ -15,6 +15,7 @@ from k2e.client.following import FollowOptions, JobStreamEvent, follow
 from k2e.client.transport import DEFAULT_TIMEOUT, Session
 from k2e.cluster_schemas import Distribution
 from k2e.compat import Self
+from k2e.plan_schemas import Plan
 from k2e.schemas import (
     CheckpointInfo,
     ConvertRequest,
@@ -30,6 +31,8 @@ from k2e.schemas import (
     ModelPage,
 )
 from k2e.tenancy.bodies import ApiKey, ApiKeyCreated, Quotas, Tenant
+
+M = TypeVar("M", Job, Plan)
 
 # A file to upload: a path, or its bytes (then name it: the API reads the format from the
 # file name's suffix).
@@ -170,28 +173,65 @@ class Client:
     ) -> Job:
         """Submit a spec and its files in one multipart request (the spec names no ids for
         the files it carries); ``priority`` and ``distribution`` as for ``submit``."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        files = (model, train_data, eval_data)
+        return self._convert(Job, spec, files, priority, headers, distribution=distribution)
+
+    def plan(
+        self,
+        spec: Spec,
+        model: Source | None = None,
+        train_data: Source | None = None,
+        eval_data: Source | None = None,
+        priority: str | None = None,
+    ) -> Plan:
+        """A dry run (POST /convert?dry_run=true): what the job would be, from every check
+        a submission runs; nothing is kept, the files given included."""
+        files = (model, train_data, eval_data)
+        return self._convert(Plan, spec, files, priority, {}, {"dry_run": "true"})
+
+    def _convert(
+        self,
+        answer: type[M],
+        spec: Spec,
+        sources: tuple[Source | None, Source | None, Source | None],
+        priority: str | None,
+        headers: dict[str, str],
+        params: dict[str, str] | None = None,
+        distribution: Shape | None = None,
+    ) -> M:
+        if all(source is None for source in sources):
+            body = _spec_body(spec, priority, distribution)
+            return self.session.call_as(
+                answer, "POST", "/convert", json=body, headers=headers, params=params
+            )
         files: dict[str, tuple[str, IO[bytes] | bytes]] = {}
-        for field, source, default in (
-            ("model", model, "model.h5"),
-            ("train_data", train_data, "train.npz"),
-            ("eval_data", eval_data, "eval.npz"),
+        for field, source, default in zip(
+            ("model", "train_data", "eval_data"),
+            sources,
+            ("model.h5", "train.npz", "eval.npz"),
+            strict=True,
         ):
             if source is not None:
                 files[field] = _file(source, None, default)
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         try:
             return self.session.call_as(
-                Job,
+                answer,
                 "POST",
                 "/convert",
                 data={"spec": json.dumps(_spec_body(spec, priority, distribution))},
                 files=files,
                 headers=headers,
+                params=params,
             )
         finally:
             for _, content in files.values():
                 if not isinstance(content, bytes):
                     content.close()
+
+    def rerun(self, job_id: str) -> Job:
+        """A new job with the job's inputs (its spec, recorded seeds, model and datasets)."""
+        return self.session.call_as(Job, "POST", f"/jobs/{job_id}/rerun")
 
     def get_job(self, job_id: str) -> Job:
         return self.session.get_as(Job, f"/jobs/{job_id}")

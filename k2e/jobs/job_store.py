@@ -54,6 +54,7 @@ class NewJob:
     dir_lock: str | None = None  # "<tenant>:<name>" for a named model_dir
     uploads: tuple[str, ...] = ()
     priority: int | None = None  # the value of its priority class (None: normal)
+    provenance: dict[str, Any] | None = None  # schemas.Provenance, from its submission
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ class JobStore(SuspendResume):
                         uploads=" ".join(new.uploads),
                         events_num=0,
                         priority=new.priority,
+                        provenance=new.provenance,
                     )
                 )
                 add_event(conn, new.id, JobStatus.queued.value, f"queued on {new.queue}")

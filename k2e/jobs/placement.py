@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 
 from k2e.jobs.queueing import CPU_QUEUE, GPU_QUEUE
 from k2e.jobs.records import JobRecord
-from k2e.jobs.scheduling import Policy, Snapshot, read_snapshot
+from k2e.jobs.scheduling import Policy, Snapshot, Waiting, read_shares, read_snapshot
 from k2e.queue_schemas import QueuePlace, QueueSummary, TenantInQueue, WaitingFor
 from k2e.schemas import JobStatus
 from k2e.tenancy.bodies import DEFAULT_TENANT
@@ -44,6 +44,27 @@ class Placement:
     def place(self, record: JobRecord) -> QueuePlace | None:
         return self.places([record]).get(record.id)
 
+    def prospect(self, queue: str, tenant: str, priority: int) -> QueuePlace:
+        """Where a job of ``tenant`` with ``priority`` would stand in ``queue`` if it were
+        submitted now (a dry run): behind the waiting jobs the scheduler orders first."""
+        with self.engine.connect() as conn:
+            snapshot = read_snapshot(conn, self.policy, queue=queue)
+            if tenant not in snapshot.shares:
+                snapshot.shares.update(read_shares(conn, {tenant}))
+        new = Waiting("", tenant, queue, priority, seq=2**62, timeout_s=None)
+        ahead = sum(
+            1 for job in snapshot.waiting if snapshot.order_key(job) < snapshot.order_key(new)
+        )
+        reason = _waiting_for(snapshot, queue, tenant, dispatched=False)
+        free = snapshot.slots.get(queue, 0) - sum(
+            snapshot.held[q, t] for q, t in snapshot.held if q == queue
+        )
+        if reason == "slot" and ahead == 0 and free > 0:
+            reason = "pickup"  # handed to the broker at once
+        return QueuePlace(
+            position=ahead + 1, priority=self.policy.name_of(priority), waiting_for=reason
+        )
+
     def queues(self) -> list[QueueSummary]:
         """Every queue with workers or jobs (and the two k2e routes to), by name."""
         with self.engine.connect() as conn:
@@ -54,9 +75,14 @@ class Placement:
 
 
 def waiting_for(snapshot: Snapshot, record: JobRecord) -> WaitingFor:
-    queue, tenant = record.queue, record.tenant
+    return _waiting_for(snapshot, record.queue, record.tenant, record.dispatched)
+
+
+def _waiting_for(
+    snapshot: Snapshot, queue: str, tenant: str | None, dispatched: bool
+) -> WaitingFor:
     slots = snapshot.slots.get(queue, 0)
-    if record.dispatched:
+    if dispatched:
         return "pickup" if slots > 0 else "worker"
     if snapshot.inflight[tenant] >= snapshot.policy.inflight_per_tenant:
         return "tenant_limit"

@@ -16,6 +16,7 @@ from sqlalchemy.engine import RowMapping
 
 from k2e.cluster_schemas import Cluster
 from k2e.db import aware
+from k2e.plan_schemas import Provenance
 from k2e.queue_schemas import QueuePlace
 from k2e.schemas import ExportCheck, Job, JobError, JobMetrics, JobStatus, Progress
 
@@ -46,6 +47,7 @@ class JobRecord:
     # for now ("suspend" or "preempt", k2e.jobs.yielding), or None.
     preemptions: int = 0
     yield_request: str | None = None
+    provenance: Provenance | None = None
 
     @classmethod
     def from_row(cls, row: RowMapping) -> JobRecord:
@@ -74,6 +76,7 @@ class JobRecord:
             preemptions=row["preemptions"] or 0,
             dispatched=row["dispatched_at"] is not None,
             yield_request=row["yield_request"],
+            provenance=_provenance(row.get("provenance")),
         )
 
     def public(self, place: QueuePlace | None = None, cluster: Cluster | None = None) -> Job:
@@ -100,7 +103,12 @@ class JobRecord:
             scheduling=place if self.status is JobStatus.queued else None,
             preemptions=self.preemptions,
             cluster=cluster,
+            provenance=self.provenance,
         )
+
+
+def _provenance(stored: Any) -> Provenance | None:
+    return None if stored is None else Provenance.model_validate(stored)
 
 
 def shown_path(stored: str | None) -> str | None:

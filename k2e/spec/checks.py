@@ -194,6 +194,7 @@ def check_spec(
     errors += check_shared_names(loc_model, model.summary)
     errors += rules.checkpoint_format_errors(spec.checkpoint_format, model.summary.is_graph_network)
     errors += rules.check_metric_names_map(spec.metric_names_map, model.metric_names)
+    errors += rules.deterministic_errors(spec.deterministic, spec.distribution is not None)
     errors += rules.check_export_outputs(
         spec.export_outputs, [(o.name, o.shape) for o in model.summary.outputs]
     )

@@ -185,3 +185,15 @@ def check_export_outputs(
                 FieldError(loc, f"a classification head must be rank 2; {key!r} is {shape}")
             )
     return errors
+
+
+def deterministic_errors(deterministic: bool, distributed: bool) -> list[FieldError]:
+    """A cluster's members update the variables asynchronously, in no fixed order: no run
+    of one is repeatable, so ``deterministic`` needs a job of one worker."""
+    if not (deterministic and distributed):
+        return []
+    msg = (
+        "`deterministic` needs a job on one worker: a cluster's asynchronous updates "
+        "(`distribution`) make no run repeatable"
+    )
+    return [FieldError(("deterministic",), msg)]

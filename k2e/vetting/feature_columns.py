@@ -51,6 +51,63 @@ def _reads(column: Any, found: dict[str, int | None]) -> None:
             _reads(cfg.get(inner), found)
 
 
+def _buckets(column: Any) -> int | None:
+    """How many ids a categorical column can give (its indicator's width)."""
+    if not isinstance(column, dict) or not isinstance(column.get("config"), dict):
+        return None
+    cls, cfg = column.get("class_name"), column["config"]
+    if cls == "IdentityCategoricalColumn":
+        return _positive(cfg.get("number_buckets", cfg.get("num_buckets")))
+    if cls in ("HashedCategoricalColumn", "CrossedColumn"):
+        return _positive(cfg.get("hash_bucket_size"))
+    if cls == "VocabularyListCategoricalColumn":
+        vocabulary = cfg.get("vocabulary_list")
+        oov = cfg.get("num_oov_buckets") or 0
+        size = len(vocabulary) if isinstance(vocabulary, list) else None
+        return size + oov if size is not None and isinstance(oov, int) else None
+    if cls == "WeightedCategoricalColumn":
+        return _buckets(cfg.get("categorical_column"))
+    if cls == "BucketizedColumn":
+        return _dense_width(column)
+    return None
+
+
+def _positive(value: Any) -> int | None:
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def _dense_width(column: Any) -> int | None:
+    """The values a dense column adds to each example of DenseFeatures' output; None when
+    the config does not tell."""
+    if not isinstance(column, dict) or not isinstance(column.get("config"), dict):
+        return None
+    cls, cfg = column.get("class_name"), column["config"]
+    if cls == "NumericColumn":
+        shape = cfg.get("shape") or [1]
+        ok = isinstance(shape, list) and all(_positive(d) for d in shape)
+        return prod(shape) if ok else None
+    if cls == "BucketizedColumn":
+        source, boundaries = _dense_width(cfg.get("source_column")), cfg.get("boundaries")
+        if source is None or not isinstance(boundaries, list):
+            return None
+        return source * (len(boundaries) + 1)
+    if cls == "IndicatorColumn":
+        return _buckets(cfg.get("categorical_column"))
+    if cls in ("EmbeddingColumn", "SharedEmbeddingColumn"):
+        return _positive(cfg.get("dimension"))
+    return None
+
+
+def dense_features_width(config: dict[str, Any]) -> int | None:
+    """The width of a DenseFeatures layer's output (``[batch, width]``): its columns'
+    values side by side; None when one column's is not known."""
+    columns = config.get("feature_columns")
+    if not isinstance(columns, list) or not columns:
+        return None
+    widths = [_dense_width(column) for column in columns]
+    return None if None in widths else sum(w for w in widths if w is not None)
+
+
 def column_inputs(layers: list[dict[str, Any]], input_names: dict[str, str]) -> ColumnReads:
     """The model inputs (``input_names``: input layer name -> input name) that feed only
     DenseFeatures layers, each with what their columns read of it."""

@@ -8,7 +8,12 @@ from pydantic import BaseModel, ConfigDict
 
 from k2e.errors import FieldError, InvalidSpec
 from k2e.schemas import TensorInfo
-from k2e.vetting.feature_columns import ColumnReads, column_inputs, is_tensor_ref
+from k2e.vetting.feature_columns import (
+    ColumnReads,
+    column_inputs,
+    dense_features_width,
+    is_tensor_ref,
+)
 
 Shape = list[int | None] | None  # None: even the rank is unknown
 
@@ -67,6 +72,9 @@ def _merge_dims(dims: list[int | None]) -> int | None:
 
 def _output_shape(cls: str, cfg: dict[str, Any], ins: list[Shape]) -> Shape:
     """One layer's output shape from its input shapes; None where this module can't tell."""
+    if cls == "DenseFeatures":
+        width = dense_features_width(cfg)
+        return None if width is None else [None, width]
     shapes = [list(s) for s in ins if s is not None]
     if not shapes or len(shapes) != len(ins):
         return None

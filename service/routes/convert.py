@@ -2,13 +2,16 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 
 from k2e.errors import InvalidSpec, InvalidUpload, UploadTooLarge
+from k2e.plan_schemas import Plan
 from k2e.schemas import Job
 from service.auth import CallerDep, current_caller
 from service.deps import BackendDep
+from service.dry_runs import plan_submission
 from service.job_files import shown
 from service.multipart import receive_multipart
 from service.openapi import request_body
@@ -47,8 +50,14 @@ async def read_body(request: Request, limit: int, setting: str = "K2E_MAX_JSON_B
     status_code=status.HTTP_202_ACCEPTED,
     response_model=Job,
     openapi_extra=_CONVERT_BODY,
-    responses=problems(409, 413, 422, 429, 503),
-    summary="Submit a conversion + training job",
+    responses={
+        200: {
+            "model": Plan,
+            "description": "With `dry_run=true`: what the job would be; nothing is kept.",
+        },
+        **problems(409, 413, 422, 429, 503),
+    },
+    summary="Submit a conversion + training job (or, with `dry_run=true`, check it)",
     operation_id="convert",
 )
 async def convert(
@@ -64,7 +73,14 @@ async def convert(
             description="The same key and body return the same job; another body, 409.",
         ),
     ] = None,
-) -> Job:
+    dry_run: Annotated[
+        bool,
+        Query(
+            description="Run every check of a submission and answer 200 with the job's "
+            "Plan; no job, upload or quota is kept."
+        ),
+    ] = False,
+) -> Job | JSONResponse:
     content_type = request.headers.get("content-type", "")
     settings = backend.settings
     if content_type.startswith("multipart/form-data"):
@@ -84,6 +100,11 @@ async def convert(
             raw = await run_in_threadpool(
                 parse_json, body.fields["spec"], "`spec`", settings.max_json_depth
             )
+            if dry_run:
+                plan = await run_in_threadpool(
+                    plan_submission, raw, body.files, backend, caller.tenant
+                )
+                return _planned(plan)
             job = await run_in_threadpool(
                 accept, raw, body.files, idempotency_key, backend, caller.tenant
             )
@@ -93,6 +114,9 @@ async def convert(
         data = await read_body(request, settings.max_json_bytes)
         # Scanning and parsing up to K2E_MAX_JSON_BYTES is CPU work: off the event loop.
         raw = await run_in_threadpool(parse_json, data, "the request body", settings.max_json_depth)
+        if dry_run:
+            plan = await run_in_threadpool(plan_submission, raw, {}, backend, caller.tenant)
+            return _planned(plan)
         job = await run_in_threadpool(accept, raw, {}, idempotency_key, backend, caller.tenant)
     else:
         raise InvalidUpload(
@@ -102,3 +126,7 @@ async def convert(
     response.headers["Location"] = f"/jobs/{job.id}"
     # An Idempotency-Key replay answers the job as it is now: maybe failed, with its error.
     return shown(backend, caller, job)
+
+
+def _planned(plan: Plan) -> JSONResponse:
+    return JSONResponse(plan.model_dump(mode="json"), status_code=status.HTTP_200_OK)

@@ -196,3 +196,41 @@ def test_submit_takes_a_priority_class_and_refuses_an_unknown_one(
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "priority:" in refused.stderr
     assert "not a priority class" in refused.stderr
+
+
+def test_dry_run_keeps_nothing_and_rerun_repeats_a_deterministic_job(
+    api_url: str, seed_files: Path, tmp_path: Path
+) -> None:
+    models_before = k2e(api_url, "models", "list", "--json", cwd=tmp_path).stdout
+    planned = k2e(
+        api_url, "submit", str(seed_files / "seed.h5"), "--train", str(seed_files / "train.npz"),
+        "--eval", str(seed_files / "train.npz"), "--set", f"metric_names_map={SEED_MAP}",
+        "--dry-run", "--json", cwd=tmp_path,
+    )  # fmt: skip
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    plan = json.loads(planned.stdout)
+    assert sorted(plan["eval_metric_keys"]) == ["acc_1", "acc_2", "global_step", "loss"]
+    assert plan["spec"]["train"]["max_steps"] == 1000
+    assert k2e(api_url, "models", "list", "--json", cwd=tmp_path).stdout == models_before
+    shown = k2e(
+        api_url, "submit", str(seed_files / "seed.h5"), "--train", str(seed_files / "train.npz"),
+        "--dry-run", cwd=tmp_path,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert "signature serving_default" in shown.stdout
+    assert "nothing was submitted" in shown.stderr
+
+    done = k2e(
+        api_url, "submit", str(seed_files / "seed.h5"), "--train", str(seed_files / "train.npz"),
+        "--set", "train.max_steps=5", "--deterministic", "--wait", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    job_id = SUBMITTED.search(done.stderr).group(1)
+    again = k2e(api_url, "rerun", job_id, "--json", cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    rerun = json.loads(again.stdout)
+    assert rerun["spec"]["deterministic"] is True
+    status = k2e(api_url, "status", job_id, cwd=tmp_path)
+    assert "deterministic" in status.stdout
+    assert "tf_random_seed" in status.stdout
+    assert "tensorflow" in status.stdout

@@ -198,6 +198,36 @@ def test_submit_watch_and_download_the_seed_example(team: dict, api: str, tmp_pa
     page.wait_for_selector("#jobs + p:has-text('No jobs here yet.')")
 
 
+def test_check_shows_the_plan_and_a_job_page_its_provenance_and_rerun(team: dict, api: str) -> None:
+    page = team["page"]
+    jobs_before = httpx.get(f"{api}/jobs", headers=ADMIN, params={"tenant": "*"}).json()
+    _fill_seed_form(page, api, team["model"], team["dataset"])
+    page.click("#check")
+    plan = page.wait_for_selector("#plan dl")
+    text = plan.inner_text()
+    assert "acc_1" in text and "acc_2" in text, text  # noqa: PT018
+    assert "serving_default" in text, text
+    assert page.url == f"{api}/ui/submit"
+    jobs_after = httpx.get(f"{api}/jobs", headers=ADMIN, params={"tenant": "*"}).json()
+    ids = [[job["id"] for job in page_["items"]] for page_ in (jobs_before, jobs_after)]
+    assert ids[0] == ids[1], "Check submitted nothing"
+    page.fill("#checkpoint-format", "foo")
+    page.click("#check")
+    page.wait_for_selector("[data-loc='checkpoint_format'] .field-error")
+
+    assert team["job"] is not None, "runs after the seed example's job"
+    page.goto(f"{api}/ui/jobs/{team['job']}")
+    page.wait_for_selector("#versions")
+    assert page.inner_text("#deterministic") == "no"
+    assert "tf_random_seed 1" in page.inner_text("#seeds")
+    assert "tensorflow 2.15" in page.inner_text("#versions")
+    page.click("#rerun")
+    page.wait_for_url(lambda url: team["job"] not in url and "/ui/jobs/" in url, timeout=60_000)
+    rerun_id = page.url.rsplit("/", 1)[1]
+    # Not left to hold the worker the next tests use.
+    assert httpx.post(f"{api}/jobs/{rerun_id}/cancel", headers=ADMIN).status_code == 202
+
+
 def test_a_broken_rule_shows_at_its_field(team: dict, api: str) -> None:
     page = team["page"]
     _fill_seed_form(page, api, team["model"], team["dataset"])

@@ -86,6 +86,7 @@ export function jobView({ main, id, go }) {
     if (ACTIVE.has(status) && status !== "cancelling") {
       el.actions.append(h("button", { type: "button", id: "cancel", class: "danger", onclick: () => act("cancel") }, "Cancel"));
     } else if (!ACTIVE.has(status)) {
+      el.actions.append(h("button", { type: "button", id: "rerun", onclick: rerun }, "Rerun"));
       el.actions.append(h("button", { type: "button", id: "delete", class: "danger", onclick: remove }, "Delete"));
     }
   }
@@ -147,6 +148,7 @@ export function jobView({ main, id, go }) {
       ...fact("Attempts", job.attempts),
       ...fact("model_dir", h("code", {}, job.model_dir)),
       ...(job.tenant ? fact("Tenant", job.tenant) : []),
+      ...provenanceFacts(job.provenance, fact),
     );
     if (place) {
       el.facts.dataset.position = place.position ?? "";
@@ -270,6 +272,17 @@ export function jobView({ main, id, go }) {
     }
   }
 
+  // A new job with this one's inputs; refused (shown here) when one is gone or changed.
+  async function rerun() {
+    el.message.textContent = "";
+    try {
+      const job = await api(`/jobs/${id}/rerun`, { method: "POST" });
+      go(`/ui/jobs/${job.id}`);
+    } catch (err) {
+      el.message.textContent = err.message;
+    }
+  }
+
   async function remove() {
     if (!confirm("Delete this job and its files (checkpoints, exports)?")) return;
     el.message.textContent = "";
@@ -309,4 +322,19 @@ export function jobView({ main, id, go }) {
     state.stopped = true;
     stopLive();
   };
+}
+
+// How the job was made: seeds, determinism, input digests, versions, the worker.
+function provenanceFacts(p, fact) {
+  if (!p) return [];
+  const short = (sha) => h("code", { title: sha }, sha.slice(0, 12));
+  const seeds = `tf_random_seed ${p.seeds.tf_random_seed ?? "–"}, shuffle_seed ${p.seeds.shuffle_seed ?? "–"}`;
+  return [
+    ...fact("Deterministic", p.deterministic ? "yes" : "no", "deterministic"),
+    ...fact("Seeds", seeds, "seeds"),
+    ...fact("Model sha256", short(p.model_sha256), "model-sha256"),
+    ...Object.entries(p.datasets).flatMap(([name, sha]) => fact(`Dataset ${name.slice(0, 8)}`, short(sha))),
+    ...(Object.keys(p.versions).length ? fact("Versions", Object.entries(p.versions).map(([k, v]) => `${k} ${v}`).join(", "), "versions") : []),
+    ...(p.worker ? fact("Worker", `${p.worker.node} pid ${p.worker.process}`, "worker") : []),
+  ];
 }

@@ -71,7 +71,9 @@ export function submitView({ main, params, go }) {
       priority: h("input", { id: "priority", name: "priority", value: "normal", list: "priorities", autocomplete: "off" }),
       accelerator: h("select", { id: "accelerator" }, h("option", { value: "cpu" }, "cpu"), h("option", { value: "gpu" }, "gpu")),
       extra: h("textarea", { id: "extra", rows: 4, spellcheck: "false", placeholder: '{"config": {"keep_checkpoint_max": 3}}' }),
+      deterministic: h("input", { type: "checkbox", id: "deterministic" }),
       preview: h("pre", { id: "preview", class: "code" }),
+      plan: h("div", { id: "plan", role: "status" }),
       summary: h("div", { id: "errors", role: "alert" }),
     };
     const form = h(
@@ -121,6 +123,7 @@ export function submitView({ main, params, go }) {
         field("model_dir", "model-dir", "model_dir (empty: a fresh folder for this job)", el.modelDir),
         field("timeout_s", "timeout", "timeout_s", el.timeout),
         h("div", { class: "field", "data-loc": "export" }, h("label", { class: "inline" }, el.export, " export a SavedModel")),
+        h("div", { class: "field", "data-loc": "deterministic" }, h("label", { class: "inline" }, el.deterministic, " deterministic (a rerun gives the same bits)")),
         field("accelerator", "accelerator", "accelerator", el.accelerator),
         field(
           "priority",
@@ -132,7 +135,8 @@ export function submitView({ main, params, go }) {
         field("", "extra", "More of the spec (JSON, merged over the fields above)", el.extra),
       ),
       h("details", { class: "card" }, h("summary", {}, "The spec as it will be sent"), el.preview),
-      h("button", { type: "submit", id: "submit" }, "Submit"),
+      el.plan,
+      h("div", { class: "actions" }, h("button", { type: "button", id: "check" }, "Check"), h("button", { type: "submit", id: "submit" }, "Submit")),
     );
     main.append(form);
 
@@ -171,6 +175,7 @@ export function submitView({ main, params, go }) {
         checkpoint_format: el.format.value,
         export: el.export.checked,
         accelerator: el.accelerator.value,
+        deterministic: el.deterministic.checked || undefined,
         priority: el.priority.value.trim() || undefined,
       };
       const evalId = ids.eval ?? { "=train": s.train.dataset, "": null, "=file": "<uploaded dataset>" }[el.evalSel.value] ?? el.evalSel.value;
@@ -245,6 +250,57 @@ export function submitView({ main, params, go }) {
       }
     }
 
+    // Check: a dry run of the spec as it stands; files not uploaded yet go with it and are
+    // kept nowhere.
+    async function check() {
+      clearErrors();
+      el.plan.replaceChildren();
+      const s = spec();
+      const body = new FormData();
+      const files = [["model", el.model, el.modelFile], ["train_data", el.train, el.trainFile]];
+      if (el.evalSel.value === "=file") files.push(["eval_data", el.evalSel, el.evalFile]);
+      for (const [name, select, input] of files) {
+        if (select.value && !select.value.startsWith("=")) continue;
+        if (input.files.length) body.append(name, input.files[0], input.files[0].name);
+        if (name === "model") delete s.keras_model_path;
+        else if (name === "train_data") delete s.train.dataset;
+        else delete s.eval.dataset;
+      }
+      if (el.evalSel.value === "=train" && !el.train.value && s.eval) delete s.eval; // cannot name an upload not made
+      body.append("spec", JSON.stringify(s));
+      status.textContent = "Checking…";
+      try {
+        showPlan(await api("/convert?dry_run=true", { method: "POST", body }));
+        status.textContent = "The spec passes every check; nothing was submitted.";
+      } catch (err) {
+        status.textContent = "";
+        if (!(err instanceof ApiError)) throw err;
+        showErrors(err.problem);
+      }
+    }
+
+    function showPlan(plan) {
+      const row = (k, v) => [h("dt", {}, k), h("dd", {}, v)];
+      const tensors = (ts) => ts.map((t) => `${t.name} ${t.dtype}${t.shape ? JSON.stringify(t.shape) : "[?]"}`).join(", ");
+      el.plan.replaceChildren(
+        h(
+          "section",
+          { class: "card", "aria-labelledby": "h-plan" },
+          h("h2", { id: "h-plan" }, "Plan"),
+          h(
+            "dl",
+            { class: "facts" },
+            ...row("Evaluation metrics", plan.eval_metric_keys.join(", ") || "no evaluation"),
+            ...row("Parameters", plan.parameters.toLocaleString()),
+            ...row("Memory", h("span", { title: plan.memory.explanation }, `${(plan.memory_bytes / 2 ** 20).toFixed(0)} MiB`)),
+            ...row("Queue", `${plan.queue.name}, ${plan.queue.priority}, position ${plan.queue.place.position} (${plan.queue.place.waiting_for})`),
+            ...plan.signatures.flatMap((s) => row(`Signature ${s.name}`, `${s.method}: ${tensors(s.inputs)} → ${tensors(s.outputs)}`)),
+          ),
+        ),
+      );
+    }
+
+    form.querySelector("#check").addEventListener("click", check);
     form.addEventListener("input", preview);
     form.addEventListener("change", preview);
     el.model.addEventListener("change", () => {

@@ -15,6 +15,8 @@ from k2e.storage import Storage
 from k2e.tenancy.bodies import EffectiveQuotas
 from k2e.tenancy.sessions import SessionStore
 from k2e.tenancy.tenant_store import TenantStore
+from k2e.webhooks.store import WebhookStore
+from k2e.webhooks.targets import TargetPolicy
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,9 @@ class Backend:
     dispatcher: Dispatcher
     sessions: SessionStore
     placement: Placement
+    webhooks: WebhookStore
+    # Checks webhook URLs at registration (the delivery loop checks them again).
+    webhook_targets: TargetPolicy
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Backend":
@@ -50,6 +55,8 @@ class Backend:
             dispatcher=Dispatcher.from_settings(store.engine, sender, settings),
             sessions=SessionStore(store.engine, settings.session_ttl_s),
             placement=Placement(store.engine, Policy.from_settings(settings)),
+            webhooks=WebhookStore(store.engine, settings.webhook_max_per_tenant),
+            webhook_targets=TargetPolicy(settings.webhook_allowed_networks),
         )
 
     def upload_limit(self, tenant: str) -> tuple[int, str]:

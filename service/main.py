@@ -21,7 +21,17 @@ from service.job_files import member_view
 from service.jobcache import JobCache
 from service.openapi import add_request_schemas
 from service.problems import add_exception_handlers
-from service.routes import convert, events, health, jobs, predict, queues, tenants, uploads
+from service.routes import (
+    convert,
+    events,
+    health,
+    jobs,
+    predict,
+    queues,
+    tenants,
+    uploads,
+    webhooks,
+)
 from service.ui import dashboard as ui
 
 log = logging.getLogger("k2e.api")
@@ -65,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     add_exception_handlers(app)
     app.add_middleware(JobReadFastPath)
-    for module in (health, uploads, convert, jobs, predict, events, tenants, queues, ui):
+    for module in (health, uploads, convert, jobs, predict, events, tenants, queues, webhooks, ui):
         app.include_router(module.router)
     add_docs(app)
     add_request_schemas(app, {"ConvertRequest": ConvertRequest, "PredictRequest": PredictRequest})

@@ -1,0 +1,93 @@
+"""A real webhook endpoint on loopback for the tests: it checks every request's
+``K2E-Signature`` (as docs/api.md tells receivers to), answers the first attempts of each
+event with a failure, and counts the events it accepted once each (by ``K2E-Event-Id``)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from k2e.webhooks.signing import verify
+
+
+@dataclass
+class Receiver:
+    secret: str = ""
+    fail_first: int = 0  # answer 500 to this many attempts of each event
+    answer: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+    reply: bytes = b"ok"
+    port: int = 0
+    attempts: Counter[str] = field(default_factory=Counter)
+    accepted: dict[str, dict[str, Any]] = field(default_factory=dict)
+    bad_signatures: int = 0
+    requests: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks/k2e?src=test"
+
+    def effective(self) -> Counter[str]:
+        """Event types accepted, each event once however often it was sent."""
+        return Counter(event["type"] for event in self.accepted.values())
+
+    def wait_for(self, count: int, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.accepted) < count:
+            assert time.monotonic() < deadline, f"accepted {len(self.accepted)} of {count}"
+            time.sleep(0.05)
+
+    def handle(self, request: BaseHTTPRequestHandler) -> tuple[int, bytes]:
+        body = request.rfile.read(int(request.headers.get("Content-Length", "0")))
+        with self.lock:
+            self.requests += 1
+            if not verify(self.secret, body, request.headers.get("K2E-Signature", "")):
+                self.bad_signatures += 1
+                return 400, b"bad signature"
+            event_id = request.headers["K2E-Event-Id"]
+            self.attempts[event_id] += 1
+            if self.attempts[event_id] <= self.fail_first:
+                return 500, b"try again"
+            if 200 <= self.answer < 300:
+                self.accepted.setdefault(event_id, json.loads(body))
+        time.sleep(self.delay_s)
+        return self.answer, self.reply
+
+
+@contextmanager
+def running_receiver(receiver: Receiver) -> Iterator[Receiver]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            status, reply = receiver.handle(self)
+            self.send_response(status)
+            for name, value in receiver.headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            try:
+                self.wfile.write(reply)
+            except OSError:
+                pass  # the sender stopped reading (its bound, or its deadline)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    receiver.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,4 +1,5 @@
-"""The k2e API client (sync): uploads, jobs, events, downloads, tenants and keys."""
+"""The k2e API client (sync): uploads, jobs, events, downloads, tenants and keys (webhooks:
+k2e.client.webhooks)."""
 
 import json
 import time
@@ -13,6 +14,7 @@ from k2e.client.endpoint import resolve_config
 from k2e.client.exceptions import ClientError
 from k2e.client.following import FollowOptions, JobStreamEvent, follow
 from k2e.client.transport import DEFAULT_TIMEOUT, Session
+from k2e.client.webhooks import WebhookCalls
 from k2e.compat import Self
 from k2e.schemas import (
     CheckpointInfo,
@@ -57,7 +59,7 @@ def _spec_body(spec: Spec, priority: str | None = None) -> dict[str, Any]:
     return body if priority is None else {**body, "priority": priority}
 
 
-class Client:
+class Client(WebhookCalls):
     """One API and key. Use as a context manager, or call ``close()``."""
 
     def __init__(

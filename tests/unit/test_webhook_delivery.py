@@ -125,9 +125,7 @@ def test_each_kind_of_event_is_signed_retried_and_delivered_once(
     assert by_type["job.preempted"]["data"]["job"]["preemptions"] == 1
     assert by_type["job.suspended"]["data"]["job"]["status"] == "suspended"
     deliveries = WebhookStore(store.engine, 20).deliveries(hook, Scope.of("t"))
-    assert {(d.state, d.attempts, d.response_status) for d in deliveries} == {
-        ("delivered", 3, 200)
-    }
+    assert {(d.state, d.attempts, d.response_status) for d in deliveries} == {("delivered", 3, 200)}
     assert all(d.response_excerpt == "ok" and d.next_attempt_at is None for d in deliveries)
 
 
@@ -158,7 +156,8 @@ def test_the_event_id_and_body_stay_the_same_across_attempts(
     store.finish(_running(store, "t"), JobStatus.succeeded, OWNER)
     _drain(_courier(store))
     ((event_id, event),) = receiver.accepted.items()
-    assert event["id"] == event_id and receiver.attempts[event_id] == 2
+    assert event["id"] == event_id
+    assert receiver.attempts[event_id] == 2
     assert set(event) == {"id", "type", "created_at", "data"}
 
 
@@ -180,10 +179,13 @@ def test_a_name_that_resolves_to_loopback_at_delivery_is_not_connected_to(
     outcome = courier.attempt(claimed)
 
     assert receiver.requests == 0
-    assert outcome.status is None and "refused before connecting" in (outcome.error or "")
+    assert outcome.status is None
+    assert "refused before connecting" in (outcome.error or "")
     (delivery,) = hooks.deliveries(hook, Scope.of("t"))
-    assert delivery.state == "pending" and delivery.attempts == 1
-    assert "loopback" in (delivery.error or "") and delivery.next_attempt_at is not None
+    assert delivery.state == "pending"
+    assert delivery.attempts == 1
+    assert "loopback" in (delivery.error or "")
+    assert delivery.next_attempt_at is not None
 
 
 def test_the_sender_connects_to_the_checked_address_with_the_name_as_host(
@@ -214,9 +216,11 @@ def test_a_redirect_is_not_followed_and_the_answer_is_read_bounded(
     (claimed,) = courier.claim(5)
     courier.attempt(claimed)
     (delivery,) = WebhookStore(store.engine, 20).deliveries(hook, Scope.of("t"))
-    assert delivery.state == "pending" and delivery.response_status == 302
+    assert delivery.state == "pending"
+    assert delivery.response_status == 302
     assert delivery.response_excerpt == "x" * FAST.response_bytes
-    assert "302" in (delivery.error or "") and receiver.requests == 1
+    assert "302" in (delivery.error or "")
+    assert receiver.requests == 1
 
 
 def test_a_slow_endpoint_fails_the_attempt_at_the_timeout(
@@ -232,20 +236,21 @@ def test_a_slow_endpoint_fails_the_attempt_at_the_timeout(
     courier.attempt(claimed)
     assert time.monotonic() - started < 2
     (delivery,) = WebhookStore(store.engine, 20).deliveries(hook, Scope.of("t"))
-    assert delivery.state == "pending" and "timed out" in (delivery.error or "")
+    assert delivery.state == "pending"
+    assert "timed out" in (delivery.error or "")
 
 
-def test_a_delivery_past_its_retry_window_is_given_up(
-    store: JobLeases, receiver: Receiver
-) -> None:
+def test_a_delivery_past_its_retry_window_is_given_up(store: JobLeases, receiver: Receiver) -> None:
     receiver.answer = 503
     hook = _register(store, receiver, "t")
     store.finish(_running(store, "t"), JobStatus.succeeded, OWNER)
     schedule = Schedule(timeout_s=2, base_s=0.05, max_s=0.1, window_s=0.3, response_bytes=64)
     _drain(Courier(store.engine, schedule, TargetPolicy(LOOPBACK)))
     (delivery,) = WebhookStore(store.engine, 20).deliveries(hook, Scope.of("t"))
-    assert delivery.state == "failed" and delivery.next_attempt_at is None
-    assert delivery.attempts >= 2 and delivery.response_status == 503
+    assert delivery.state == "failed"
+    assert delivery.next_attempt_at is None
+    assert delivery.attempts >= 2
+    assert delivery.response_status == 503
 
 
 def test_backoff_doubles_up_to_its_cap() -> None:
@@ -281,8 +286,10 @@ def test_a_claimed_delivery_is_not_sent_by_a_second_loop(store: JobLeases) -> No
 def test_the_test_event_reaches_one_endpoint(store: JobLeases, receiver: Receiver) -> None:
     hook = _register(store, receiver, "t")
     delivery = WebhookStore(store.engine, 20).send_test(hook, ANY_TENANT)
-    assert delivery.state == "pending" and delivery.type == "webhook.test"
+    assert delivery.state == "pending"
+    assert delivery.type == "webhook.test"
     _drain(_courier(store))
     (event,) = receiver.accepted.values()
-    assert event["type"] == "webhook.test" and event["data"]["webhook"]["id"] == hook
+    assert event["type"] == "webhook.test"
+    assert event["data"]["webhook"]["id"] == hook
     assert json.loads(json.dumps(event))["id"] == delivery.event_id

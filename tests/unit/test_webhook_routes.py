@@ -65,7 +65,8 @@ def test_a_target_at_a_forbidden_address_is_a_422_naming_url_and_the_rule(
 ) -> None:
     body = _problem(api.post("/webhooks", json={"url": url, "events": ALL}, headers=member), 422)
     (error,) = body["errors"]
-    assert error["loc"] == ["body", "url"] and f"'{rule}'" in error["msg"]
+    assert error["loc"] == ["body", "url"]
+    assert f"'{rule}'" in error["msg"]
     assert api.get("/webhooks", headers=member).json() == []
 
 
@@ -111,9 +112,11 @@ def test_the_secret_is_shown_once_and_endpoints_belong_to_their_tenant(
     assert created.status_code == 201, created.text
     hook = created.json()
     assert set(hook) == {"id", "url", "events", "secret", "created_at"}
-    assert hook["secret"].startswith("whsec_") and hook["events"] == ALL
+    assert hook["secret"].startswith("whsec_")
+    assert hook["events"] == ALL
     listed = api.get("/webhooks", headers=member).json()
-    assert [h["id"] for h in listed] == [hook["id"]] and "secret" not in listed[0]
+    assert [h["id"] for h in listed] == [hook["id"]]
+    assert "secret" not in listed[0]
     assert hook["secret"] not in api.get(f"/webhooks/{hook['id']}/deliveries", headers=member).text
 
     other = bearer(new_tenant(api, "wh-other"))
@@ -126,7 +129,8 @@ def test_the_secret_is_shown_once_and_endpoints_belong_to_their_tenant(
         _problem(api.request(method, path, headers=other), 404)
     theirs = _problem(api.get(f"/webhooks/{hook['id']}/deliveries", headers=other), 404)
     unknown = _problem(api.get("/webhooks/wh_0000000000000000/deliveries", headers=member), 404)
-    assert theirs["title"] == unknown["title"] and "no webhook with id" in theirs["detail"]
+    assert theirs["title"] == unknown["title"]
+    assert "no webhook with id" in theirs["detail"]
     everyone = api.get("/webhooks", params={"tenant": "*"}, headers=ADMIN).json()
     assert hook["id"] in {h["id"] for h in everyone}
     _problem(api.get("/webhooks", params={"tenant": "*"}, headers=other), 403)
@@ -139,8 +143,10 @@ def test_the_test_event_is_queued_and_listed_with_the_deliveries(
     queued = api.post(f"/webhooks/{hook['id']}/test", headers=member)
     assert queued.status_code == 202, queued.text
     delivery = queued.json()
-    assert delivery["type"] == "webhook.test" and delivery["state"] == "pending"
-    assert delivery["attempts"] == 0 and delivery["next_attempt_at"] is not None
+    assert delivery["type"] == "webhook.test"
+    assert delivery["state"] == "pending"
+    assert delivery["attempts"] == 0
+    assert delivery["next_attempt_at"] is not None
     listed = api.get(f"/webhooks/{hook['id']}/deliveries", headers=member).json()
     assert [d["id"] for d in listed] == [delivery["id"]]
 

@@ -31,7 +31,7 @@ WebhookId = Annotated[str, Depends(_webhook_id)]
     "/webhooks",
     status_code=status.HTTP_201_CREATED,
     response_model=WebhookCreated,
-    responses=problems(409, 422),
+    responses=problems(400, 409, 422),
     summary="Register an endpoint for job events; the answer shows its signing secret, "
     "once. A URL that is not http(s) or whose host resolves to a loopback, private, "
     "link-local, multicast, reserved or metadata address is refused (422)",

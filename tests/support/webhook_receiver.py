@@ -17,6 +17,12 @@ from typing import Any
 from k2e.webhooks.signing import verify
 
 
+def offline_resolver(host: str, port: int) -> list[str]:
+    """A resolver for apps whose tests must not look names up (a lookup is a packet to
+    the machine's DNS server): every name fails to resolve, as in a network without DNS."""
+    raise OSError(f"{host}: no DNS lookups in the tests")
+
+
 @dataclass
 class Receiver:
     secret: str = ""
@@ -30,6 +36,7 @@ class Receiver:
     accepted: dict[str, dict[str, Any]] = field(default_factory=dict)
     bad_signatures: int = 0
     requests: int = 0
+    raw: list[tuple[dict[str, str], bytes]] = field(default_factory=list)  # every request
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -50,6 +57,7 @@ class Receiver:
         body = request.rfile.read(int(request.headers.get("Content-Length", "0")))
         with self.lock:
             self.requests += 1
+            self.raw.append((dict(request.headers.items()), body))
             if not verify(self.secret, body, request.headers.get("K2E-Signature", "")):
                 self.bad_signatures += 1
                 return 400, b"bad signature"

@@ -5,9 +5,11 @@ On SQLite and on the machine's PostgreSQL (a schema of its own)."""
 
 import ipaddress
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import delete, select, update
@@ -20,6 +22,7 @@ from k2e.tables import jobs, webhook_deliveries, webhooks
 from k2e.tenancy.scope import ANY_TENANT, Scope
 from k2e.webhooks.courier import Courier, Schedule
 from k2e.webhooks.schemas import EventType
+from k2e.webhooks.signing import signature
 from k2e.webhooks.store import WebhookStore
 from k2e.webhooks.targets import TargetPolicy
 from tests.support.postgres import fresh_postgres_schema
@@ -293,3 +296,23 @@ def test_the_test_event_reaches_one_endpoint(store: JobLeases, receiver: Receive
     assert event["type"] == "webhook.test"
     assert event["data"]["webhook"]["id"] == hook
     assert json.loads(json.dumps(event))["id"] == delivery.event_id
+
+
+def test_the_documented_verification_snippet_accepts_a_delivery_and_nothing_else(
+    store: JobLeases, receiver: Receiver
+) -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
+    (snippet,) = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "K2E-Sig" in b]
+    scope: dict = {}
+    exec(snippet, scope)  # noqa: S102 - the docs' own code, run as a reader would
+    verify_k2e_signature = scope["verify_k2e_signature"]
+    _register(store, receiver, "t")
+    store.finish(_running(store, "t"), JobStatus.succeeded, OWNER)
+    _drain(_courier(store))
+    ((headers, body),) = receiver.raw
+    header = headers["K2E-Signature"]
+    assert verify_k2e_signature(receiver.secret, body, header)
+    assert not verify_k2e_signature("whsec_another", body, header)
+    assert not verify_k2e_signature(receiver.secret, body + b" ", header)
+    old = signature(receiver.secret, body, int(time.time()) - 3600)
+    assert not verify_k2e_signature(receiver.secret, body, old)

@@ -83,6 +83,13 @@ class WebhookSettings(BaseSettings):
         description="The most bytes of an endpoint's response read and kept per attempt "
         "(shown in the delivery's `response_excerpt`).",
     )
+    webhook_history_days: float = Field(
+        default=30.0,
+        gt=0,
+        le=3650,
+        description="How long delivered and given-up deliveries stay listed; then the "
+        "delivery loop removes them.",
+    )
     webhook_max_per_tenant: int = Field(
         default=20,
         ge=1,

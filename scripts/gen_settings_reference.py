@@ -105,6 +105,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "webhook_poll_s",
         "webhook_concurrency",
         "webhook_response_bytes",
+        "webhook_history_days",
         "webhook_max_per_tenant",
     ),
 }

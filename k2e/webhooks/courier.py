@@ -15,12 +15,14 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import ssl
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, or_, select, update
+from sqlalchemy import Engine, delete, or_, select, update
 
 from k2e.db import aware, utcnow
 from k2e.settings import Settings
@@ -32,6 +34,7 @@ from k2e.webhooks.targets import TargetPolicy, TargetRefused
 
 log = logging.getLogger("k2e.webhooks")
 d = webhook_deliveries
+PRUNE_EVERY_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class Schedule:
     max_s: float
     window_s: float
     response_bytes: int
+    history_s: float = 30 * 86400.0  # ended deliveries are listed this long
 
     def wait_after(self, attempts: int) -> float:
         """The wait after the ``attempts``-th failed attempt: base, doubling, capped."""
@@ -70,8 +74,10 @@ class Courier:
         policy: TargetPolicy,
         concurrency: int = 4,
         poll_s: float = 1.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.engine = engine
+        self.tls = tls  # None: the system's trusted certificates
         self.schedule = schedule
         self.policy = policy
         self.concurrency = concurrency
@@ -90,6 +96,7 @@ class Courier:
             max_s=settings.webhook_retry_max_s,
             window_s=settings.webhook_retry_window_s,
             response_bytes=settings.webhook_response_bytes,
+            history_s=settings.webhook_history_days * 86400,
         )
         policy = TargetPolicy(settings.webhook_allowed_networks)
         return cls(engine, schedule, policy, settings.webhook_concurrency, settings.webhook_poll_s)
@@ -102,12 +109,26 @@ class Courier:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _loop(self) -> None:
+        pruned_at = 0.0
         while not self._stop.is_set():
             try:
                 self.dispatch_due()
+                if time.monotonic() - pruned_at > PRUNE_EVERY_S:
+                    self.prune()
+                    pruned_at = time.monotonic()
             except Exception:  # an unreachable store: try again next round
                 log.warning("webhook round failed", exc_info=True)
             self._stop.wait(self.poll_s)
+
+    def prune(self) -> int:
+        """Remove delivered and given-up deliveries older than the history keeps."""
+        cutoff = utcnow() - timedelta(seconds=self.schedule.history_s)
+        with self.engine.begin() as conn:
+            return int(
+                conn.execute(
+                    delete(d).where(d.c.state != PENDING, d.c.created_at < cutoff)
+                ).rowcount
+            )
 
     def dispatch_due(self) -> int:
         """Hand as many due deliveries to the sending threads as they have room for."""
@@ -185,7 +206,12 @@ class Courier:
                 EVENT_ID_HEADER: claimed.event_id,
             }
             outcome = sender.post(
-                target, body, headers, self.schedule.timeout_s, self.schedule.response_bytes
+                target,
+                body,
+                headers,
+                self.schedule.timeout_s,
+                self.schedule.response_bytes,
+                self.tls,
             )
         self.record(claimed, outcome)
         return outcome

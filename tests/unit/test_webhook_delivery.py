@@ -9,6 +9,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ from k2e.webhooks.signing import signature
 from k2e.webhooks.store import WebhookStore
 from k2e.webhooks.targets import TargetPolicy
 from tests.support.postgres import fresh_postgres_schema
-from tests.support.webhook_receiver import Receiver, running_receiver
+from tests.support.webhook_receiver import Receiver, running_receiver, self_signed
 
 OWNER = "host:1:abc"
 LOOPBACK = (ipaddress.ip_network("127.0.0.1/32"),)
@@ -316,3 +317,46 @@ def test_the_documented_verification_snippet_accepts_a_delivery_and_nothing_else
     assert not verify_k2e_signature(receiver.secret, body + b" ", header)
     old = signature(receiver.secret, body, int(time.time()) - 3600)
     assert not verify_k2e_signature(receiver.secret, body, old)
+
+
+@pytest.mark.parametrize(
+    ("certified", "delivered"), [("receiver.test", True), ("other.test", False)]
+)
+def test_https_goes_to_the_checked_address_and_verifies_the_name(
+    store: JobLeases, tmp_path: Path, certified: str, delivered: bool
+) -> None:
+    """TLS to the checked address, with the URL's name as SNI and as the name the
+    certificate must carry: a certificate for another name fails the attempt."""
+    server_tls, client_tls = self_signed(tmp_path, certified)
+    with running_receiver(Receiver(), tls=server_tls) as receiver:
+        hooks = WebhookStore(store.engine, 20)
+        url = f"https://receiver.test:{receiver.port}/in"
+        hook = hooks.create("t", url, [EventType.succeeded])
+        receiver.secret = hook.secret
+        store.finish(_running(store, "t"), JobStatus.succeeded, OWNER)
+        policy = TargetPolicy(LOOPBACK, resolver=lambda host, port: ["127.0.0.1"])
+        courier = Courier(store.engine, FAST, policy, tls=client_tls)
+        (claimed,) = courier.claim(5)
+        outcome = courier.attempt(claimed)
+        assert outcome.delivered is delivered, outcome
+        if delivered:
+            assert receiver.effective() == {"job.succeeded": 1}
+        else:
+            assert "certificate" in (outcome.error or "").lower()
+            assert receiver.accepted == {}
+
+
+def test_ended_deliveries_leave_the_history_after_its_days(
+    store: JobLeases, receiver: Receiver
+) -> None:
+    hook = _register(store, receiver, "t")
+    store.finish(_running(store, "t"), JobStatus.succeeded, OWNER)
+    _drain(_courier(store))
+    receiver.answer = 503
+    store.finish(_running(store, "t"), JobStatus.failed, OWNER)
+    with store.engine.begin() as conn:  # both a month old; the second still pending
+        conn.execute(update(webhook_deliveries).values(created_at=utcnow() - timedelta(days=31)))
+    assert _courier(store).prune() == 1
+    (left,) = WebhookStore(store.engine, 20).deliveries(hook, Scope.of("t"))
+    assert left.type == "job.failed"
+    assert left.state == "pending"

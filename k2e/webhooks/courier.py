@@ -105,8 +105,9 @@ class Courier:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop claiming; wait for the attempts under way (each ends within its timeout)."""
         self._stop.set()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _loop(self) -> None:
         pruned_at = 0.0

@@ -360,3 +360,32 @@ def test_ended_deliveries_leave_the_history_after_its_days(
     (left,) = WebhookStore(store.engine, 20).deliveries(hook, Scope.of("t"))
     assert left.type == "job.failed"
     assert left.state == "pending"
+
+
+def test_a_slow_endpoint_does_not_hold_up_another_s_deliveries(store: JobLeases) -> None:
+    """The loop sends from threads of its own: while one endpoint keeps an attempt waiting,
+    another endpoint's event still arrives at once."""
+    with (
+        running_receiver(Receiver(delay_s=2.5)) as slow,
+        running_receiver(Receiver()) as fast,
+    ):
+        hooks = WebhookStore(store.engine, 20)
+        slow.secret = hooks.create("slow", slow.url, [EventType.succeeded]).secret
+        store.finish(_running(store, "slow"), JobStatus.succeeded, OWNER)
+        fast.secret = hooks.create("fast", fast.url, [EventType.succeeded]).secret
+        schedule = Schedule(timeout_s=5, base_s=0.05, max_s=0.2, window_s=60, response_bytes=64)
+        courier = Courier(store.engine, schedule, TargetPolicy(LOOPBACK), poll_s=0.05)
+        courier.start()
+        try:
+            deadline = time.monotonic() + 10
+            while not slow.requests:  # the slow endpoint holds a sending thread now
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            started = time.monotonic()
+            store.finish(_running(store, "fast"), JobStatus.succeeded, OWNER)
+            fast.wait_for(1, timeout=3)
+            assert time.monotonic() - started < 2
+            assert slow.requests == 1  # still in its first attempt
+        finally:
+            courier.stop()  # waits for the slow attempt to end
+        assert len(slow.accepted) == 1

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
 from k2e.launcher.embedded_redis import EmbeddedRedis
 from k2e.settings import Settings
@@ -182,3 +183,21 @@ def test_deleting_a_tenant_forgets_its_endpoints(api: TestClient) -> None:
     assert api.delete("/tenants/wh-gone", headers=ADMIN).status_code == 204
     everyone = api.get("/webhooks", params={"tenant": "*"}, headers=ADMIN).json()
     assert hook["id"] not in {h["id"] for h in everyone}
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"webhook_allow_cidrs": "10.0.0.0/8, not-a-network"}, "not-a-network"),
+        ({"webhook_retry_base_s": 60, "webhook_retry_max_s": 30}, "K2E_WEBHOOK_RETRY_MAX_S"),
+    ],
+)
+def test_bad_webhook_settings_are_refused_at_start(values: dict, named: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        Settings(**values)
+    assert named in str(refused.value)
+
+
+def test_allowed_networks_are_read_from_the_setting() -> None:
+    settings = Settings(webhook_allow_cidrs=" 10.20.0.0/16 ,fd00::/8,")
+    assert [str(n) for n in settings.webhook_allowed_networks] == ["10.20.0.0/16", "fd00::/8"]

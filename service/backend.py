@@ -56,7 +56,9 @@ class Backend:
             sessions=SessionStore(store.engine, settings.session_ttl_s),
             placement=Placement(store.engine, Policy.from_settings(settings)),
             webhooks=WebhookStore(store.engine, settings.webhook_max_per_tenant),
-            webhook_targets=TargetPolicy(settings.webhook_allowed_networks),
+            webhook_targets=TargetPolicy(
+                settings.webhook_allowed_networks, lookup_timeout_s=settings.webhook_timeout_s
+            ),
         )
 
     def upload_limit(self, tenant: str) -> tuple[int, str]:

@@ -98,7 +98,9 @@ class Courier:
             response_bytes=settings.webhook_response_bytes,
             history_s=settings.webhook_history_days * 86400,
         )
-        policy = TargetPolicy(settings.webhook_allowed_networks)
+        policy = TargetPolicy(
+            settings.webhook_allowed_networks, lookup_timeout_s=schedule.timeout_s
+        )
         return cls(engine, schedule, policy, settings.webhook_concurrency, settings.webhook_poll_s)
 
     def start(self) -> None:

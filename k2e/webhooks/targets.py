@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
@@ -29,6 +30,7 @@ METADATA = frozenset(
     for a in ("169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200")
 )
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_LOOKUPS = ThreadPoolExecutor(8, thread_name_prefix="k2e-dns")
 URL_LOC = ("body", "url")
 
 
@@ -99,13 +101,18 @@ def address_rule(address: IpAddress) -> str | None:
 
 
 class TargetPolicy:
-    """Checks URLs against the rules above, with the allowed networks and a resolver."""
+    """Checks URLs against the rules above, with the allowed networks and a resolver; a
+    lookup that takes longer than ``lookup_timeout_s`` counts as one that failed."""
 
     def __init__(
-        self, allowed: Sequence[IpNetwork] = (), resolver: Resolver = system_resolver
+        self,
+        allowed: Sequence[IpNetwork] = (),
+        resolver: Resolver = system_resolver,
+        lookup_timeout_s: float = 5.0,
     ) -> None:
         self.allowed = tuple(allowed)
         self.resolver = resolver
+        self.lookup_timeout_s = lookup_timeout_s
 
     def check(self, url: str) -> Target:
         """Resolve the URL's host once and check every address; TargetRefused naming the
@@ -132,8 +139,16 @@ class TargetPolicy:
         return Target(parts.scheme, host, port, path, str(addresses[0]))
 
     def _resolve(self, host: str, port: int) -> list[IpAddress]:
+        # In a thread of its own: a slow DNS server holds neither an API request nor a
+        # delivery thread past the timeout (the lookup itself finishes in the background).
+        lookup = _LOOKUPS.submit(self.resolver, host, port)
         try:
-            found = [ipaddress.ip_address(a.split("%", 1)[0]) for a in self.resolver(host, port)]
+            answer = lookup.result(timeout=self.lookup_timeout_s)
+            found = [ipaddress.ip_address(a.split("%", 1)[0]) for a in answer]
+        except TimeoutError:
+            raise TargetRefused(
+                f"url: the host {host} did not resolve within {self.lookup_timeout_s:g} s", "dns"
+            ) from None
         except (OSError, UnicodeError, ValueError) as exc:
             raise TargetRefused(f"url: the host {host} does not resolve ({exc})", "dns") from None
         if not found:

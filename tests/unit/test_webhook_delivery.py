@@ -389,3 +389,21 @@ def test_a_slow_endpoint_does_not_hold_up_another_s_deliveries(store: JobLeases)
         finally:
             courier.stop()  # waits for the slow attempt to end
         assert len(slow.accepted) == 1
+
+
+def test_a_slow_lookup_counts_as_a_failed_one(store: JobLeases, receiver: Receiver) -> None:
+    def slow_dns(host: str, port: int) -> list[str]:
+        time.sleep(2)
+        return ["127.0.0.1"]
+
+    hooks = WebhookStore(store.engine, 20)
+    hook = hooks.create("t", f"http://slow.test:{receiver.port}/", [EventType.failed]).id
+    store.finish(_running(store, "t"), JobStatus.failed, OWNER)
+    courier = _courier(store, TargetPolicy(LOOPBACK, slow_dns, lookup_timeout_s=0.3))
+    (claimed,) = courier.claim(5)
+    started = time.monotonic()
+    courier.attempt(claimed)
+    assert time.monotonic() - started < 1
+    (delivery,) = hooks.deliveries(hook, Scope.of("t"))
+    assert "did not resolve within 0.3 s" in (delivery.error or "")
+    assert receiver.requests == 0

@@ -1,5 +1,6 @@
 """The store's tables (SQLAlchemy Core): jobs and their events, tenants, API keys, uploads,
-the quota reservations of uploads in progress, sessions, and the server's own secrets."""
+the quota reservations of uploads in progress, sessions, the server's own secrets, the
+scheduler's, and webhooks with the outbox of their deliveries."""
 
 from sqlalchemy import (
     JSON,
@@ -205,4 +206,44 @@ job_members = Table(
     Column("node", String(128)),
     Column("address", String(280)),  # host:port in TF_CONFIG
     Column("beat_at", DateTime(timezone=True)),
+)
+
+
+webhooks = Table(
+    "k2e_webhooks",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(32), nullable=False, unique=True),
+    Column("tenant", String(64), nullable=False, index=True),
+    Column("url", String(2048), nullable=False),
+    Column("events", JSON, nullable=False),  # the event types it is sent
+    # The HMAC key of its signatures: kept as given, since signing needs it (shown once).
+    Column("secret", String(128), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+webhook_deliveries = Table(
+    "k2e_webhook_deliveries",
+    metadata,
+    # The outbox: one row per event and endpoint, written in the transaction that made the
+    # event (k2e.webhooks.outbox); a worker's delivery loop sends it until it is answered.
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(32), nullable=False, unique=True),
+    Column("webhook_id", String(32), nullable=False, index=True),
+    Column("tenant", String(64), nullable=False),
+    Column("event_id", String(40), nullable=False),  # K2E-Event-Id: the same on every try
+    Column("type", String(32), nullable=False),
+    Column("body", Text, nullable=False),  # the exact bytes signed and sent
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("state", String(16), nullable=False),  # pending, delivered, failed
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", DateTime(timezone=True), index=True),
+    # A delivery loop's claim on it while it tries: another waits until it lapses.
+    Column("claimed_by", String(128)),
+    Column("claimed_until", DateTime(timezone=True)),
+    Column("last_attempt_at", DateTime(timezone=True)),
+    Column("response_status", Integer),
+    Column("response_excerpt", Text),
+    Column("error", Text),
+    Column("delivered_at", DateTime(timezone=True)),
 )

@@ -98,6 +98,18 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "predict_timeout_s",
     ),
     "Reading jobs": ("job_cache_s", "live_job_cache_s", "events_poll_s", "events_keepalive_s"),
+    "Webhooks": (
+        "webhook_allow_cidrs",
+        "webhook_timeout_s",
+        "webhook_retry_base_s",
+        "webhook_retry_max_s",
+        "webhook_retry_window_s",
+        "webhook_poll_s",
+        "webhook_concurrency",
+        "webhook_response_bytes",
+        "webhook_history_days",
+        "webhook_max_per_tenant",
+    ),
 }
 
 HEADER = """# k2e settings

@@ -16,6 +16,8 @@ from k2e.storage import Storage
 from k2e.tenancy.bodies import EffectiveQuotas
 from k2e.tenancy.sessions import SessionStore
 from k2e.tenancy.tenant_store import TenantStore
+from k2e.webhooks.store import WebhookStore
+from k2e.webhooks.targets import TargetPolicy
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,9 @@ class Backend:
     sessions: SessionStore
     placement: Placement
     clusters: ClusterViews
+    webhooks: WebhookStore
+    # Checks webhook URLs at registration (the delivery loop checks them again).
+    webhook_targets: TargetPolicy
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Backend":
@@ -53,6 +58,10 @@ class Backend:
             sessions=SessionStore(store.engine, settings.session_ttl_s),
             placement=Placement(store.engine, Policy.from_settings(settings)),
             clusters=ClusterViews(store.engine, settings.lease_s),
+            webhooks=WebhookStore(store.engine, settings.webhook_max_per_tenant),
+            webhook_targets=TargetPolicy(
+                settings.webhook_allowed_networks, lookup_timeout_s=settings.webhook_timeout_s
+            ),
         )
 
     def upload_limit(self, tenant: str) -> tuple[int, str]:

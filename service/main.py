@@ -31,6 +31,7 @@ from service.routes import (
     reruns,
     tenants,
     uploads,
+    webhooks,
 )
 from service.ui import dashboard as ui
 
@@ -80,7 +81,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     add_exception_handlers(app)
     app.add_middleware(JobReadFastPath)
-    for module in (health, uploads, convert, jobs, reruns, predict, events, tenants, queues, ui):
+    for module in (
+        health,
+        uploads,
+        convert,
+        jobs,
+        reruns,
+        predict,
+        events,
+        tenants,
+        queues,
+        webhooks,
+        ui,
+    ):
         app.include_router(module.router)
     add_docs(app)
     add_request_schemas(app, {"ConvertRequest": ConvertRequest, "PredictRequest": PredictRequest})

@@ -22,6 +22,7 @@ app.conf.worker_max_memory_per_child = settings.job_memory_bytes // 1024  # KiB
 log = logging.getLogger("k2e.worker")
 _reconciler: Any = None
 _registry: Any = None
+_courier: Any = None
 
 
 @lru_cache(maxsize=1)
@@ -67,9 +68,20 @@ def _join_registry(sender: Any = None, **_: Any) -> None:
     _registry.start()
 
 
+@worker_ready.connect
+def _start_webhook_courier(**_: Any) -> None:
+    """The main process sends webhook deliveries from threads of its own: a slow
+    endpoint never holds a pool process (a job slot)."""
+    global _courier
+    from k2e.db import make_engine
+    from k2e.webhooks.courier import Courier
+
+    _courier = Courier.from_settings(make_engine(settings.sqlalchemy_url), settings)
+    _courier.start()
+
+
 @worker_shutdown.connect
 def _stop_reconciler(**_: Any) -> None:
-    if _reconciler is not None:
-        _reconciler.stop()
-    if _registry is not None:
-        _registry.stop()
+    for loop in (_reconciler, _registry, _courier):
+        if loop is not None:
+            loop.stop()

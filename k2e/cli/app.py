@@ -6,7 +6,17 @@ from typing import Annotated
 
 import typer
 
-from k2e.cli import admin, demo, job_commands, login, plans, run, submit, upload_commands
+from k2e.cli import (
+    admin,
+    demo,
+    job_commands,
+    login,
+    plans,
+    run,
+    submit,
+    upload_commands,
+    webhook_commands,
+)
 from k2e.cli.context import EXIT_FAILED, EXIT_REJECTED, CliState
 from k2e.cli.render import print_problem
 from k2e.client import ApiUnreachable, ClientError, ProblemError
@@ -61,6 +71,7 @@ app.command("delete")(job_commands.delete)
 app.command("download")(job_commands.download)
 app.add_typer(upload_commands.models_app, name="models")
 app.add_typer(upload_commands.datasets_app, name="datasets")
+app.add_typer(webhook_commands.webhooks_app, name="webhooks")
 app.add_typer(admin.admin_app, name="admin")
 app.command("whoami")(admin.whoami)
 app.command("login")(login.login)

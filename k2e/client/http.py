@@ -1,4 +1,5 @@
-"""The k2e API client (sync): uploads, jobs, events, downloads, tenants and keys."""
+"""The k2e API client (sync): uploads, jobs, events, downloads, tenants and keys (webhooks:
+k2e.client.webhooks)."""
 
 import json
 import time
@@ -14,6 +15,7 @@ from k2e.client.exceptions import ClientError
 from k2e.client.following import FollowOptions, JobStreamEvent, follow
 from k2e.client.transport import DEFAULT_TIMEOUT, Session
 from k2e.cluster_schemas import Distribution
+from k2e.client.webhooks import WebhookCalls
 from k2e.compat import Self
 from k2e.plan_schemas import Plan
 from k2e.schemas import (
@@ -70,7 +72,7 @@ def _spec_body(
     return body if distribution is None else {**body, "distribution": distribution}
 
 
-class Client:
+class Client(WebhookCalls):
     """One API and key. Use as a context manager, or call ``close()``."""
 
     def __init__(

@@ -10,6 +10,8 @@ from sqlalchemy.engine import Connection
 from k2e.db import utcnow
 from k2e.schemas import TERMINAL_STATUSES
 from k2e.tables import events, jobs
+from k2e.webhooks import outbox
+from k2e.webhooks.schemas import EventType
 
 # Built once: jobs are read by id on every GET /jobs/{id} and every progress update.
 BY_ID = select(jobs).where(jobs.c.id == bindparam("job_id"))
@@ -34,11 +36,18 @@ def number_events(conn: Connection, job_id: str, count: int) -> int | None:
 
 
 def add_event(
-    conn: Connection, job_id: str, kind: str, message: str = "", data: Any = None
+    conn: Connection,
+    job_id: str,
+    kind: str,
+    message: str = "",
+    data: Any = None,
+    webhook: EventType | None = None,
 ) -> None:
     """A transition (``kind`` is the new status), a log line (``kind`` "log"), or an event
     only the stream shows (k2e.jobs.event_log). A terminal status is followed by the job's
-    "end" event, in the same transaction: every way a job ends comes through here."""
+    "end" event, in the same transaction: every way a job ends comes through here. So do
+    the webhook events (k2e.webhooks.outbox): ended and suspended by the status, others
+    (``webhook``: a preemption) named by the caller."""
     now = utcnow()
     ends = kind in TERMINAL_VALUES
     num = number_events(conn, job_id, 2 if ends else 1)
@@ -51,3 +60,6 @@ def add_event(
         conn.execute(
             insert(events).values(job_id=job_id, num=num + 1, at=now, kind="end", message="")
         )
+    webhook = webhook or outbox.BY_STATUS.get(kind)
+    if webhook is not None:
+        outbox.emit(conn, job_id, webhook)

@@ -28,6 +28,7 @@ from k2e.jobs.rows import add_event
 from k2e.jobs.suspension import PREEMPT, SUSPEND
 from k2e.schemas import JobStatus
 from k2e.tables import jobs
+from k2e.webhooks.schemas import EventType
 
 
 class YieldReleases:
@@ -56,6 +57,7 @@ class YieldReleases:
             released["progress"] = progress
         mine = [jobs.c.id == job_id, jobs.c.lease_owner == owner]
         mine.append(jobs.c.status == JobStatus.running.value)
+        webhook = None
         with self.engine.begin() as conn:
             if _update(conn, mine, SUSPEND, {**released, "status": JobStatus.suspended.value}):
                 status, note = JobStatus.suspended, f"suspended at step {step}"
@@ -70,13 +72,13 @@ class YieldReleases:
                     "preempted_at": now,
                 },
             ):
-                status = JobStatus.queued
+                status, webhook = JobStatus.queued, EventType.preempted
                 note = f"preempted: queued again, it resumes from step {step}"
             elif _update(conn, mine, None, {**released, "status": JobStatus.queued.value}):
                 status, note = JobStatus.queued, f"queued again: it goes on from step {step}"
             else:
                 return None
-            add_event(conn, job_id, status.value, note)
+            add_event(conn, job_id, status.value, note, webhook=webhook)
         self._notify(job_id)
         return status
 
@@ -118,7 +120,8 @@ class YieldReleases:
                 .values(**values)
             )
             if result.rowcount == 1:
-                add_event(conn, job_id, new.value, note)
+                webhook = EventType.preempted if request == PREEMPT else None
+                add_event(conn, job_id, new.value, note, webhook=webhook)
         if result.rowcount == 1:
             self._notify(job_id)
         return result.rowcount == 1

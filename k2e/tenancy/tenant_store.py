@@ -17,7 +17,17 @@ from sqlalchemy.exc import IntegrityError
 from k2e.db import aware, utcnow
 from k2e.errors import Conflict, NotFound
 from k2e.schemas import JobStatus
-from k2e.tables import api_keys, events, jobs, sessions, tenants, upload_reservations, uploads
+from k2e.tables import (
+    api_keys,
+    events,
+    jobs,
+    sessions,
+    tenants,
+    upload_reservations,
+    uploads,
+    webhook_deliveries,
+    webhooks,
+)
 from k2e.tenancy import keys, quota
 from k2e.tenancy.bodies import (
     DEFAULT_TENANT,
@@ -133,8 +143,8 @@ class TenantStore:
 
     def delete_tenant(self, name: str) -> list[str]:
         """Forget a tenant and every row it owns (keys and their sessions, uploads, jobs
-        and their events); returns its keys' ids. Conflict while it has a job queued or
-        running. Its files are the caller's to remove."""
+        and their events, webhooks and their deliveries); returns its keys' ids. Conflict
+        while it has a job queued or running. Its files are the caller's to remove."""
         with self.engine.begin() as conn:
             quota.lock_tenant(conn, name)  # NotFound; and no upload or job starts meanwhile
             active = quota.active_jobs(conn, name)
@@ -153,6 +163,8 @@ class TenantStore:
             conn.execute(delete(jobs).where(jobs.c.tenant == name))
             conn.execute(delete(uploads).where(uploads.c.tenant == name))
             conn.execute(delete(upload_reservations).where(upload_reservations.c.tenant == name))
+            conn.execute(delete(webhook_deliveries).where(webhook_deliveries.c.tenant == name))
+            conn.execute(delete(webhooks).where(webhooks.c.tenant == name))
             conn.execute(delete(tenants).where(tenants.c.name == name))
         log.info("deleted tenant %s and its %d keys", name, len(key_ids))
         return key_ids

@@ -46,7 +46,7 @@ PAGE_HEADERS = {
 }
 # On every answer that carries a session's CSRF token.
 NO_STORE = {"Cache-Control": "no-store"}
-PAGES = ("", "/", "/jobs", "/models", "/datasets", "/submit", "/queues", "/signin")
+PAGES = ("", "/", "/jobs", "/models", "/datasets", "/submit", "/queues", "/webhooks", "/signin")
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 

@@ -28,6 +28,11 @@ TUNABLES = (
     "job_memory_sample_s",
     "job_stop_grace_s",
     "max_inflation_ratio",
+    "webhook_allow_cidrs",
+    "webhook_timeout_s",
+    "webhook_retry_base_s",
+    "webhook_retry_max_s",
+    "webhook_poll_s",
 )
 
 

@@ -95,7 +95,15 @@ def test_revoking_the_key_ends_its_sessions(world: dict) -> None:
 
 def test_pages_are_served_with_a_strict_content_security_policy(world: dict) -> None:
     client = TestClient(world["app"])
-    pages = ("/ui", "/ui/jobs", "/ui/submit", "/ui/models", "/ui/datasets", "/ui/queues")
+    pages = (
+        "/ui",
+        "/ui/jobs",
+        "/ui/submit",
+        "/ui/models",
+        "/ui/datasets",
+        "/ui/queues",
+        "/ui/webhooks",
+    )
     for path in (*pages, "/ui/jobs/x"):
         page = client.get(path)
         assert page.status_code == 200, path

@@ -16,9 +16,10 @@ from tests.support.api_keys import TEST_ADMIN_KEY, admin_client, bearer, new_ten
 
 PUBLIC = {"/healthz", "/readyz"}
 # Ids a tenant owns; admin routes ({name}, {key_id}) answer members 403 instead.
-OWNED = {"job_id", "model_id", "dataset_id"}
+OWNED = {"job_id", "model_id", "dataset_id", "webhook_id"}
 UNKNOWN = {"job_id": "0" * 8 + "-0000-4000-8000-" + "0" * 12, "model_id": "f" * 32}
 UNKNOWN["dataset_id"] = "e" * 32
+UNKNOWN["webhook_id"] = "wh_" + "d" * 16
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +51,12 @@ def world(tmp_path_factory: pytest.TempPathFactory, redis_server) -> Iterator[di
         spec = {"keras_model_path": model, "train": {"dataset": dataset, "max_steps": 5}}
         job = client.post("/convert", json=spec, headers=bearer(owner))
         assert job.status_code == 202, job.text
+        hook = client.post(
+            "/webhooks",
+            json={"url": "https://93.184.216.34/in", "events": ["job.succeeded"]},
+            headers=bearer(owner),
+        )
+        assert hook.status_code == 201, hook.text
         owner_key_id = next(k["id"] for k in client.get("/keys").json() if k["tenant"] == "owner")
         yield {
             "app": app,
@@ -59,6 +66,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, redis_server) -> Iterator[di
                 "job_id": job.json()["id"],
                 "model_id": model,
                 "dataset_id": dataset,
+                "webhook_id": hook.json()["id"],
                 "step": "1",
                 "name": "owner",
                 "key_id": owner_key_id,

@@ -6,6 +6,7 @@ import { jobsView } from "./jobs.js";
 import { queuesView } from "./queues.js";
 import { submitView } from "./submit.js";
 import { uploadsView } from "./uploads.js";
+import { webhooksView } from "./webhooks.js";
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");
@@ -21,6 +22,7 @@ const ROUTES = [
   [/^\/ui\/datasets\/?$/, () => (ctx) => uploadsView(ctx, "datasets")],
   [/^\/ui\/submit\/?$/, () => submitView],
   [/^\/ui\/queues\/?$/, () => queuesView],
+  [/^\/ui\/webhooks\/?$/, () => webhooksView],
 ];
 
 export function go(path) {

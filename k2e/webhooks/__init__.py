@@ -1,0 +1,1 @@
+"""Completion webhooks: tenants' endpoints, the outbox of deliveries, and their sending."""

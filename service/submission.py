@@ -27,8 +27,8 @@ from k2e.errors import (
 from k2e.jobs.gang_capacity import check_gang_fits
 from k2e.jobs.job_store import JobStore
 from k2e.jobs.planning import plan_job
-from k2e.jobs.queueing import queue_for
 from k2e.jobs.provenance import submitted
+from k2e.jobs.queueing import queue_for
 from k2e.jobs.records import JobRecord
 from k2e.schemas import ConvertRequest
 from k2e.spec.checks import check_spec

@@ -14,8 +14,8 @@ from k2e.client.endpoint import resolve_config
 from k2e.client.exceptions import ClientError
 from k2e.client.following import FollowOptions, JobStreamEvent, follow
 from k2e.client.transport import DEFAULT_TIMEOUT, Session
-from k2e.cluster_schemas import Distribution
 from k2e.client.webhooks import WebhookCalls
+from k2e.cluster_schemas import Distribution
 from k2e.compat import Self
 from k2e.plan_schemas import Plan
 from k2e.schemas import (

@@ -13,6 +13,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from k2e.jobs.gang_capacity import check_gang_fits
 from k2e.jobs.job_store import JobStore
 from k2e.jobs.placement import Placement
 from k2e.jobs.planning import plan_model_dir, plan_warm_start
@@ -54,6 +55,8 @@ def dry_run(
     """The plan of the job ``spec`` would make now (``storage``: the tenant's view);
     raises what the submission would raise."""
     model = check_spec(spec, storage, settings, reinspect=False, quotas=quotas)
+    queue = queue_for(spec.accelerator)
+    check_gang_fits(store.engine, spec, queue, quotas, settings.worker_live_s)
     _, reused = plan_model_dir(spec, storage, "dry-run")
     plan_warm_start(spec, store, storage, tenant, reused)
     summary = model.summary
@@ -63,7 +66,6 @@ def dry_run(
     parameters = parameter_count(model, storage)
     memory = estimate_memory(spec, model, parameters, storage, settings)
     priority = settings.priority_values[spec.priority]
-    queue = queue_for(spec.accelerator)
     return Plan(
         spec=resolved_spec(spec),
         eval_metric_keys=eval_metric_keys(spec, model.metric_names),

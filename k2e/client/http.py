@@ -14,6 +14,7 @@ from k2e.client.exceptions import ClientError
 from k2e.client.following import FollowOptions, JobStreamEvent, follow
 from k2e.client.transport import DEFAULT_TIMEOUT, Session
 from k2e.compat import Self
+from k2e.queue_schemas import WorkerSummary
 from k2e.schemas import (
     CheckpointInfo,
     ConvertRequest,
@@ -307,6 +308,10 @@ class Client:
 
     def revoke_key(self, key_id: str) -> None:
         self.session.request("DELETE", f"/keys/{key_id}")
+
+    def list_workers(self) -> list[WorkerSummary]:
+        """The workers in the registry, live or lost (admin keys only)."""
+        return self.session.get_list(WorkerSummary, "/workers")
 
     def ready(self) -> bool:
         """Whether the API answers ``/readyz`` (broker and job store up)."""

@@ -84,7 +84,9 @@ class Dispatcher:
         sent: list[str] = []
         for index, job in enumerate(claimed):
             try:
-                self.sender.send_train(job.id, job.queue, job.timeout_s)
+                self.sender.send_train(
+                    job.id, job.queue, job.timeout_s, job.request_id, job.trace_context
+                )
             except Unavailable:
                 unsent = claimed[index:]
                 self._unclaim([j.id for j in unsent])

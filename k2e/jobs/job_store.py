@@ -54,6 +54,8 @@ class NewJob:
     dir_lock: str | None = None  # "<tenant>:<name>" for a named model_dir
     uploads: tuple[str, ...] = ()
     priority: int | None = None  # the value of its priority class (None: normal)
+    request_id: str | None = None  # the submission's X-Request-ID
+    trace_context: str | None = None  # its trace's traceparent (tracing on)
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,8 @@ class JobStore(SuspendResume):
                         uploads=" ".join(new.uploads),
                         events_num=0,
                         priority=new.priority,
+                        request_id=new.request_id,
+                        trace_context=new.trace_context,
                     )
                 )
                 add_event(conn, new.id, JobStatus.queued.value, f"queued on {new.queue}")

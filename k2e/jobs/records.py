@@ -45,6 +45,9 @@ class JobRecord:
     # for now ("suspend" or "preempt", k2e.jobs.yielding), or None.
     preemptions: int = 0
     yield_request: str | None = None
+    # The submission's X-Request-ID and trace context (k2e.logs, k2e.tracing).
+    request_id: str | None = None
+    trace_context: str | None = None
 
     @classmethod
     def from_row(cls, row: RowMapping) -> JobRecord:
@@ -73,6 +76,8 @@ class JobRecord:
             preemptions=row["preemptions"] or 0,
             dispatched=row["dispatched_at"] is not None,
             yield_request=row["yield_request"],
+            request_id=row.get("request_id"),
+            trace_context=row.get("trace_context"),
         )
 
     def public(self, place: QueuePlace | None = None) -> Job:

@@ -72,6 +72,8 @@ class Waiting:
     priority: int
     seq: int
     timeout_s: int | None
+    request_id: str | None = None
+    trace_context: str | None = None
 
 
 @dataclass(frozen=True)
@@ -199,6 +201,8 @@ def read_snapshot(
         priority.label("priority"),
         jobs.c.seq,
         jobs.c.timeout_s,
+        jobs.c.request_id,
+        jobs.c.trace_context,
         rank,
     ).where(jobs.c.status == JobStatus.queued.value, jobs.c.dispatched_at.is_(None))
     if queue is not None:
@@ -208,7 +212,16 @@ def read_snapshot(
     if per_tenant is not None:
         outer = outer.where(inner.c.rank <= per_tenant)
     waiting = [
-        Waiting(str(r.id), r.tenant, str(r.queue), int(r.priority), int(r.seq), r.timeout_s)
+        Waiting(
+            str(r.id),
+            r.tenant,
+            str(r.queue),
+            int(r.priority),
+            int(r.seq),
+            r.timeout_s,
+            r.request_id,
+            r.trace_context,
+        )
         for r in conn.execute(outer).all()
     ]
     snapshot = Snapshot(now, policy, live_slots(conn, now, policy.live_s), holding, waiting)

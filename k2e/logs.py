@@ -122,6 +122,8 @@ def use_json_logs(level: int = logging.INFO, loggers: tuple[str, ...] = ()) -> N
     logging.captureWarnings(True)
     for name in loggers:
         logger = logging.getLogger(name)
+        if not logger.handlers:
+            continue  # switched off (uvicorn's --no-access-log): left so
         for old in list(logger.handlers):
             logger.removeHandler(old)
         logger.propagate = True

@@ -28,6 +28,8 @@ TUNABLES = (
     "job_memory_sample_s",
     "job_stop_grace_s",
     "max_inflation_ratio",
+    "worker_heartbeat_s",
+    "log_format",
 )
 
 
@@ -40,6 +42,8 @@ def worker_env(settings: Settings) -> dict[str, str]:
         PYTHONUNBUFFERED="1",
     )
     env.update({f"K2E_{name.upper()}": str(getattr(settings, name)) for name in TUNABLES})
+    if settings.trace_file is not None:
+        env["K2E_TRACE_FILE"] = str(settings.trace_file)
     return env
 
 

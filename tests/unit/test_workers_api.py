@@ -10,10 +10,13 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from rich.console import Console
 from sqlalchemy import update
 
+from k2e.cli.render import workers_table
 from k2e.db import utcnow
 from k2e.jobs.workers import WorkerEntry, WorkerLoad, WorkerRegistry
+from k2e.queue_schemas import WorkerSummary
 from k2e.settings import Settings
 from k2e.tables import workers
 from service.main import create_app
@@ -87,3 +90,26 @@ def test_the_memory_of_a_process_tree_counts_this_process() -> None:
     assert rss is not None
     assert rss > 10 * 1024 * 1024
     assert tree_rss(2**22 + 12345) is None  # no such process
+
+
+def test_k2e_admin_workers_prints_each_worker_with_its_state_and_job(api: TestClient) -> None:
+    registry = _registry(api)
+    entry = WorkerEntry("node-c:13", "node-c", ("cpu",), 1, "9.9.9")
+    registry.register(entry)
+    registry.beat(entry, WorkerLoad(("job-7",), 300 * 1024 * 1024))
+    listed = [WorkerSummary.model_validate(w) for w in api.get("/workers").json()]
+    console = Console(record=True, width=200)
+    console.print(workers_table(listed))
+    text = console.export_text()
+    header, row = text.splitlines()[:2]
+    assert header.split() == [
+        "WORKER",
+        "STATE",
+        "QUEUES",
+        "ACCEL",
+        "VERSION",
+        "JOB",
+        "MEMORY",
+        "HEARTBEAT",
+    ]
+    assert row.split()[:7] == ["node-c:13", "live", "cpu", "cpu", "9.9.9", "job-7", "300.0"]

@@ -15,7 +15,7 @@ Target: the median of the per-round ratios on/off is at least 0.98. Also measure
 CPU cost of one log line through the process's handler and the job's capture, text and
 JSON (``line_us``): what the logs can cost at most, given the lines a round writes.
 
-    flock /tmp/k2e-integration.lock .venv/bin/python -m bench.observability [--rounds N]
+    .venv/bin/python -m bench.observability [--rounds N]   # alone on the machine
 """
 
 import argparse

@@ -1,6 +1,7 @@
-"""The scheduler's answers: a queued job's place (``Job.scheduling``) and each queue's
-state (``GET /queues``, admins)."""
+"""The scheduler's answers: a queued job's place (``Job.scheduling``), each queue's
+state (``GET /queues``, admins) and the fleet of workers (``GET /workers``, admins)."""
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -48,3 +49,30 @@ class QueueSummary(BaseModel):
     waiting: int = Field(description="Jobs waiting to be handed over (suspended ones not).")
     borrowed: int = Field(description="Slots held beyond their tenants' shares.")
     tenants: list[TenantInQueue] = Field(description="The same per tenant with jobs there.")
+
+
+class WorkerSummary(BaseModel):
+    """One worker (a Celery worker and its pool) as its heartbeats in the registry say."""
+
+    name: str = Field(description="`<host>:<pid>` of its main process; its log lines' `worker`.")
+    node: str = Field(description="The host it runs on.")
+    queues: list[str] = Field(description="The queues it consumes.")
+    slots: int = Field(description="Its job slots (its pool's processes).")
+    accelerator: Literal["cpu", "gpu"] = Field(
+        description="`gpu` when the node shows an NVIDIA device, else `cpu`."
+    )
+    version: str = Field(description="The k2e release it runs.")
+    current_job: str | None = Field(
+        description="The id of the job it runs (the first, with several slots); null when idle."
+    )
+    current_jobs: list[str] = Field(description="Every job its pool runs, at its last heartbeat.")
+    rss_bytes: int | None = Field(
+        description="Resident memory of its processes (main and pool), at its last heartbeat."
+    )
+    started_at: datetime = Field(description="When it registered.")
+    last_heartbeat: datetime
+    state: Literal["live", "lost"] = Field(
+        description="`live`: seen within three heartbeats (K2E_WORKER_HEARTBEAT_S); `lost`: "
+        "silent longer (killed, or cut off from the store). The scheduler counts the job "
+        "slots of live workers only; a clean shutdown removes the worker."
+    )

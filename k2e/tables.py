@@ -76,6 +76,10 @@ jobs = Table(
     # How the job was made (schemas.Provenance): digests and seeds from its submission,
     # versions and worker from its start.
     Column("provenance", JSON),
+    # The X-Request-ID of the submission, carried into every log line of the job's life,
+    # and its trace's context (a W3C traceparent; NULL with tracing off): k2e.tracing.
+    Column("request_id", String(128)),
+    Column("trace_context", String(128)),
     # The scheduler's turns: when a tenant last had a job handed over in a queue.
     Index("ix_k2e_jobs_turns", "tenant", "queue", "dispatched_at"),
 )
@@ -182,6 +186,11 @@ workers = Table(
     Column("version", String(32), nullable=False),
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("seen_at", DateTime(timezone=True), nullable=False, index=True),
+    # What GET /workers shows, refreshed by each heartbeat: "cpu" or "gpu", the jobs its
+    # pool runs now (space-separated ids), and its processes' resident memory.
+    Column("accelerator", String(16)),
+    Column("current_jobs", String(400)),
+    Column("rss_bytes", BigInteger),
 )
 
 scheduler = Table(

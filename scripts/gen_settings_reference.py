@@ -30,6 +30,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "api_port",
     ),
     "Identity and the dashboard": ("admin_key", "key_cache_s", "session_ttl_s"),
+    "Logs and traces": ("log_format", "otlp_endpoint", "trace_file", "service_name"),
     "Tenants: default quotas, fairness, retention": (
         "quota_max_active_jobs",
         "quota_max_bytes",

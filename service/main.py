@@ -6,6 +6,7 @@ import threading
 
 from fastapi import FastAPI
 
+from k2e import logs, tracing
 from k2e.schemas import ConvertRequest, PredictRequest
 from k2e.settings import Settings, get_settings
 from k2e.tenancy.bodies import DEFAULT_TENANT
@@ -21,6 +22,7 @@ from service.job_files import member_view
 from service.jobcache import JobCache
 from service.openapi import add_request_schemas
 from service.problems import add_exception_handlers
+from service.request_context import RequestContext
 from service.routes import (
     convert,
     events,
@@ -41,6 +43,10 @@ log = logging.getLogger("k2e.api")
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The API; ``settings`` default to the process's (read from the environment)."""
     settings = settings if settings is not None else get_settings()
+    if settings.log_format == "json":
+        # uvicorn's own loggers too: every line the API process writes is JSON.
+        logs.use_json_logs(loggers=("uvicorn", "uvicorn.error", "uvicorn.access"))
+    tracing.setup(settings, "api")
     app = FastAPI(
         title="k2e",
         version=__version__,
@@ -81,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     add_exception_handlers(app)
     app.add_middleware(JobReadFastPath)
+    app.add_middleware(RequestContext)  # added last: the outermost
     for module in (
         health,
         uploads,

@@ -9,12 +9,14 @@ the broker when the fairness rule allows. A refused submission keeps nothing.
 import dataclasses
 import hashlib
 import json
+import logging
 from typing import Any
 
 import numpy as np
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from k2e import logs, tracing
 from k2e.catalog import Kind
 from k2e.errors import (
     Conflict,
@@ -39,6 +41,8 @@ from k2e.tenancy.scope import Scope
 from service.backend import Backend
 from service.multipart import ReceivedFile
 from service.upload_intake import delete_upload, store_dataset, store_model
+
+log = logging.getLogger("k2e.api")
 
 
 class Replayed(Exception):
@@ -178,12 +182,13 @@ def keep_uploads(
     kept); their ids by field."""
     ids: dict[str, str] = {}
     for field, received in files.items():
-        if field == "model":
-            ids[field] = store_model(received, backend, tenant).id
-            created["model"].append(ids[field])
-        else:
-            ids[field] = store_dataset(received, backend, tenant).id
-            created["dataset"].append(ids[field])
+        with tracing.span("upload", field=field):
+            if field == "model":
+                ids[field] = store_model(received, backend, tenant).id
+                created["model"].append(ids[field])
+            else:
+                ids[field] = store_dataset(received, backend, tenant).id
+                created["dataset"].append(ids[field])
     return ids
 
 
@@ -248,17 +253,21 @@ def submit(
     store = backend.store
     storage = backend.storage.for_tenant(tenant)
     quotas = backend.tenants.quotas(tenant)
-    check_spec(spec, storage, backend.settings, reinspect=False, quotas=quotas)
+    with tracing.span("check"):
+        check_spec(spec, storage, backend.settings, reinspect=False, quotas=quotas)
     # A gang larger than its queue's live workers (or the tenant's share) never starts.
     queue = queue_for(spec.accelerator)
     check_gang_fits(store.engine, spec, queue, quotas, backend.settings.worker_live_s)
     new = plan_job(spec, store, storage, tenant, quotas, idempotency_key, body_hash)
     # The class's value now: a class an admin renumbers later leaves this job's order.
-    # The digests and seeds a rerun reuses (k2e.jobs.provenance).
+    # The digests and seeds a rerun reuses (k2e.jobs.provenance). The request's id and
+    # trace go with the job: its worker's lines and spans carry them.
     new = dataclasses.replace(
         new,
         priority=backend.settings.priority_values[spec.priority],
         provenance=submitted(spec, storage).model_dump(mode="json"),
+        request_id=logs.current().get("request_id"),
+        trace_context=tracing.current_traceparent(),
     )
     job_id = new.id
     # The record exists before the task is sent: a worker never sees an unknown job.
@@ -276,6 +285,8 @@ def submit(
         if existing is None:
             raise
         raise Replayed(existing) from None
+    with logs.bound(job_id=job_id, tenant=tenant):
+        log.info("job %s: accepted for the %s queue", job_id, new.queue)
     try:
         backend.dispatcher.pump(Scope.of(tenant))
     except Unavailable:

@@ -8,6 +8,7 @@ from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from k2e.jobs.queueing import make_celery
 from k2e.settings import get_settings
+from worker import observability
 
 if TYPE_CHECKING:
     from worker.training import JobRunner
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
 settings = get_settings()
 app = make_celery(settings, name="k2e-worker")
 app.conf.include = ["worker.tasks"]
+observability.install(settings)
 # A pool process still past the job memory bound after its task (a job that ended
 # out_of_memory; Python rarely gives memory back) is replaced before its next job.
 app.conf.worker_max_memory_per_child = settings.job_memory_bytes // 1024  # KiB

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from k2e import tracing
 from k2e.formats.read_limits import ReadLimits
 from k2e.jobs.leases import JobLeases
 from k2e.jobs.records import JobRecord
@@ -82,6 +83,7 @@ class JobPhases:
     train_on_cluster: Callable[[JobEstimator], None] | None = None
     # The evaluated checkpoint, and its evaluation's examples and predictions.
     _reference: tuple[str, Reference] | None = field(default=None, init=False)
+    _phase_span: Any = field(default=None, init=False)  # the current phase's (k2e.tracing)
 
     @property
     def inputs(self) -> list[TensorInfo]:
@@ -100,6 +102,12 @@ class JobPhases:
 
     def run(self, stopped: Any) -> RunResult:
         """Every phase; ``stopped(step)`` is the result of a job that must stop."""
+        try:
+            return self._run(stopped)
+        finally:
+            self._end_phase()
+
+    def _run(self, stopped: Any) -> RunResult:
         control = self.control
         self._enter("building the model")
         cfg = self.spec.config
@@ -271,7 +279,14 @@ class JobPhases:
         """Each phase starts with a stop check and says so in the job's logs."""
         self.control.check()
         self.control.phase = phase
+        self._end_phase()
+        self._phase_span = tracing.start(phase, job_id=self.job.id)
         log.info("job %s: %s", self.job.id, phase)
+
+    def _end_phase(self) -> None:
+        if self._phase_span is not None:
+            self._phase_span.end()
+            self._phase_span = None
 
     def _examples(self) -> tuple[dict[str, np.ndarray], ExamplesFrom]:
         """Up to MAX_EXAMPLES examples of the job's data (evaluation data first), or

@@ -110,7 +110,7 @@ class Reconciler:
         return removed
 
     def _send(self, job: JobRecord) -> None:
-        self.sender.send_train(job.id, job.queue, job.timeout_s)
+        self.sender.send_train(job.id, job.queue, job.timeout_s, job.request_id, job.trace_context)
 
 
 def _is_cluster(job: JobRecord) -> bool:

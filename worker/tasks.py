@@ -3,14 +3,18 @@
 from typing import Any
 
 from k2e.cluster_schemas import Role
+from k2e import tracing
 from k2e.jobs.predictions import PREDICT_TASK
 from k2e.jobs.queueing import MEMBER_TASK, TRAIN_TASK
 from worker.celery_app import app, runner
 
 
-@app.task(name=TRAIN_TASK)
-def train_job(job_id: str) -> None:
-    runner().run(job_id)
+@app.task(name=TRAIN_TASK, bind=True)
+def train_job(self: Any, job_id: str) -> None:
+    # The job's span continues the submission's trace (the enqueue span's context).
+    parent = getattr(self.request, tracing.TRACEPARENT, None)
+    with tracing.span("job", parent=parent if isinstance(parent, str) else None, job_id=job_id):
+        runner().run(job_id)
 
 
 @app.task(name=PREDICT_TASK)

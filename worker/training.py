@@ -7,7 +7,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from k2e import blobstore_s3
+from k2e import blobstore_s3, logs, tracing
 from k2e.blobstore import blob_store
 from k2e.catalog import Catalog, recorded_sha256
 from k2e.errors import InvalidSpec, K2EError
@@ -69,19 +69,11 @@ class JobRunner:
 
         Never raises for a job's own failure: the worker lives on for the next job.
         """
-        job = self.store.get(job_id, ANY_TENANT)
-        if job.status not in (JobStatus.queued, JobStatus.running):
-            log.info("job %s is %s: not running it", job_id, job.status.value)
+        with tracing.span("pickup", job_id=job_id):
+            picked = self._pick_up(job_id)
+        if picked is None:
             return
-        if self.store.fail_exhausted(job_id, self.settings.max_attempts):
-            log.error("job %s: failed after %d attempts", job_id, job.attempts)
-            return
-        owner = new_owner()
-        started = self.store.start(job_id, owner, self.settings.lease_s)
-        if started is None:
-            log.info("job %s: leased by a live worker or finished; not running it", job_id)
-            return
-        log.info("job %s: attempt %d as %s", job_id, started.attempts, owner)
+        started, owner = picked
         control = RunControl(self._deadline(started))
         if started.yield_request is not None:
             # Asked to yield before it started (suspended while in the broker): nothing
@@ -93,7 +85,7 @@ class JobRunner:
             return
         with (
             self._hold_scratch(job_id),
-            JobLogCapture(self.store, job_id) as logs,
+            JobLogCapture(self.store, job_id, self.settings.log_format) as captured,
             Heartbeat(
                 self.store,
                 job_id,
@@ -101,7 +93,7 @@ class JobRunner:
                 self.settings.lease_s,
                 self.settings.heartbeat_s,
                 control,
-                on_beat=logs.flush_to_store,
+                on_beat=captured.flush_to_store,
                 memory_bytes=self.settings.job_memory_bytes,
                 sample_s=self.settings.job_memory_sample_s,
                 grace_s=self.settings.job_stop_grace_s,
@@ -247,6 +239,27 @@ class JobRunner:
         except Exception:  # the record of a size must not fail the job's end
             log.warning("job %s: could not size its model_dir", job.id, exc_info=True)
             return None
+
+    def _pick_up(self, job_id: str) -> tuple[JobRecord, str] | None:
+        """Lease the job (its first or next attempt); None when it is not this worker's."""
+        job = self.store.get(job_id, ANY_TENANT)
+        # Jobs sent without the header (older releases) carry the stored id all the same.
+        logs.bind_process(
+            tenant=job.tenant, request_id=logs.current().get("request_id") or job.request_id
+        )
+        if job.status not in (JobStatus.queued, JobStatus.running):
+            log.info("job %s is %s: not running it", job_id, job.status.value)
+            return None
+        if self.store.fail_exhausted(job_id, self.settings.max_attempts):
+            log.error("job %s: failed after %d attempts", job_id, job.attempts)
+            return None
+        owner = new_owner()
+        started = self.store.start(job_id, owner, self.settings.lease_s)
+        if started is None:
+            log.info("job %s: leased by a live worker or finished; not running it", job_id)
+            return None
+        log.info("job %s: attempt %d as %s", job_id, started.attempts, owner)
+        return started, owner
 
     def _deadline(self, job: JobRecord) -> float | None:
         if job.timeout_s is None or job.started_at is None:

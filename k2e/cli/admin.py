@@ -1,4 +1,4 @@
-"""``k2e admin``: tenants and API keys (admin keys only), and ``k2e whoami``."""
+"""``k2e admin``: tenants, API keys and workers (admin keys only), and ``k2e whoami``."""
 
 from typing import Annotated
 
@@ -6,11 +6,13 @@ import typer
 from rich.text import Text
 
 from k2e.cli.context import state
-from k2e.cli.render import keys_table, print_json, tenants_table
+from k2e.cli.render import keys_table, print_json, tenants_table, workers_table
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
-admin_app = typer.Typer(help="Tenants and API keys (needs an admin key).", no_args_is_help=True)
+admin_app = typer.Typer(
+    help="Tenants, API keys and workers (needs an admin key).", no_args_is_help=True
+)
 tenants_app = typer.Typer(help="Tenants and their quotas.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
 admin_app.add_typer(tenants_app, name="tenants")
@@ -129,6 +131,18 @@ def revoke_key(ctx: typer.Context, key_id: str) -> None:
     with st.client() as client:
         client.revoke_key(key_id)
     st.out.print(f"revoked key {key_id}")
+
+
+@admin_app.command("workers")
+def list_workers(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """The workers: queues, accelerator, current job, memory, last heartbeat, live or lost."""
+    st = state(ctx)
+    with st.client() as client:
+        workers = client.list_workers()
+    if as_json:
+        print_json(st.out, workers)
+    else:
+        st.out.print(workers_table(workers))
 
 
 def whoami(ctx: typer.Context, as_json: JsonOption = False) -> None:

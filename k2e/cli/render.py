@@ -13,6 +13,7 @@ from rich.text import Text
 from k2e.client.exceptions import ProblemError
 from k2e.cluster_schemas import Cluster
 from k2e.compat import UTC
+from k2e.queue_schemas import WorkerSummary
 from k2e.schemas import DatasetInfo, Job, ModelInfo
 from k2e.tenancy.bodies import ApiKey, Tenant
 
@@ -217,6 +218,25 @@ def keys_table(keys: Iterable[ApiKey]) -> Table:
             ago(k.created_at),
             ago(k.last_used_at),
             ago(k.revoked_at) if k.revoked_at else "-",
+        )
+    return table
+
+
+def workers_table(workers: Iterable[WorkerSummary]) -> Table:
+    table = Table(box=None, header_style="bold")
+    columns = ("WORKER", "STATE", "QUEUES", "ACCEL", "VERSION", "JOB", "MEMORY", "HEARTBEAT")
+    for column in columns:
+        table.add_column(column, no_wrap=column in ("WORKER", "JOB"))
+    for w in workers:
+        table.add_row(
+            w.name,
+            Text(w.state, style="green" if w.state == "live" else "red"),
+            " ".join(w.queues),
+            w.accelerator,
+            w.version,
+            " ".join(w.current_jobs) or "-",
+            size(w.rss_bytes) if w.rss_bytes is not None else "-",
+            ago(w.last_heartbeat),
         )
     return table
 

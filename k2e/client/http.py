@@ -18,6 +18,7 @@ from k2e.client.webhooks import WebhookCalls
 from k2e.cluster_schemas import Distribution
 from k2e.compat import Self
 from k2e.plan_schemas import Plan
+from k2e.queue_schemas import WorkerSummary
 from k2e.schemas import (
     CheckpointInfo,
     ConvertRequest,
@@ -365,6 +366,10 @@ class Client(WebhookCalls):
 
     def revoke_key(self, key_id: str) -> None:
         self.session.request("DELETE", f"/keys/{key_id}")
+
+    def list_workers(self) -> list[WorkerSummary]:
+        """The workers in the registry, live or lost (admin keys only)."""
+        return self.session.get_list(WorkerSummary, "/workers")
 
     def ready(self) -> bool:
         """Whether the API answers ``/readyz`` (broker and job store up)."""

@@ -111,7 +111,7 @@ class Dispatcher:
 
     def _send(self, job: Waiting) -> None:
         """The job's task; for a cluster, the chief's (the job's own) and each member's."""
-        self.sender.send_train(job.id, job.queue, job.timeout_s)
+        self.sender.send_train(job.id, job.queue, job.timeout_s, job.request_id, job.trace_context)
         if job.cluster is not None and job.gang is not None:
             for role, index in job.cluster.roles()[1:]:
                 self.sender.send_member(job.id, job.queue, job.gang, role, index)

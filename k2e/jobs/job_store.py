@@ -55,6 +55,8 @@ class NewJob:
     uploads: tuple[str, ...] = ()
     priority: int | None = None  # the value of its priority class (None: normal)
     provenance: dict[str, Any] | None = None  # schemas.Provenance, from its submission
+    request_id: str | None = None  # the submission's X-Request-ID
+    trace_context: str | None = None  # its trace's traceparent (tracing on)
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,8 @@ class JobStore(SuspendResume):
                         events_num=0,
                         priority=new.priority,
                         provenance=new.provenance,
+                        request_id=new.request_id,
+                        trace_context=new.trace_context,
                     )
                 )
                 add_event(conn, new.id, JobStatus.queued.value, f"queued on {new.queue}")

@@ -4,6 +4,7 @@ The API and the worker's reconciler send the training task by name (``TRAIN_TASK
 so the API never imports worker code.
 """
 
+import logging
 from typing import Any
 
 import redis
@@ -11,13 +12,17 @@ from celery import Celery
 from kombu import Queue
 from kombu.exceptions import OperationalError
 
+from k2e import logs, tracing
 from k2e.errors import Unavailable
 from k2e.settings import Settings
 
 TRAIN_TASK = "k2e.train_job"
 # A cluster job's members other than its chief (the chief runs as TRAIN_TASK).
 MEMBER_TASK = "k2e.cluster_member"
+# The task header carrying the submission's X-Request-ID to the worker (k2e.logs).
+REQUEST_ID_HEADER = "k2e_request_id"
 CPU_QUEUE = "cpu"
+log = logging.getLogger("k2e.dispatch")
 GPU_QUEUE = "gpu"
 
 
@@ -86,13 +91,31 @@ class TaskSender:
         """The Celery app tasks are sent with (also POST /jobs/{id}/predict's)."""
         return self._celery
 
-    def send_train(self, job_id: str, queue: str, timeout_s: int | None) -> None:
-        """Enqueue a job on ``queue``; its Celery time limits back ``timeout_s``."""
+    def send_train(
+        self,
+        job_id: str,
+        queue: str,
+        timeout_s: int | None,
+        request_id: str | None = None,
+        trace_context: str | None = None,
+    ) -> None:
+        """Enqueue a job on ``queue``; its Celery time limits back ``timeout_s``. The
+        task's headers carry the submission's request id and trace (k2e.tracing) to the
+        worker."""
         options = train_task_options(job_id, queue, timeout_s, self._grace_s)
-        try:
-            self._celery.send_task(TRAIN_TASK, args=[job_id], **options)
-        except (OperationalError, redis.RedisError, OSError) as exc:
-            raise Unavailable(f"the broker does not answer: {exc}") from exc
+        with (
+            logs.bound(request_id=request_id, job_id=job_id),
+            tracing.span("enqueue", parent=trace_context, job_id=job_id, queue=queue),
+        ):
+            headers = {REQUEST_ID_HEADER: request_id} if request_id else {}
+            traceparent = tracing.current_traceparent()
+            if traceparent:
+                headers[tracing.TRACEPARENT] = traceparent
+            try:
+                self._celery.send_task(TRAIN_TASK, args=[job_id], headers=headers, **options)
+            except (OperationalError, redis.RedisError, OSError) as exc:
+                raise Unavailable(f"the broker does not answer: {exc}") from exc
+            log.info("job %s: handed to the %s queue", job_id, queue)
 
     def send_member(self, job_id: str, queue: str, gang: int, role: str, index: int) -> None:
         """Enqueue one non-chief member of a cluster job's placement ``gang``."""

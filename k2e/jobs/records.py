@@ -48,6 +48,9 @@ class JobRecord:
     preemptions: int = 0
     yield_request: str | None = None
     provenance: Provenance | None = None
+    # The submission's X-Request-ID and trace context (k2e.logs, k2e.tracing).
+    request_id: str | None = None
+    trace_context: str | None = None
 
     @classmethod
     def from_row(cls, row: RowMapping) -> JobRecord:
@@ -77,6 +80,8 @@ class JobRecord:
             dispatched=row["dispatched_at"] is not None,
             yield_request=row["yield_request"],
             provenance=_provenance(row.get("provenance")),
+            request_id=row.get("request_id"),
+            trace_context=row.get("trace_context"),
         )
 
     def public(self, place: QueuePlace | None = None, cluster: Cluster | None = None) -> Job:

@@ -81,6 +81,8 @@ class Waiting:
     @property
     def size(self) -> int:
         return self.cluster.size if self.cluster is not None else 1
+    request_id: str | None = None
+    trace_context: str | None = None
 
 
 @dataclass(frozen=True)
@@ -212,6 +214,8 @@ def read_snapshot(
         jobs.c.seq,
         jobs.c.timeout_s,
         jobs.c.spec,
+        jobs.c.request_id,
+        jobs.c.trace_context,
         rank,
     ).where(jobs.c.status == JobStatus.queued.value, jobs.c.dispatched_at.is_(None))
     if queue is not None:
@@ -228,7 +232,9 @@ def read_snapshot(
             int(r.priority),
             int(r.seq),
             r.timeout_s,
-            cluster_of(r.spec),
+            cluster=cluster_of(r.spec),
+            request_id=r.request_id,
+            trace_context=r.trace_context,
         )
         for r in conn.execute(outer).all()
     ]

@@ -17,6 +17,7 @@ import sys
 import time
 from types import FrameType
 
+from k2e import logs
 from k2e.launcher.embedded_redis import EmbeddedRedis
 from k2e.settings import get_settings
 
@@ -87,8 +88,11 @@ def dies_with_us(command: list[str]) -> list[str]:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = get_settings()
+    if settings.log_format == "json":  # the API and the worker read it too
+        logs.use_json_logs()
+    else:
+        logging.basicConfig(level=logging.INFO, format=logs.TEXT_FORMAT)
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, K2E_DATA_DIR=str(data_dir))

@@ -308,6 +308,9 @@ def test_priority_place_queues_and_suspend_resume(
         for key in ("slots", "running", "waiting", "borrowed"):
             shown = admin.inner_text(f"[data-queue='cpu'] .nums [data-field='{key}']")
             assert shown == str(summary[key]), key
+        # Below the queues, the workers: the one whose slot the holder has, live.
+        running = f"[data-field='current_job'] a[href='/ui/jobs/{holder}']"
+        admin.wait_for_selector(f"#workers tr[data-state='live'] {running}", timeout=30_000)
         admin.context.close()
 
         # Suspend the holder from its page: it ends suspended and the waiting job starts.

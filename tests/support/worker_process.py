@@ -33,6 +33,8 @@ TUNABLES = (
     "webhook_retry_base_s",
     "webhook_retry_max_s",
     "webhook_poll_s",
+    "worker_heartbeat_s",
+    "log_format",
 )
 
 
@@ -45,6 +47,8 @@ def worker_env(settings: Settings) -> dict[str, str]:
         PYTHONUNBUFFERED="1",
     )
     env.update({f"K2E_{name.upper()}": str(getattr(settings, name)) for name in TUNABLES})
+    if settings.trace_file is not None:
+        env["K2E_TRACE_FILE"] = str(settings.trace_file)
     return env
 
 

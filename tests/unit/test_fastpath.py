@@ -66,13 +66,17 @@ def test_a_cached_read_is_the_routes_answer(
     client: TestClient, settings: Settings, from_memory: list[bool]
 ) -> None:
     job_id = _job(settings, "default")
-    first = client.get(f"/jobs/{job_id}", headers=ADMIN)  # the route: fills both caches
+    # One request id for the three: each answer echoes it, the fast path's too.
+    same_id = {"X-Request-ID": "read-1"}
+    first = client.get(f"/jobs/{job_id}", headers={**ADMIN, **same_id})  # fills both caches
     assert first.status_code == 200
     assert first.json()["id"] == job_id
-    cached = client.get(f"/jobs/{job_id}", headers=ADMIN)
+    assert first.headers["x-request-id"] == "read-1"
+    cached = client.get(f"/jobs/{job_id}", headers={**ADMIN, **same_id})
     _same(first, cached)
     spaced = client.get(
-        f"/jobs/{job_id}", headers={"Authorization": f"bearer  {ADMIN['Authorization'][7:]} "}
+        f"/jobs/{job_id}",
+        headers={"Authorization": f"bearer  {ADMIN['Authorization'][7:]} ", **same_id},
     )
     _same(first, spaced)
     assert from_memory == [False, True, True]

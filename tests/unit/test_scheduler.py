@@ -36,7 +36,7 @@ class RecordingSender:
     def __init__(self) -> None:
         self.sent: list[str] = []
 
-    def send_train(self, job_id: str, queue: str, timeout_s: int | None) -> None:
+    def send_train(self, job_id: str, queue: str, timeout_s: int | None, *_: str | None) -> None:
         self.sent.append(job_id)
 
 

@@ -1,5 +1,6 @@
-// The queues (admins): each queue's job slots, the jobs holding them, the jobs waiting,
-// the slots borrowed beyond tenants' shares, and the same per tenant (GET /queues).
+// The queues and workers (admins): each queue's job slots, the jobs holding them, the jobs
+// waiting, the slots borrowed beyond tenants' shares, and the same per tenant (GET /queues);
+// then each worker, live or lost, with its current job and memory (GET /workers).
 import { api } from "./api.js";
 import { h } from "./dom.js";
 
@@ -14,6 +15,7 @@ const COLUMNS = [
 export function queuesView({ main }) {
   document.title = "Queues · k2e";
   const list = h("div", { id: "queues", class: "cards" });
+  const fleet = h("div", { id: "workers" });
   const info = h("p", { class: "muted", role: "status", id: "queues-info" });
   main.append(
     h("h1", {}, "Queues"),
@@ -24,6 +26,13 @@ export function queuesView({ main }) {
     ),
     info,
     list,
+    h("h2", {}, "Workers"),
+    h(
+      "p",
+      { class: "muted" },
+      "Live: seen within three heartbeats. Lost: silent longer (killed, or cut off from the job store); its slots no longer count.",
+    ),
+    fleet,
   );
   let timer = null;
   let stopped = false;
@@ -60,10 +69,40 @@ export function queuesView({ main }) {
     );
   }
 
+  function workersTable(workers) {
+    if (!workers.length) return h("p", { class: "muted" }, "No worker has registered.");
+    const cols = ["Worker", "State", "Queues", "Accelerator", "Version", "Current job", "Memory", "Last heartbeat"];
+    const mib = (n) => (n == null ? "-" : `${Math.round(n / 1048576)} MiB`);
+    return h(
+      "table",
+      { class: "list" },
+      h("caption", { class: "sr-only" }, "Workers"),
+      h("thead", {}, h("tr", {}, cols.map((c) => h("th", { scope: "col" }, c)))),
+      h(
+        "tbody",
+        {},
+        workers.map((w) =>
+          h(
+            "tr",
+            { "data-worker": w.name, "data-state": w.state },
+            h("td", { "data-label": "Worker" }, h("code", {}, w.name)),
+            h("td", { "data-label": "State", "data-field": "state", class: w.state === "live" ? "ok" : "error" }, w.state),
+            h("td", { "data-label": "Queues" }, w.queues.join(" ")),
+            h("td", { "data-label": "Accelerator" }, w.accelerator),
+            h("td", { "data-label": "Version" }, w.version),
+            h("td", { "data-label": "Current job", "data-field": "current_job" }, w.current_job ? h("a", { href: `/ui/jobs/${w.current_job}` }, w.current_job) : "-"),
+            h("td", { "data-label": "Memory" }, mib(w.rss_bytes)),
+            h("td", { "data-label": "Last heartbeat" }, new Date(w.last_heartbeat).toLocaleTimeString()),
+          ),
+        ),
+      ),
+    );
+  }
+
   async function load() {
-    let queues;
+    let queues, workers;
     try {
-      queues = await api("/queues");
+      [queues, workers] = await Promise.all([api("/queues"), api("/workers")]);
     } catch (err) {
       if (stopped) return;
       info.textContent = err.message;
@@ -76,6 +115,7 @@ export function queuesView({ main }) {
     info.classList.remove("error");
     info.textContent = queues.length ? "" : "No queue has workers or jobs yet.";
     list.replaceChildren(...queues.map(queueCard));
+    fleet.replaceChildren(workersTable(workers));
     timer = setTimeout(load, REFRESH_MS);
   }
 

@@ -2,8 +2,8 @@
 
 from typing import Any
 
-from k2e.cluster_schemas import Role
 from k2e import tracing
+from k2e.cluster_schemas import Role
 from k2e.jobs.predictions import PREDICT_TASK
 from k2e.jobs.queueing import MEMBER_TASK, TRAIN_TASK
 from worker.celery_app import app, runner

@@ -81,6 +81,7 @@ class Waiting:
     @property
     def size(self) -> int:
         return self.cluster.size if self.cluster is not None else 1
+
     request_id: str | None = None
     trace_context: str | None = None
 

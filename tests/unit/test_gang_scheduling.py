@@ -35,7 +35,7 @@ class GangSender:
     def __init__(self) -> None:
         self.tasks: list[tuple[str, ...]] = []
 
-    def send_train(self, job_id: str, queue: str, timeout_s: int | None) -> None:
+    def send_train(self, job_id: str, queue: str, timeout_s: int | None, *context: object) -> None:
         self.tasks.append(("train", job_id))
 
     def send_member(self, job_id: str, queue: str, gang: int, role: str, index: int) -> None:

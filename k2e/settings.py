@@ -7,13 +7,14 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
 from k2e.limit_settings import LimitSettings
+from k2e.metrics_settings import MetricsSettings
 from k2e.scheduling_settings import SchedulingSettings
 
 
-class Settings(LimitSettings, SchedulingSettings):
+class Settings(LimitSettings, SchedulingSettings, MetricsSettings):
     """Everything k2e reads from its environment: the limits on what a request and a
     dataset may ask for (k2e.limit_settings), the scheduler's (k2e.scheduling_settings),
-    and the rest here."""
+    GET /metrics' (k2e.metrics_settings), and the rest here."""
 
     model_config = SettingsConfigDict(env_prefix="K2E_", extra="ignore")
 

@@ -6,6 +6,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -202,4 +203,24 @@ job_members = Table(
     Column("node", String(128)),
     Column("address", String(280)),  # host:port in TF_CONFIG
     Column("beat_at", DateTime(timezone=True)),
+)
+
+
+tallies = Table(
+    "k2e_tallies",
+    metadata,
+    # The metrics' counters (GET /metrics): one row per thing counted (a job submitted,
+    # started, ended or preempted, an upload kept, an export that failed its check),
+    # written in the transaction that does it. Rows outlive the jobs they count, so the
+    # counts only grow whichever process (API, worker, reconciler) wrote them.
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("event", String(16), nullable=False),
+    # A job's queue, or an upload's kind ("model", "dataset").
+    Column("queue", String(32), nullable=False),
+    # An ended job's error reason ("" for none).
+    Column("reason", String(32), nullable=False),
+    # Seconds (a start: since submission; an end: since the start) or an upload's bytes.
+    Column("value", Float),
+    Index("ix_k2e_tallies_event", "event", "queue", "reason"),
 )

@@ -96,6 +96,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "predict_timeout_s",
     ),
     "Reading jobs": ("job_cache_s", "live_job_cache_s", "events_poll_s", "events_keepalive_s"),
+    "Metrics": ("metrics_token", "metrics_tenant_labels"),
 }
 
 HEADER = """# k2e settings

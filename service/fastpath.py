@@ -17,6 +17,7 @@ from k2e.tenancy.keys import key_hash
 from service.auth import KeyCache, bearer_key
 from service.auth import scope as caller_scope
 from service.jobcache import JobCache
+from service.metrics.http import ROUTE_KEY
 
 _PREFIX = "/jobs/"
 
@@ -29,6 +30,7 @@ class JobReadFastPath:
         if scope["type"] == "http" and scope["method"] == "GET":
             body = cached_answer(scope)
             if body is not None:
+                scope[ROUTE_KEY] = "/jobs/{job_id}"  # the route's template, for the metrics
                 await send(_start(len(body)))
                 await send({"type": "http.response.body", "body": body})
                 return

@@ -19,9 +19,20 @@ from service.event_feeds import EventBroker
 from service.fastpath import JobReadFastPath
 from service.job_files import member_view
 from service.jobcache import JobCache
+from service.metrics.http import RequestMetrics
 from service.openapi import add_request_schemas
 from service.problems import add_exception_handlers
-from service.routes import convert, events, health, jobs, predict, queues, tenants, uploads
+from service.routes import (
+    convert,
+    events,
+    health,
+    jobs,
+    metrics,
+    predict,
+    queues,
+    tenants,
+    uploads,
+)
 from service.ui import dashboard as ui
 
 log = logging.getLogger("k2e.api")
@@ -65,7 +76,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     add_exception_handlers(app)
     app.add_middleware(JobReadFastPath)
-    for module in (health, uploads, convert, jobs, predict, events, tenants, queues, ui):
+    # Added last, so outermost: it sees every request, the fast path's answers too.
+    app.add_middleware(RequestMetrics)
+    for module in (health, uploads, convert, jobs, predict, events, tenants, queues, metrics, ui):
         app.include_router(module.router)
     add_docs(app)
     add_request_schemas(app, {"ConvertRequest": ConvertRequest, "PredictRequest": PredictRequest})

@@ -1,0 +1,32 @@
+"""Metrics: the tally ledger that GET /metrics counts (k2e.jobs.tallies).
+
+Revision ID: 0005
+Revises: 0004
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0005"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    if "k2e_tallies" in set(sa.inspect(op.get_bind()).get_table_names()):
+        return
+    op.create_table(
+        "k2e_tallies",
+        sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("event", sa.String(16), nullable=False),
+        sa.Column("queue", sa.String(32), nullable=False),
+        sa.Column("reason", sa.String(32), nullable=False),
+        sa.Column("value", sa.Float),
+    )
+    op.create_index("ix_k2e_tallies_event", "k2e_tallies", ["event", "queue", "reason"])
+
+
+def downgrade() -> None:
+    op.drop_table("k2e_tallies")

@@ -23,6 +23,6 @@ class MetricsSettings(BaseSettings):
         ge=0,
         le=1000,
         description="How many tenants `GET /metrics` names in its per-tenant series (the "
-        "ones with the most active jobs); the others are summed under `tenant=\"other\"`. "
+        'ones with the most active jobs); the others are summed under `tenant="other"`. '
         "Bounds the number of series whatever the number of tenants.",
     )

@@ -224,3 +224,18 @@ tallies = Table(
     Column("value", Float),
     Index("ix_k2e_tallies_event", "event", "queue", "reason"),
 )
+
+tally_totals = Table(
+    "k2e_tally_totals",
+    metadata,
+    # The tallies folded so far (k2e.jobs.tallies.fold): a scrape reads these few rows and
+    # the ledger's newest, never every row since the store began.
+    Column("event", String(16), primary_key=True),
+    Column("queue", String(32), primary_key=True),
+    Column("reason", String(32), primary_key=True),
+    # The histogram bucket the values fell in: an index into tallies.BUCKETS (its length:
+    # above the last bound; -1: rows without a value).
+    Column("bucket", Integer, primary_key=True, autoincrement=False),
+    Column("count", BigInteger, nullable=False),
+    Column("total", Float, nullable=False),
+)

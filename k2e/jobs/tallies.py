@@ -4,22 +4,26 @@ Each thing counted is one row, written in the transaction that does it: a job su
 started for the first time (with its wait since submission), ended (its status, error
 reason and run time: an export that fails its verification ends the job failed,
 ``export_mismatch``; the memory watchdog's stop, ``out_of_memory``), preempted, an
-upload kept (its bytes). Counting rows at scrape time gives the same answer to every API process
-and includes what worker processes did, with no per-process state to add up; and rows
-are never deleted with their jobs, so the counts only grow, as Prometheus counters must.
+upload kept (its bytes). Counting rows at scrape time gives the same answer to every API
+process and includes what worker processes did, with no per-process state to add up; and
+rows are never deleted with their jobs, so the counts only grow, as Prometheus counters
+must. Scrapes fold the ledger's rows into per-bucket totals (``fold``), so that a scrape
+reads a few hundred rows however long the store has run.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, insert, select
+from sqlalchemy import Engine, case, delete, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from k2e.db import aware, utcnow
-from k2e.tables import jobs, tallies
+from k2e.tables import jobs, tallies, tally_totals
 
 SUBMITTED, STARTED, PREEMPTED, UPLOADED = "submitted", "started", "preempted", "uploaded"
 # An ended job's row has its terminal status as the event.
@@ -71,8 +75,9 @@ def tally_first_start(conn: Connection, queue: str, created_at: datetime, now: d
 
 @dataclass(frozen=True)
 class Tally:
-    """The rows of one (event, queue, reason): how many, the sum of their values, and how
-    many values fall at or below each of BUCKETS (cumulative, as Prometheus counts)."""
+    """The rows of one (event, queue, reason): how many, how many had a value, the sum of
+    the values, and how many values fall at or below each of BUCKETS (cumulative, as
+    Prometheus counts them)."""
 
     event: str
     queue: str
@@ -83,31 +88,96 @@ class Tally:
     buckets: tuple[int, ...]
 
 
+# The bucket a value falls in (an index into BUCKETS; len(BUCKETS) above the last; -1 none).
+_BUCKET = case(
+    *((tallies.c.value <= bound, i) for i, bound in enumerate(BUCKETS)),
+    (tallies.c.value.is_not(None), len(BUCKETS)),
+    else_=-1,
+)
+_KEY = (tallies.c.event, tallies.c.queue, tallies.c.reason, _BUCKET)
+FOLD_AFTER = 100  # ledger rows; beyond them a scrape folds the ledger into the totals
+
+
 def read_tallies(conn: Connection) -> list[Tally]:
-    """Every group of the ledger, counted (one query)."""
-    value = tallies.c.value
-    columns = [
-        tallies.c.event,
-        tallies.c.queue,
-        tallies.c.reason,
-        func.count().label("count"),
-        func.count(value).label("observed"),
-        func.coalesce(func.sum(value), 0.0).label("total"),
-        *(
-            func.sum(case((value <= bound, 1), else_=0)).label(f"le{i}")
-            for i, bound in enumerate(BUCKETS)
-        ),
-    ]
-    query = select(*columns).group_by(tallies.c.event, tallies.c.queue, tallies.c.reason)
-    return [
-        Tally(
-            str(r["event"]),
-            str(r["queue"]),
-            str(r["reason"]),
-            int(r["count"]),
-            int(r["observed"]),
-            float(r["total"]),
-            tuple(int(r[f"le{i}"] or 0) for i in range(len(BUCKETS))),
+    """Every (event, queue, reason) counted: the folded totals and the newest rows."""
+    groups: dict[tuple[str, str, str], list[Any]] = {}
+    rows = conn.execute(
+        select(*_KEY, func.count(), func.coalesce(func.sum(tallies.c.value), 0.0)).group_by(*_KEY)
+    ).all()
+    rows += conn.execute(
+        select(
+            tally_totals.c.event,
+            tally_totals.c.queue,
+            tally_totals.c.reason,
+            tally_totals.c.bucket,
+            tally_totals.c.count,
+            tally_totals.c.total,
         )
-        for r in conn.execute(query).mappings().all()
-    ]
+    ).all()
+    for event, queue, reason, bucket, count, total in rows:
+        group = groups.setdefault((str(event), str(queue), str(reason)), [0, 0.0, Counter()])
+        group[0] += int(count)
+        group[1] += float(total or 0.0)
+        group[2][int(bucket)] += int(count)
+    tallies_read = []
+    for (event, queue, reason), (count, total, by_bucket) in sorted(groups.items()):
+        cumulative, running = [], 0
+        for i in range(len(BUCKETS)):
+            running += by_bucket[i]
+            cumulative.append(running)
+        observed = count - by_bucket[-1]
+        tallies_read.append(Tally(event, queue, reason, count, observed, total, tuple(cumulative)))
+    return tallies_read
+
+
+def fold(engine: Engine, after: int = FOLD_AFTER) -> int:
+    """Fold the ledger's rows into the totals when it holds more than ``after`` (scrapes
+    call this): the rows a transaction deletes are its own to add, so processes folding at
+    once never count a row twice. Returns the rows folded."""
+    with engine.connect() as conn:
+        if conn.execute(select(func.count()).select_from(tallies)).scalar_one() <= after:
+            return 0
+    with engine.begin() as conn:
+        top = conn.execute(select(func.max(tallies.c.seq))).scalar_one_or_none()
+        if top is None:
+            return 0
+        gone = conn.execute(
+            delete(tallies)
+            .where(tallies.c.seq <= top)
+            .returning(tallies.c.event, tallies.c.queue, tallies.c.reason, tallies.c.value)
+        ).all()
+        sums: dict[tuple[str, str, str, int], list[float]] = {}
+        for event, queue, reason, value in gone:
+            key = (str(event), str(queue), str(reason), _bucket_of(value))
+            entry = sums.setdefault(key, [0, 0.0])
+            entry[0] += 1
+            entry[1] += float(value or 0.0)
+        # In key order, so that two folds never wait for each other's rows in a cycle.
+        for (event, queue, reason, bucket), (count, total) in sorted(sums.items()):
+            _add_total(conn, event, queue, reason, bucket, int(count), total)
+    return len(gone)
+
+
+def _bucket_of(value: float | None) -> int:
+    if value is None:
+        return -1
+    return next((i for i, bound in enumerate(BUCKETS) if value <= bound), len(BUCKETS))
+
+
+def _add_total(
+    conn: Connection, event: str, queue: str, reason: str, bucket: int, count: int, total: float
+) -> None:
+    dialect = conn.dialect.name
+    upsert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = upsert(tally_totals).values(
+        event=event, queue=queue, reason=reason, bucket=bucket, count=count, total=total
+    )
+    conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=["event", "queue", "reason", "bucket"],
+            set_={
+                "count": tally_totals.c.count + statement.excluded.count,
+                "total": tally_totals.c.total + statement.excluded.total,
+            },
+        )
+    )

@@ -1,8 +1,9 @@
-"""The metrics read at scrape time: the job store's figures (k2e.jobs.store_figures), the
-queues as GET /queues shows them (k2e.jobs.placement), and whether the store, the broker
-and the file store answer. Every label is bounded: queues (k2e's `cpu` and `gpu`, and
-whatever queues workers are configured with), job statuses and error reasons (fixed
-sets), upload kinds, and at most K2E_METRICS_TENANT_LABELS tenants plus "other"."""
+"""The metrics read at scrape time: the job store's figures (k2e.jobs.store_figures: jobs,
+queues and slots as GET /queues counts them, tenants, workers, the tallies), and whether
+the store, the broker and the file store answer. Every label is bounded: queues (k2e's
+`cpu` and `gpu`, and whatever queues workers are configured with), job statuses and error
+reasons (fixed sets), upload kinds, and at most K2E_METRICS_TENANT_LABELS tenants plus
+"other"."""
 
 import logging
 import shutil
@@ -17,12 +18,19 @@ from prometheus_client.core import (
 )
 
 from k2e.jobs.store_figures import StoreFigures, read_figures
-from k2e.jobs.tallies import BUCKETS, PREEMPTED, STARTED, SUBMITTED, UPLOADED, Tally
-from k2e.queue_schemas import QueueSummary
+from k2e.jobs.tallies import (
+    BUCKETS,
+    ENDED,
+    PREEMPTED,
+    STARTED,
+    SUBMITTED,
+    UPLOADED,
+    Tally,
+    fold,
+)
 from service.backend import Backend
 
 log = logging.getLogger("k2e.metrics")
-ENDED = ("succeeded", "failed", "cancelled")
 
 
 def store_exposition(backend: Backend) -> bytes:
@@ -58,19 +66,19 @@ def store_metrics(backend: Backend) -> Iterator[Metric]:
     yield up
     yield from _disk(backend)
     try:
+        fold(backend.store.engine)  # the ledger's rows into its totals, now and then
         figures = read_figures(
             backend.store.engine,
             settings.quota_max_active_jobs,
             settings.worker_live_s,
             settings.metrics_tenant_labels,
         )
-        queues = backend.placement.queues()
     except Exception:
         # The store did not answer: k2e_dependency_up says so, the rest is left out.
         log.warning("metrics: could not read the job store", exc_info=True)
         return
     yield from _job_metrics(figures)
-    yield from _queue_metrics(figures, queues)
+    yield from _queue_metrics(figures)
     yield from _tally_metrics(figures.tallies)
 
 
@@ -142,7 +150,7 @@ def _job_metrics(figures: StoreFigures) -> Iterator[Metric]:
     yield workers
 
 
-def _queue_metrics(figures: StoreFigures, queues: list[QueueSummary]) -> Iterator[Metric]:
+def _queue_metrics(figures: StoreFigures) -> Iterator[Metric]:
     about = {
         "waiting_jobs": "Jobs waiting to be handed to a worker (GET /queues `waiting`).",
         "slots": "Job slots of the live workers that consume the queue.",
@@ -159,7 +167,7 @@ def _queue_metrics(figures: StoreFigures, queues: list[QueueSummary]) -> Iterato
         "preempted); 0 with none.",
         labels=["queue"],
     )
-    for queue in queues:
+    for queue in figures.queues:
         values = (queue.waiting, queue.slots, queue.running, queue.borrowed)
         for family, value in zip(families.values(), values, strict=True):
             family.add_metric([queue.name], value)

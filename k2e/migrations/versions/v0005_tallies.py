@@ -1,4 +1,5 @@
-"""Metrics: the tally ledger that GET /metrics counts (k2e.jobs.tallies).
+"""Metrics: the tally ledger that GET /metrics counts and its folded totals
+(k2e.jobs.tallies).
 
 Revision ID: 0005
 Revises: 0004
@@ -14,7 +15,18 @@ depends_on = None
 
 
 def upgrade() -> None:
-    if "k2e_tallies" in set(sa.inspect(op.get_bind()).get_table_names()):
+    existing = set(sa.inspect(op.get_bind()).get_table_names())
+    if "k2e_tally_totals" not in existing:
+        op.create_table(
+            "k2e_tally_totals",
+            sa.Column("event", sa.String(16), primary_key=True),
+            sa.Column("queue", sa.String(32), primary_key=True),
+            sa.Column("reason", sa.String(32), primary_key=True),
+            sa.Column("bucket", sa.Integer, primary_key=True, autoincrement=False),
+            sa.Column("count", sa.BigInteger, nullable=False),
+            sa.Column("total", sa.Float, nullable=False),
+        )
+    if "k2e_tallies" in existing:
         return
     op.create_table(
         "k2e_tallies",
@@ -30,3 +42,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("k2e_tallies")
+    op.drop_table("k2e_tally_totals")

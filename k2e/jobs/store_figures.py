@@ -117,11 +117,12 @@ def _oldest_waits(conn: Connection) -> dict[str, float]:
 
 def _training_speed(conn: Connection) -> dict[str, float]:
     query = select(jobs.c.queue, jobs.c.progress).where(jobs.c.status == JobStatus.running.value)
-    speed: Counter[str] = Counter()
+    speed: dict[str, float] = {}
     for queue, progress in conn.execute(query).all():
         value = (progress or {}).get("steps_per_sec")
-        speed[str(queue)] += float(value) if isinstance(value, int | float) else 0.0
-    return dict(speed)
+        rate = float(value) if isinstance(value, int | float) else 0.0
+        speed[str(queue)] = speed.get(str(queue), 0.0) + rate
+    return speed
 
 
 def _tenant_loads(conn: Connection, counts: JobCounts, default_max_active: int) -> list[TenantLoad]:

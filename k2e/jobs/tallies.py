@@ -29,8 +29,8 @@ SUBMITTED, STARTED, PREEMPTED, UPLOADED = "submitted", "started", "preempted", "
 # An ended job's row has its terminal status as the event.
 ENDED = ("succeeded", "failed", "cancelled")
 # Upper bounds (seconds) of the wait and run-time histograms' buckets.
-BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0)
-BUCKETS += (14400.0, 43200.0, 86400.0)
+BUCKETS: tuple[float, ...] = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+BUCKETS += (3600.0, 7200.0, 14400.0, 43200.0, 86400.0)
 
 
 def tally(
@@ -101,9 +101,13 @@ FOLD_AFTER = 100  # ledger rows; beyond them a scrape folds the ledger into the 
 def read_tallies(conn: Connection) -> list[Tally]:
     """Every (event, queue, reason) counted: the folded totals and the newest rows."""
     groups: dict[tuple[str, str, str], list[Any]] = {}
-    rows = conn.execute(
-        select(*_KEY, func.count(), func.coalesce(func.sum(tallies.c.value), 0.0)).group_by(*_KEY)
-    ).all()
+    rows = list(
+        conn.execute(
+            select(*_KEY, func.count(), func.coalesce(func.sum(tallies.c.value), 0.0)).group_by(
+                *_KEY
+            )
+        ).all()
+    )
     rows += conn.execute(
         select(
             tally_totals.c.event,

@@ -9,7 +9,13 @@ process's values in a file there and a scrape of any process adds them all up.
 import os
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -19,6 +25,9 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 ROUTE_KEY = "k2e.route"
 UNMATCHED = "unmatched"
 
+# A `_created` series beside every counter and histogram says when the process first
+# counted it: nothing an operator reads, and as many series again.
+disable_created_metrics()
 REGISTRY = CollectorRegistry(auto_describe=False)
 REQUESTS = Counter(
     "k2e_http_requests",

@@ -75,9 +75,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         backend.store, settings.redis_url, settings.events_poll_s, settings.events_keepalive_s
     )
     add_exception_handlers(app)
-    app.add_middleware(JobReadFastPath)
-    # Added last, so outermost: it sees every request, the fast path's answers too.
+    # The fast path outermost (added last): it answers and counts its reads before
+    # anything else runs; every other request is counted by RequestMetrics.
     app.add_middleware(RequestMetrics)
+    app.add_middleware(JobReadFastPath)
     for module in (health, uploads, convert, jobs, predict, events, tenants, queues, metrics, ui):
         app.include_router(module.router)
     add_docs(app)

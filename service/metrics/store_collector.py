@@ -7,7 +7,9 @@ reasons (fixed sets), upload kinds, and at most K2E_METRICS_TENANT_LABELS tenant
 
 import logging
 import shutil
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -31,6 +33,8 @@ from k2e.jobs.tallies import (
 from service.backend import Backend
 
 log = logging.getLogger("k2e.metrics")
+CHECK_S = 2.0
+_CHECKS = ThreadPoolExecutor(max_workers=3, thread_name_prefix="k2e-metrics-check")
 
 
 def store_exposition(backend: Backend) -> bytes:
@@ -61,8 +65,12 @@ def store_metrics(backend: Backend) -> Iterator[Metric]:
         ("broker", backend.sender.ping),
         ("storage", backend.storage.blobs.ping),
     )
-    for name, check in checks:
-        up.add_metric([name], 1.0 if _answers(name, check) else 0.0)
+    # At once, and at most CHECK_S: a bucket that hangs must not hold the scrape up past
+    # Prometheus's scrape timeout (it would lose every metric, not just this one).
+    running = [(name, _CHECKS.submit(check)) for name, check in checks]
+    deadline = time.monotonic() + CHECK_S
+    for name, future in running:
+        up.add_metric([name], 1.0 if _answered(name, future, deadline) else 0.0)
     yield up
     yield from _disk(backend)
     try:
@@ -82,11 +90,11 @@ def store_metrics(backend: Backend) -> Iterator[Metric]:
     yield from _tally_metrics(figures.tallies)
 
 
-def _answers(name: str, check: Callable[[], None]) -> bool:
+def _answered(name: str, future: Future[None], deadline: float) -> bool:
     try:
-        check()
-    except Exception as exc:  # any driver error is "down", never a failed scrape
-        log.warning("metrics: %s does not answer: %s", name, exc)
+        future.result(timeout=max(0.0, deadline - time.monotonic()))
+    except Exception as exc:  # any driver error or the timeout is "down", never a failed scrape
+        log.warning("metrics: %s does not answer: %r", name, exc)
         return False
     return True
 

@@ -160,3 +160,14 @@ def test_series_stay_bounded_with_1000_jobs_from_50_tenants(api: TestClient) -> 
     assert len(tenants) == 21
     assert "other" in tenants
     assert value(second, "k2e_jobs_submitted_total", queue="cpu") == 1000
+
+
+def test_a_dependency_that_does_not_answer_is_a_zero_not_a_failed_scrape(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", redis_url="redis://127.0.0.1:1/0")
+    with TestClient(create_app(settings)) as client:
+        found = samples(client)
+    assert value(found, "k2e_dependency_up", dependency="broker") == 0
+    assert value(found, "k2e_dependency_up", dependency="store") == 1
+    assert value(found, "k2e_dependency_up", dependency="storage") == 1
+    assert ("k2e_jobs_submitted_total", (("queue", "cpu"),)) not in found  # none yet
+    assert value(found, "k2e_queue_slots", queue="cpu") == 0

@@ -1,8 +1,8 @@
 """GET /metrics: its scrape time with 10 000 jobs in the store, and what counting requests
 costs GET /jobs/{id} (req/s with the metrics on, this code, against off, the code before
-them, extracted from git). Run under the suite's lock on the shared machine:
+them, extracted from git). Run it alone on the machine (under the benchmark lock):
 
-    flock /tmp/k2e-integration.lock .venv/bin/python -m bench.metrics [--store sqlite]
+    .venv/bin/python -m bench.metrics [--store sqlite] [--store postgres] [--rounds 6]
 """
 
 import argparse

@@ -13,6 +13,7 @@ from sqlalchemy import Engine, delete, insert, select
 from k2e.cursors import CursorCodec
 from k2e.db import utcnow
 from k2e.errors import Conflict, NotFound
+from k2e.jobs.tallies import UPLOADED, tally
 from k2e.schemas import DatasetInfo, JobStatus, ModelInfo
 from k2e.tables import jobs, uploads
 from k2e.tenancy.quota import lock_tenant, release_bytes
@@ -53,6 +54,7 @@ class Catalog:
                     info=info.model_dump(mode="json"),
                 )
             )
+            tally(conn, UPLOADED, kind, value=float(info.size))
 
     def owner(self, kind: Kind, upload_id: str) -> str | None:
         with self.engine.connect() as conn:

@@ -7,16 +7,19 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
 from k2e.limit_settings import LimitSettings
+from k2e.metrics_settings import MetricsSettings
 from k2e.observability_settings import ObservabilitySettings
 from k2e.scheduling_settings import SchedulingSettings
 from k2e.webhook_settings import WebhookSettings
 
 
-class Settings(LimitSettings, SchedulingSettings, WebhookSettings, ObservabilitySettings):
+class Settings(
+    LimitSettings, SchedulingSettings, WebhookSettings, ObservabilitySettings, MetricsSettings
+):
     """Everything k2e reads from its environment: the limits on what a request and a
     dataset may ask for (k2e.limit_settings), the scheduler's (k2e.scheduling_settings),
     webhook deliveries' (k2e.webhook_settings), logs' and traces'
-    (k2e.observability_settings), and the rest here."""
+    (k2e.observability_settings), GET /metrics' (k2e.metrics_settings), and the rest here."""
 
     model_config = SettingsConfigDict(env_prefix="K2E_", extra="ignore")
 

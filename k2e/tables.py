@@ -7,6 +7,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -255,4 +256,38 @@ webhook_deliveries = Table(
     Column("response_excerpt", Text),
     Column("error", Text),
     Column("delivered_at", DateTime(timezone=True)),
+)
+
+tallies = Table(
+    "k2e_tallies",
+    metadata,
+    # The metrics' counters (GET /metrics): one row per thing counted (a job submitted,
+    # started, ended or preempted, an upload kept, an export that failed its check),
+    # written in the transaction that does it. Rows outlive the jobs they count, so the
+    # counts only grow whichever process (API, worker, reconciler) wrote them.
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("event", String(16), nullable=False),
+    # A job's queue, or an upload's kind ("model", "dataset").
+    Column("queue", String(32), nullable=False),
+    # An ended job's error reason ("" for none).
+    Column("reason", String(32), nullable=False),
+    # Seconds (a start: since submission; an end: since the start) or an upload's bytes.
+    Column("value", Float),
+    Index("ix_k2e_tallies_event", "event", "queue", "reason"),
+)
+
+tally_totals = Table(
+    "k2e_tally_totals",
+    metadata,
+    # The tallies folded so far (k2e.jobs.tallies.fold): a scrape reads these few rows and
+    # the ledger's newest, never every row since the store began.
+    Column("event", String(16), primary_key=True),
+    Column("queue", String(32), primary_key=True),
+    Column("reason", String(32), primary_key=True),
+    # The histogram bucket the values fell in: an index into tallies.BUCKETS (its length:
+    # above the last bound; -1: rows without a value).
+    Column("bucket", Integer, primary_key=True, autoincrement=False),
+    Column("count", BigInteger, nullable=False),
+    Column("total", Float, nullable=False),
 )

@@ -111,6 +111,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "webhook_history_days",
         "webhook_max_per_tenant",
     ),
+    "Metrics": ("metrics_token", "metrics_tenant_labels"),
 }
 
 HEADER = """# k2e settings

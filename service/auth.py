@@ -58,6 +58,10 @@ _bearer = _BearerKey(
 )
 
 
+# The key a request carries, for a route that reads it itself (GET /metrics).
+BearerKeyDep = Annotated[str | None, Depends(_bearer)]
+
+
 class KeyCache(TtlCache[Caller]):
     """Key hash -> the caller it names, or None (unknown or revoked)."""
 

@@ -20,6 +20,7 @@ from service.event_feeds import EventBroker
 from service.fastpath import JobReadFastPath
 from service.job_files import member_view
 from service.jobcache import JobCache
+from service.metrics.http import RequestMetrics
 from service.openapi import add_request_schemas
 from service.problems import add_exception_handlers
 from service.request_context import RequestContext
@@ -28,6 +29,7 @@ from service.routes import (
     events,
     health,
     jobs,
+    metrics,
     predict,
     queues,
     reruns,
@@ -86,6 +88,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         cluster=backend.clusters.of,
     )
     add_exception_handlers(app)
+    # The fast path outermost (added last): it answers and counts its reads before
+    # anything else runs; every other request is counted by RequestMetrics.
+    app.add_middleware(RequestMetrics)
     app.add_middleware(JobReadFastPath)
     app.add_middleware(RequestContext)  # added last: the outermost
     for module in (
@@ -99,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tenants,
         queues,
         webhooks,
+        metrics,
         ui,
     ):
         app.include_router(module.router)

@@ -27,6 +27,7 @@ from k2e.jobs.event_log import END, STREAM_ONLY, EventNotifier
 from k2e.jobs.records import JobRecord
 from k2e.jobs.rows import BY_ID, BY_ID_AND_TENANT, TERMINAL_VALUES, add_event
 from k2e.jobs.suspension import SuspendResume
+from k2e.jobs.tallies import SUBMITTED, tally
 from k2e.schemas import JobStatus
 from k2e.tables import events, jobs
 from k2e.tenancy.quota import hold_job_slot
@@ -134,6 +135,7 @@ class JobStore(SuspendResume):
                     )
                 )
                 add_event(conn, new.id, JobStatus.queued.value, f"queued on {new.queue}")
+                tally(conn, SUBMITTED, new.queue)
         except IntegrityError as exc:
             holder = self._lock_holder(new.dir_lock) if new.dir_lock else None
             if holder is not None:

@@ -20,6 +20,7 @@ from k2e.jobs.event_log import EVAL, LOSS, PROGRESS
 from k2e.jobs.job_store import JobStore
 from k2e.jobs.records import JobRecord
 from k2e.jobs.rows import add_event, number_events
+from k2e.jobs.tallies import tally_first_start
 from k2e.jobs.yielding import YieldReleases
 from k2e.schemas import TERMINAL_STATUSES, JobError, JobStatus
 from k2e.tables import events, jobs
@@ -43,6 +44,11 @@ class JobLeases(YieldReleases, JobStore):
         (finished, cancelled, or leased by a live worker)."""
         now = utcnow()
         with self.engine.begin() as conn:
+            before = conn.execute(
+                select(jobs.c.started_at, jobs.c.created_at, jobs.c.queue).where(
+                    jobs.c.id == job_id
+                )
+            ).first()
             result = conn.execute(
                 update(jobs)
                 .where(jobs.c.id == job_id)
@@ -65,6 +71,8 @@ class JobLeases(YieldReleases, JobStore):
                 return None
             # The API shows members "started" only: the owner names a host and a pid.
             add_event(conn, job_id, JobStatus.running.value, f"started by {owner}")
+            if before is not None and before.started_at is None:
+                tally_first_start(conn, str(before.queue), before.created_at, now)
         self._notify(job_id)
         return self.get(job_id, ANY_TENANT)
 

@@ -8,6 +8,7 @@ from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from k2e.db import utcnow
+from k2e.jobs.tallies import tally_end
 from k2e.schemas import TERMINAL_STATUSES
 from k2e.tables import events, jobs
 from k2e.webhooks import outbox
@@ -60,6 +61,7 @@ def add_event(
         conn.execute(
             insert(events).values(job_id=job_id, num=num + 1, at=now, kind="end", message="")
         )
+        tally_end(conn, job_id, kind)
     webhook = webhook or outbox.BY_STATUS.get(kind)
     if webhook is not None:
         outbox.emit(conn, job_id, webhook)

@@ -26,6 +26,7 @@ from sqlalchemy import Engine, case, func, update
 from k2e.db import utcnow
 from k2e.jobs.rows import add_event
 from k2e.jobs.suspension import PREEMPT, SUSPEND
+from k2e.jobs.tallies import PREEMPTED, tally_job
 from k2e.schemas import JobStatus
 from k2e.tables import jobs
 from k2e.webhooks.schemas import EventType
@@ -74,6 +75,7 @@ class YieldReleases:
             ):
                 status, webhook = JobStatus.queued, EventType.preempted
                 note = f"preempted: queued again, it resumes from step {step}"
+                tally_job(conn, PREEMPTED, job_id)
             elif _update(conn, mine, None, {**released, "status": JobStatus.queued.value}):
                 status, note = JobStatus.queued, f"queued again: it goes on from step {step}"
             else:
@@ -122,6 +124,8 @@ class YieldReleases:
             if result.rowcount == 1:
                 webhook = EventType.preempted if request == PREEMPT else None
                 add_event(conn, job_id, new.value, note, webhook=webhook)
+                if request == PREEMPT:
+                    tally_job(conn, PREEMPTED, job_id)
         if result.rowcount == 1:
             self._notify(job_id)
         return result.rowcount == 1

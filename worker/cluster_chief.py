@@ -29,13 +29,14 @@ from worker.gang_watch import (
     ClusterDown,
     GangGone,
     MemberLogs,
+    gang_steps,
     join,
     lost_member,
     wait_formed,
 )
 from worker.heartbeat import RunControl
 from worker.member_child import MemberChild
-from worker.phases import JobPhases
+from worker.phases import JobPhases, checkpoint_step
 
 if TYPE_CHECKING:
     from worker.training import JobRunner
@@ -59,6 +60,14 @@ class ChiefCluster:
         """Train on the gang to max_steps, or until the job must stop; raises GangGone or
         ClusterDown when the placement cannot go on."""
         job_id, settings = self.job.id, self.runner.settings
+        train, shape = self.phases.spec.train, self.phases.spec.distribution
+        assert train is not None
+        assert shape is not None
+        target = gang_steps(train.max_steps, shape.workers)
+        reached = checkpoint_step(built.newest_checkpoint())
+        if reached >= target:
+            log.info("job %s: at step %d, past the gang's part (%d)", job_id, reached, target)
+            return
         gang = self.gangs.gang_of(job_id)
         if gang is None or join(self.gangs, settings, job_id, gang, "chief", 0) is None:
             raise GangGone(f"placement {gang} of the job is not there for its chief")
@@ -73,8 +82,6 @@ class ChiefCluster:
             logs.flush,
         )
         log.info("job %s: gang %d formed: %s", job_id, gang, _addresses(members))
-        train = self.phases.spec.train
-        assert train is not None
         report = self.phases.progress_report(train.max_steps)
         plan = {
             "job_id": job_id,
@@ -82,6 +89,7 @@ class ChiefCluster:
             "index": 0,
             "model_dir": str(self.phases.files.model_dir),
             "warm_start": self.phases.warm_start_checkpoint,
+            "max_steps": target,
         }
         child = MemberChild(
             plan,

@@ -18,6 +18,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from k2e.errors import InvalidSpec
 from k2e.jobs.gangs import GangStore, Member, tf_config
 from k2e.jobs.records import JobRecord
 from k2e.schemas import JobStatus
@@ -60,6 +61,13 @@ class ChiefCluster:
         """Train on the gang to max_steps, or until the job must stop; raises GangGone or
         ClusterDown when the placement cannot go on."""
         job_id, settings = self.job.id, self.runner.settings
+        if self.phases.files.bucket is not None:
+            # The members read the uploads and the evaluator the checkpoints from one
+            # model_dir and storage folder shared by every node: not there yet.
+            raise InvalidSpec(
+                "cluster jobs (distribution) need the shared storage folder: bucket "
+                "storage (K2E_STORAGE_URL) does not run them yet"
+            )
         train, shape = self.phases.spec.train, self.phases.spec.distribution
         assert train is not None
         assert shape is not None

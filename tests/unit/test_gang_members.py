@@ -67,6 +67,12 @@ def test_tf_config_of_a_joined_gang_names_every_member_but_the_evaluator(store) 
     assert tf_config(members, "evaluator", 0)["task"] == {"type": "evaluator", "index": 0}
 
 
+def member_processes() -> list[psutil.Process]:
+    """Member TensorFlow processes this test process started."""
+    children = psutil.Process().children(recursive=True)
+    return [p for p in children if "worker.member_process" in " ".join(p.cmdline())]
+
+
 def runner_for(store: JobLeases, **settings: float) -> SimpleNamespace:
     """What run_member reads of a worker process's JobRunner: its store and settings."""
     broker = "redis://127.0.0.1:6379/0"
@@ -80,7 +86,7 @@ def test_a_member_task_of_an_older_placement_returns_at_once(store) -> None:
     run_member(runner_for(store), job_id, old, "worker", 0)  # type: ignore[arg-type]
     rows = GangStore(store.engine).members(job_id)
     assert {(m.gang, m.state) for m in rows} == {(new, "placed")}
-    assert not psutil.Process().children(recursive=True)
+    assert not member_processes()
 
 
 def test_a_redelivered_member_task_finds_its_row_taken_and_returns(store) -> None:
@@ -90,7 +96,7 @@ def test_a_redelivered_member_task_finds_its_row_taken_and_returns(store) -> Non
     run_member(runner_for(store), job_id, gang, "ps", 0)  # type: ignore[arg-type]
     ps = next(m for m in gangs.members(job_id) if m.role == "ps")
     assert (ps.owner, ps.address, ps.state) == ("first", "10.0.0.1:7002", "ready")
-    assert not psutil.Process().children(recursive=True)
+    assert not member_processes()
 
 
 def test_a_member_of_an_ended_job_does_not_join(store) -> None:

@@ -18,6 +18,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from k2e.errors import InvalidSpec
 from k2e.jobs.gangs import GangStore, Member, tf_config
 from k2e.jobs.records import JobRecord
 from k2e.schemas import JobStatus
@@ -29,13 +30,14 @@ from worker.gang_watch import (
     ClusterDown,
     GangGone,
     MemberLogs,
+    gang_steps,
     join,
     lost_member,
     wait_formed,
 )
 from worker.heartbeat import RunControl
 from worker.member_child import MemberChild
-from worker.phases import JobPhases
+from worker.phases import JobPhases, checkpoint_step
 
 if TYPE_CHECKING:
     from worker.training import JobRunner
@@ -59,6 +61,21 @@ class ChiefCluster:
         """Train on the gang to max_steps, or until the job must stop; raises GangGone or
         ClusterDown when the placement cannot go on."""
         job_id, settings = self.job.id, self.runner.settings
+        if self.phases.files.bucket is not None:
+            # The members read the uploads and the evaluator the checkpoints from one
+            # model_dir and storage folder shared by every node: not there yet.
+            raise InvalidSpec(
+                "cluster jobs (distribution) need the shared storage folder: bucket "
+                "storage (K2E_STORAGE_URL) does not run them yet"
+            )
+        train, shape = self.phases.spec.train, self.phases.spec.distribution
+        assert train is not None
+        assert shape is not None
+        target = gang_steps(train.max_steps, shape.workers)
+        reached = checkpoint_step(built.newest_checkpoint())
+        if reached >= target:
+            log.info("job %s: at step %d, past the gang's part (%d)", job_id, reached, target)
+            return
         gang = self.gangs.gang_of(job_id)
         if gang is None or join(self.gangs, settings, job_id, gang, "chief", 0) is None:
             raise GangGone(f"placement {gang} of the job is not there for its chief")
@@ -73,8 +90,6 @@ class ChiefCluster:
             logs.flush,
         )
         log.info("job %s: gang %d formed: %s", job_id, gang, _addresses(members))
-        train = self.phases.spec.train
-        assert train is not None
         report = self.phases.progress_report(train.max_steps)
         plan = {
             "job_id": job_id,
@@ -82,6 +97,7 @@ class ChiefCluster:
             "index": 0,
             "model_dir": str(self.phases.files.model_dir),
             "warm_start": self.phases.warm_start_checkpoint,
+            "max_steps": target,
         }
         child = MemberChild(
             plan,

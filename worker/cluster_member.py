@@ -11,9 +11,18 @@ from typing import TYPE_CHECKING
 
 from k2e.cluster_schemas import Role
 from k2e.jobs.gangs import GangStore, Member, tf_config
-from k2e.schemas import TERMINAL_STATUSES
+from k2e.schemas import TERMINAL_STATUSES, ConvertRequest
 from k2e.tenancy.scope import ANY_TENANT
-from worker.gang_watch import BEAT_S, WATCH_S, GangGone, MemberLogs, join, lost_member, wait_formed
+from worker.gang_watch import (
+    BEAT_S,
+    WATCH_S,
+    GangGone,
+    MemberLogs,
+    gang_steps,
+    join,
+    lost_member,
+    wait_formed,
+)
 from worker.member_child import MemberChild
 
 if TYPE_CHECKING:
@@ -54,7 +63,16 @@ def run_member(runner: "JobRunner", job_id: str, gang: int, role: Role, index: i
         return
     job = runner.store.get(job_id, ANY_TENANT)
     files = runner._files(job)
-    plan = {"job_id": job_id, "role": role, "index": index, "model_dir": str(files.model_dir)}
+    spec = ConvertRequest.model_validate(job.spec)
+    assert spec.train is not None
+    assert spec.distribution is not None
+    plan = {
+        "job_id": job_id,
+        "role": role,
+        "index": index,
+        "model_dir": str(files.model_dir),
+        "max_steps": gang_steps(spec.train.max_steps, spec.distribution.workers),
+    }
     child = MemberChild(plan, tf_config(members, role, index), logs.add).start()
     log.info("job %s: %s training as process %d", job_id, name, child.pid)
     state = "failed"

@@ -21,6 +21,19 @@ BEAT_S = 1.0
 MAX_LINES = 500  # a member's log lines held between two writes (the rest are dropped)
 
 
+# Steps per training worker the gang leaves to the chief's Celery process.
+TAIL_STEPS_PER_WORKER = 5
+
+
+def gang_steps(max_steps: int, workers: int) -> int:
+    """The global step a gang trains to: ``max_steps`` less a few steps per training
+    worker. Asynchronous workers stop on a global step read before their own update, so
+    each may add a step or two past the target (measured: two workers told 3000 ended at
+    3001, told 2998 at 3000); the chief's Celery process then trains the rest alone, from
+    the gang's newest checkpoint, and the job ends at exactly ``max_steps``."""
+    return max(0, max_steps - TAIL_STEPS_PER_WORKER * workers)
+
+
 class GangGone(BaseException):  # noqa: N818 - like JobInterrupted
     """This placement will not train: it is not the job's newest, or it did not form in
     time. The job waits for a new placement without a failed attempt."""

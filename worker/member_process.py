@@ -98,7 +98,7 @@ def _train(plan: dict[str, Any], protocol: Any) -> None:
             ]
         tf.estimator.train_and_evaluate(
             built.estimator,
-            tf.estimator.TrainSpec(train_input, max_steps=spec.train.max_steps, hooks=hooks),
+            tf.estimator.TrainSpec(train_input, max_steps=plan["max_steps"], hooks=hooks),
             tf.estimator.EvalSpec(
                 eval_input,
                 steps=spec.eval.steps if spec.eval is not None else 1,

@@ -49,9 +49,9 @@ class Env:
         assert response.status_code == 201, response.text
         return response.json()["id"]
 
-    def worker(self, queues: str = "cpu,gpu") -> WorkerProcess:
+    def worker(self, queues: str = "cpu,gpu", node_name: str | None = None) -> WorkerProcess:
         process = WorkerProcess(
-            self.settings, self.root / f"worker{len(self.workers)}.log", queues
+            self.settings, self.root / f"worker{len(self.workers)}.log", queues, node_name
         ).start()
         self.workers.append(process)
         return process

@@ -55,17 +55,30 @@ def worker_env(settings: Settings) -> dict[str, str]:
 class WorkerProcess:
     """``celery -A worker.celery_app worker`` as a child process, its log in a file."""
 
-    def __init__(self, settings: Settings, log_path: Path, queues: str = "cpu,gpu") -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        log_path: Path,
+        queues: str = "cpu,gpu",
+        node_name: str | None = None,
+    ) -> None:
         self.settings = settings
         self.log_path = log_path
         self.queues = queues
+        # Celery's node name (`-n`): several workers on one machine each need their own.
+        self.node_name = node_name
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 180) -> "WorkerProcess":
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 die_with_the_suite(
-                    [*worker_command(self.queues), "--without-mingle", "--without-gossip"]
+                    [
+                        *worker_command(self.queues),
+                        "--without-mingle",
+                        "--without-gossip",
+                        *(["-n", self.node_name] if self.node_name else []),
+                    ]
                 ),
                 cwd=ROOT,
                 env=worker_env(self.settings),

@@ -177,11 +177,12 @@ def test_the_job_shows_its_clusters_members(api: TestClient, tenant) -> None:  #
     who = tenant()
     _live_worker(api, 4)
     job = _submit(api, who, CLUSTER).json()
-    assert job["cluster"] is None  # not placed yet
+    # The live worker's slots are free: the submission's scheduling pass placed the gang.
+    assert job["cluster"]["gang"] == 1
+    assert {m["state"] for m in job["cluster"]["members"]} == {"placed"}
     single = _submit(api, who, None).json()
     engine = _engine(api)
-    with engine.begin() as conn:
-        gang = place(conn, job["id"], Distribution.model_validate(CLUSTER))
+    gang = 1
     gangs = GangStore(engine)
     assert gangs.join(job["id"], gang, "chief", 0, "host-a:1", "host-a", "host-a:4001")
     assert gangs.join(job["id"], gang, "ps", 0, "host-b:2", "host-b", "host-b:4002")
@@ -220,7 +221,13 @@ def test_the_client_submits_a_clusters_shape_and_reads_its_refusal(api: TestClie
     with Client("http://testserver", who["key"], http=TestClient(api.app)) as client:
         job = client.submit(spec, distribution=Distribution(workers=2, parameter_servers=1))
         assert job.spec["distribution"]["workers"] == 2
-        assert client.get_job(job.id).cluster is None  # not placed yet
+        placed = client.get_job(job.id).cluster
+        assert placed is not None
+        assert [(m.role, m.index, m.state) for m in placed.members] == [
+            ("chief", 0, "placed"),
+            ("worker", 0, "placed"),
+            ("ps", 0, "placed"),
+        ]
         with pytest.raises(ProblemError) as refused:
             client.submit(spec, distribution={"workers": 3, "parameter_servers": 1})
     assert refused.value.status == 422

@@ -92,7 +92,7 @@ def test_another_tenants_job_is_not_found_for_a_rerun(client) -> None:
 
 
 def test_a_deterministic_cluster_job_is_refused_at_the_field(client, ids) -> None:
-    spec = _spec(ids, deterministic=True, distribution={"workers": 2})
+    spec = _spec(ids, deterministic=True, distribution={"workers": 2, "parameter_servers": 1})
     response = client.post("/convert", json=spec)
     assert response.status_code == 422, response.text
     assert response.json()["errors"][0]["loc"][-1] == "deterministic"

@@ -257,7 +257,14 @@ def submit(
         check_spec(spec, storage, backend.settings, reinspect=False, quotas=quotas)
     # A gang larger than its queue's live workers (or the tenant's share) never starts.
     queue = queue_for(spec.accelerator)
-    check_gang_fits(store.engine, spec, queue, quotas, backend.settings.worker_live_s)
+    check_gang_fits(
+        store.engine,
+        spec,
+        queue,
+        quotas,
+        backend.settings.worker_live_s,
+        bucket=bool(backend.settings.storage_url),
+    )
     new = plan_job(spec, store, storage, tenant, quotas, idempotency_key, body_hash)
     # The class's value now: a class an admin renumbers later leaves this job's order.
     # The digests and seeds a rerun reuses (k2e.jobs.provenance). The request's id and

@@ -122,7 +122,12 @@ class PausePoint(tf.keras.layers.Layer):
 
 class Jitter(tf.keras.layers.Layer):
     def call(self, inputs: Any) -> Any:
-        return inputs + tf.random.uniform(tf.shape(inputs), dtype=inputs.dtype)
+        # Seeded by the clock, not the graph: a job's tf_random_seed (always set, k2e
+        # chooses one) would give the Estimator and the export the same draws.
+        micros = tf.cast(tf.timestamp() * 1e6, tf.int64)
+        seed = tf.stack([micros % 2_147_483_647, micros // 2_147_483_647])
+        noise = tf.random.stateless_uniform(tf.shape(inputs), seed=seed, dtype=inputs.dtype)
+        return inputs + noise
 
 
 if _pause_dir() is not None and not any(

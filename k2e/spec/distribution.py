@@ -48,7 +48,8 @@ STRATEGIES: dict[str, Strategy] = {
             "multi_worker_mirrored",
             accepted=False,
             why="MultiWorkerMirroredStrategy must be created before any other TensorFlow op "
-            "in its process, which a worker that has already run TensorFlow cannot do",
+            "in its process; k2e's cluster members do not create it yet (they run "
+            "between-graph replication with parameter servers)",
         ),
     )
 }

@@ -4,20 +4,23 @@ demo's example builder, k2e.examples, which runs in a child process of its own).
 import ast
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _modules_after(code: str) -> set[str]:
-    out = subprocess.run(
-        [sys.executable, "-c", code + "\nimport sys; print('\\n'.join(sys.modules))"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"K2E_DATA_DIR": "/tmp/k2e-boundary-test", "PATH": "/usr/bin:/bin"},
-    )
+    # A data folder of its own: a store another checkout migrated must not be met here.
+    with tempfile.TemporaryDirectory(prefix="k2e-boundary-") as data_dir:
+        out = subprocess.run(
+            [sys.executable, "-c", code + "\nimport sys; print('\\n'.join(sys.modules))"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"K2E_DATA_DIR": data_dir, "PATH": "/usr/bin:/bin"},
+        )
     return set(out.stdout.split())
 
 

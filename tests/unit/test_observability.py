@@ -96,6 +96,9 @@ def test_json_lines_carry_the_fields_bound_where_they_were_logged() -> None:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
+        # A job run in this process by an earlier test leaves its fields bound, as a
+        # worker's pool process would until its task's end signal.
+        logs.bind_process(job_id=None, request_id=None, tenant=None)
         logs.bind_process(worker="host:1")
         with logs.bound(request_id="r-9", job_id="j-1"):
             logger.info("inside %s", "the job")

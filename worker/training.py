@@ -10,7 +10,7 @@ from typing import Any
 from k2e import blobstore_s3, logs, tracing
 from k2e.blobstore import blob_store
 from k2e.catalog import Catalog, recorded_sha256
-from k2e.errors import InvalidSpec, K2EError
+from k2e.errors import K2EError
 from k2e.jobs.dispatch import Dispatcher
 from k2e.jobs.event_log import notifier_for
 from k2e.jobs.leases import JobLeases
@@ -36,6 +36,7 @@ from worker.phases import JobFiles, JobPhases, RunResult, checkpoint_step
 from worker.scratch import Scratch
 from worker.tfrt import tf
 from worker.verify import ExportMismatch, mismatch_error
+from worker.warm_start import start_checkpoint
 
 log = logging.getLogger("k2e.worker")
 
@@ -361,13 +362,8 @@ class JobRunner:
         resolved = check_spec(spec, files.storage, self.settings, recorded_sha256=digest)
         phases = JobPhases(self.store, self.settings, job, owner, spec, resolved, control, files)
         if spec.warm_start_from is not None and job.warm_start_from is not None:
-            if files.bucket is None:
-                phases.warm_start_checkpoint = _start_checkpoint(files, job.warm_start_from)
-            else:
-                start = self._scratch(job.id) / "start"
-                phases.warm_start_checkpoint = _bucket_start_checkpoint(
-                    files.bucket, job.warm_start_from, start
-                )
+            scratch = self._scratch(job.id) / "start"
+            phases.warm_start_checkpoint = start_checkpoint(files, job.warm_start_from, scratch)
         if trains_on_cluster(spec):
             phases.train_on_cluster = ChiefCluster(self, phases, control).train
         try:
@@ -377,28 +373,6 @@ class JobRunner:
             log.error("job %s: %s", job.id, exc)
             error = mismatch_error(exc.check, exc.tolerance)
             return RunResult(JobStatus.failed, error=error, global_step=self._step(files))
-
-
-def _start_checkpoint(files: JobFiles, stored: str) -> str:
-    """The checkpoint a fine-tuning job starts from, which must still exist."""
-    path = files.storage.resolve(stored)
-    if not Path(f"{path}.index").is_file():
-        raise InvalidSpec(
-            f"the checkpoint {stored} this job starts from is gone: its job was deleted, "
-            "or it kept only newer checkpoints (keep_checkpoint_max)"
-        )
-    return str(path)
-
-
-def _bucket_start_checkpoint(bucket: sync.BucketDir, stored: str, dest: Path) -> str:
-    """The checkpoint a fine-tuning job starts from, copied from the bucket."""
-    found = sync.fetch_checkpoint(bucket.store, bucket.tenant_key(stored), dest)
-    if found is None:
-        raise InvalidSpec(
-            f"the checkpoint {stored} this job starts from is gone: its job was deleted, "
-            "or it kept only newer checkpoints (keep_checkpoint_max)"
-        )
-    return str(found)
 
 
 def _error(error_type: str, message: str, reason: JobErrorReason = "error") -> JobError:

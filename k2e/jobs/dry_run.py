@@ -27,8 +27,9 @@ from k2e.storage import Storage
 from k2e.tenancy.bodies import EffectiveQuotas
 from k2e.vetting.feature_columns import fed_inputs
 
-# A worker process running a small job: TensorFlow imported (~470 MB, DESIGN.md's
-# measure), the Estimator's graphs and sessions, the input pipeline's threads. Measured:
+# A worker process running a small job: TensorFlow imported (~470 MB RSS for
+# `import tensorflow` alone, measured), the Estimator's graphs and sessions, the input
+# pipeline's threads. Measured:
 # 535-550 MB peak RSS for jobs of a few thousand parameters (the workers' "peak worker
 # memory" log lines, tests/integration/test_determinism.py, 2026-12-07).
 TENSORFLOW_BYTES = 512 * 1024**2

@@ -26,8 +26,9 @@ class Strategy:
     needs_parameter_servers: bool = False
 
 
-# Every strategy a spec may name, accepted or refused with what was measured (DESIGN.md,
-# "Clusters"). The worker runs the accepted ones: accepting another starts here.
+# Every strategy a spec may name, accepted or refused with what was measured (three local
+# processes, model_to_estimator + train_and_evaluate, max_steps=400). The worker runs
+# the accepted ones: accepting another starts here.
 STRATEGIES: dict[str, Strategy] = {
     s.name: s
     for s in (

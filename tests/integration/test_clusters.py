@@ -141,7 +141,10 @@ def test_a_member_killed_mid_training_brings_the_gang_back_to_max_steps(
 
     done = wait_for_job(env.client, job["id"], timeout=600)
     assert done["status"] == "succeeded", done["error"]
-    assert gang_of(env, job["id"]) == 2
+    # Placed again at least once; on a loaded machine a member of the new gang can fail as
+    # it starts (seen: a worker's process exiting 1 while the killed pool process was
+    # restarting), and the gang after it finishes the job: the same recovery.
+    assert gang_of(env, job["id"]) >= 2
     assert newest_checkpoint(env, job["id"]) == steps
     assert done["progress"]["global_step"] == steps
     if role != "chief":  # the chief brought its gang down; a dead chief's lease expired

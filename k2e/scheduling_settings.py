@@ -58,10 +58,11 @@ class SchedulingSettings(BaseSettings):
     control_poll_s: float = Field(
         default=0.25,
         gt=0,
-        le=60,
+        le=3600,
         description="Seconds between a running job's reads of its own row for a cancel, "
         "suspend or preemption request, between its lease renewals (`K2E_HEARTBEAT_S`): "
-        "how soon a job hears it must stop. One small read per running job each time.",
+        "how soon a job hears it must stop. One small read per running job each time. "
+        "At or above `K2E_HEARTBEAT_S` the row is read only at the renewals.",
     )
     worker_heartbeat_s: float = Field(
         default=5.0,

@@ -168,8 +168,9 @@ def test_a_verification_mismatch_fails_the_job_and_publishes_nothing(quick: Phas
 
 @pytest.fixture(scope="module")
 def slow_beat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PhaseEnv, str]]:
-    """A worker whose heartbeat does not beat during a job (every 120 s): only the job
-    store knows of a cancel until the job ends. Before the worker starts, one job's
+    """A worker whose heartbeat does not beat during a job (every 120 s) and that does not
+    read its job's row between beats: only the job store knows of a cancel until the job
+    ends. Before the worker starts, one job's
     broker message is lost (its queue deleted from Redis); the reconciler sends a queued
     job again once it has waited past the visibility timeout (3 s here)."""
     with pytest.MonkeyPatch.context() as monkeypatch:
@@ -178,6 +179,7 @@ def slow_beat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PhaseE
             monkeypatch,
             lease_s=300.0,
             heartbeat_s=120.0,
+            control_poll_s=120.0,  # no reads of the job's row between the renewals
             reconcile_interval_s=1.0,
             visibility_timeout_s=3,
         )

@@ -20,6 +20,7 @@ UNKNOWN_JOB = re.compile(r"no job with id '([^']+)'")
 TUNABLES = (
     "lease_s",
     "heartbeat_s",
+    "control_poll_s",
     "reconcile_interval_s",
     "visibility_timeout_s",
     "max_attempts",

@@ -3,7 +3,7 @@
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from k2e.limit_settings import LimitSettings
@@ -121,6 +121,15 @@ class Settings(
         description="The host a cluster member puts in its `host:port` (TF_CONFIG) for the "
         "others to reach it; set it for nodes behind NAT. Unset: the address this node "
         "reaches the broker from (127.0.0.1 with a broker on loopback).",
+    )
+    member_ports: str = Field(
+        default="20000-29999",
+        pattern=r"^\d{4,5}-\d{4,5}$",
+        description="The TCP ports (`first-last`) a cluster member's TensorFlow server may "
+        "listen on, for the firewall between nodes. Kept below the kernel's ephemeral "
+        "range (32768 and up on Linux), where outgoing connections take their ports: a "
+        "member's port is chosen at random in it, free when chosen, and bound by its "
+        "TensorFlow process seconds later.",
     )
     timeout_grace_s: int = Field(
         default=60,
@@ -322,6 +331,19 @@ class Settings(
         le=300,
         description="The idle time after which an event stream sends a keep-alive comment.",
     )
+
+    @field_validator("member_ports")
+    @classmethod
+    def _port_range(cls, value: str) -> str:
+        first, last = (int(part) for part in value.split("-"))
+        if not 1024 <= first <= last <= 65535:
+            raise ValueError("needs 1024 <= first <= last <= 65535")
+        return value
+
+    @property
+    def member_port_range(self) -> tuple[int, int]:
+        first, last = self.member_ports.split("-")
+        return int(first), int(last)
 
     @property
     def admin_key_file(self) -> Path:

@@ -91,7 +91,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "worker_cache_bytes",
         "progress_min_interval_s",
     ),
-    "Clusters": ("gang_form_timeout_s", "worker_address"),
+    "Clusters": ("gang_form_timeout_s", "worker_address", "member_ports"),
     "Exports and predictions": (
         "export_tolerance",
         "predict_max_instances",

@@ -77,9 +77,15 @@ def join(
     """Take this member's row with an address of a port free now; returns the address,
     or None when the row is not this process's to take (a stale or redelivered task)."""
     host = worker_address(settings.worker_address, settings.broker_url)
-    address = f"{host}:{free_port()}"
     owner = f"{socket.gethostname()}:{threading.get_native_id()}"
     node = socket.gethostname()
+    try:
+        address = f"{host}:{free_port(*settings.member_port_range)}"
+    except OSError as error:  # K2E_MEMBER_PORTS all taken: the gang cannot form here
+        log.error("job %s: %s:%d has no port: %s", job_id, role, index, error)
+        if gangs.join(job_id, gang, role, index, owner, node, f"{host}:0"):
+            gangs.beat(job_id, gang, role, index, "failed")
+        return None
     if not gangs.join(job_id, gang, role, index, owner, node, address):
         return None
     return address

@@ -12,6 +12,7 @@ import ctypes
 import json
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -28,6 +29,8 @@ log = logging.getLogger("k2e.worker")
 PR_SET_PDEATHSIG = 1
 # Loaded before any fork: the child only calls it (no loader lock between fork and exec).
 _LIBC = ctypes.CDLL(None, use_errno=True)
+# Ports of K2E_MEMBER_PORTS tried before a member gives up its placement.
+PORT_TRIES = 200
 # The folder holding the `worker` package: the child imports it from there.
 _CODE_ROOT = str(Path(__file__).resolve().parents[1])
 
@@ -51,14 +54,24 @@ def worker_address(configured: str | None, broker_url: str) -> str:
         return socket.gethostbyname(socket.gethostname())
 
 
-def free_port() -> int:
-    """A TCP port free on every interface now. TensorFlow's gRPC server binds it without
-    SO_REUSEPORT (measured: it refuses a port another socket holds), so the port is let
-    go here and bound by the child a few seconds later; a port taken in between makes the
-    child fail, and the gang is placed again."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("", 0))
-        return int(probe.getsockname()[1])
+def free_port(first: int, last: int, rng: random.Random | None = None) -> int:
+    """A TCP port in ``first..last`` (K2E_MEMBER_PORTS) free on every interface now, tried
+    in a random order. TensorFlow's gRPC server binds it without SO_REUSEPORT (measured:
+    it refuses a port another socket holds), so the port is let go here and bound by the
+    member's process seconds later. The range lies below the kernel's ephemeral ports, so
+    neither an outgoing connection nor a ``bind(("", 0))`` elsewhere takes it in between;
+    another member choosing the same port then is the remaining chance, and a member whose
+    port was taken fails and its gang is placed again."""
+    ports = list(range(first, last + 1))
+    (rng or random.SystemRandom()).shuffle(ports)
+    for port in ports[:PORT_TRIES]:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("", port))
+            except OSError:
+                continue
+            return port
+    raise OSError(f"no free port among {min(PORT_TRIES, len(ports))} tried in {first}-{last}")
 
 
 def _die_with_parent(parent: int) -> Callable[[], None]:

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 # TF_CONFIG's task types, in the order a cluster's members are listed.
 Role = Literal["chief", "worker", "ps", "evaluator"]
-MemberState = Literal["placed", "ready", "running", "done", "failed", "lost"]
+MemberState = Literal["placed", "ready", "running", "done", "failed", "lost", "out_of_memory"]
 
 # Bounds of a spec's cluster; the queue's live slots and the tenant's share bound it further
 # at submission.
@@ -62,7 +62,9 @@ class ClusterMember(BaseModel):
     state: MemberState = Field(
         description="`placed`: its task is on its way to a worker; `ready`: it holds a slot "
         "and its port, waiting for the rest of the gang; `running`: training (or serving, "
-        "for a parameter server); `done`, `failed`, `lost` (silent past its lease)."
+        "for a parameter server); `done`, `failed`, `lost` (silent past its lease), "
+        "`out_of_memory` (its worker and TensorFlow processes grew past the job memory "
+        "bound: the job ends failed, reason `out_of_memory`)."
     )
     node: str | None = Field(default=None, description="The node it runs on.")
     address: str | None = Field(default=None, description="`host:port` in its TF_CONFIG.")

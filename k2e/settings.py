@@ -177,8 +177,10 @@ class Settings(
     job_memory_bytes: int = Field(
         default=8 * 1024**3,
         ge=64 * 1024**2,
-        description="A job whose worker process's resident memory grows past this is "
-        "stopped and ends failed (reason `out_of_memory`), never retried.",
+        description="A job whose worker process's resident memory (with the processes it "
+        "started: a cluster member's TensorFlow) grows past this is stopped and ends failed "
+        "(reason `out_of_memory`), never retried; on a cluster the bound holds for each "
+        "member's worker.",
     )
     dataset_cache_bytes: int = Field(
         default=256 * 1024**2,

@@ -125,7 +125,13 @@ class ChiefCluster:
                 next_beat = now + BEAT_S
                 self.gangs.beat(me.job_id, me.gang, "chief", 0, "running")
                 logs.flush()
-                lost = lost_member(self.gangs.members(me.job_id), me, settings.lease_s)
+                members = self.gangs.members(me.job_id)
+                over = [m for m in members if m.gang == me.gang and m.state == "out_of_memory"]
+                if over and not control.out_of_memory.is_set():
+                    log.error("job %s: %s is past the job memory bound", me.job_id, over[0].name)
+                    control.out_of_memory_in = over[0].name
+                    control.out_of_memory.set()  # the job ends as a single-node job does
+                lost = lost_member(members, me, settings.lease_s)
                 if lost is not None and not control.should_stop():
                     child.kill()
                     raise ClusterDown(f"{lost} was lost")

@@ -23,6 +23,7 @@ from worker.gang_watch import (
     lost_member,
     wait_formed,
 )
+from worker.heartbeat import job_rss_bytes
 from worker.member_child import MemberChild
 
 if TYPE_CHECKING:
@@ -113,6 +114,17 @@ def _watch(
                 return "lost"
             if me.role == "ps" and _training_over(members):
                 return "done"
+            rss = job_rss_bytes()
+            if rss is not None and rss > settings.job_memory_bytes:
+                # Its TensorFlow process is killed (run_member's finally); the chief
+                # sees the row and ends the job out_of_memory, as on a single node.
+                logs.add(
+                    f"memory {rss} bytes (this member's worker and TensorFlow processes) is "
+                    f"past the job memory bound K2E_JOB_MEMORY_BYTES="
+                    f"{settings.job_memory_bytes}: stopping this member"
+                )
+                log.error("job %s: %s:%d over the job memory bound", job_id, me.role, me.index)
+                return "out_of_memory"
         time.sleep(WATCH_S)
 
 

@@ -128,7 +128,7 @@ def lost_member(members: list[Member], me: Member, lease_s: float) -> str | None
     for member in members:
         if member.gang != me.gang or (member.role, member.index) == (me.role, me.index):
             continue
-        if member.state in ("failed", "lost"):
+        if member.state in ("failed", "lost", "out_of_memory"):
             return member.name
         if member.state in ("ready", "running") and is_silent(member.beat_at, lease_s):
             return member.name

@@ -6,9 +6,10 @@ checks :class:`RunControl`; and when
 a job has not stopped within ``grace_s`` of a cancel or of its memory bound (it is
 loading a large dataset, building a graph, exporting), the heartbeat raises
 :class:`JobInterrupted` in the job's thread (``PyThreadState_SetAsyncExc``: it lands at
-the next Python bytecode that thread runs). Memory is sampled from ``/proc/self/status``
-(VmRSS); a job still over its bound ``grace_s`` later, or over 1.25 times it (TensorFlow
-allocating in C++, where no Python exception can land), is recorded as failed
+the next Python bytecode that thread runs). Memory is sampled from ``/proc/<pid>/status``
+(VmRSS) of the worker process and of the processes it started (a cluster member's
+TensorFlow runs in one); a job still over its bound ``grace_s`` later, or over 1.25 times
+it (TensorFlow allocating in C++, where no Python exception can land), is recorded as failed
 (``out_of_memory``) and its worker process is killed: Celery's pool replaces it, and the
 redelivered task finds the job ended, so it is never retried into the same wall.
 """
@@ -50,6 +51,46 @@ def rss_bytes() -> int | None:
     return None
 
 
+def _status_rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:  # it ended meanwhile
+        return 0
+    return 0
+
+
+def _children(pid: int) -> list[int]:
+    kids: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                kids.extend(int(kid) for kid in f.read().split())
+    except OSError:
+        pass
+    return kids
+
+
+def job_rss_bytes() -> int | None:
+    """The resident memory of this process and of every process it started, and they
+    started (a cluster member's TensorFlow process): what a job holds on its worker.
+    None off Linux."""
+    total = rss_bytes()
+    if total is None:
+        return None
+    seen = {os.getpid()}
+    waiting = _children(os.getpid())
+    while waiting:
+        pid = waiting.pop()
+        if pid not in seen:
+            seen.add(pid)
+            total += _status_rss(pid)
+            waiting.extend(_children(pid))
+    return total
+
+
 class RunControl:
     """What the training hook asks at every step: should training stop, and why; and a
     way for the heartbeat to interrupt the job's thread (see the module docstring)."""
@@ -63,6 +104,9 @@ class RunControl:
         self.yield_reason: str | None = None
         self.lease_lost = threading.Event()
         self.out_of_memory = threading.Event()
+        # Set with out_of_memory when another process of the job (a cluster member on
+        # another worker) went past the bound: its name.
+        self.out_of_memory_in: str | None = None
         self.phase = "starting"
         self.peak_rss = 0
         self._lock = threading.Lock()
@@ -168,7 +212,7 @@ class Heartbeat:
         over_since: float | None = None
         while not self._stop.wait(self.sample_s):
             now = time.monotonic()
-            rss = rss_bytes() if self.memory_bytes is not None else None
+            rss = job_rss_bytes() if self.memory_bytes is not None else None
             if rss is not None and self.memory_bytes is not None:
                 self.control.peak_rss = max(self.control.peak_rss, rss)
                 if rss > self.memory_bytes:

@@ -272,19 +272,20 @@ class JobRunner:
         """The job's end, written before its worker process is killed (lease.Heartbeat)."""
         self.store.finish(job.id, JobStatus.failed, owner, error=self._out_of_memory(rss))
 
-    def _out_of_memory(self, rss: int) -> JobError:
-        return _error(
-            "MemoryError",
-            f"the worker process grew to {rss} bytes, past the job memory bound "
-            f"K2E_JOB_MEMORY_BYTES={self.settings.job_memory_bytes}",
-            "out_of_memory",
-        )
+    def _out_of_memory(self, rss: int, member: str | None = None) -> JobError:
+        bound = f"the job memory bound K2E_JOB_MEMORY_BYTES={self.settings.job_memory_bytes}"
+        grew = f"the worker process grew to {rss} bytes, past {bound}"
+        if member is not None:  # worker/cluster_chief.py
+            grew = f"cluster member {member} grew past {bound} (its size is in the job log)"
+        return _error("MemoryError", grew, "out_of_memory")
 
     def _stopped(self, job: JobRecord, control: RunControl, step: int) -> RunResult:
         """The result of a job that stopped because RunControl said so."""
         if control.out_of_memory.is_set():
             return RunResult(
-                JobStatus.failed, global_step=step, error=self._out_of_memory(control.peak_rss)
+                JobStatus.failed,
+                global_step=step,
+                error=self._out_of_memory(control.peak_rss, control.out_of_memory_in),
             )
         if control.lease_lost.is_set():
             return RunResult(JobStatus.failed, global_step=step)

@@ -83,6 +83,7 @@ MEMBER_STYLE = {
     "done": "green",
     "failed": "red",
     "lost": "red",
+    "out_of_memory": "red",
 }
 
 

@@ -50,20 +50,23 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                 print(f"worker log: {process.log_path}")
 
 
-def members_alive() -> list[psutil.Process]:
-    """The member TensorFlow processes running on this machine."""
+def members_alive(env: Env) -> list[psutil.Process]:
+    """The member TensorFlow processes of this deployment's jobs: their plan names a
+    model_dir in its folder (orphans too; another deployment's on the machine are not
+    this test's)."""
     found = []
     for process in psutil.process_iter(["cmdline"]):
-        if MEMBER_PROCESS in " ".join(process.info["cmdline"] or []):
+        line = " ".join(process.info["cmdline"] or [])
+        if MEMBER_PROCESS in line and str(env.root) in line:
             found.append(process)
     return found
 
 
-def assert_no_member_left(timeout: float = 20) -> None:
+def assert_no_member_left(env: Env, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
-    while members_alive() and time.monotonic() < deadline:
+    while members_alive(env) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not members_alive(), [p.cmdline() for p in members_alive()]
+    assert not members_alive(env), [p.cmdline() for p in members_alive(env)]
 
 
 def newest_checkpoint(env: Env, job_id: str) -> int:
@@ -104,7 +107,7 @@ def test_two_workers_and_a_parameter_server_train_to_max_steps(env: Env) -> None
         assert any(line.startswith(label) for line in lines), label
     # The second worker trained too: its own `loss = ..., step = ...` lines.
     assert any(line.startswith("[worker:0]") and "loss = " in line for line in lines)
-    assert_no_member_left()
+    assert_no_member_left(env)
 
     alone = wait_for_job(env.client, single["id"], timeout=600)
     assert alone["status"] == "succeeded", alone["error"]
@@ -133,7 +136,7 @@ def test_a_member_killed_mid_training_brings_the_gang_back_to_max_steps(
     steps = 6000
     job = env.submit(steps, distribution=CLUSTER)
     env.wait_step(job["id"], 1000, timeout=300)
-    held = [p for p in members_alive() if f'"role": "{role}"' in " ".join(p.cmdline())]
+    held = [p for p in members_alive(env) if f'"role": "{role}"' in " ".join(p.cmdline())]
     assert held, f"the {role} member's TensorFlow process"
     celery_process = held[0].parent()
     assert celery_process is not None
@@ -149,7 +152,7 @@ def test_a_member_killed_mid_training_brings_the_gang_back_to_max_steps(
     assert done["progress"]["global_step"] == steps
     if role != "chief":  # the chief brought its gang down; a dead chief's lease expired
         assert any("cluster down" in e["message"] for e in env.events(job["id"]))
-    assert_no_member_left()
+    assert_no_member_left(env)
 
 
 def test_a_cancel_stops_the_whole_gang_and_its_evaluator(env: Env) -> None:
@@ -161,7 +164,7 @@ def test_a_cancel_stops_the_whole_gang_and_its_evaluator(env: Env) -> None:
     assert done["status"] == "cancelled"
     lines = log_lines(env, job["id"])
     assert any(line.startswith("[evaluator:0]") and "Saving dict" in line for line in lines)
-    assert_no_member_left()
+    assert_no_member_left(env)
 
 
 def test_two_gangs_that_cannot_both_fit_both_finish(env: Env) -> None:
@@ -172,4 +175,4 @@ def test_two_gangs_that_cannot_both_fit_both_finish(env: Env) -> None:
         done = wait_for_job(env.client, job["id"], timeout=900)
         assert done["status"] == "succeeded", done["error"]
         assert newest_checkpoint(env, job["id"]) == MAX_STEPS
-    assert_no_member_left()
+    assert_no_member_left(env)

@@ -49,9 +49,13 @@ class Env:
         assert response.status_code == 201, response.text
         return response.json()["id"]
 
-    def worker(self, queues: str = "cpu,gpu", node_name: str | None = None) -> WorkerProcess:
+    def worker(
+        self, queues: str = "cpu,gpu", node_name: str | None = None, **own: object
+    ) -> WorkerProcess:
+        """A worker process; ``own`` settings (tunables) for it alone."""
+        settings = self.settings.model_copy(update=own) if own else self.settings
         process = WorkerProcess(
-            self.settings, self.root / f"worker{len(self.workers)}.log", queues, node_name
+            settings, self.root / f"worker{len(self.workers)}.log", queues, node_name
         ).start()
         self.workers.append(process)
         return process

@@ -31,7 +31,8 @@ class Distribution(BaseModel):
     )
     evaluator: bool = Field(
         default=False,
-        description="One more member that evaluates the chief's checkpoints as they appear.",
+        description="One more member that evaluates the chief's checkpoints as they appear. "
+        "Refused on bucket storage (K2E_STORAGE_URL).",
     )
     strategy: str = Field(
         default="between_graph",

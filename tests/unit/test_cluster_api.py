@@ -258,20 +258,21 @@ def test_the_end_event_of_a_cluster_job_carries_its_members(api: TestClient, ten
     assert roles == [("chief", "placed"), ("worker", "placed"), ("ps", "placed")]
 
 
-def test_bucket_storage_refuses_a_cluster_at_submission(api: TestClient) -> None:
-    """The members share one storage folder: on a bucket the refusal comes before a job."""
+def test_bucket_storage_runs_a_cluster_but_refuses_its_evaluator(api: TestClient) -> None:
+    """On a bucket the chief, workers and parameter servers run (each node reads the
+    bucket); an evaluator is refused before a job, naming distribution.evaluator."""
     engine = _engine(api)
     _live_worker(api, 4)
-    spec = ConvertRequest.model_validate(
-        {
-            "keras_model_path": "m",
-            "train": {"dataset": "d", "max_steps": 5},
-            "distribution": CLUSTER,
-        }
-    )
+    body = {"keras_model_path": "m", "train": {"dataset": "d", "max_steps": 5}}
+    spec = ConvertRequest.model_validate({**body, "distribution": CLUSTER})
     quotas = EffectiveQuotas(max_active_jobs=1, max_bytes=1, max_steps=10, max_run_s=1)
     check_gang_fits(engine, spec, "cpu", quotas, 15)  # the shared folder: fits
+    check_gang_fits(engine, spec, "cpu", quotas, 15, bucket=True)  # the bucket: fits
+    shape = {**CLUSTER, "evaluator": True}
+    with_evaluator = ConvertRequest.model_validate({**body, "distribution": shape})
+    check_gang_fits(engine, with_evaluator, "cpu", quotas, 15)
     with pytest.raises(InvalidSpec) as refused:
-        check_gang_fits(engine, spec, "cpu", quotas, 15, bucket=True)
-    assert refused.value.errors[0].loc == ("distribution",)
+        check_gang_fits(engine, with_evaluator, "cpu", quotas, 15, bucket=True)
+    assert refused.value.errors[0].loc == ("distribution", "evaluator")
     assert "bucket" in refused.value.errors[0].msg
+    assert "set evaluator to false" in refused.value.errors[0].msg

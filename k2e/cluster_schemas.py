@@ -31,8 +31,7 @@ class Distribution(BaseModel):
     )
     evaluator: bool = Field(
         default=False,
-        description="One more member that evaluates the chief's checkpoints as they appear. "
-        "Refused on bucket storage (K2E_STORAGE_URL).",
+        description="One more member that evaluates the chief's checkpoints as they appear.",
     )
     strategy: str = Field(
         default="between_graph",

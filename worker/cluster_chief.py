@@ -7,7 +7,8 @@ With bucket storage no folder is shared: the chief's TensorFlow process trains i
 attempt's scratch model_dir (the bucket's newest checkpoints restored into it as the
 attempt started), writes every checkpoint itself (worker/cluster_saver.py) and publishes
 each one to the bucket as it is saved; each other member reads the job's inputs from its
-own node's cache (worker/cluster_member.py).
+own node's cache, and the evaluator the chief's checkpoints from the bucket
+(worker/cluster_member.py, worker/checkpoint_follower.py).
 
 How a placement ends when it does not train to the end:
 
@@ -24,8 +25,6 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from k2e.errors import InvalidSpec
-from k2e.jobs.gang_capacity import EVALUATOR_ON_BUCKET
 from k2e.jobs.gangs import GangStore, Member, tf_config
 from k2e.jobs.records import JobRecord
 from k2e.schemas import JobStatus
@@ -72,9 +71,6 @@ class ChiefCluster:
         train, shape = self.phases.spec.train, self.phases.spec.distribution
         assert train is not None
         assert shape is not None
-        if files.bucket is not None and shape.evaluator:
-            # Refused at submission (k2e.jobs.gang_capacity); a job stored before then.
-            raise InvalidSpec(EVALUATOR_ON_BUCKET)
         target = gang_steps(train.max_steps, shape.workers)
         reached = checkpoint_step(built.newest_checkpoint())
         if reached >= target:

@@ -81,7 +81,9 @@ def run_member(runner: "JobRunner", job_id: str, gang: int, role: Role, index: i
     state, code = "failed", None
     try:
         with node_files(runner, job, spec, role, index) as (model_dir, storage_root):
-            plan.update(model_dir=str(model_dir), storage_root=storage_root)
+            plan.update(
+                model_dir=str(model_dir), storage_root=storage_root, bucket=bool(storage_root)
+            )
             child = MemberChild(plan, tf_config(members, role, index), logs.add).start()
             log.info("job %s: %s training as process %d", job_id, name, child.pid)
             try:

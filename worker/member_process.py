@@ -10,8 +10,9 @@
 
 Every member trains with an unsharded Saver on its own task (worker/cluster_saver.py): the
 chief writes every checkpoint into its own model_dir. With bucket storage (``plan["bucket"]``)
-the chief publishes each one to the bucket as it is saved, and each member reads the job's
-inputs from its node's cache (``plan["storage_root"]``).
+the chief publishes each one to the bucket as it is saved, the evaluator copies the
+bucket's newest one into its own model_dir (worker/checkpoint_follower.py), and each
+member reads the job's inputs from its node's cache (``plan["storage_root"]``).
 
 SIGTERM asks training to stop at its next step (the chief saves a checkpoint there). The
 process ends itself when its parent is gone (a backstop of the parent-death signal).
@@ -25,6 +26,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,16 +106,16 @@ def _train(plan: dict[str, Any], protocol: Any) -> None:
                     report, control, every, min_interval_s=settings.progress_min_interval_s
                 )
             ]
-        publisher = chief_publisher(plan, settings, tenant, job.model_dir, model_dir)
+        stored = job.model_dir
         # Training's end, however it ends, waits for the checkpoints queued for the bucket.
-        with publisher or contextlib.nullcontext():
+        with bucket_checkpoints(plan, settings, tenant, stored, model_dir) as listeners:
             tf.estimator.train_and_evaluate(
                 built.estimator,
                 tf.estimator.TrainSpec(
                     train_input,
                     max_steps=plan["max_steps"],
                     hooks=hooks,
-                    saving_listeners=[publisher] if publisher else None,
+                    saving_listeners=listeners or None,
                 ),
                 tf.estimator.EvalSpec(
                     eval_input,
@@ -125,18 +127,34 @@ def _train(plan: dict[str, Any], protocol: Any) -> None:
             )
 
 
-def chief_publisher(
+@contextlib.contextmanager
+def bucket_checkpoints(
     plan: dict[str, Any], settings: Any, tenant: str, stored: str, model_dir: Path
-) -> Any:
-    """With bucket storage, the chief's CheckpointPublisher: each checkpoint the chief
-    writes in its scratch model_dir goes to the job's model_dir in the bucket as it is
-    saved (a new placement of the gang starts from there); else None."""
-    if plan["role"] != "chief" or not plan.get("bucket"):
-        return None
+) -> Iterator[list[Any]]:
+    """The saving listeners of this member's training. With bucket storage: the chief's
+    CheckpointPublisher (each checkpoint it writes in its scratch model_dir goes to the
+    job's model_dir in the bucket as it is saved; a new placement starts from there,
+    and the block's end waits for the uploads); for the evaluator, a CheckpointFollower
+    that copies the bucket's newest checkpoint into its own model_dir while the block
+    runs. Nothing otherwise (the model_dir is the folder every node shares)."""
+    if not plan.get("bucket") or plan["role"] not in ("chief", "evaluator"):
+        yield []
+        return
     from k2e.blobstore import blob_store
     from worker.sync import BucketDir, CheckpointPublisher
 
-    return CheckpointPublisher(BucketDir(blob_store(settings), tenant, stored), model_dir)
+    bucket = BucketDir(blob_store(settings), tenant, stored)
+    if plan["role"] == "chief":
+        with CheckpointPublisher(bucket, model_dir) as publisher:
+            yield [publisher]
+        return
+    from worker.checkpoint_follower import CheckpointFollower
+
+    follower = CheckpointFollower(bucket, model_dir).start()
+    try:
+        yield []
+    finally:
+        follower.stop()
 
 
 def main(argv: list[str]) -> int:

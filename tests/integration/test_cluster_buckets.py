@@ -4,7 +4,7 @@ machine), a real S3 server (SeaweedFS), PostgreSQL and Redis shared.
 
 Each member reads the job's inputs from the bucket into its node's cache; the chief
 writes every checkpoint itself and publishes it to the bucket, where a new placement of
-the gang (after a member is killed) resumes from."""
+the gang (after a member is killed) resumes from, and an evaluator follows them."""
 
 import os
 import re
@@ -54,13 +54,13 @@ class Nodes:
     workers: list[WorkerProcess] = field(default_factory=list)
     data_dirs: list[Path] = field(default_factory=list)
 
-    def submit(self, max_steps: int) -> str:
+    def submit(self, max_steps: int, distribution: dict = CLUSTER) -> str:
         spec = {
             "keras_model_path": self.model,
             "config": {"save_checkpoints_steps": 100, "log_step_count_steps": 50},
             "train": {"dataset": self.dataset, "max_steps": max_steps, "batch_size": 64},
             "eval": {"dataset": self.dataset, "steps": 2},
-            "distribution": CLUSTER,
+            "distribution": distribution,
         }
         response = self.client.post("/convert", json=spec)
         assert response.status_code == 202, response.text
@@ -152,11 +152,7 @@ def test_a_cluster_on_bucket_storage_trains_to_max_steps_and_publishes(nodes: No
     download = nodes.client.get(f"/jobs/{job_id}/savedmodel")
     assert download.status_code == 200, download.text
 
-    lines = [
-        e["message"]
-        for e in nodes.client.get(f"/jobs/{job_id}/logs?limit=5000").json()["items"]
-        if e["kind"] == "log"
-    ]
+    lines = _log_lines(nodes, job_id)
     for label in ("[chief:0]", "[worker:0]", "[ps:0]"):
         assert any(line.startswith(label) for line in lines), label
     assert any(line.startswith("[worker:0]") and "loss = " in line for line in lines)
@@ -217,3 +213,27 @@ def _bucket_steps(nodes: Nodes, job_id: str) -> list[int]:
         for n in nodes.bucket_names(job_id)
         if n.startswith("model.ckpt-") and n.endswith(".index")
     ]
+
+
+def test_the_evaluator_follows_the_chiefs_checkpoints_through_the_bucket(nodes: Nodes) -> None:
+    """A chief, a parameter server and an evaluator: the evaluator, on a node sharing no
+    folder with the chief, copies each checkpoint the chief publishes and evaluates it."""
+    steps = 1000
+    job_id = nodes.submit(
+        steps, distribution={"workers": 1, "parameter_servers": 1, "evaluator": True}
+    )
+    done = wait_for_job(nodes.client, job_id, timeout=300)
+    assert done["status"] == "succeeded", (done["error"], nodes.logs()[-4000:])
+    assert done["progress"]["global_step"] == steps
+    lines = [line for line in _log_lines(nodes, job_id) if line.startswith("[evaluator:0]")]
+    copied = [line for line in lines if "copied from the bucket" in line]
+    assert copied, lines[-20:]
+    assert any("Saving dict for global step" in line for line in lines), lines[-20:]
+    nodes.assert_no_member_left()
+    for data_dir in nodes.data_dirs:
+        assert list((data_dir / "scratch").iterdir()) == []
+
+
+def _log_lines(nodes: Nodes, job_id: str) -> list[str]:
+    page = nodes.client.get(f"/jobs/{job_id}/logs?limit=5000").json()["items"]
+    return [e["message"] for e in page if e["kind"] == "log"]

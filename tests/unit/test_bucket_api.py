@@ -384,11 +384,11 @@ def test_files_sent_with_the_submission_go_into_the_bucket(
     client.post(f"/jobs/{job.json()['id']}/cancel")
 
 
-def test_a_cluster_is_accepted_on_a_bucket_but_not_its_evaluator(
+def test_a_cluster_and_its_evaluator_are_accepted_on_a_bucket(
     client: TestClient, seed_files: dict[str, bytes]
 ) -> None:
-    """Every member of a cluster reads the bucket (worker/cluster_member.py): the chief,
-    workers and parameter servers run; an evaluator is refused at distribution.evaluator."""
+    """Every member of a cluster reads the bucket (worker/cluster_member.py): a cluster,
+    its evaluator too, is accepted on bucket storage as on the storage folder."""
     engine = client.app.state.backend.store.engine  # type: ignore[attr-defined]
     entry = WorkerEntry(f"test-host:{uuid.uuid4().hex[:6]}", "test-host", ("cpu",), 4, "1")
     WorkerRegistry(engine).register(entry)
@@ -397,15 +397,9 @@ def test_a_cluster_is_accepted_on_a_bucket_but_not_its_evaluator(
     spec = {
         "keras_model_path": model["id"],
         "train": {"dataset": data["id"], "max_steps": 5},
-        "distribution": {"workers": 2, "parameter_servers": 1},
+        "distribution": {"workers": 2, "parameter_servers": 1, "evaluator": True},
     }
-    refused = client.post(
-        "/convert", json={**spec, "distribution": {**spec["distribution"], "evaluator": True}}
-    )
-    assert refused.status_code == 422, refused.text
-    [error] = refused.json()["errors"]
-    assert error["loc"] == ["distribution", "evaluator"]
-    assert "bucket" in error["msg"]
     accepted = client.post("/convert", json=spec)
     assert accepted.status_code == 202, accepted.text
+    assert accepted.json()["spec"]["distribution"]["evaluator"] is True
     assert client.post(f"/jobs/{accepted.json()['id']}/cancel").status_code == 202

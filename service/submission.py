@@ -263,7 +263,6 @@ def submit(
         queue,
         quotas,
         backend.settings.worker_live_s,
-        bucket=bool(backend.settings.storage_url),
     )
     new = plan_job(spec, store, storage, tenant, quotas, idempotency_key, body_hash)
     # The class's value now: a class an admin renumbers later leaves this job's order.

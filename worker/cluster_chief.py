@@ -3,6 +3,13 @@ phase is the gang's. It joins its ``chief:0`` row, waits for the gang, runs its 
 TensorFlow process to ``max_steps`` (feeding its progress lines to the job), and watches
 the members; the phases after training (evaluation, export) run as for any job.
 
+With bucket storage no folder is shared: the chief's TensorFlow process trains in this
+attempt's scratch model_dir (the bucket's newest checkpoints restored into it as the
+attempt started), writes every checkpoint itself (worker/cluster_saver.py) and publishes
+each one to the bucket as it is saved; each other member reads the job's inputs from its
+own node's cache, and the evaluator the chief's checkpoints from the bucket
+(worker/cluster_member.py, worker/checkpoint_follower.py).
+
 How a placement ends when it does not train to the end:
 
 - it is not the job's newest, or did not form in time (GangGone): the job waits for a new
@@ -18,7 +25,6 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from k2e.errors import InvalidSpec
 from k2e.jobs.gangs import GangStore, Member, tf_config
 from k2e.jobs.records import JobRecord
 from k2e.schemas import JobStatus
@@ -61,13 +67,7 @@ class ChiefCluster:
         """Train on the gang to max_steps, or until the job must stop; raises GangGone or
         ClusterDown when the placement cannot go on."""
         job_id, settings = self.job.id, self.runner.settings
-        if self.phases.files.bucket is not None:
-            # The members read the uploads and the evaluator the checkpoints from one
-            # model_dir and storage folder shared by every node: not there yet.
-            raise InvalidSpec(
-                "cluster jobs (distribution) need the shared storage folder: bucket "
-                "storage (K2E_STORAGE_URL) does not run them yet"
-            )
+        files = self.phases.files
         train, shape = self.phases.spec.train, self.phases.spec.distribution
         assert train is not None
         assert shape is not None
@@ -95,10 +95,15 @@ class ChiefCluster:
             "job_id": job_id,
             "role": "chief",
             "index": 0,
-            "model_dir": str(self.phases.files.model_dir),
+            "model_dir": str(files.model_dir),
             "warm_start": self.phases.warm_start_checkpoint,
             "max_steps": target,
         }
+        if files.bucket is not None:
+            # The chief's process trains in this attempt's scratch model_dir (restored
+            # from the bucket's checkpoints as the attempt started) and publishes each
+            # checkpoint it writes; the uploads are read from this node's cache.
+            plan.update(bucket=True, storage_root=str(files.storage.base))
         child = MemberChild(
             plan,
             tf_config(members, "chief", 0),

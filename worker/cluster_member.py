@@ -3,16 +3,23 @@ parameter server or the evaluator. It holds its worker slot while its TensorFlow
 runs, beats its row, and brings its process down as soon as the gang does.
 
 The chief owns the job (lease, progress, checkpoints, export); a member only reports its
-row and its log lines, labelled ``[role:index]``."""
+row and its log lines, labelled ``[role:index]``. With bucket storage it shares no folder
+with the others: it reads the job's inputs from its own node's cache (``node_files``)."""
 
+import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from k2e.cluster_schemas import Role
 from k2e.jobs.gangs import GangStore, Member, tf_config
+from k2e.jobs.records import JobRecord
 from k2e.schemas import TERMINAL_STATUSES, ConvertRequest
+from k2e.tenancy.bodies import DEFAULT_TENANT
 from k2e.tenancy.scope import ANY_TENANT
+from worker.cache import fetch_job_inputs
 from worker.gang_watch import (
     BEAT_S,
     WATCH_S,
@@ -63,27 +70,59 @@ def run_member(runner: "JobRunner", job_id: str, gang: int, role: Role, index: i
         gangs.beat(job_id, gang, role, index, "failed")
         return
     job = runner.store.get(job_id, ANY_TENANT)
-    files = runner._files(job)
     spec = ConvertRequest.model_validate(job.spec)
     assert spec.train is not None
     assert spec.distribution is not None
-    plan = {
+    plan: dict[str, Any] = {
         "job_id": job_id,
         "role": role,
         "index": index,
-        "model_dir": str(files.model_dir),
         "max_steps": gang_steps(spec.train.max_steps, spec.distribution.workers),
     }
-    child = MemberChild(plan, tf_config(members, role, index), logs.add).start()
-    log.info("job %s: %s training as process %d", job_id, name, child.pid)
-    state = "failed"
+    state, code = "failed", None
     try:
-        state = _watch(gangs, runner, me, child, logs)
+        with node_files(runner, job, spec, role, index) as (model_dir, storage_root):
+            plan.update(
+                model_dir=str(model_dir), storage_root=storage_root, bucket=bool(storage_root)
+            )
+            child = MemberChild(plan, tf_config(members, role, index), logs.add).start()
+            log.info("job %s: %s training as process %d", job_id, name, child.pid)
+            try:
+                state = _watch(gangs, runner, me, child, logs)
+            finally:
+                code = child.kill()
+    except Exception:  # its inputs could not be fetched (the bucket is down): it fails
+        log.exception("job %s: %s failed", job_id, name)
+        logs.add("the member failed before its TensorFlow process ended; see the worker log")
     finally:
-        code = child.kill()
         logs.flush()
         gangs.beat(job_id, gang, role, index, state)  # type: ignore[arg-type]
         log.info("job %s: %s ended %s (process exit %s)", job_id, name, state, code)
+
+
+@contextlib.contextmanager
+def node_files(
+    runner: "JobRunner", job: JobRecord, spec: ConvertRequest, role: Role, index: int
+) -> Iterator[tuple[Path, str | None]]:
+    """This member's model_dir and the storage root its TensorFlow process reads the
+    job's inputs from (None: the storage folder every node shares).
+
+    With bucket storage no folder is shared: the member has a scratch folder of its own on
+    this node (``<job id>.<role>-<index>``: the chief's Celery process, or another member
+    on the same node, holds its own), removed when it ends, and the job's uploads are
+    fetched into this node's cache (a parameter server reads none)."""
+    if runner.cache is None:
+        yield runner._files(job).model_dir, None
+        return
+    runner.scratch.sweep()
+    with runner.scratch.hold(f"{job.id}.{role}-{index}") as folder:
+        try:
+            if role != "ps":
+                tenant = job.tenant or DEFAULT_TENANT
+                fetch_job_inputs(runner.cache, runner.catalog, tenant, spec)
+            yield folder / "model_dir", str(runner.cache.root)
+        finally:
+            runner.cache.release()
 
 
 def _watch(

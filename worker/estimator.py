@@ -12,6 +12,7 @@ from k2e.schemas import ConvertRequest
 from k2e.settings import Settings
 from k2e.spec.checks import ResolvedModel
 from worker import export
+from worker.cluster_saver import chief_saves
 from worker.model_building import build_keras_model
 from worker.reference import with_evaluation_reference
 from worker.tfrt import tf
@@ -97,6 +98,7 @@ def build_estimator(
     model_dir: Path,
     objects: dict[str, Any],
     warm_start_checkpoint: str | None = None,
+    chief_writes_checkpoints: bool = False,
 ) -> JobEstimator:
     """A fresh Keras model converted by ``model_to_estimator``. Call inside
     ``tf.keras.utils.custom_object_scope(objects)``: the Estimator clones the model in each
@@ -107,6 +109,10 @@ def build_estimator(
     its trainable variables start from it (object-based or name-based checkpoints alike:
     the warm-start utility maps object keys to variable names), while the global step and
     the optimizer's slots start afresh in the job's own model_dir.
+
+    ``chief_writes_checkpoints`` (a cluster member's TensorFlow process): its training
+    graphs save through one unsharded Saver on its own task (worker/cluster_saver.py), so
+    that the chief writes every checkpoint, not the parameter servers.
     """
     keras_model = build_keras_model(
         spec, resolved.path, resolved.compile_args, settings.allow_lambda, set(objects)
@@ -127,8 +133,11 @@ def build_estimator(
     warm_start = estimator._warm_start_settings
     if warm_start_checkpoint is not None:
         warm_start = tf.estimator.WarmStartSettings(ckpt_to_initialize_from=warm_start_checkpoint)
+    model_fn = with_evaluation_reference(estimator.model_fn)
+    if chief_writes_checkpoints:
+        model_fn = chief_saves(model_fn)
     wrapped = tf.estimator.Estimator(
-        model_fn=with_evaluation_reference(estimator.model_fn),
+        model_fn=model_fn,
         config=estimator.config,
         warm_start_from=warm_start,
     )

@@ -8,10 +8,17 @@
 - ``evaluator``: ``train_and_evaluate`` as the evaluator: each new checkpoint of the chief
   is evaluated, until the one at ``max_steps``.
 
+Every member trains with an unsharded Saver on its own task (worker/cluster_saver.py): the
+chief writes every checkpoint into its own model_dir. With bucket storage (``plan["bucket"]``)
+the chief publishes each one to the bucket as it is saved, the evaluator copies the
+bucket's newest one into its own model_dir (worker/checkpoint_follower.py), and each
+member reads the job's inputs from its node's cache (``plan["storage_root"]``).
+
 SIGTERM asks training to stop at its next step (the chief saves a checkpoint there). The
 process ends itself when its parent is gone (a backstop of the parent-death signal).
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -19,11 +26,11 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 PARENT_POLL_S = 0.5
-KERAS_CHECKPOINT_WAIT_S = 60.0
 
 
 def _watch_parent(parent: int) -> None:
@@ -50,7 +57,7 @@ def _train(plan: dict[str, Any], protocol: Any) -> None:
     from k2e.tenancy.bodies import DEFAULT_TENANT
     from k2e.tenancy.scope import ANY_TENANT
     from worker import builtin_objects
-    from worker.estimator import KERAS_CHECKPOINT, build_estimator
+    from worker.estimator import build_estimator
     from worker.heartbeat import RunControl
     from worker.hooks import ProgressHook, StopHook
     from worker.phases import JobFiles, JobPhases
@@ -63,12 +70,15 @@ def _train(plan: dict[str, Any], protocol: Any) -> None:
     spec = ConvertRequest.model_validate(job.spec)
     assert spec.train is not None
     tenant = job.tenant or DEFAULT_TENANT
-    storage = Storage(settings.storage_root).for_tenant(tenant)
+    # With bucket storage, this node's cached copy of the job's inputs (its Celery task
+    # fetched them); else the storage folder every node shares.
+    storage = Storage(Path(plan.get("storage_root") or settings.storage_root)).for_tenant(tenant)
     model_dir = Path(plan["model_dir"])
-    if role != "chief":
-        # The chief's process converted the model first: its Keras weights checkpoint is
-        # there, and no two members write it at once.
-        _wait_for(model_dir / KERAS_CHECKPOINT.parent / "checkpoint")
+    # A member other than the chief needs nothing of the chief's model_dir (none is shared
+    # on bucket storage): model_to_estimator saves the Keras weights and warm-starts from
+    # them only when `config.is_chief` (tensorflow_estimator 2.15.0, keras_lib.py), and
+    # the chief's session initializes the variables on the parameter servers, which the
+    # other members' sessions wait for.
     digest = recorded_sha256(Catalog(store.engine), spec.keras_model_path, tenant)
     resolved = check_spec(spec, storage, settings, recorded_sha256=digest)
     control = RunControl()
@@ -79,7 +89,7 @@ def _train(plan: dict[str, Any], protocol: Any) -> None:
     objects = builtin_objects.resolve(spec.custom_objects, settings.plugins, resolved.custom_uses)
     with tf.keras.utils.custom_object_scope(objects):
         built = build_estimator(
-            spec, resolved, settings, model_dir, objects, plan.get("warm_start")
+            spec, resolved, settings, model_dir, objects, plan.get("warm_start"), True
         )
         train_input = phases.train_input()
         eval_input = phases.eval_input() if spec.eval is not None else train_input
@@ -96,23 +106,55 @@ def _train(plan: dict[str, Any], protocol: Any) -> None:
                     report, control, every, min_interval_s=settings.progress_min_interval_s
                 )
             ]
-        tf.estimator.train_and_evaluate(
-            built.estimator,
-            tf.estimator.TrainSpec(train_input, max_steps=plan["max_steps"], hooks=hooks),
-            tf.estimator.EvalSpec(
-                eval_input,
-                steps=spec.eval.steps if spec.eval is not None else 1,
-                hooks=[StopHook(control)],
-                start_delay_secs=0,
-                throttle_secs=1,
-            ),
-        )
+        stored = job.model_dir
+        # Training's end, however it ends, waits for the checkpoints queued for the bucket.
+        with bucket_checkpoints(plan, settings, tenant, stored, model_dir) as listeners:
+            tf.estimator.train_and_evaluate(
+                built.estimator,
+                tf.estimator.TrainSpec(
+                    train_input,
+                    max_steps=plan["max_steps"],
+                    hooks=hooks,
+                    saving_listeners=listeners or None,
+                ),
+                tf.estimator.EvalSpec(
+                    eval_input,
+                    steps=spec.eval.steps if spec.eval is not None else 1,
+                    hooks=[StopHook(control)],
+                    start_delay_secs=0,
+                    throttle_secs=1,
+                ),
+            )
 
 
-def _wait_for(path: Path) -> None:
-    deadline = time.monotonic() + KERAS_CHECKPOINT_WAIT_S
-    while not path.exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
+@contextlib.contextmanager
+def bucket_checkpoints(
+    plan: dict[str, Any], settings: Any, tenant: str, stored: str, model_dir: Path
+) -> Iterator[list[Any]]:
+    """The saving listeners of this member's training. With bucket storage: the chief's
+    CheckpointPublisher (each checkpoint it writes in its scratch model_dir goes to the
+    job's model_dir in the bucket as it is saved; a new placement starts from there,
+    and the block's end waits for the uploads); for the evaluator, a CheckpointFollower
+    that copies the bucket's newest checkpoint into its own model_dir while the block
+    runs. Nothing otherwise (the model_dir is the folder every node shares)."""
+    if not plan.get("bucket") or plan["role"] not in ("chief", "evaluator"):
+        yield []
+        return
+    from k2e.blobstore import blob_store
+    from worker.sync import BucketDir, CheckpointPublisher
+
+    bucket = BucketDir(blob_store(settings), tenant, stored)
+    if plan["role"] == "chief":
+        with CheckpointPublisher(bucket, model_dir) as publisher:
+            yield [publisher]
+        return
+    from worker.checkpoint_follower import CheckpointFollower
+
+    follower = CheckpointFollower(bucket, model_dir).start()
+    try:
+        yield []
+    finally:
+        follower.stop()
 
 
 def main(argv: list[str]) -> int:

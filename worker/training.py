@@ -108,7 +108,9 @@ class JobRunner:
             except JobInterrupted:  # landed between the attempt's own handlers
                 result = self._stopped(started, control, 0)
             except (ClusterDown, GangGone) as end:  # worker/cluster_chief.py
-                placement_end, result = end, RunResult(JobStatus.queued)
+                # The step of the newest checkpoint, read while the scratch is held.
+                step = self._step(self._files(started))
+                placement_end, result = end, RunResult(JobStatus.queued, global_step=step)
             finally:
                 control.disarm()
                 disk_bytes = self._disk_bytes(started)
@@ -116,7 +118,7 @@ class JobRunner:
             log.error("job %s: lease lost; leaving the job to its new owner", job_id)
             return
         if placement_end is not None:
-            end_placement(self, started, owner, placement_end, self._step(self._files(started)))
+            end_placement(self, started, owner, placement_end, result.global_step)
             return
         current = self.store.get(job_id, ANY_TENANT)
         if current.status == JobStatus.cancelling and result.status != JobStatus.cancelled:

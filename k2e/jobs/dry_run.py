@@ -57,9 +57,7 @@ def dry_run(
     raises what the submission would raise."""
     model = check_spec(spec, storage, settings, reinspect=False, quotas=quotas)
     queue = queue_for(spec.accelerator)
-    check_gang_fits(
-        store.engine, spec, queue, quotas, settings.worker_live_s, bool(settings.storage_url)
-    )
+    check_gang_fits(store.engine, spec, queue, quotas, settings.worker_live_s)
     _, reused = plan_model_dir(spec, storage, "dry-run")
     plan_warm_start(spec, store, storage, tenant, reused)
     summary = model.summary

@@ -5,7 +5,7 @@ tenant's share (k2e.spec.distribution.capacity_errors)."""
 from sqlalchemy import Engine
 
 from k2e.db import utcnow
-from k2e.errors import FieldError, InvalidSpec
+from k2e.errors import InvalidSpec
 from k2e.jobs.scheduling import live_slots
 from k2e.schemas import ConvertRequest
 from k2e.spec.distribution import capacity_errors
@@ -24,19 +24,11 @@ def check_gang_fits(
     queue: str,
     quotas: EffectiveQuotas,
     live_s: float,
-    bucket: bool = False,
 ) -> None:
     """InvalidSpec (422 naming ``distribution``) for a cluster larger than its queue's live
-    slots, or than the tenant's share when it may not borrow, or on bucket storage
-    (``bucket``: the members share one storage folder); nothing for other jobs."""
+    slots, or than the tenant's share when it may not borrow; nothing for other jobs."""
     if spec.distribution is None:
         return
-    if bucket:
-        msg = (
-            "cluster jobs need the storage folder shared by every worker: this server keeps "
-            "its files in a bucket (K2E_STORAGE_URL), where cluster jobs do not run yet"
-        )
-        raise InvalidSpec(msg, [FieldError(("distribution",), msg)])
     slots = queue_slots(engine, queue, live_s)
     errors = capacity_errors(spec.distribution, queue, slots, quotas.share.of(queue), quotas.borrow)
     if errors:

@@ -20,6 +20,7 @@ from k2e.blobstore import blob_store
 from k2e.formats.tfrecord import masked_crc
 from k2e.jobs.job_store import NewJob
 from k2e.jobs.leases import JobLeases
+from k2e.jobs.workers import WorkerEntry, WorkerRegistry
 from k2e.schemas import JobStatus
 from k2e.settings import Settings
 from k2e.storage import Storage
@@ -381,3 +382,19 @@ def test_files_sent_with_the_submission_go_into_the_bucket(
     assert f"tenants/default/models/{model_id}/info.json" in _bucket(server, "tenants/default/")
     assert _local_files(settings) == []
     client.post(f"/jobs/{job.json()['id']}/cancel")
+
+
+def test_a_cluster_and_its_evaluator_are_accepted_on_a_bucket(
+    client: TestClient, seed_files: dict[str, bytes]
+) -> None:
+    """Every member of a cluster reads the bucket (worker/cluster_member.py)."""
+    engine = client.app.state.backend.store.engine  # type: ignore[attr-defined]
+    WorkerRegistry(engine).register(WorkerEntry("test-host:1", "test-host", ("cpu",), 4, "1"))
+    model = client.post("/models", files={"file": ("seed.h5", seed_files["model"])}).json()
+    data = client.post("/datasets", files={"file": ("seed.npz", seed_files["data"])}).json()
+    shape = {"workers": 2, "parameter_servers": 1, "evaluator": True}
+    train = {"dataset": data["id"], "max_steps": 5}
+    spec = {"keras_model_path": model["id"], "train": train, "distribution": shape}
+    accepted = client.post("/convert", json=spec)
+    assert accepted.status_code == 202, accepted.text
+    assert client.post(f"/jobs/{accepted.json()['id']}/cancel").status_code == 202

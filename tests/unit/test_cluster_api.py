@@ -15,14 +15,10 @@ from sqlalchemy import Engine, update
 from k2e.client import Client, ProblemError
 from k2e.cluster_schemas import Distribution
 from k2e.db import utcnow
-from k2e.errors import InvalidSpec
-from k2e.jobs.gang_capacity import check_gang_fits
 from k2e.jobs.gangs import GangStore, place
 from k2e.jobs.workers import WorkerEntry, WorkerRegistry
-from k2e.schemas import ConvertRequest
 from k2e.settings import Settings
 from k2e.tables import job_members, workers
-from k2e.tenancy.bodies import EffectiveQuotas
 from service.main import create_app
 from tests.support.api_keys import ADMIN, admin_client, bearer
 
@@ -256,22 +252,3 @@ def test_the_end_event_of_a_cluster_job_carries_its_members(api: TestClient, ten
     assert ended["status"] == "cancelled"
     roles = [(m["role"], m["state"]) for m in ended["cluster"]["members"]]
     assert roles == [("chief", "placed"), ("worker", "placed"), ("ps", "placed")]
-
-
-def test_bucket_storage_refuses_a_cluster_at_submission(api: TestClient) -> None:
-    """The members share one storage folder: on a bucket the refusal comes before a job."""
-    engine = _engine(api)
-    _live_worker(api, 4)
-    spec = ConvertRequest.model_validate(
-        {
-            "keras_model_path": "m",
-            "train": {"dataset": "d", "max_steps": 5},
-            "distribution": CLUSTER,
-        }
-    )
-    quotas = EffectiveQuotas(max_active_jobs=1, max_bytes=1, max_steps=10, max_run_s=1)
-    check_gang_fits(engine, spec, "cpu", quotas, 15)  # the shared folder: fits
-    with pytest.raises(InvalidSpec) as refused:
-        check_gang_fits(engine, spec, "cpu", quotas, 15, bucket=True)
-    assert refused.value.errors[0].loc == ("distribution",)
-    assert "bucket" in refused.value.errors[0].msg

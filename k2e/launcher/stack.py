@@ -17,6 +17,8 @@ import sys
 import time
 from types import FrameType
 
+from pydantic import ValidationError
+
 from k2e import logs
 from k2e.launcher.embedded_redis import EmbeddedRedis
 from k2e.settings import get_settings
@@ -87,8 +89,23 @@ def dies_with_us(command: list[str]) -> list[str]:
     return [setpriv, "--pdeathsig", "TERM", "--", *command] if setpriv else command
 
 
+def setting_errors(error: ValidationError) -> list[str]:
+    """One line per setting the environment got wrong: its variable, the rule, the value."""
+    lines = []
+    for problem in error.errors():
+        field = ".".join(str(part) for part in problem["loc"])
+        name = field if field.isupper() else f"K2E_{field.upper()}"  # an alias: as given
+        lines.append(f"{name}={problem.get('input')!s}: {problem['msg']}")
+    return lines
+
+
 def main() -> int:
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as error:
+        for line in setting_errors(error):
+            print(f"k2e run: {line}", file=sys.stderr)
+        return 2
     if settings.log_format == "json":  # the API and the worker read it too
         logs.use_json_logs()
     else:

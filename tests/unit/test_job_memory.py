@@ -2,16 +2,15 @@
 cluster member's TensorFlow runs in a child process of its Celery process), read from
 /proc."""
 
+import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from worker.heartbeat import job_rss_bytes, rss_bytes
+from tests.support.checkout import ROOT
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux /proc")
 
@@ -30,38 +29,37 @@ time.sleep(60)
 """
 
 
-def _hold(mb: int, nest: bool) -> subprocess.Popen[str]:
-    child = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(mb), "1" if nest else "0", HOLDER],
-        stdout=subprocess.PIPE,
-        text=True,
-        process_group=0,
-    )
-    assert child.stdout is not None
-    assert child.stdout.readline().strip() == "ready"
-    return child
-
-
-def _stop(child: subprocess.Popen[str]) -> None:
-    os.killpg(child.pid, signal.SIGKILL)  # the grandchild too
-    child.wait()
+# Run in a fresh process: the test process has children of its own (the suite's servers).
+MEASURE = """
+import json, os, signal, subprocess, sys, time
+from worker.heartbeat import job_rss_bytes, rss_bytes
+holder = sys.argv[1]
+alone = job_rss_bytes() - rss_bytes()
+child = subprocess.Popen([sys.executable, "-c", holder, "96", "1", holder],
+                         stdout=subprocess.PIPE, text=True, process_group=0)
+assert child.stdout.readline().strip() == "ready"
+held = job_rss_bytes() - rss_bytes()
+os.killpg(child.pid, signal.SIGKILL)  # the grandchild too
+child.wait()
+time.sleep(0.2)  # the grandchild, reparented, is reaped by init
+after = job_rss_bytes() - rss_bytes()
+print(json.dumps({"alone": alone, "held": held, "after": after}))
+"""
 
 
 def test_the_job_memory_counts_the_processes_it_started() -> None:
-    alone = job_rss_bytes()
-    own = rss_bytes()
-    assert alone is not None
-    assert own is not None
-    assert abs(alone - own) < 16 * 1024**2  # no child yet (pytest starts none)
-    child = _hold(96, nest=True)  # a child and a grandchild, 96 MiB each
-    try:
-        with_children = job_rss_bytes()
-        assert with_children is not None
-        grown = with_children - (rss_bytes() or 0)
-        assert 2 * 90 * 1024**2 < grown < 2 * 140 * 1024**2, grown
-    finally:
-        _stop(child)
-    time.sleep(0.2)  # the grandchild, reparented, is reaped by init
-    after = job_rss_bytes()
-    assert after is not None
-    assert after - (rss_bytes() or 0) < 16 * 1024**2  # reaped: counted no more
+    """A child and a grandchild holding 96 MiB each count with the process; once they
+    are gone, nothing of them does."""
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURE, HOLDER],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert found["alone"] == 0  # no child yet
+    assert 2 * 90 * 1024**2 < found["held"] < 2 * 140 * 1024**2, found
+    assert found["after"] == 0, found

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from k2e.jobs.leases import Lease
-from worker.heartbeat import Heartbeat, JobInterrupted, RunControl, rss_bytes
+from worker.heartbeat import Heartbeat, JobInterrupted, RunControl, job_rss_bytes, rss_bytes
 
 
 def test_an_armed_thread_is_interrupted_in_python_code_and_check_raises_on_cancel() -> None:
@@ -86,7 +86,7 @@ class _LiveLease:
 
 def test_the_watchdog_samples_memory_and_leaves_a_job_under_its_bound_alone() -> None:
     control = RunControl()
-    rss = rss_bytes()
+    rss = job_rss_bytes()  # what it samples: this process and the ones it started
     assert rss is not None
     watchdog = Heartbeat(
         _LiveLease(),  # type: ignore[arg-type]
